@@ -1,0 +1,1 @@
+"""pulse-audit: harness, command line, classifiers and metrics for auditing face upsamplers."""

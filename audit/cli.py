@@ -1,0 +1,152 @@
+"""The ``pulse-audit`` command line.
+
+User errors (bad input, missing weights, bad options) print one line and exit with status 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.table import Table
+from rich.text import Text
+
+from pulse_engine.device import resolve_device
+from pulse_engine.errors import PulseAuditError
+from pulse_engine.generators import REGISTRY, load_generator, parse_generator_spec
+from pulse_engine.search import SearchConfig
+
+app = typer.Typer(
+    help="Audit generative face upsamplers (PULSE over pluggable generators) for demographic skew.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+console = Console(stderr=True)
+
+
+class RateColumn(ProgressColumn):
+    """Image-steps per second."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:,.0f} img-steps/s" if task.speed else "", style="progress.data.speed")
+
+
+@contextmanager
+def image_step_progress(total: int, label: str):
+    """A rich progress bar counting image-steps, with rate and ETA; yields the advance callback.
+
+    The total grows when restarts add work beyond the first attempt.
+    """
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(label, total=total)
+
+        def advance(n: int) -> None:
+            state = bar.tasks[task]
+            if state.total is not None and state.completed + n > state.total:
+                bar.update(task, total=state.completed + n + total)
+            bar.advance(task, n)
+
+        yield advance
+        bar.update(task, total=bar.tasks[task].completed)
+
+
+def search_config(restarts: int, seed: int, steps: int, eps: float, loss: str, learning_rate: float,
+                  sphere_radius: str) -> SearchConfig:
+    """Build a SearchConfig, turning invalid settings into a one-line user error."""
+    try:
+        return SearchConfig(restarts=restarts, seed=seed, steps=steps, eps=eps, loss=loss,
+                            learning_rate=learning_rate, sphere_radius=sphere_radius)
+    except ValueError as exc:
+        raise PulseAuditError(str(exc)) from exc
+
+
+@app.command()
+def upsample(
+    inputs: Annotated[list[Path], typer.Argument(help="PNG/JPEG face images (HR to downscale, or LR with --lr).")],
+    generator: Annotated[str, typer.Option(help="NAME[:WEIGHTS], see `pulse-audit generators`.")] = "dcgan-digiface",
+    factor: Annotated[int, typer.Option(help="Downscale factor applied to HR inputs (ignored with --lr).")] = 4,
+    restarts: Annotated[int, typer.Option(help="Maximum seeded attempts per image until LR error ≤ eps.")] = 3,
+    seed: Annotated[int, typer.Option(help="Base seed; per-sample seeds derive from (seed, file, sample, restart).")] = 0,
+    samples: Annotated[int, typer.Option(help="Independent outputs per input.")] = 1,
+    steps: Annotated[int, typer.Option(help="Adam steps per attempt (PULSE: 100).")] = 100,
+    eps: Annotated[float, typer.Option(help="Success threshold on mean squared LR error, [0,1] units.")] = 2e-3,
+    loss: Annotated[str, typer.Option(help="Loss string, terms L2, L1, GEOCROSS.")] = "100*L2+0.05*GEOCROSS",
+    learning_rate: Annotated[float, typer.Option("--lr-rate", help="Base learning rate (PULSE: 0.4).")] = 0.4,
+    sphere_radius: Annotated[str, typer.Option(help="sqrt-dim (paper) or initial (reference code).")] = "sqrt-dim",
+    lr: Annotated[bool, typer.Option("--lr", help="Inputs already are low-resolution; use them as they are.")] = False,
+    crop: Annotated[str, typer.Option(help="none: non-square input is an error; center: central square.")] = "none",
+    batch_size: Annotated[int, typer.Option(help="Images searched together.")] = 16,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/upsample"),
+) -> None:
+    """Upsample faces with PULSE: writes OUT/<stem>/{lr,truth,sample<k>}.png and OUT/results.csv."""
+    from .upsampling import prepare_inputs, search_items, write_outputs
+
+    config = search_config(restarts, seed, steps, eps, loss, learning_rate, sphere_radius)
+    if crop not in ("none", "center"):
+        raise PulseAuditError(f"--crop must be none or center, got {crop!r}")
+    model = load_generator(generator, resolve_device(device))
+    prepared = prepare_inputs(inputs, model.resolution, factor, lr, crop)
+    if not prepared.items:
+        raise PulseAuditError(prepared.failures[0][1] if len(prepared.failures) == 1
+                              else f"none of the {len(prepared.failures)} inputs is usable; first: "
+                                   f"{prepared.failures[0][1]}")
+    for _, message in prepared.failures:
+        console.print(f"[yellow]skipped:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    with image_step_progress(len(prepared.items) * samples * steps, "PULSE search") as advance:
+        search_items(model, prepared.items, config, samples, batch_size, advance)
+    table = write_outputs(prepared, out)
+    done = sum(r.success for item in prepared.items for r in item.results)
+    total = sum(len(item.results) for item in prepared.items)
+    console.print(f"{done}/{total} outputs downscale to their input within eps={eps:g}; results in {table}",
+                  soft_wrap=True)
+
+
+@app.command()
+def generators() -> None:
+    """List the generators and whether each one's weights are present."""
+    table = Table("name", "weights", "description")
+    for entry in REGISTRY.values():
+        missing = entry.missing_files()
+        status = "[green]present[/]" if not missing else "[red]missing[/] " + ", ".join(map(str, missing))
+        table.add_row(entry.name, status, entry.summary)
+    Console().print(table)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/demo"),
+    generator: Annotated[str, typer.Option(help="NAME[:WEIGHTS] of the generator.")] = "dcgan-digiface",
+    samples: Annotated[int, typer.Option(help="Seeds (outputs) per face and factor.")] = 3,
+    steps: Annotated[int, typer.Option(help="Adam steps per attempt.")] = 100,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Upsample the embedded showcase faces at ×4 and ×8; writes a PNG grid and an HTML page."""
+    from .showcase import run_showcase
+
+    parse_generator_spec(generator)
+    model = load_generator(generator, resolve_device(device))
+    config = search_config(3, 0, steps, 2e-3, "100*L2+0.05*GEOCROSS", 0.4, "sqrt-dim")
+    page = run_showcase(model, out, config, samples=samples, progress_factory=image_step_progress)
+    console.print(f"showcase written: {page} (grids beside it)")
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app()
+    except PulseAuditError as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

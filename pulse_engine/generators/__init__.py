@@ -1,0 +1,98 @@
+"""Generator registry: names usable as ``--generator NAME[:WEIGHTS]``.
+
+Each entry knows how to load its generator from an optional weights location, where it looks
+by default, and which files must be there. Nothing is downloaded: a missing file is an error that
+names it and says where to put it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import PulseAuditError
+from .base import GeneratorCard, SearchableGenerator
+
+__all__ = ["GeneratorEntry", "REGISTRY", "GeneratorCard", "SearchableGenerator", "load_generator",
+           "weights_home", "parse_generator_spec"]
+
+
+def weights_home() -> Path:
+    """Root for user-supplied weights: ``$PULSE_AUDIT_HOME/weights`` (default ``~/.pulse-audit``)."""
+    return Path(os.environ.get("PULSE_AUDIT_HOME", Path.home() / ".pulse-audit")).expanduser() / "weights"
+
+
+@dataclass(frozen=True)
+class GeneratorEntry:
+    """One registered generator.
+
+    Attributes:
+        name: registry name.
+        summary: one line for ``pulse-audit generators``.
+        loader: "module:function" taking (weights: Path | None, device) and returning the generator.
+        default_location: where weights are looked for when none is given (None = shipped in a package).
+        required_files: file names that must exist inside ``default_location`` when it is a folder.
+    """
+
+    name: str
+    summary: str
+    loader: str
+    default_location: Callable[[], Path | None]
+    required_files: tuple[str, ...] = ()
+
+    def missing_files(self, weights: Path | None = None) -> list[Path]:
+        """Files this entry needs that are absent (empty when it can load)."""
+        location = weights or self.default_location()
+        if location is None:
+            return []
+        if self.required_files and (location.is_dir() or not location.suffix):
+            return [location / f for f in self.required_files if not (location / f).is_file()]
+        return [] if location.is_file() else [location]
+
+    def load(self, weights: Path | None, device: torch.device) -> SearchableGenerator:
+        module_name, func_name = self.loader.split(":")
+        loader = getattr(importlib.import_module(module_name, __name__), func_name)
+        return loader(weights, device)
+
+
+def _digiface_location() -> Path | None:
+    from .dcgan import digiface_weights_path
+    try:
+        return digiface_weights_path()
+    except PulseAuditError:
+        return Path("gan_face_generate/weights.tar (package not installed)")
+
+
+REGISTRY: dict[str, GeneratorEntry] = {
+    entry.name: entry
+    for entry in (
+        GeneratorEntry("dcgan-digiface", "64 px DCGAN trained on DigiFace-1M (ships in gan-face-generate)",
+                       ".dcgan:load_dcgan_digiface", _digiface_location),
+        GeneratorEntry("stylegan1-ffhq", "1024 px StyleGAN1 FFHQ in PULSE's layout (synthesis.pt + mapping.pt)",
+                       ".stylegan1:load_stylegan1_ffhq", lambda: weights_home() / "stylegan1-ffhq",
+                       ("synthesis.pt", "mapping.pt")),
+        GeneratorEntry("stylegan2", "StyleGAN2: rosinality .pt (g_ema) or NVlabs stylegan2-ada .pkl, any resolution",
+                       ".stylegan2_loaders:load_stylegan2", lambda: weights_home() / "stylegan2" / "stylegan2.pt"),
+        GeneratorEntry("dcgan-tiny", "random 32 px DCGAN (seed 0), for tests and smoke runs",
+                       ".dcgan:load_tiny_dcgan", lambda: None),
+    )
+}
+
+
+def parse_generator_spec(spec: str) -> tuple[GeneratorEntry, Path | None]:
+    """Split ``NAME[:WEIGHTS]`` into its registry entry and optional weights path."""
+    name, _, weights = spec.partition(":")
+    if name not in REGISTRY:
+        raise PulseAuditError(f"unknown generator {name!r}; known: {', '.join(REGISTRY)}")
+    return REGISTRY[name], (Path(weights).expanduser() if weights else None)
+
+
+def load_generator(spec: str, device: torch.device | str = "cpu") -> SearchableGenerator:
+    """Load a generator from ``NAME[:WEIGHTS]`` onto ``device``."""
+    entry, weights = parse_generator_spec(spec)
+    return entry.load(weights, torch.device(device))

@@ -1,0 +1,156 @@
+"""A DCGAN generator (Radford et al. 2016) in the layout of the PyTorch DCGAN tutorial, which is
+the layout of the weights shipped in ``gan-face-generate`` (64×64 faces, z of dimension 100,
+trained on the synthetic DigiFace-1M set).
+
+Layout for a resolution R = 2^n (n ≥ 3), as ``main.<index>`` keys of one ``nn.Sequential``:
+a 4×4 transposed conv from z (1×1) to ``ngf·2^(n−3)`` channels, then n−3 stride-2 transposed
+convs halving the channels down to ``ngf``, each followed by BatchNorm and ReLU, then a stride-2
+transposed conv to RGB and tanh. No conv has a bias. For R = 64 the keys are ``main.0``,
+``main.1`` (BN), ``main.3``, ``main.4``, …, ``main.12`` exactly as in the shipped file.
+
+For the search, each BatchNorm (eval mode) is folded into the preceding conv once after loading;
+this is an exact re-parametrisation that saves four passes over the activations per step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import WeightsError
+from .base import GeneratorCard, SearchableGenerator
+from .checkpoint import load_state_strict, load_torch_file, require_file, sha256_file
+
+DIGIFACE_CARD = dict(
+    family="DCGAN",
+    training_data="DigiFace-1M (synthetic rendered faces, Microsoft; non-commercial research licence)",
+    licence="package MIT (gan-face-generate 1.1.1); training data non-commercial research only",
+)
+
+
+class DCGANGenerator(SearchableGenerator):
+    """DCGAN generator whose search variable is z itself on the sphere of radius √nz.
+
+    Args:
+        nz: latent dimension (100 for the shipped weights).
+        ngf: feature width at the last hidden layer (64 for the shipped weights).
+        resolution: output side, a power of two ≥ 8 (64 for the shipped weights).
+        channels: output channels (3).
+        card: provenance for reports.
+    """
+
+    def __init__(self, nz: int = 100, ngf: int = 64, resolution: int = 64, channels: int = 3,
+                 card: GeneratorCard | None = None) -> None:
+        super().__init__()
+        n = int(math.log2(resolution))
+        if resolution < 8 or 2**n != resolution:
+            raise ValueError(f"DCGAN resolution must be a power of two ≥ 8, got {resolution}")
+        self.nz, self.ngf, self.channels = nz, ngf, channels
+        self.resolution = resolution
+        self.latent_shape = (1, nz)
+        self.card = card or GeneratorCard(name=f"dcgan-{resolution}px", family="DCGAN")
+        widths = [ngf * 2 ** (n - 3 - i) for i in range(n - 2)]
+        layers: list[nn.Module] = [nn.ConvTranspose2d(nz, widths[0], 4, 1, 0, bias=False),
+                                   nn.BatchNorm2d(widths[0]), nn.ReLU(True)]
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)]
+        layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.main = nn.Sequential(*layers)
+        self._fused: list[tuple[str, str, int, int]] = []
+
+    def extra_repr(self) -> str:
+        return f"nz={self.nz}, ngf={self.ngf}, resolution={self.resolution}, channels={self.channels}"
+
+    @torch.no_grad()
+    def fuse_batchnorm(self) -> DCGANGenerator:
+        """Fold each eval-mode BatchNorm into its conv as non-persistent buffers; returns self."""
+        self._fused = []
+        convs = [m for m in self.main if isinstance(m, nn.ConvTranspose2d)]
+        norms = [m for m in self.main if isinstance(m, nn.BatchNorm2d)] + [None]
+        for i, (conv, norm) in enumerate(zip(convs, norms)):
+            weight = conv.weight.detach().clone()
+            bias = None
+            if norm is not None:
+                scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+                weight = weight * scale.view(1, -1, 1, 1)
+                bias = norm.bias - norm.running_mean * scale
+            self.register_buffer(f"fused_w{i}", weight.contiguous(), persistent=False)
+            self.register_buffer(f"fused_b{i}", bias, persistent=False)
+            self._fused.append((f"fused_w{i}", f"fused_b{i}", conv.stride[0], conv.padding[0]))
+        return self
+
+    def latent_to_w(self, latent: torch.Tensor) -> torch.Tensor:
+        self.check_latent(latent)
+        return latent
+
+    def synthesize_w(self, w: torch.Tensor, noise: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        self.check_latent(w)
+        x = w.reshape(w.shape[0], self.nz, 1, 1)
+        if not self._fused or self.training:
+            return (self.main(x) + 1) / 2
+        last = len(self._fused) - 1
+        for i, (w_name, b_name, stride, pad) in enumerate(self._fused):
+            x = F.conv_transpose2d(x, getattr(self, w_name), getattr(self, b_name), stride, pad)
+            x = torch.relu_(x) if i < last else torch.tanh(x)
+        return (x + 1) / 2
+
+
+def digiface_weights_path() -> Path:
+    """Where ``gan-face-generate`` keeps its weights; a clear error when it is not installed."""
+    try:
+        return Path(str(resources.files("gan_face_generate") / "weights.tar"))
+    except ModuleNotFoundError as exc:
+        raise WeightsError("dcgan-digiface needs the package gan-face-generate: "
+                           "pip install --no-deps gan-face-generate==1.1.1") from exc
+
+
+def load_dcgan_digiface(weights: Path | None = None, device: torch.device | str = "cpu") -> DCGANGenerator:
+    """The shipped 64×64 DigiFace DCGAN, loaded strictly with ``weights_only=True``.
+
+    Args:
+        weights: a ``weights.tar`` in gan-face-generate's format (dict with ``netG_state_dict``);
+            None = the file inside the installed package.
+        device: where to put the module.
+    """
+    path = require_file(weights or digiface_weights_path(), "gan-face-generate weights (weights.tar)",
+                        "reinstall with: pip install --no-deps gan-face-generate==1.1.1")
+    blob = load_torch_file(path, "gan-face-generate checkpoint")
+    if not isinstance(blob, dict) or "netG_state_dict" not in blob:
+        raise WeightsError(f"{path} has no 'netG_state_dict' entry (expected a gan-face-generate checkpoint)")
+    card = GeneratorCard(name="dcgan-digiface", weights=(path,), weights_sha256=(sha256_file(path),),
+                         **DIGIFACE_CARD)
+    model = DCGANGenerator(nz=100, ngf=64, resolution=64, card=card)
+    load_state_strict(model, blob["netG_state_dict"], path, "64×64 DCGAN generator (nz=100, ngf=64)")
+    return model.freeze().fuse_batchnorm().to(device)
+
+
+def tiny_dcgan(seed: int = 0, resolution: int = 32, ngf: int = 4, nz: int = 16,
+               device: torch.device | str = "cpu") -> DCGANGenerator:
+    """A small randomly initialised DCGAN (seeded, BN statistics randomised) for tests."""
+    gen = torch.Generator().manual_seed(seed)
+    card = GeneratorCard(name="dcgan-tiny", family="DCGAN", training_data="none (random weights, for tests)")
+    model = DCGANGenerator(nz=nz, ngf=ngf, resolution=resolution, card=card)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name.endswith("num_batches_tracked"):
+                continue
+            if name.endswith("running_var"):
+                tensor.copy_(torch.rand(tensor.shape, generator=gen) + 0.5)
+            elif name.endswith(".weight") and tensor.dim() == 1:
+                tensor.copy_(1 + 0.1 * torch.randn(tensor.shape, generator=gen))
+            else:
+                tensor.copy_(0.1 * torch.randn(tensor.shape, generator=gen))
+    return model.freeze().fuse_batchnorm().to(device)
+
+
+def load_tiny_dcgan(weights: Path | None = None, device: torch.device | str = "cpu") -> DCGANGenerator:
+    """Registry loader for ``dcgan-tiny``: random weights, so a weights path is an error."""
+    if weights is not None:
+        raise WeightsError("dcgan-tiny has random weights and takes no weights file")
+    return tiny_dcgan(device=device)

@@ -1,0 +1,1 @@
+"""Report rendering: templates, plots and model cards."""

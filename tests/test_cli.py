@@ -1,0 +1,68 @@
+"""``pulse-audit`` end to end on the tiny generator, in a subprocess like a user would run it."""
+
+import csv
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+FAST = ["--generator", "dcgan-tiny", "--steps", "10", "--device", "cpu"]
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "audit.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_upsample_hr_rgba_and_grey_inputs(tmp_path, face_png):
+    inputs = [face_png("rgb.png"), face_png("rgba.png", mode="RGBA"), face_png("grey.jpg", mode="L")]
+    out = tmp_path / "out"
+    done = cli("upsample", *inputs, *FAST, "--factor", "4", "--samples", "2", "--restarts", "2", "--out", out)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert len(rows) == 6 and {r["sample"] for r in rows} == {"0", "1"}
+    for stem in ("rgb", "rgba", "grey"):
+        assert Image.open(out / stem / "sample1.png").size == (32, 32)
+        assert Image.open(out / stem / "lr.png").size == (8, 8)
+        assert Image.open(out / stem / "truth.png").mode == "RGB"
+    assert all(float(r["lr_l2"]) >= 0 and r["restarts_used"] in ("1", "2") for r in rows)
+
+
+def test_upsample_lr_inputs_as_they_are(tmp_path, face_png):
+    small = face_png("small.png", size=(8, 8))
+    done = cli("upsample", small, *FAST, "--lr", "--out", tmp_path / "o")
+    assert done.returncode == 0, done.stderr
+    assert Image.open(tmp_path / "o" / "small" / "sample0.png").size == (32, 32)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--crop", "none"], "not square; pass --crop center"),
+    (["--generator", "nosuch"], "unknown generator 'nosuch'"),
+    (["--generator", "stylegan1-ffhq:/nonexistent/sg1"], "/nonexistent/sg1/synthesis.pt"),
+    (["--factor", "3"], "factor 3 does not divide"),
+    (["--loss", "100*L7"], "bad loss term"),
+])
+def test_user_errors_are_one_line(tmp_path, face_png, args, message):
+    image = face_png("wide.png", size=(120, 80)) if "--crop" in args else face_png("square.png")
+    done = cli("upsample", image, *FAST, *args, "--out", tmp_path / "o")
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_center_crop_and_corrupt_file(tmp_path, face_png):
+    wide = face_png("wide.png", size=(120, 80))
+    assert cli("upsample", wide, *FAST, "--crop", "center", "--out", tmp_path / "o").returncode == 0
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    done = cli("upsample", broken, *FAST, "--out", tmp_path / "o2")
+    assert done.returncode == 2 and "broken.png: not a readable image" in done.stderr
+
+
+def test_generators_lists_every_entry():
+    done = cli("generators")
+    assert done.returncode == 0
+    for name in ("dcgan-digiface", "stylegan1-ffhq", "stylegan2", "dcgan-tiny"):
+        assert name in done.stdout
