@@ -53,7 +53,7 @@ def load_torch_file(path: Path, what: str, safe_globals: Iterable[Any] = ()) -> 
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"{path} is not a plain {what}: it holds objects that are not tensors "
                            f"({first[:160]}); refusing to load it") from exc
-    except (EOFError, zipfile.BadZipFile, RuntimeError, ValueError) as exc:
+    except (EOFError, OSError, zipfile.BadZipFile, RuntimeError, ValueError) as exc:
         raise WeightsError(f"{path} is truncated or not a torch file (expected a {what}): "
                            f"{type(exc).__name__}") from exc
 

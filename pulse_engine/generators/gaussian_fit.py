@@ -69,10 +69,13 @@ def compute_fit(mapping: Callable[[torch.Tensor], torch.Tensor], z_dim: int, sam
 
 
 def load_or_compute_fit(cache: Path, mapping: Callable[[torch.Tensor], torch.Tensor], z_dim: int,
-                        samples: int = DEFAULT_SAMPLES, device: torch.device | str = "cpu") -> GaussianFit:
-    """Read the fit from ``cache`` if it was made with ``samples`` draws, else compute and save it.
+                        samples: int = DEFAULT_SAMPLES, device: torch.device | str = "cpu",
+                        source: str = "") -> GaussianFit:
+    """Read the fit from ``cache`` if it was made with ``samples`` draws from the mapping weights
+    identified by ``source`` (e.g. their SHA-256), else compute and save it.
 
-    The cache holds plain tensors (loadable with ``weights_only=True``) and the sample count.
+    The cache holds plain tensors (loadable with ``weights_only=True``), the sample count and the
+    source digest, so replacing the weights invalidates it.
     """
     if cache.is_file():
         try:
@@ -80,13 +83,14 @@ def load_or_compute_fit(cache: Path, mapping: Callable[[torch.Tensor], torch.Ten
         except Exception as exc:  # a damaged cache is recomputed, and said so
             log.warning("recomputing unreadable Gaussian-fit cache %s (%s)", cache, type(exc).__name__)
         else:
-            if isinstance(blob, dict) and int(blob.get("samples", -1)) == samples:
+            if (isinstance(blob, dict) and int(blob.get("samples", -1)) == samples
+                    and blob.get("source", "") == source):
                 return GaussianFit(blob["mean"].float(), blob["std"].float(), samples)
     log.info("computing the Gaussian fit of W from %d samples (seed %d)", samples, FIT_SEED)
     fit = compute_fit(mapping, z_dim, samples, device=device)
     try:
         tmp = cache.with_suffix(cache.suffix + ".tmp")
-        torch.save({"mean": fit.mean, "std": fit.std, "samples": torch.tensor(samples)}, tmp)
+        torch.save({"mean": fit.mean, "std": fit.std, "samples": torch.tensor(samples), "source": source}, tmp)
         tmp.replace(cache)
     except OSError as exc:
         raise WeightsError(f"cannot write the Gaussian-fit cache {cache} beside the weights ({exc.strerror}); "

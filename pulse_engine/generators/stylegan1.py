@@ -292,21 +292,12 @@ def fit_samples_from_env(default: int = DEFAULT_SAMPLES) -> int:
     return value
 
 
-def _read_torch(path: Path, what: str) -> object:
-    """``load_torch_file``, also turning the OSError torch raises for some truncated zips into a WeightsError."""
-    try:
-        return load_torch_file(path, what)
-    except OSError as exc:
-        raise WeightsError(f"{path} is truncated or not a torch file (expected a {what}): "
-                           f"{type(exc).__name__}: {exc.strerror or exc}") from exc
-
-
 def load_pulse_fit(path: Path, dlatent_size: int) -> GaussianFit:
     """Read PULSE's own ``gaussian_fit.pt`` (dict of ``mean``/``std``, legacy format, CUDA tensors).
 
     Its sample count is not stored; PULSE made it from 1,000,000 draws on a GPU.
     """
-    blob = _read_torch(path, "PULSE Gaussian fit (dict with 'mean' and 'std')")
+    blob = load_torch_file(path, "PULSE Gaussian fit (dict with 'mean' and 'std')")
     ok = isinstance(blob, dict) and all(
         isinstance(blob.get(k), torch.Tensor) and tuple(blob[k].shape) == (dlatent_size,) for k in ("mean", "std"))
     if not ok:
@@ -317,7 +308,7 @@ def load_pulse_fit(path: Path, dlatent_size: int) -> GaussianFit:
 
 def _load_network(module: nn.Module, path: Path, what: str) -> nn.Module:
     """Strictly load a plain state dict from ``path`` into ``module`` (one-line WeightsError on failure)."""
-    state = _read_torch(path, f"{what} state dict")
+    state = load_torch_file(path, f"{what} state dict")
     load_state_strict(module, state, path, what)
     return module
 
@@ -351,15 +342,17 @@ def load_stylegan1_ffhq(weights: Path | None = None, device: torch.device | str 
     mapping = _load_network(StyleGAN1Mapping(config), map_path, f"{arch} mapping network")
     mapping.eval().requires_grad_(False).to(device)
 
+    digests = (sha256_file(syn_path), sha256_file(map_path))
     pulse_fit = folder / "pulse_gaussian_fit.pt"
     if pulse_fit.is_file():
         log.info("using PULSE's own Gaussian fit %s instead of computing one", pulse_fit)
         fit, fit_note = load_pulse_fit(pulse_fit, config.dlatent_size), f"Gaussian fit: PULSE's own file {pulse_fit}"
     else:
         samples = fit_samples if fit_samples is not None else fit_samples_from_env()
-        fit = load_or_compute_fit(folder / "gaussian_fit.pt", mapping, config.dlatent_size, samples, device=device)
+        fit = load_or_compute_fit(folder / "gaussian_fit.pt", mapping, config.dlatent_size, samples, device=device,
+                                  source=digests[1])
         fit_note = f"Gaussian fit: {fit.samples:,} z draws (seed 0), cached in {folder / 'gaussian_fit.pt'}"
     card = GeneratorCard(name="stylegan1-ffhq", weights=(syn_path, map_path),
-                         weights_sha256=(sha256_file(syn_path), sha256_file(map_path)),
+                         weights_sha256=digests,
                          notes=(fit_note,), **FFHQ_CARD)
     return StyleGAN1Generator(synthesis, fit, card).freeze().to(device)

@@ -126,6 +126,7 @@ class StyleGAN2Generator(SearchableGenerator):
         self.default_trainable_noise = min(5, self.num_layers)
         self.default_zero_noise = (self.num_layers - 1,)
         self.card = card or GeneratorCard(name=f"stylegan2-{size}px", family="StyleGAN2")
+        self.source_format = "built in code (random weights until loaded)"
 
     def extra_repr(self) -> str:
         return (f"size={self.size}, style_dim={self.style_dim}, n_mlp={self.n_mlp}, n_latent={self.n_latent}, "

@@ -82,7 +82,7 @@ class FusedLeakyReLU(nn.Module):
 
     Args:
         channel: number of channels C.
-        clamp: clamp the output to ±clamp·√2 (NVlabs applies ``conv_clamp`` after the gain);
+        clamp: clamp the output (after the √2 gain) to ±clamp, as NVlabs does with ``conv_clamp``;
             None = no clamp (rosinality).
     """
 
@@ -92,7 +92,7 @@ class FusedLeakyReLU(nn.Module):
         self.clamp = clamp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fused_leaky_relu(x, self.bias, clamp=None if self.clamp is None else self.clamp * SQRT2)
+        return fused_leaky_relu(x, self.bias, clamp=self.clamp)
 
     def extra_repr(self) -> str:
         return f"{self.bias.shape[0]}, clamp={self.clamp}"
