@@ -126,10 +126,14 @@ class SearchResult:
 
 @dataclass
 class _Best:
-    """Best-so-far bookkeeping for a batch, one row per image, on the search device."""
+    """Best-so-far bookkeeping for a batch, one row per image, on the search device.
 
-    image: torch.Tensor
-    low: torch.Tensor
+    It keeps the search variables of the best iterate (latent and trainable noise maps), not its
+    image: the image is synthesised once from them at the end, which is cheaper than copying
+    every step's images and gives the same pixels (the forward pass is deterministic).
+    """
+
+    variables: list[torch.Tensor]
     ok: torch.Tensor
     total: torch.Tensor
     l2: torch.Tensor
@@ -138,13 +142,13 @@ class _Best:
     eps: float
 
     @classmethod
-    def first(cls, image: torch.Tensor, low: torch.Tensor, l2: torch.Tensor,
-              terms: dict[str, torch.Tensor], eps: float) -> _Best:
+    def first(cls, variables: list[torch.Tensor], l2: torch.Tensor, terms: dict[str, torch.Tensor],
+              eps: float) -> _Best:
         """Bookkeeping initialised with the iterate of step 0."""
         step = torch.zeros(len(l2), dtype=torch.long, device=l2.device)
-        return cls(image, low, l2 <= eps, terms["TOTAL"], l2, step, terms, eps)
+        return cls([v.detach().clone() for v in variables], l2 <= eps, terms["TOTAL"], l2, step, terms, eps)
 
-    def update(self, step: int, image: torch.Tensor, low: torch.Tensor, l2: torch.Tensor,
+    def update(self, step: int, variables: list[torch.Tensor], l2: torch.Tensor,
                terms: dict[str, torch.Tensor]) -> None:
         ok = l2 <= self.eps
         total = terms["TOTAL"]
@@ -152,9 +156,8 @@ class _Best:
         better = (ok & ~self.ok) | ((ok == self.ok) & lower)
         if not bool(better.any()):
             return
-        mask = better.view(-1, 1, 1, 1)
-        self.image = torch.where(mask, image, self.image)
-        self.low = torch.where(mask, low, self.low)
+        self.variables = [torch.where(better.view(-1, *[1] * (v.dim() - 1)), v.detach(), kept)
+                          for v, kept in zip(variables, self.variables)]
         self.ok = self.ok | ok
         self.total = torch.where(better, total, self.total)
         self.l2 = torch.where(better, l2, self.l2)
@@ -199,8 +202,12 @@ def _initial_state(generator: SearchableGenerator, config: SearchConfig, seeds: 
 
 
 def _attempt(generator: SearchableGenerator, reference: torch.Tensor, seeds: Sequence[int],
-             config: SearchConfig, down: BicubicDownsample, on_step: ProgressFn | None) -> _Best:
-    """One PULSE optimisation of ``config.steps`` steps for a batch; returns its best iterates."""
+             config: SearchConfig, down: BicubicDownsample,
+             on_step: ProgressFn | None) -> tuple[_Best, torch.Tensor, torch.Tensor]:
+    """One PULSE optimisation of ``config.steps`` steps for a batch.
+
+    Returns the bookkeeping of the best iterates, their HR images and their downsampled images.
+    """
     device = reference.device
     loss = LossSpec.parse(config.loss)
     multiplier = lr_multiplier(config.schedule, config.steps)
@@ -212,23 +219,32 @@ def _attempt(generator: SearchableGenerator, reference: torch.Tensor, seeds: Seq
         p.requires_grad_(True)
     optimizer = OPTIMIZERS[config.optimizer](params, config.learning_rate)
     n_vectors = generator.latent_shape[0]
+    trainable = [i for i, kind in enumerate(plan) if kind == "trainable"]
+
+    def render(variables: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(w, image) for the latent and trainable noise maps in ``variables``."""
+        maps = list(noise)
+        for i, value in zip(trainable, variables[1:]):
+            maps[i] = value
+        full = variables[0].expand(-1, n_vectors, -1) if config.tile_latent else variables[0]
+        w = generator.latent_to_w(full)
+        return w, generator.synthesize_w(w, maps)
+
     best: _Best | None = None
     for step in range(config.steps):
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate * multiplier(step)
         optimizer.zero_grad(set_to_none=True)
-        full = latent.expand(-1, n_vectors, -1) if config.tile_latent else latent
-        w = generator.latent_to_w(full)
-        image = generator.synthesize_w(w, noise)
+        w, image = render(params)
         low = down(image)
         terms = loss.evaluate(low, reference, w, config.eps)
         with torch.no_grad():
             l2 = (low - reference).pow(2).mean(dim=(1, 2, 3))
             detached = {k: v.detach() for k, v in terms.items()}
             if best is None:
-                best = _Best.first(image.detach(), low.detach(), l2, detached, config.eps)
+                best = _Best.first(params, l2, detached, config.eps)
             else:
-                best.update(step, image.detach(), low.detach(), l2, detached)
+                best.update(step, params, l2, detached)
         terms["TOTAL"].sum().backward()
         optimizer.step()
         for p, r in zip(params, radii):
@@ -236,7 +252,9 @@ def _attempt(generator: SearchableGenerator, reference: torch.Tensor, seeds: Seq
         if on_step is not None:
             on_step(len(seeds))
     assert best is not None
-    return best
+    with torch.no_grad():
+        _, image = render(best.variables)
+        return best, image, down(image)
 
 
 def pulse_search(generator: SearchableGenerator, low_res: torch.Tensor, config: SearchConfig = SearchConfig(),
@@ -272,7 +290,7 @@ def pulse_search(generator: SearchableGenerator, low_res: torch.Tensor, config: 
             seeds = [derive_seed(config.seed, keys[i], restart) for i in chunk]
             reference = low_res[chunk].to(device=device, dtype=torch.float32)
             began = time.perf_counter()
-            best = _attempt(generator, reference, seeds, config, down, progress)
+            best, images, lows = _attempt(generator, reference, seeds, config, down, progress)
             seconds = time.perf_counter() - began
             for row, index in enumerate(chunk):
                 previous = results.get(index)
@@ -282,7 +300,7 @@ def pulse_search(generator: SearchableGenerator, low_res: torch.Tensor, config: 
                 elapsed = (previous.seconds if previous else 0.0) + seconds
                 if replace:
                     results[index] = SearchResult(
-                        item_key=keys[index], image=best.image[row].float().cpu(), low=best.low[row].float().cpu(),
+                        item_key=keys[index], image=images[row].float().cpu(), low=lows[row].float().cpu(),
                         lr_l2=float(best.l2[row]), success=ok, best_step=int(best.step[row]), steps=spent,
                         restarts_used=restart + 1, seed=seeds[row], seconds=elapsed,
                         terms={k: float(v[row]) for k, v in best.terms.items()})

@@ -88,7 +88,7 @@ def test_latents_stay_on_their_sphere(tiny_generator, monkeypatch):
 
     monkeypatch.setattr(type(tiny_generator), "latent_to_w", spy)
     pulse_search(tiny_generator, low, dataclasses.replace(FAST, steps=5))
-    assert len(seen) == 5
+    assert len(seen) == 5 + 1  # five steps, then the best iterate is rendered once
     radius = tiny_generator.latent_shape[1] ** 0.5
     for norms in seen:
         torch.testing.assert_close(norms, torch.full_like(norms, radius), atol=1e-4, rtol=0)

@@ -9,7 +9,9 @@ transposed conv to RGB and tanh. No conv has a bias. For R = 64 the keys are ``m
 ``main.1`` (BN), ``main.3``, ``main.4``, …, ``main.12`` exactly as in the shipped file.
 
 For the search, each BatchNorm (eval mode) is folded into the preceding conv once after loading;
-this is an exact re-parametrisation that saves four passes over the activations per step.
+this is an exact re-parametrisation that saves four passes over the activations per step. The
+folded weights and the activations are kept channels-last, which oneDNN's CPU kernels run about a
+quarter faster than NCHW (see ``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -62,15 +64,19 @@ class DCGANGenerator(SearchableGenerator):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)]
         layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.main = nn.Sequential(*layers)
-        self._fused: list[tuple[str, str, int, int]] = []
+        self._fused_layers = 0
 
     def extra_repr(self) -> str:
         return f"nz={self.nz}, ngf={self.ngf}, resolution={self.resolution}, channels={self.channels}"
 
     @torch.no_grad()
     def fuse_batchnorm(self) -> DCGANGenerator:
-        """Fold each eval-mode BatchNorm into its conv as non-persistent buffers; returns self."""
-        self._fused = []
+        """Fold each eval-mode BatchNorm into its conv, as non-persistent buffers; returns self.
+
+        The first layer (1×1 → 4×4, stride 1, no padding) is exactly a matrix product, so it is
+        stored as a (nz, 4·4·C) matrix in (row, column, channel) order and run as one GEMM. The
+        last layer's weights are doubled so that sigmoid gives (tanh + 1) / 2 directly.
+        """
         convs = [m for m in self.main if isinstance(m, nn.ConvTranspose2d)]
         norms = [m for m in self.main if isinstance(m, nn.BatchNorm2d)] + [None]
         for i, (conv, norm) in enumerate(zip(convs, norms)):
@@ -80,9 +86,16 @@ class DCGANGenerator(SearchableGenerator):
                 scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
                 weight = weight * scale.view(1, -1, 1, 1)
                 bias = norm.bias - norm.running_mean * scale
-            self.register_buffer(f"fused_w{i}", weight.contiguous(), persistent=False)
+            if i == len(convs) - 1:
+                weight = 2 * weight  # (tanh(a) + 1) / 2 == sigmoid(2a): one pass instead of three
+            if i == 0:
+                weight = weight.permute(0, 2, 3, 1).reshape(self.nz, -1).contiguous()
+                bias = bias.repeat(16)
+            else:
+                weight = weight.contiguous(memory_format=torch.channels_last)
+            self.register_buffer(f"fused_w{i}", weight, persistent=False)
             self.register_buffer(f"fused_b{i}", bias, persistent=False)
-            self._fused.append((f"fused_w{i}", f"fused_b{i}", conv.stride[0], conv.padding[0]))
+        self._fused_layers = len(convs)
         return self
 
     def latent_to_w(self, latent: torch.Tensor) -> torch.Tensor:
@@ -91,14 +104,15 @@ class DCGANGenerator(SearchableGenerator):
 
     def synthesize_w(self, w: torch.Tensor, noise: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         self.check_latent(w)
-        x = w.reshape(w.shape[0], self.nz, 1, 1)
-        if not self._fused or self.training:
-            return (self.main(x) + 1) / 2
-        last = len(self._fused) - 1
-        for i, (w_name, b_name, stride, pad) in enumerate(self._fused):
-            x = F.conv_transpose2d(x, getattr(self, w_name), getattr(self, b_name), stride, pad)
-            x = torch.relu_(x) if i < last else torch.tanh(x)
-        return (x + 1) / 2
+        batch = w.shape[0]
+        if not self._fused_layers or self.training:
+            return (self.main(w.reshape(batch, self.nz, 1, 1)) + 1) / 2
+        x = torch.addmm(self.fused_b0, w.reshape(batch, self.nz), self.fused_w0)
+        x = torch.relu_(x).view(batch, 4, 4, -1).permute(0, 3, 1, 2)  # channels-last (B, C, 4, 4)
+        for i in range(1, self._fused_layers):
+            x = F.conv_transpose2d(x, getattr(self, f"fused_w{i}"), getattr(self, f"fused_b{i}"), 2, 1)
+            x = torch.relu_(x) if i < self._fused_layers - 1 else torch.sigmoid(x)
+        return x
 
 
 def digiface_weights_path() -> Path:

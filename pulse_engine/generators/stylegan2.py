@@ -33,7 +33,8 @@ from torch import nn
 
 from .base import GeneratorCard, SearchableGenerator
 from .gaussian_fit import GaussianFit
-from .stylegan2_layers import DEFAULT_BLUR, ConstantInput, EqualLinear, PixelNorm, StyledConv, ToRGB
+from .stylegan2_layers import (DEFAULT_BLUR, ConstantInput, EqualLinear, ModulatedConv2d, PixelNorm, StyledConv,
+                               ToRGB)
 
 
 def config_f_channels(size: int, channel_multiplier: int = 2) -> dict[int, int]:
@@ -210,6 +211,6 @@ class StyleGAN2Generator(SearchableGenerator):
     def set_fused(self, fused: bool) -> StyleGAN2Generator:
         """Choose grouped-conv (True, default) or activation-scaling (False) modulated convs."""
         for module in self.modules():
-            if hasattr(module, "fused") and hasattr(module, "modulation"):
+            if isinstance(module, ModulatedConv2d):
                 module.fused = fused
         return self

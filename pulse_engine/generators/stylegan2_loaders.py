@@ -281,9 +281,9 @@ def read_nvlabs_pickle(path: Path) -> StyleGAN2Generator:
                            "(nothing from it was executed)") from exc
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, RuntimeError, IndexError, KeyError,
             AttributeError, MemoryError) as exc:
+        detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
         raise WeightsError(f"{path} is truncated or not a readable NVlabs network pickle "
-                           f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ''})"
-                           ) from exc
+                           f"({type(exc).__name__}{': ' + detail if detail else ''})") from exc
     g_ema = snapshot.get("G_ema") if isinstance(snapshot, dict) else None
     if not isinstance(g_ema, PersistentObject) or g_ema.class_name != "Generator":
         found = ", ".join(map(repr, list(snapshot)[:6])) if isinstance(snapshot, dict) else type(snapshot).__name__
@@ -329,7 +329,7 @@ def load_stylegan2(weights: Path | None = None, device: torch.device | str = "cp
         device: where the module runs (the fit is computed there too).
         fit_samples: z draws for the Gaussian fit; None = ``$PULSE_AUDIT_FIT_SAMPLES`` or 1,000,000.
             The fit is cached as ``<weights stem>.gaussian_fit.pt`` beside the weights and recomputed
-            when the cached sample count differs.
+            when the cached sample count or the weights file's SHA-256 differs.
     """
     default = default_weights_path()
     path = require_file(weights or default, WHAT,
@@ -338,10 +338,11 @@ def load_stylegan2(weights: Path | None = None, device: torch.device | str = "cp
     model = read_stylegan2_weights(path)
     model = model.freeze().to(device)
     cache = fit_cache_path(path)
-    fit = load_or_compute_fit(cache, model.mapping, model.style_dim, samples, device=device)
+    digest = sha256_file(path)
+    fit = load_or_compute_fit(cache, model.mapping, model.style_dim, samples, device=device, source=digest)
     model.set_fit(fit)
     model.card = GeneratorCard(
-        name="stylegan2", family="StyleGAN2", weights=(path,), weights_sha256=(sha256_file(path),),
+        name="stylegan2", family="StyleGAN2", weights=(path,), weights_sha256=(digest,),
         notes=(f"format: {model.source_format}", f"architecture: {_describe(model)}",
                f"W+ vectors: {model.n_latent}; noise maps: {model.num_layers}",
                f"Gaussian fit: {fit.samples} z samples (seed 0), cached at {cache}",
