@@ -66,3 +66,16 @@ def test_generators_lists_every_entry():
     assert done.returncode == 0
     for name in ("dcgan-digiface", "stylegan1-ffhq", "stylegan2", "dcgan-tiny"):
         assert name in done.stdout
+
+
+def test_demo_writes_grids_and_page(tmp_path):
+    out = tmp_path / "demo"
+    done = cli("demo", "--generator", "dcgan-tiny", "--samples", "2", "--steps", "5", "--device", "cpu",
+               "--out", out)
+    assert done.returncode == 0, done.stderr
+    page = (out / "index.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "Pete Souza" in page
+    for factor in (4, 8):
+        grid = Image.open(out / f"grid_x{factor}.png")
+        assert grid.size[0] == 4 * 128 + 3 * 4  # LR, truth, two seeds
+    assert "showcase written" in done.stderr
