@@ -11,6 +11,7 @@ floating-point summation order.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,28 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import WeightsError
+from ..errors import PulseAuditError, WeightsError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLES = 1_000_000
 FIT_SEED = 0
+FIT_SAMPLES_ENV = "PULSE_AUDIT_FIT_SAMPLES"
+
+
+def resolve_fit_samples(fit_samples: int | None = None) -> int:
+    """``fit_samples`` if given, else ``$PULSE_AUDIT_FIT_SAMPLES``, else 1,000,000 (PULSE's count)."""
+    if fit_samples is None:
+        raw = os.environ.get(FIT_SAMPLES_ENV, "").strip()
+        if not raw:
+            return DEFAULT_SAMPLES
+        try:
+            fit_samples = int(raw.replace("_", ""))
+        except ValueError:
+            raise PulseAuditError(f"{FIT_SAMPLES_ENV}={raw!r} is not an integer") from None
+    if fit_samples < 2:
+        raise PulseAuditError(f"the Gaussian fit needs at least 2 samples, got {fit_samples}")
+    return int(fit_samples)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,16 +30,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import PulseAuditError, WeightsError
+from ..errors import WeightsError
 from .base import GeneratorCard, SearchableGenerator
 from .checkpoint import load_state_strict, load_torch_file, require_file, sha256_file
-from .gaussian_fit import DEFAULT_SAMPLES, GaussianFit, load_or_compute_fit
+from .gaussian_fit import DEFAULT_SAMPLES, GaussianFit, load_or_compute_fit, resolve_fit_samples
 from .stylegan1_layers import (FUSED_UPSAMPLE_FROM, LRELU_SLOPE, PIXEL_NORM_EPS, ConstantInputBlock,
                                EqualizedConv2d, EqualizedLinear, UpsamplingBlock, blur_kernel_121)
 
 log = logging.getLogger(__name__)
 
-FIT_SAMPLES_ENV = "PULSE_AUDIT_FIT_SAMPLES"
 """Environment variable overriding the number of z draws of the Gaussian fit (default 1,000,000)."""
 
 FFHQ_CARD = dict(
@@ -278,20 +276,6 @@ def check_blur_kernels(synthesis: StyleGAN1Synthesis, path: Path) -> None:
             raise WeightsError(f"{path} is not a StyleGAN1 synthesis checkpoint: {name} is not the [1,2,1] blur")
 
 
-def fit_samples_from_env(default: int = DEFAULT_SAMPLES) -> int:
-    """Number of Gaussian-fit draws: ``$PULSE_AUDIT_FIT_SAMPLES`` if set (integer ≥ 2), else ``default``."""
-    raw = os.environ.get(FIT_SAMPLES_ENV, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw.replace("_", ""))
-    except ValueError:
-        value = 0
-    if value < 2:
-        raise PulseAuditError(f"{FIT_SAMPLES_ENV}={raw!r} is not an integer ≥ 2")
-    return value
-
-
 def load_pulse_fit(path: Path, dlatent_size: int) -> GaussianFit:
     """Read PULSE's own ``gaussian_fit.pt`` (dict of ``mean``/``std``, legacy format, CUDA tensors).
 
@@ -348,7 +332,7 @@ def load_stylegan1_ffhq(weights: Path | None = None, device: torch.device | str 
         log.info("using PULSE's own Gaussian fit %s instead of computing one", pulse_fit)
         fit, fit_note = load_pulse_fit(pulse_fit, config.dlatent_size), f"Gaussian fit: PULSE's own file {pulse_fit}"
     else:
-        samples = fit_samples if fit_samples is not None else fit_samples_from_env()
+        samples = resolve_fit_samples(fit_samples)
         fit = load_or_compute_fit(folder / "gaussian_fit.pt", mapping, config.dlatent_size, samples, device=device,
                                   source=digests[1])
         fit_note = f"Gaussian fit: {fit.samples:,} z draws (seed 0), cached in {folder / 'gaussian_fit.pt'}"

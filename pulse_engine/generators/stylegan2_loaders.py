@@ -23,7 +23,6 @@ other pickle → NVlabs). After loading, PULSE's Gaussian fit of W is read from 
 from __future__ import annotations
 
 import argparse
-import os
 import pickle
 import re
 from collections.abc import Mapping
@@ -32,15 +31,14 @@ from typing import Any
 
 import torch
 
-from ..errors import PulseAuditError, WeightsError
+from ..errors import WeightsError
 from .base import GeneratorCard
 from .checkpoint import load_state_strict, load_torch_file, require_file, sha256_file
-from .gaussian_fit import DEFAULT_SAMPLES, load_or_compute_fit
+from .gaussian_fit import load_or_compute_fit, resolve_fit_samples
 from .safe_pickle import ForbiddenGlobal, PersistentObject, child, flatten_module_state, restricted_load
 from .stylegan2 import StyleGAN2Generator, config_f_channels
 from .stylegan2_layers import DEFAULT_BLUR, make_blur_kernel
 
-FIT_SAMPLES_ENV = "PULSE_AUDIT_FIT_SAMPLES"
 WHAT = "StyleGAN2 weights (rosinality .pt with g_ema, or NVlabs stylegan2-ada-pytorch .pkl)"
 _ZIP_MAGIC = b"PK\x03\x04"
 _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"  # pickled torch magic number
@@ -55,21 +53,6 @@ def default_weights_path() -> Path:
 def fit_cache_path(weights: Path) -> Path:
     """Where the Gaussian fit of ``weights`` is cached: ``<stem>.gaussian_fit.pt`` beside it."""
     return weights.with_name(f"{weights.stem}.gaussian_fit.pt")
-
-
-def resolve_fit_samples(fit_samples: int | None = None) -> int:
-    """``fit_samples`` if given, else ``$PULSE_AUDIT_FIT_SAMPLES``, else 1,000,000 (PULSE)."""
-    if fit_samples is None:
-        raw = os.environ.get(FIT_SAMPLES_ENV, "").strip()
-        if not raw:
-            return DEFAULT_SAMPLES
-        try:
-            fit_samples = int(raw)
-        except ValueError:
-            raise PulseAuditError(f"{FIT_SAMPLES_ENV}={raw!r} is not an integer") from None
-    if fit_samples < 2:
-        raise PulseAuditError(f"the Gaussian fit needs at least 2 samples, got {fit_samples}")
-    return int(fit_samples)
 
 
 def sniff_format(path: Path) -> str:
