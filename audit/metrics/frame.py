@@ -1,0 +1,162 @@
+"""A MetricFrame in the spirit of Fairlearn's: metrics overall and by group (intersections: several group columns),
+max − min differences and min/max ratios, every number with an interval from one stratified cluster bootstrap."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from audit.stats.intervals import Bootstrap, percentile_interval, weighted_median, wilson_interval
+
+MIN_N = 30  # groups with fewer independent units (inputs) are flagged "small"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A per-row column summarised by ``statistic``: "mean" (a rate for 0/1 or bool columns) or "median".
+    NaN values are missing for this metric only."""
+
+    column: str
+    statistic: str = "mean"
+
+    def __post_init__(self) -> None:
+        if self.statistic not in ("mean", "median"):
+            raise ValueError(f"statistic must be 'mean' or 'median', got {self.statistic!r}")
+
+
+def group_codes(data: pd.DataFrame, groups: Sequence[str]) -> tuple[np.ndarray, pd.Index]:
+    """Integer group code per row (sorted by the group values) and the matching group labels (Index, or MultiIndex
+    for intersections). Without group columns every row is in one group labelled "all"."""
+    if not groups:
+        return np.zeros(len(data), int), pd.Index(["all"], name="group")
+    codes = data.groupby(list(groups), sort=True, observed=True).ngroup().to_numpy()
+    first = np.unique(codes, return_index=True)[1]  # a row of each group, in code order
+    keys = data[list(groups)].iloc[first]
+    if len(groups) == 1:
+        return codes, pd.Index(keys[groups[0]].to_numpy(), name=groups[0])
+    return codes, pd.MultiIndex.from_frame(keys.reset_index(drop=True))
+
+
+def _as_float(series: pd.Series) -> np.ndarray:
+    return pd.to_numeric(series, errors="coerce").astype(float).to_numpy()
+
+
+class MetricFrame:
+    """Metrics of a run table overall and per group, with intervals.
+
+    Rows whose group value is missing (NaN or "") are dropped (counted in ``n_dropped``). Intervals come from a
+    bootstrap stratified by group and clustered by ``cluster`` (several samples of one input resampled together);
+    for a rate (mean of a 0/1 column) with one row per cluster the interval is Wilson's instead. ``n`` counts the
+    rows with a value, ``n_clusters`` the independent units (inputs); ``small`` flags n_clusters < ``min_n``.
+    """
+
+    def __init__(self, data: pd.DataFrame, metrics: Mapping[str, Metric | str],
+                 groups: str | Sequence[str] | None = None, cluster: str | None = None, n_boot: int = 2000,
+                 seed: int = 0, confidence: float = 0.95, min_n: int = MIN_N) -> None:
+        self.groups = [groups] if isinstance(groups, str) else list(groups or [])
+        self.metrics = {k: Metric(v) if isinstance(v, str) else v for k, v in metrics.items()}
+        keep = pd.Series(True, index=data.index)
+        for g in self.groups:
+            keep &= data[g].notna() & (data[g].astype(str) != "")
+        self.data, self.n_dropped = data.loc[keep], int((~keep).sum())
+        if self.data.empty:
+            raise ValueError("no rows to summarise (empty table, or every group value missing)")
+        self.cluster, self.confidence, self.min_n = cluster, confidence, min_n
+        self.codes, self.group_index = group_codes(self.data, self.groups)
+        clusters = self.data[cluster].to_numpy() if cluster else None
+        self.bootstrap = Bootstrap(len(self.data), self.codes, clusters, n_boot, seed)
+        self._cluster = self.bootstrap.row_cluster
+        self._results = {name: self._estimate(m) for name, m in self.metrics.items()}
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.group_index)
+
+    def _estimate(self, metric: Metric) -> dict[str, np.ndarray]:
+        v = _as_float(self.data[metric.column])
+        valid = np.isfinite(v)
+        masks = np.stack([(self.codes == g) & valid for g in range(self.n_groups)] + [valid], axis=1)  # last = overall
+        n = masks.sum(axis=0)
+        n_clusters = np.array([len(np.unique(self._cluster[m])) for m in masks.T])
+        if metric.statistic == "mean":
+            both = np.concatenate([masks * np.where(valid, v, 0.0)[:, None], masks], axis=1).astype(float)
+            sums = self.bootstrap.sums(both)
+            k = masks.shape[1]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                point = np.where(n > 0, both[:, :k].sum(axis=0) / n, np.nan)
+                reps = sums[:, :k] / sums[:, k:]
+        else:
+            cols = [np.flatnonzero(m) for m in masks.T]
+            point = np.array([np.median(v[c]) if len(c) else np.nan for c in cols])
+            reps = self.bootstrap.map(lambda w: np.stack([weighted_median(v[c], w[:, c]) if len(c) else
+                                                          np.full(len(w), np.nan) for c in cols], axis=1))
+        low, high = percentile_interval(reps, self.confidence)
+        binary = metric.statistic == "mean" and np.isin(v[valid], (0.0, 1.0)).all()
+        wilson = binary and np.array_equal(n, n_clusters)
+        if wilson:
+            low, high = wilson_interval(np.round(point * n), n, self.confidence)
+        return {"point": point, "replicates": reps, "low": low, "high": high, "n": n, "n_clusters": n_clusters,
+                "ci_method": "wilson" if wilson else "bootstrap percentile"}
+
+    def replicates(self, metric: str) -> np.ndarray:
+        """Bootstrap replicates (n_boot, n_groups) of a metric per group (columns in ``group_index`` order)."""
+        return self._results[metric]["replicates"][:, :-1]
+
+    def overall_replicates(self, metric: str) -> np.ndarray:
+        """Bootstrap replicates (n_boot,) of a metric over all rows."""
+        return self._results[metric]["replicates"][:, -1]
+
+    def _table(self, sl: slice, index: pd.Index) -> pd.DataFrame:
+        frames = []
+        for name, r in self._results.items():
+            frames.append(pd.DataFrame({
+                "metric": name, "value": r["point"][sl], "ci_low": r["low"][sl], "ci_high": r["high"][sl],
+                "n": r["n"][sl], "n_clusters": r["n_clusters"][sl], "ci_method": r["ci_method"],
+                "small": r["n_clusters"][sl] < self.min_n}, index=index))
+        return pd.concat(frames)
+
+    @property
+    def overall(self) -> pd.DataFrame:
+        """One row per metric: value, ci_low, ci_high, n, n_clusters, ci_method, small."""
+        return self._table(slice(-1, None), pd.Index(["overall"], name="group")).set_index("metric")
+
+    @property
+    def by_group(self) -> pd.DataFrame:
+        """Tidy table, one row per (metric, group): the group columns, value, ci_low, ci_high, n, n_clusters,
+        ci_method, small."""
+        return self._table(slice(0, -1), self.group_index).reset_index()
+
+    def value(self, metric: str) -> pd.Series:
+        """Point estimates of one metric per group (index = group labels)."""
+        return pd.Series(self._results[metric]["point"][:-1], index=self.group_index, name=metric)
+
+    def _between(self, kind: str) -> pd.DataFrame:
+        rows = {}
+        for name, r in self._results.items():
+            point, reps = r["point"][:-1], r["replicates"][:, :-1]
+            if self.n_groups < 2 or np.isnan(point).all():
+                rows[name] = dict(value=np.nan, ci_low=np.nan, ci_high=np.nan, group_min=None, group_max=None)
+                continue
+            with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN replicate rows give NaN
+                if kind == "difference":
+                    value, rep = np.nanmax(point) - np.nanmin(point), np.nanmax(reps, 1) - np.nanmin(reps, 1)
+                else:
+                    value, rep = np.nanmin(point) / np.nanmax(point), np.nanmin(reps, 1) / np.nanmax(reps, 1)
+            low, high = percentile_interval(rep, self.confidence)
+            rows[name] = dict(value=value, ci_low=low, ci_high=high, group_min=self.group_index[np.nanargmin(point)],
+                              group_max=self.group_index[np.nanargmax(point)])
+        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("metric")
+
+    def difference(self) -> pd.DataFrame:
+        """Per metric: max − min over groups with a bootstrap interval (replicates of max − min; biased upwards when
+        groups are equal, so an interval away from 0 is not a test), and the groups at the min and max."""
+        return self._between("difference")
+
+    def ratio(self) -> pd.DataFrame:
+        """Per metric: min/max over groups (Aequitas-style disparity, fair if ≥ τ = 0.8) with a bootstrap interval."""
+        return self._between("ratio")

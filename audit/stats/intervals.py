@@ -1,0 +1,173 @@
+"""Confidence intervals: Wilson and Clopper–Pearson for binomial rates, and a stratified cluster bootstrap.
+
+All rates are proportions in [0, 1]; intervals are two-sided at level ``confidence`` (default 0.95).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+from scipy import sparse, stats
+
+ArrayLike = np.ndarray | pd.Series | list
+Interval = tuple[np.ndarray, np.ndarray]  # (low, high)
+
+
+def _z(confidence: float) -> float:
+    """Two-sided normal quantile z = Φ⁻¹(1 − α/2), α = 1 − confidence."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    return float(stats.norm.ppf(0.5 + confidence / 2))
+
+
+def _counts(successes: ArrayLike, n: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    x, m = np.broadcast_arrays(np.asarray(successes, float), np.asarray(n, float))
+    if np.any((x < 0) | (x > m)):
+        raise ValueError("need 0 <= successes <= n")
+    return x, m
+
+
+def wilson_interval(successes: ArrayLike, n: ArrayLike, confidence: float = 0.95) -> Interval:
+    """Wilson score interval for a binomial proportion (vectorised; n = 0 gives NaN).
+
+    With p̂ = x/n and z = Φ⁻¹(1 − α/2):
+    centre = (x + z²/2)/(n + z²), half-width = z/(n + z²)·√(x(n − x)/n + z²/4).
+    Returns (low, high) in [0, 1].
+    """
+    x, m = _counts(successes, n)
+    z = _z(confidence)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centre = (x + z * z / 2) / (m + z * z)
+        half = z / (m + z * z) * np.sqrt(x * (m - x) / m + z * z / 4)
+    low = np.where(m > 0, np.clip(centre - half, 0.0, 1.0), np.nan)
+    high = np.where(m > 0, np.clip(centre + half, 0.0, 1.0), np.nan)
+    return low, high
+
+
+def clopper_pearson_interval(successes: ArrayLike, n: ArrayLike, confidence: float = 0.95) -> Interval:
+    """Clopper–Pearson ("exact") interval: low = Beta⁻¹(α/2; x, n − x + 1), high = Beta⁻¹(1 − α/2; x + 1, n − x),
+    with low = 0 at x = 0 and high = 1 at x = n. Coverage is at least ``confidence`` for every p (conservative)."""
+    x, m = _counts(successes, n)
+    a = 1 - confidence
+    with np.errstate(invalid="ignore"):
+        low = np.where(x > 0, stats.beta.ppf(a / 2, x, m - x + 1), 0.0)
+        high = np.where(x < m, stats.beta.ppf(1 - a / 2, x + 1, m - x), 1.0)
+    empty = m <= 0
+    return np.where(empty, np.nan, low), np.where(empty, np.nan, high)
+
+
+def percentile_interval(replicates: np.ndarray, confidence: float = 0.95, axis: int = 0) -> Interval:
+    """Percentile bootstrap interval: the α/2 and 1 − α/2 quantiles of the replicates along ``axis``
+    (NaN replicates, e.g. 0/0 ratios, are ignored; all-NaN gives NaN)."""
+    a = 1 - confidence
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = np.nanquantile(np.asarray(replicates, float), [a / 2, 1 - a / 2], axis=axis)
+    return low, high
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Median of ``values`` (n,) under each row of integer ``weights`` (b, n) → (b,).
+
+    Equals ``np.median`` of the data with value i repeated weights[j, i] times: the mean of the lower and upper
+    weighted medians (first sorted value whose cumulative weight reaches ≥ W/2, resp. > W/2). W = 0 gives NaN.
+    """
+    order = np.argsort(values, kind="stable")
+    v = np.asarray(values, float)[order]
+    cum = np.cumsum(np.atleast_2d(weights)[:, order], axis=1)
+    half = cum[:, -1:] / 2
+    low = v[np.argmax(cum >= half, axis=1)]
+    high = v[np.argmax(cum > half, axis=1)]
+    return np.where(cum[:, -1] > 0, (low + high) / 2, np.nan)
+
+
+class Bootstrap:
+    """A stratified cluster bootstrap design over the rows of a table.
+
+    Each replicate draws, independently within every stratum, as many clusters as the stratum holds, uniformly with
+    replacement; a row's weight is the number of times its cluster was drawn, so all samples of a drawn input come
+    along (cluster bootstrap over inputs, not samples) and no group can vanish from a replicate (stratification).
+    Without ``clusters`` every row is its own cluster; without ``strata`` the table is one stratum. Clusters must be
+    nested in strata. The draws depend only on (seed, n_boot, strata sizes, sorted cluster ids), not on the row
+    order, so two tables holding the same inputs in the same strata get identical replicates (a paired bootstrap).
+    Weights are generated lazily in chunks of at most ``max_cells`` numbers and regenerated identically on every
+    call, so every statistic computed from one design shares the same replicates.
+    """
+
+    def __init__(self, n_rows: int, strata: ArrayLike | None = None, clusters: ArrayLike | None = None,
+                 n_boot: int = 2000, seed: int = 0, max_cells: int = 2_000_000) -> None:
+        if n_boot < 1:
+            raise ValueError("n_boot must be >= 1")
+        self.n_rows, self.n_boot, self.seed, self.max_cells = int(n_rows), int(n_boot), int(seed), int(max_cells)
+        s_codes = np.zeros(self.n_rows, int) if strata is None else pd.factorize(np.asarray(strata), sort=True)[0]
+        c_codes = np.arange(self.n_rows) if clusters is None else pd.factorize(np.asarray(clusters), sort=True)[0]
+        if len(s_codes) != self.n_rows or len(c_codes) != self.n_rows:
+            raise ValueError("strata and clusters must have one entry per row")
+        if (s_codes < 0).any() or (c_codes < 0).any():
+            raise ValueError("strata and clusters must not be missing")
+        n_clusters = int(c_codes.max()) + 1 if self.n_rows else 0
+        stratum_of = np.full(n_clusters, -1)
+        stratum_of[c_codes] = s_codes
+        if np.any(stratum_of[c_codes] != s_codes):
+            raise ValueError("every cluster must lie in a single stratum")
+        order = np.lexsort((np.arange(n_clusters), stratum_of))  # clusters sorted by (stratum, id)
+        rank = np.empty(n_clusters, int)
+        rank[order] = np.arange(n_clusters)
+        self.row_cluster = rank[c_codes]
+        self.n_clusters = n_clusters
+        first_row = np.unique(c_codes, return_index=True)[1]  # a row of each cluster, by cluster code
+        ids = np.arange(self.n_rows) if clusters is None else np.asarray(clusters)
+        self.cluster_keys = ids[first_row][order]  # cluster ids in draw order (compare designs for pairing)
+        self.stratum_sizes = np.bincount(stratum_of[order]) if n_clusters else np.zeros(0, int)
+        self._to_cluster = sparse.csr_matrix(
+            (np.ones(self.n_rows), (self.row_cluster, np.arange(self.n_rows))), shape=(n_clusters, self.n_rows))
+
+    def cluster_weights(self) -> Iterator[np.ndarray]:
+        """Yield (b, n_clusters) float arrays of draw counts; the chunks stack to n_boot replicates."""
+        rng = np.random.default_rng(self.seed)
+        step = max(1, min(self.n_boot, self.max_cells // max(self.n_clusters, 1)))
+        for start in range(0, self.n_boot, step):
+            b = min(step, self.n_boot - start)
+            w = np.empty((b, self.n_clusters))
+            offset = 0
+            for m in self.stratum_sizes:
+                draws = rng.integers(0, m, size=(b, m)) + (np.arange(b) * m)[:, None]
+                w[:, offset:offset + m] = np.bincount(draws.ravel(), minlength=b * m).reshape(b, m)
+                offset += m
+            yield w
+
+    def sums(self, values: np.ndarray) -> np.ndarray:
+        """Replicates of column sums Σ_rows weight·value: (n_rows,) or (n_rows, m) finite values → (n_boot, m)."""
+        v = np.asarray(values, float).reshape(self.n_rows, -1)
+        per_cluster = np.asarray(self._to_cluster @ v)
+        return np.concatenate([w @ per_cluster for w in self.cluster_weights()], axis=0)
+
+    def map(self, statistic: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """Replicates of a statistic of row weights: ``statistic(w)`` takes (b, n_rows) weights and returns (b, ...).
+
+        The point estimate is ``statistic(np.ones((1, n_rows)))``. Rows are expanded in sub-chunks of at most
+        ``max_cells`` weights, so memory stays bounded for large tables.
+        """
+        out = []
+        step = max(1, self.max_cells // max(self.n_rows, 1))
+        for w in self.cluster_weights():
+            for start in range(0, len(w), step):
+                out.append(np.asarray(statistic(w[start:start + step][:, self.row_cluster])))
+        return np.concatenate(out, axis=0)
+
+
+def bootstrap_interval(statistic: Callable[[np.ndarray], np.ndarray], n_rows: int, strata: ArrayLike | None = None,
+                       clusters: ArrayLike | None = None, n_boot: int = 2000, seed: int = 0,
+                       confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Point estimate and percentile interval of any weight-vectorised statistic (see :meth:`Bootstrap.map`).
+
+    Returns (estimate, low, high, replicates) with replicates of shape (n_boot, ...).
+    """
+    design = Bootstrap(n_rows, strata, clusters, n_boot, seed)
+    replicates = design.map(statistic)
+    estimate = np.asarray(statistic(np.ones((1, n_rows))))[0]
+    low, high = percentile_interval(replicates, confidence)
+    return estimate, low, high, replicates

@@ -1,0 +1,270 @@
+"""audit.metrics against independent computations (pandas, scipy, statsmodels, skimage) on synthetic run tables,
+and by simulation with a known answer (end-to-end false-positive rate, cluster-bootstrap coverage, power)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from statsmodels.stats.contingency_tables import SquareTable
+from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import proportion_confint
+
+from audit.metrics import (NO_FACE, AttributeAudit, Metric, MetricFrame, PairedShift, corrected_shares, noise_floor,
+                           project_to_simplex, psnr, report_tests, ssim, upsampler_metrics)
+from audit.metrics.columns import classifier_column, label_column, probability_columns, split_inputs, truth_column
+from audit.stats import divergences
+
+RACES = ["Asian", "Black", "Indian", "White"]
+
+
+def run_table(n_per_race: int = 60, samples: int = 3, flip: float = 0.3, to_white: float = 0.7, seed: int = 0,
+              no_face: float = 0.03) -> pd.DataFrame:
+    """A synthetic run table: non-White inputs flip with probability ``flip``, towards White w.p. ``to_white``."""
+    rng = np.random.default_rng(seed)
+    truth = np.repeat(RACES, n_per_race)
+    gender = rng.choice(["Female", "Male"], len(truth))
+    n = len(truth) * samples
+    t, g = np.repeat(truth, samples), np.repeat(gender, samples)
+    flips = (t != "White") & (rng.uniform(size=n) < flip)
+    out = np.where(flips, np.where(rng.uniform(size=n) < to_white, "White", rng.choice(RACES, n)), t).astype(object)
+    out[rng.uniform(size=n) < no_face] = ""
+    return pd.DataFrame({
+        "item_id": np.repeat([f"img{i:04d}" for i in range(len(truth))], samples),
+        "sample": np.tile(np.arange(samples), len(truth)), "label_race": t, "label_gender": g,
+        "out_ff_race": out, "in_ff_race": t, "delta_ita": rng.normal(np.where(t == "White", 0.0, 4.0), 6.0),
+        "ups_success": rng.uniform(size=n) < 0.9, "ups_lr_l2": rng.gamma(2.0, 0.01, n)})
+
+
+@pytest.fixture(scope="module")
+def table() -> pd.DataFrame:
+    return run_table()
+
+
+@pytest.fixture(scope="module")
+def audit(table) -> AttributeAudit:
+    return AttributeAudit(table, "label_race", "out_ff_race", positive="White", n_boot=500)
+
+
+# ---------------------------------------------------------------- image quality ---------------------------------------
+def test_psnr_and_ssim_match_skimage():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(size=(32, 40, 3))
+    b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1)
+    assert psnr(b, a) == pytest.approx(peak_signal_noise_ratio(a, b, data_range=1))
+    ref = structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1,
+                                channel_axis=-1)
+    assert ssim(b, a) == pytest.approx(ref, abs=1e-12)
+    chw = np.moveaxis(a, -1, 0), np.moveaxis(b, -1, 0)
+    assert ssim(chw[1], chw[0], channel_axis=0) == pytest.approx(ref, abs=1e-12)
+    gray = structural_similarity(a[..., 0], b[..., 0], gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                 data_range=1)
+    assert ssim(b[..., 0], a[..., 0], channel_axis=None) == pytest.approx(gray, abs=1e-12)
+    assert ssim(a, a) == pytest.approx(1.0) and psnr(a, a) == math.inf
+
+
+# ---------------------------------------------------------------- MetricFrame -----------------------------------------
+def test_metric_frame_matches_pandas_and_wilson(table):
+    one = table[table["sample"] == 0]
+    frame = MetricFrame(one, {"success": "ups_success", "lr": Metric("ups_lr_l2", "median")}, "label_race",
+                        "item_id", n_boot=300)
+    by = frame.by_group.set_index(["metric", "label_race"])
+    ref = one.groupby("label_race")["ups_success"].agg(["mean", "sum", "count"])
+    np.testing.assert_allclose(by.loc["success", "value"], ref["mean"])
+    low, high = proportion_confint(ref["sum"], ref["count"], method="wilson")
+    np.testing.assert_allclose(by.loc["success", "ci_low"], low)
+    np.testing.assert_allclose(by.loc["success", "ci_high"], high)
+    assert (by.loc["success", "ci_method"] == "wilson").all()
+    np.testing.assert_allclose(by.loc["lr", "value"], one.groupby("label_race")["ups_lr_l2"].median())
+    assert (by.loc["lr", "ci_low"] <= by.loc["lr", "value"]).all()
+    diff, ratio = frame.difference().loc["success"], frame.ratio().loc["success"]
+    assert diff["value"] == pytest.approx(ref["mean"].max() - ref["mean"].min())
+    assert ratio["value"] == pytest.approx(ref["mean"].min() / ref["mean"].max())
+    assert diff["group_max"] == ref["mean"].idxmax() and diff["ci_low"] <= diff["ci_high"]
+    assert frame.overall.loc["success", "value"] == pytest.approx(one["ups_success"].mean())
+
+
+def test_metric_frame_intersections_clusters_and_missing_groups(table):
+    data = table.copy()
+    data.loc[data.index[:3], "label_gender"] = ""  # one input without a gender label
+    frame = MetricFrame(data, {"success": "ups_success"}, ["label_race", "label_gender"], "item_id", n_boot=300)
+    assert frame.n_dropped == 3 and frame.n_groups == 8
+    by = frame.by_group.set_index(["label_race", "label_gender"])
+    kept = data.iloc[3:]
+    ref = kept.groupby(["label_race", "label_gender"])["ups_success"].mean()
+    np.testing.assert_allclose(by.loc[ref.index, "value"], ref)
+    assert (by["ci_method"] == "bootstrap percentile").all()  # 3 samples per input: cluster bootstrap
+    np.testing.assert_array_equal(by.loc[ref.index, "n_clusters"],
+                                  kept.groupby(["label_race", "label_gender"])["item_id"].nunique())
+    small = MetricFrame(data.iloc[:30], {"success": "ups_success"}, "label_race", "item_id", n_boot=50).by_group
+    assert small["small"].all()
+
+
+# ---------------------------------------------------------------- AttributeAudit --------------------------------------
+def test_transition_preservation_and_shares_match_pandas(table, audit):
+    seen = table[table["out_ff_race"] != ""]
+    ref = pd.crosstab(seen["label_race"], seen["out_ff_race"]).reindex(index=RACES, columns=RACES, fill_value=0)
+    np.testing.assert_array_equal(audit.transition().to_numpy(), ref.to_numpy())
+    rates = audit.transition_rates().set_index(["input", "output"])
+    np.testing.assert_allclose(rates["rate"].unstack().loc[RACES, RACES], ref.div(ref.sum(axis=1), axis=0))
+    assert ((rates["ci_low"] <= rates["rate"] + 1e-12) & (rates["rate"] <= rates["ci_high"] + 1e-12)).all()
+    rdp = audit.rdp().set_index("label_race")
+    acc = (seen["label_race"] == seen["out_ff_race"]).groupby(seen["label_race"]).mean()
+    np.testing.assert_allclose(rdp["value"], acc)
+    np.testing.assert_allclose(rdp["p_rdp"], acc / acc.sum())
+    assert rdp.loc["White", "value"] == 1.0 and rdp["p_rdp"].sum() == pytest.approx(1)
+    shares = audit.shares()
+    np.testing.assert_allclose(shares["share"], seen["out_ff_race"].value_counts(normalize=True)[RACES])
+    np.testing.assert_allclose(shares["input_share"], 0.25)
+    no_face = audit.by_group().query("metric == 'no_face'").set_index("label_race")["value"]
+    np.testing.assert_allclose(no_face, (table["out_ff_race"] == "").groupby(table["label_race"]).mean())
+
+
+def test_divergences_use_the_stats_definitions(audit):
+    table = audit.divergences().set_index(["target", "divergence"])
+    expected = divergences(audit.pr.shares, audit.pr.reference)
+    for name, value in expected.items():
+        assert table.loc[("PR", name), "value"] == pytest.approx(float(value))
+    tv, l1 = table.loc[("PR", "total_variation"), "value"], np.abs(audit.pr.shares - audit.pr.reference).sum()
+    assert tv == pytest.approx(l1 / 2)
+    p_rdp = audit.rdp()["p_rdp"].to_numpy()
+    assert table.loc[("P_RDP", "pearson_chi2"), "value"] == pytest.approx(4 * np.sum((p_rdp - 0.25) ** 2))
+
+
+def test_audit_tests_match_scipy_and_statsmodels_on_one_sample_per_input(table, audit):
+    first = table[(table["sample"] == 0)]
+    seen = first[first["out_ff_race"] != ""]
+    tests = {t.name.split(": ", 1)[1]: t for t in audit.tests()}
+    gof = tests["output shares (PR): χ² goodness of fit vs reference"]
+    counts = seen["out_ff_race"].value_counts()[RACES].to_numpy()
+    ref = stats.chisquare(counts, np.full(4, counts.sum() / 4))  # reference = input shares (balanced)
+    assert gof.statistic == pytest.approx(ref.statistic) and gof.p_value == pytest.approx(ref.pvalue)
+    correct = (seen["label_race"] == seen["out_ff_race"]).groupby(seen["label_race"]).agg(["sum", "count"])
+    real = np.stack([correct["sum"], correct["count"] - correct["sum"]], axis=1)  # real counts, not ×1400 rates
+    rdp = tests["preservation equal across groups (RDP, k×2)"]
+    expected = stats.chi2_contingency(real, correction=False)
+    assert rdp.method.startswith("Pearson") and rdp.n == real.sum()
+    assert rdp.statistic == pytest.approx(expected.statistic) and rdp.p_value == pytest.approx(expected.pvalue)
+    paired = pd.crosstab(seen["label_race"], seen["out_ff_race"]).reindex(index=RACES, columns=RACES, fill_value=0)
+    np.testing.assert_array_equal(audit.paired_table(), paired.to_numpy())
+    sm = tests["input vs output margins (Stuart–Maxwell)"]
+    assert sm.statistic == pytest.approx(SquareTable(paired.to_numpy(), shift_zeros=False).homogeneity().statistic)
+    white = paired.loc["White", "White"], paired.loc["White"].sum() - paired.loc["White", "White"]
+    rest = paired["White"].sum() - paired.loc["White", "White"]
+    binary = np.array([[white[0], white[1]], [rest, paired.to_numpy().sum() - sum(white) - rest]])
+    mc = tests["White vs not, input vs output (McNemar)"]
+    assert mc.p_value == pytest.approx(sm_mcnemar(binary, exact=bool(binary[0, 1] + binary[1, 0] < 25),
+                                                  correction=False).pvalue)
+    assert all(t.p_value < 1e-3 for t in audit.tests())  # the planted drift towards White is found
+    report = audit.report_tests()
+    np.testing.assert_allclose(report["p_adjusted"], multipletests(report["p_value"], method="holm")[1])
+    assert {"mde", "effect", "unit"} <= set(report.columns)
+
+
+def test_ucpr_missing_category_and_column_adapter(table):
+    rng = np.random.default_rng(1)
+    uninformative = pd.DataFrame({"item_id": np.repeat(RACES, 100), "sample": np.tile(np.arange(100), 4),
+                                  "label_race": np.repeat(RACES, 100),
+                                  "out_ff_race": rng.choice(RACES, 400, p=[0.15, 0.15, 0.15, 0.55])})
+    audit = AttributeAudit.from_run(table, "race", "ff", uninformative=uninformative, missing_output="category",
+                                    n_boot=200)
+    assert audit.truth == label_column("race") == truth_column("race", "ff")
+    assert audit.output == classifier_column("out", "ff", "race") and audit.name == "race/ff"
+    assert NO_FACE in audit.categories and audit.transition()[NO_FACE].sum() == (table["out_ff_race"] == "").sum()
+    ucpr = audit.tests()[-1]
+    counts = uninformative["out_ff_race"].value_counts()[RACES].to_numpy()  # all 400 samples, vs uniform prior
+    assert ucpr.n == 400 and ucpr.statistic == pytest.approx(stats.chisquare(counts).statistic)
+    assert "UCPR" in set(audit.divergences()["target"])
+    assert audit.ucpr.table["ci_low"].lt(audit.ucpr.table["share"]).all()
+    probs = pd.DataFrame(columns=["out_ff_race_p_White", "out_ff_race_p_Black", "out_ff_race"])
+    assert probability_columns(probs, "out", "ff", "race") == {"White": "out_ff_race_p_White",
+                                                               "Black": "out_ff_race_p_Black"}
+    with pytest.raises(KeyError):
+        AttributeAudit(table, "label_race", "out_missing")
+    mixed = pd.concat([table.assign(input_kind="face"), uninformative.assign(input_kind="ucpr")], ignore_index=True)
+    faces, ucpr_rows = split_inputs(mixed)
+    assert len(faces) == len(table) and len(ucpr_rows) == 400
+    assert split_inputs(table)[0] is table and split_inputs(table)[1] is None
+
+
+def test_noise_floor_and_confusion_correction(table):
+    rng = np.random.default_rng(2)
+    oracle = table[table["sample"] == 0].copy()
+    oracle["out_ff_race"] = np.where(rng.uniform(size=len(oracle)) < 0.9, oracle["label_race"], "White")
+    run = AttributeAudit(table, "label_race", "out_ff_race", n_boot=300)
+    floor = AttributeAudit(oracle, "label_race", "out_ff_race", n_boot=300)
+    result = noise_floor(run, floor).set_index("label_race")
+    flip = 1 - run.frame.value("preservation")
+    oracle_flip = (oracle["label_race"] != oracle["out_ff_race"]).groupby(oracle["label_race"]).mean()
+    np.testing.assert_allclose(result["excess"], flip - oracle_flip)
+    assert result["paired"].all()  # same inputs, strata and seed: replicates are paired
+    confusion = np.array([[0.9, 0.05, 0.0, 0.05], [0.0, 0.8, 0.1, 0.1], [0.05, 0.05, 0.85, 0.05], [0, 0, 0, 1.0]])
+    truth = np.array([0.1, 0.2, 0.3, 0.4])
+    np.testing.assert_allclose(corrected_shares(confusion.T @ truth, confusion), truth)
+    assert project_to_simplex(np.array([0.6, 0.6, -0.1])) == pytest.approx([0.5, 0.5, 0.0])
+    v = rng.normal(size=6)
+    x = project_to_simplex(v)
+    for _ in range(200):  # the projection is the closest simplex point
+        y = rng.dirichlet(np.ones(6))
+        assert np.sum((v - x) ** 2) <= np.sum((v - y) ** 2) + 1e-12
+
+
+def test_paired_shift_and_upsampler_metrics(table):
+    shift = PairedShift(table, "delta_ita", "label_race", unit="°", n_boot=300)
+    means = shift.table.query("metric == 'mean'").set_index("label_race")["value"]
+    np.testing.assert_allclose(means, table.groupby("label_race")["delta_ita"].mean())
+    per_input = table.groupby("item_id").agg(d=("delta_ita", "mean"), g=("label_race", "first"))
+    tests = {t.name: t for t in shift.tests()}
+    black = tests["delta_ita: shift ≠ 0, Black"]
+    ref = stats.wilcoxon(per_input.loc[per_input["g"] == "Black", "d"])
+    assert black.p_value == pytest.approx(ref.pvalue) and black.n == 60 and black.unit == "°"
+    assert black.p_value < 0.01 and tests["delta_ita: shift ≠ 0, White"].effect == pytest.approx(
+        per_input.loc[per_input["g"] == "White", "d"].median())
+    pairs = table.assign(before=0.0, after=table["delta_ita"])
+    assert PairedShift(pairs, ("before", "after"), "label_race", n_boot=50).table["value"].iloc[0] == pytest.approx(
+        means.iloc[0])
+    assert PairedShift(table, "delta_ita", test_zero=False, n_boot=50).tests() == []
+    ups = upsampler_metrics(table, "label_race", n_boot=300).by_group.set_index(["metric", "label_race"])
+    np.testing.assert_allclose(ups.loc["success_rate", "value"], table.groupby("label_race")["ups_success"].mean())
+    assert set(ups.index.get_level_values(0)) == {"success_rate", "lr_error_mean", "lr_error_median"}
+    family = report_tests(shift, AttributeAudit(table, "label_race", "out_ff_race", n_boot=50))
+    assert family["family_size"].iloc[0] == len(family) == 5 + 4
+
+
+# ---------------------------------------------------------------- simulations -----------------------------------------
+def test_end_to_end_false_positive_rate_without_bias():
+    """No bias: outputs flip to a uniformly random race with the same probability for every input (so margins stay
+    equal, flips are symmetric and preservation is equal). Each test of the audit rejects at ≤ α + 3 SE over 300 run
+    tables (exact / Monte-Carlo paths may be conservative)."""
+    rejections = np.zeros(4)
+    for seed in range(300):
+        data = run_table(n_per_race=50, samples=2, flip=0.0, seed=seed, no_face=0.0)
+        rng = np.random.default_rng(seed + 1000)
+        noisy = rng.uniform(size=len(data)) < 0.25
+        data.loc[noisy, "out_ff_race"] = rng.choice(RACES, noisy.sum())
+        audit = AttributeAudit(data, "label_race", "out_ff_race", n_boot=1, seed=seed)
+        rejections += [t.p_value < 0.05 for t in audit.tests()]
+    fpr = rejections / 300
+    assert (fpr < 0.05 + 3 * math.sqrt(0.05 * 0.95 / 300)).all(), fpr
+
+
+def test_cluster_bootstrap_coverage_of_preservation_with_heterogeneous_inputs():
+    """Known truth: each input has its own preservation probability ~ Beta(2, 1) (mean 2/3) and 4 samples, so
+    samples of one input are correlated. Over 200 run tables the 95 % interval of the per-group preservation covers
+    2/3 in [0.90, 0.985] of cases (tolerance: 3 SE ≈ 0.046 plus the percentile method's bias)."""
+    covered, trials = 0, 200
+    for seed in range(trials):
+        rng = np.random.default_rng(seed)
+        p = rng.beta(2, 1, 120)
+        keep = rng.uniform(size=(120, 4)) < p[:, None]
+        truth = np.repeat(np.repeat(["Black", "White"], 60), 4)
+        data = pd.DataFrame({"item_id": np.repeat(np.arange(120), 4), "sample": np.tile(np.arange(4), 120),
+                             "truth": truth, "out": np.where(keep.ravel(), truth, "Other")})
+        frame = AttributeAudit(data, "truth", "out", n_boot=400, seed=seed).rdp().set_index("truth")
+        covered += frame.loc["Black", "ci_low"] <= 2 / 3 <= frame.loc["Black", "ci_high"]
+    assert 0.90 <= covered / trials <= 0.985, covered / trials

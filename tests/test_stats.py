@@ -1,0 +1,389 @@
+"""audit.stats against independent computations (scipy, statsmodels, float64 enumeration) and by simulation with a
+known answer. Simulation tolerances: a false-positive rate estimated from R simulated datasets is checked within
+3 binomial standard errors of α (√(α(1−α)/R); R = 2000 → ±0.0146); exact/Monte-Carlo tests, which are valid but
+may be conservative, are checked one-sided (≤ α + 3 SE)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from scipy import special, stats
+from statsmodels.stats.contingency_tables import SquareTable
+from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import proportion_confint
+
+from audit.stats import (Bootstrap, benjamini_hochberg, bootstrap_interval, bowker, chebyshev, chi2_gof,
+                         chi2_independence, clopper_pearson_interval, divergences, holm, kl, mcnemar, mde_mcnemar,
+                         mde_w, noncentrality, pearson_chi2, report_tests, stuart_maxwell, total_variation,
+                         weighted_median, wilcoxon_signed_rank, wilson_interval)
+
+ALPHA = 0.05
+
+
+def se3(r: int, p: float = ALPHA) -> float:
+    """Three binomial standard errors of a rate p estimated from r simulations."""
+    return 3 * math.sqrt(p * (1 - p) / r)
+
+
+def rejection_rate(results) -> float:
+    return float(np.mean([r.p_value < ALPHA for r in results]))
+
+
+# ---------------------------------------------------------------- intervals ------------------------------------------
+def test_wilson_and_clopper_pearson_match_statsmodels():
+    x = np.array([0, 1, 3, 10, 49, 50, 7, 0, 200])
+    n = np.array([50, 50, 50, 50, 50, 50, 9, 1, 1000])
+    for ours, method in ((wilson_interval, "wilson"), (clopper_pearson_interval, "beta")):
+        low, high = ours(x, n, 0.95)
+        ref_low, ref_high = proportion_confint(x, n, alpha=0.05, method=method)
+        np.testing.assert_allclose(low, ref_low, atol=1e-12)
+        np.testing.assert_allclose(high, ref_high, atol=1e-12)
+    assert np.isnan(wilson_interval(0, 0)[0]) and np.isnan(clopper_pearson_interval(0, 0)[1])
+
+
+@pytest.mark.parametrize("n", [20, 100, 400])
+def test_wilson_coverage_exact_average_and_clopper_pearson_minimum(n):
+    """Exact coverage Σ_x Bin(x; n, p)·1[p ∈ CI(x)] over a grid of p in [0.05, 0.95]: Wilson's average is near 95 %
+    (it oscillates around nominal), Clopper–Pearson never falls below 95 %."""
+    x = np.arange(n + 1)
+    grid = np.linspace(0.05, 0.95, 181)
+    pmf = stats.binom.pmf(x[None, :], n, grid[:, None])
+    wl, wh = wilson_interval(x, n)
+    cl, ch = clopper_pearson_interval(x, n)
+    wilson = (pmf * ((wl[None] <= grid[:, None]) & (grid[:, None] <= wh[None]))).sum(axis=1)
+    cp = (pmf * ((cl[None] <= grid[:, None]) & (grid[:, None] <= ch[None]))).sum(axis=1)
+    assert 0.935 <= wilson.mean() <= 0.965, wilson.mean()
+    assert cp.min() >= 0.95 - 1e-9
+
+
+def test_wilson_coverage_by_simulation():
+    rng = np.random.default_rng(1)
+    p = rng.uniform(0.05, 0.95, 20000)
+    x = rng.binomial(60, p)
+    low, high = wilson_interval(x, 60)
+    coverage = np.mean((low <= p) & (p <= high))
+    assert abs(coverage - 0.95) < 0.01, coverage  # SE of the estimate ≈ 0.0015
+
+
+def test_weighted_median_equals_median_of_repeated_data():
+    rng = np.random.default_rng(2)
+    values = rng.normal(size=15)
+    weights = rng.integers(0, 4, size=(200, 15)).astype(float)
+    weights[:, 0] += 1
+    expected = [np.median(np.repeat(values, w.astype(int))) for w in weights]
+    np.testing.assert_allclose(weighted_median(values, weights), expected)
+
+
+def test_bootstrap_design_resamples_whole_clusters_within_strata_and_ignores_row_order():
+    rng = np.random.default_rng(3)
+    clusters = np.repeat([f"c{i:02d}" for i in range(30)], 3)
+    strata = np.repeat(np.arange(30) % 3, 3)
+    design = Bootstrap(len(clusters), strata, clusters, n_boot=500, seed=7, max_cells=1000)
+    weights = np.concatenate(list(design.cluster_weights()))
+    assert weights.shape == (500, 30)
+    for s in range(3):  # each stratum keeps its number of clusters
+        in_s = np.sort(np.unique(design.row_cluster[strata == s]))
+        np.testing.assert_array_equal(weights[:, in_s].sum(axis=1), 10)
+    values = rng.normal(size=(90, 2))
+    rows = design.map(lambda w: w @ values)  # row-weight path equals the cluster-aggregated path
+    np.testing.assert_allclose(rows, design.sums(values))
+    perm = rng.permutation(90)
+    shuffled = Bootstrap(90, strata[perm], clusters[perm], n_boot=500, seed=7, max_cells=1000)
+    np.testing.assert_allclose(shuffled.sums(values[perm]), design.sums(values))
+    with pytest.raises(ValueError):
+        Bootstrap(4, [0, 1, 0, 1], ["a", "a", "b", "b"])
+
+
+def test_cluster_bootstrap_coverage_and_naive_row_bootstrap_undercoverage():
+    """Known truth: 2 strata × 60 inputs × 4 samples, sample = input effect N(μ_s, 1) + noise N(0, 0.5²);
+    the stratified mean has truth (μ_0 + μ_1)/2 = 0.5. Cluster bootstrap coverage of a 95 % percentile interval
+    must be within [0.90, 0.985] over 300 datasets (SE ≈ 0.013, plus the percentile method's small-sample bias);
+    resampling samples instead of inputs ignores the intra-input correlation (ICC 0.8) and must cover < 0.85."""
+    rng = np.random.default_rng(4)
+    strata, clusters = np.repeat([0, 1], 240), np.repeat(np.arange(120), 4)
+    cover = {"cluster": 0, "row": 0}
+    for _ in range(300):
+        y = rng.normal(strata[::4].astype(float), 1.0)[clusters] + rng.normal(0, 0.5, 480)
+        def stat(w: np.ndarray, y: np.ndarray = y) -> np.ndarray:
+            return (w @ y) / w.sum(axis=1)
+
+        for kind, cl in (("cluster", clusters), ("row", None)):
+            _, low, high, _ = bootstrap_interval(stat, 480, strata, cl, n_boot=300, seed=int(rng.integers(1 << 30)))
+            cover[kind] += low <= 0.5 <= high
+    assert 0.90 <= cover["cluster"] / 300 <= 0.985, cover
+    assert cover["row"] / 300 < 0.85, cover
+
+
+# ---------------------------------------------------------------- power ----------------------------------------------
+def test_noncentrality_matches_reference_table_and_definition():
+    assert noncentrality(6) == pytest.approx(13.62, abs=0.01)
+    assert noncentrality(3) == pytest.approx(10.90, abs=0.01)
+    assert noncentrality(1) == pytest.approx(7.85, abs=0.01)
+    assert mde_w(6, 1400) == pytest.approx(0.099, abs=5e-4) and mde_w(1, 200) == pytest.approx(0.198, abs=5e-4)
+    crit = stats.chi2.isf(0.05, 4)
+    assert stats.ncx2.sf(crit, 4, noncentrality(4)) == pytest.approx(0.8, abs=1e-8)
+
+
+def test_mde_calibration_gof_power_is_80_percent_at_the_mde():
+    """A GOF alternative at exactly the reported MDE (Cohen's w) is detected ≈ 80 % of the time (±3 SE, R=2000)."""
+    rng = np.random.default_rng(5)
+    p0 = np.full(7, 1 / 7)
+    n = 700
+    direction = np.array([3, -1, -1, -1, 0.5, 0.25, -0.75])
+    direction /= math.sqrt(np.sum(direction**2 / p0))
+    p1 = p0 + mde_w(6, n) * direction  # Σ (p1 − p0)²/p0 = w²
+    counts = rng.multinomial(n, p1, size=2000)
+    power = rejection_rate(chi2_gof(c, p0) for c in counts)
+    assert abs(power - 0.8) < se3(2000, 0.8), power
+
+
+def test_mde_calibration_mcnemar_power_at_the_mde():
+    """Paired binary data with discordant share ψ = 0.2 and δ = p10 − p01 at the reported MDE (Connor's formula):
+    power ≈ 80 % (±3 SE + 0.02 for the normal approximation)."""
+    rng = np.random.default_rng(6)
+    n, psi = 300, 0.2
+    delta = mde_mcnemar(n, psi)
+    p10, p01 = (psi + delta) / 2, (psi - delta) / 2
+    cells = rng.multinomial(n, [0.4, p01, p10, 0.6 - psi], size=2000)
+    power = rejection_rate(mcnemar(c.reshape(2, 2)) for c in cells)
+    assert abs(power - 0.8) < se3(2000, 0.8) + 0.02, power
+
+
+# ---------------------------------------------------------------- tests vs references ---------------------------------
+def test_chi2_gof_matches_scipy_chisquare_and_not_the_benchmarks_homogeneity_test():
+    counts = np.array([400, 150, 200, 180, 170, 160, 140])
+    result = chi2_gof(counts, np.ones(7))
+    ref = stats.chisquare(counts)
+    assert result.statistic == pytest.approx(245.0) == pytest.approx(ref.statistic)
+    assert result.p_value == pytest.approx(ref.pvalue, rel=1e-9) and result.df == 6 and result.n == 1400
+    assert result.effect == pytest.approx(math.sqrt(245.0 / 1400))
+    quirk = stats.chi2_contingency([counts, np.full(7, 200)]).statistic  # what the benchmark computed
+    assert quirk == pytest.approx(92.3, abs=0.05) and quirk < result.statistic
+    p0 = np.array([0.5, 0.3, 0.2])
+    obs = np.array([60, 25, 15])
+    assert chi2_gof(obs, p0).p_value == pytest.approx(stats.chisquare(obs, 100 * p0).pvalue, rel=1e-9)
+    assert chi2_gof([3, 1, 0], [0.5, 0.5, 0]).df == 1  # empty zero-reference category dropped
+    assert chi2_gof([3, 1, 1], [0.5, 0.5, 0]).p_value == 0
+
+
+def test_chi2_gof_small_expected_uses_monte_carlo_close_to_exact_multinomial():
+    p0, obs = np.array([0.5, 0.3, 0.2]), np.array([1, 2, 5])
+    n = obs.sum()
+    e = n * p0
+    t_obs = ((obs - e) ** 2 / e).sum()
+    exact = 0.0
+    for a in range(n + 1):  # enumerate every table of the multinomial(8, p0)
+        for b in range(n + 1 - a):
+            o = np.array([a, b, n - a - b])
+            if ((o - e) ** 2 / e).sum() >= t_obs - 1e-9:
+                exact += stats.multinomial.pmf(o, n, p0)
+    result = chi2_gof(obs, p0, n_sim=40000)
+    assert "Monte-Carlo" in result.method and "expected" in result.notes
+    assert result.p_value == pytest.approx(exact, abs=0.006)
+
+
+def test_chi2_independence_matches_chi2_contingency_and_exact_fisher():
+    table = np.array([[180, 20], [150, 50], [160, 40], [120, 80]])
+    ref = stats.chi2_contingency(table, correction=False)
+    result = chi2_independence(table)
+    assert result.statistic == pytest.approx(ref.statistic) and result.p_value == pytest.approx(ref.pvalue)
+    assert result.df == 3 and result.method.startswith("Pearson")
+    small = np.array([[3, 7], [8, 2]])
+    mc = chi2_independence(small, n_sim=40000)
+    assert "Fisher–Freeman–Halton" in mc.method
+    assert mc.p_value == pytest.approx(stats.fisher_exact(small).pvalue, abs=0.006)
+    rc = np.array([[4, 1], [2, 5], [1, 6]])  # 3×2: exact FFH by enumerating all tables with these margins
+    rows, c0 = rc.sum(axis=1), rc[:, 0].sum()
+    logp = lambda t: -special.gammaln(t + 1).sum()  # noqa: E731  (log probability up to the margins' constant)
+    tables = [np.array([[a, rows[0] - a], [b, rows[1] - b], [c0 - a - b, rows[2] - c0 + a + b]])
+              for a, b in itertools.product(range(rows[0] + 1), range(rows[1] + 1))
+              if 0 <= c0 - a - b <= rows[2]]
+    probs = np.exp([logp(t) for t in tables])
+    probs /= probs.sum()
+    exact = probs[np.array([logp(t) for t in tables]) <= logp(rc) + 1e-7].sum()
+    assert chi2_independence(rc, n_sim=40000).p_value == pytest.approx(exact, abs=0.006)
+    assert chi2_independence([[5, 0], [7, 0]]).p_value == 1.0  # nobody flipped: degenerate, nothing to test
+
+
+def test_mcnemar_matches_statsmodels_and_binomtest():
+    few = np.array([[30, 12], [5, 40]])  # 17 discordant → exact
+    result = mcnemar(few)
+    assert result.method == "exact binomial"
+    assert result.p_value == pytest.approx(sm_mcnemar(few, exact=True).pvalue)
+    assert result.p_value == pytest.approx(stats.binomtest(5, 17, 0.5).pvalue)
+    many = np.array([[30, 42], [25, 40]])
+    result = mcnemar(many)
+    ref = sm_mcnemar(many, exact=False, correction=False)
+    assert result.statistic == pytest.approx(ref.statistic) and result.p_value == pytest.approx(ref.pvalue)
+    assert result.effect == pytest.approx(100 * 17 / 137) and result.unit == "pp"
+    assert mcnemar([[10, 0], [0, 5]]).p_value == 1.0
+
+
+def test_stuart_maxwell_and_bowker_match_statsmodels():
+    rng = np.random.default_rng(8)
+    for _ in range(20):
+        table = rng.integers(1, 60, size=(5, 5))
+        sm = SquareTable(table, shift_zeros=False)
+        assert stuart_maxwell(table).statistic == pytest.approx(sm.homogeneity().statistic, rel=1e-9)
+        assert stuart_maxwell(table).p_value == pytest.approx(sm.homogeneity().pvalue, rel=1e-7, abs=1e-15)
+        big = table + 25  # every pair ≥ 25 → asymptotic Bowker
+        assert bowker(big).statistic == pytest.approx(SquareTable(big).symmetry().statistic, rel=1e-9)
+        assert bowker(big).p_value == pytest.approx(SquareTable(big).symmetry().pvalue, rel=1e-7, abs=1e-15)
+    two = np.array([[30, 42], [25, 40]])  # 2×2: Stuart–Maxwell = McNemar χ²
+    assert stuart_maxwell(two).statistic == pytest.approx(mcnemar(two).statistic)
+
+
+def test_stuart_maxwell_drops_empty_and_perfect_agreement_categories():
+    core = np.array([[50, 10, 4], [3, 40, 9], [8, 2, 30]])
+    padded = np.zeros((5, 5), int)
+    padded[:3, :3] = core
+    padded[4, 4] = 25  # category 4: perfect agreement; category 3: zero margins
+    full, reduced = stuart_maxwell(padded), stuart_maxwell(core)
+    assert full.statistic == pytest.approx(reduced.statistic) and full.df == reduced.df == 2
+    assert "2 categories" in full.notes
+    assert full.statistic == pytest.approx(SquareTable(core, shift_zeros=False).homogeneity().statistic)
+    assert stuart_maxwell(np.diag([5, 6, 7])).p_value == 1.0
+    # two blocks that never exchange: df = k − #components = 4 − 2
+    blocks = np.array([[20, 5, 0, 0], [9, 20, 0, 0], [0, 0, 20, 12], [0, 0, 3, 20]])
+    result = stuart_maxwell(blocks)
+    assert result.df == 2
+    assert result.statistic == pytest.approx(mcnemar(blocks[:2, :2]).statistic + mcnemar(blocks[2:, 2:]).statistic)
+
+
+def test_bowker_drops_empty_pairs_and_small_pairs_use_exact_conditional():
+    table = np.array([[40, 30, 0], [28, 50, 26], [0, 40, 60]])
+    result = bowker(table)
+    assert result.df == 2  # the (0, 2) pair is empty; statsmodels keeps df = 3
+    assert result.statistic == pytest.approx(SquareTable(table).symmetry().statistic)
+    small = np.array([[30, 12], [5, 40]])
+    assert bowker(small, n_sim=40000).p_value == pytest.approx(mcnemar(small).p_value, abs=0.006)
+
+
+def test_wilcoxon_matches_scipy():
+    rng = np.random.default_rng(9)
+    d = rng.normal(0.4, 1, 40)
+    d[:3] = 0
+    ref = stats.wilcoxon(d, zero_method="wilcox")
+    result = wilcoxon_signed_rank(np.append(d, np.nan), unit="°")
+    assert result.statistic == ref.statistic and result.p_value == pytest.approx(ref.pvalue)
+    assert result.n == 40 and "3 zero" in result.notes and result.unit == "°"
+
+
+def test_holm_and_bh_match_statsmodels_and_report_table():
+    rng = np.random.default_rng(10)
+    for _ in range(10):  # (statsmodels' multipletests is slow: it calls gc.collect)
+        p = np.concatenate([rng.uniform(size=8), rng.uniform(0, 0.01, size=4), [0.02, 0.02]])
+        np.testing.assert_allclose(holm(p), multipletests(p, method="holm")[1])
+        np.testing.assert_allclose(benjamini_hochberg(p), multipletests(p, method="fdr_bh")[1])
+    p = np.array([0.01, np.nan, 0.04, 0.03])
+    np.testing.assert_allclose(holm(p)[[0, 2, 3]], multipletests(p[[0, 2, 3]], method="holm")[1])
+    assert np.isnan(holm(p)[1])
+    tests = [chi2_gof([30, 20, 10], [1, 1, 1]), mcnemar([[30, 42], [25, 40]]), wilcoxon_signed_rank([1, 2, 3, 4])]
+    table = report_tests(tests, method="bh")
+    np.testing.assert_allclose(table["p_adjusted"], multipletests(table["p_value"], method="fdr_bh")[1])
+    assert table["family_size"].iloc[0] == 3 and {"mde", "effect", "unit", "notes"} <= set(table.columns)
+
+
+def test_divergences_against_float64_definitions():
+    rng = np.random.default_rng(11)
+    p, q = rng.dirichlet(np.ones(7)), rng.dirichlet(np.ones(7))
+    assert pearson_chi2(p, q) == pytest.approx(sum((a - b) ** 2 / b for a, b in zip(p, q, strict=True)))
+    assert kl(p, q) == pytest.approx(stats.entropy(p, q))
+    assert total_variation(p, q) == pytest.approx(0.5 * np.abs(p - q).sum())
+    assert chebyshev(p, q) == pytest.approx(np.abs(p - q).max())
+    counts = np.array([400, 150, 200, 180, 170, 160, 140])
+    u = np.full(7, 1 / 7)
+    assert pearson_chi2(counts / 1400, u) == pytest.approx(chi2_gof(counts, u).statistic / 1400)
+    reps = rng.dirichlet(np.ones(7), size=5)
+    np.testing.assert_allclose(divergences(reps, u)["kl"], [stats.entropy(r, u) for r in reps])
+    assert kl([0.5, 0.5], [1.0, 0.0]) == np.inf and pearson_chi2([0, 1], [0, 1]) == 0
+
+
+# ---------------------------------------------------------------- simulations under the null --------------------------
+def test_fpr_chi2_gof_asymptotic_and_monte_carlo():
+    rng = np.random.default_rng(12)
+    p0 = np.array([0.3, 0.2, 0.15, 0.1, 0.1, 0.1, 0.05])
+    fpr = rejection_rate(chi2_gof(c, p0) for c in rng.multinomial(500, p0, size=2000))
+    assert abs(fpr - ALPHA) < se3(2000), fpr
+    small = rng.multinomial(12, p0[:4] / p0[:4].sum(), size=1000)  # expected counts 2–5 → Monte-Carlo path
+    results = [chi2_gof(c, p0[:4], n_sim=999, seed=i) for i, c in enumerate(small)]
+    assert all("Monte-Carlo" in r.method for r in results)
+    assert rejection_rate(results) < ALPHA + se3(1000), rejection_rate(results)
+
+
+def test_fpr_mcnemar_asymptotic_and_exact():
+    rng = np.random.default_rng(13)
+    big = rng.multinomial(300, [0.45, 0.1, 0.1, 0.35], size=2000)  # ~60 discordant: asymptotic
+    fpr = rejection_rate(mcnemar(c.reshape(2, 2)) for c in big)
+    assert abs(fpr - ALPHA) < se3(2000), fpr
+    few = rng.multinomial(60, [0.45, 0.1, 0.1, 0.35], size=2000)  # ~12 discordant: exact (conservative)
+    results = [mcnemar(c.reshape(2, 2)) for c in few]
+    assert sum(r.method == "exact binomial" for r in results) > 1900
+    assert rejection_rate(results) < ALPHA + se3(2000)
+
+
+def test_fpr_stuart_maxwell_under_asymmetric_marginal_homogeneity_and_bowker_power():
+    """Joint law with equal margins but cyclic flows 0→1→2→3→0 (not symmetric): Stuart–Maxwell keeps α; Bowker
+    (symmetry) rejects, showing the two null hypotheses differ."""
+    rng = np.random.default_rng(14)
+    joint = np.diag([0.2, 0.15, 0.15, 0.2])
+    for i in range(4):
+        joint[i, (i + 1) % 4] += 0.06
+        joint[i, (i + 2) % 4] += 0.015
+    joint /= joint.sum()
+    np.testing.assert_allclose(joint.sum(axis=0), joint.sum(axis=1))
+    tables = rng.multinomial(400, joint.ravel(), size=2000).reshape(-1, 4, 4)
+    fpr = rejection_rate(stuart_maxwell(t) for t in tables)
+    assert abs(fpr - ALPHA) < se3(2000), fpr
+    assert rejection_rate(bowker(t, n_sim=999) for t in tables[:300]) > 0.9
+
+
+def test_fpr_bowker_and_independence_and_wilcoxon():
+    rng = np.random.default_rng(15)
+    sym = np.array([[0.3, 0.05, 0.02], [0.05, 0.3, 0.04], [0.02, 0.04, 0.18]])
+    tables = rng.multinomial(1500, sym.ravel() / sym.sum(), size=2000).reshape(-1, 3, 3)  # pairs ≥ 25: asymptotic
+    results = [bowker(t) for t in tables]
+    assert all(r.method.startswith("Bowker") for r in results)
+    assert abs(rejection_rate(results) - ALPHA) < se3(2000), rejection_rate(results)
+    small = rng.multinomial(150, sym.ravel() / sym.sum(), size=600).reshape(-1, 3, 3)
+    assert rejection_rate(bowker(t, n_sim=999, seed=i) for i, t in enumerate(small)) < ALPHA + se3(600)
+    correct = rng.binomial(100, 0.7, size=(2000, 4))
+    fpr = rejection_rate(chi2_independence(np.stack([c, 100 - c], axis=1)) for c in correct)
+    assert abs(fpr - ALPHA) < se3(2000), fpr
+    diffs = rng.standard_t(3, size=(2000, 40))
+    fpr = rejection_rate(wilcoxon_signed_rank(d) for d in diffs)
+    assert abs(fpr - ALPHA) < se3(2000), fpr
+
+
+def test_holm_controls_familywise_error_and_bh_controls_fdr():
+    rng = np.random.default_rng(16)
+    null = rng.uniform(size=(4000, 10))
+    fwer = np.mean([(holm(p) < ALPHA).any() for p in null])
+    unadjusted = np.mean((null < ALPHA).any(axis=1))
+    assert fwer < ALPHA + se3(4000) and unadjusted > 0.35
+    z = rng.normal(size=(4000, 10))
+    z[:, :5] += 3  # 5 true effects, 5 nulls
+    p = 2 * stats.norm.sf(np.abs(z))
+    fdp = [((adj := benjamini_hochberg(row)) < ALPHA)[5:].sum() / max(1, (adj < ALPHA).sum()) for row in p]
+    assert np.mean(fdp) < ALPHA + se3(4000)
+
+
+def test_power_planted_shift_is_detected():
+    """Outputs drift towards category 0 ("White"): 15 % of other inputs flip to it. GOF, Stuart–Maxwell, Bowker
+    and McNemar all detect it at n = 700 (7 × 100) on every one of 50 datasets."""
+    rng = np.random.default_rng(17)
+    for _ in range(50):
+        truth = np.repeat(np.arange(7), 100)
+        out = np.where((truth > 0) & (rng.uniform(size=700) < 0.15), 0, truth)
+        noise = rng.uniform(size=700) < 0.1
+        out[noise] = rng.integers(0, 7, noise.sum())
+        table = np.zeros((7, 7), int)
+        np.add.at(table, (truth, out), 1)
+        assert chi2_gof(np.bincount(out, minlength=7), np.full(7, 1 / 7)).p_value < 1e-4
+        assert stuart_maxwell(table).p_value < 1e-4 and bowker(table, n_sim=2000).p_value < 0.01
+        binary = [[table[0, 0], table[0, 1:].sum()], [table[1:, 0].sum(), table[1:, 1:].sum()]]
+        assert mcnemar(binary).p_value < 1e-4
