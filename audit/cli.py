@@ -6,6 +6,7 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import json
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,10 @@ from pulse_engine.device import resolve_device
 from pulse_engine.errors import PulseAuditError
 from pulse_engine.generators import REGISTRY, load_generator, parse_generator_spec
 from pulse_engine.search import SearchConfig
+
+from .harness import AuditConfig, run_audit
+
+DEFAULTS = AuditConfig()
 
 app = typer.Typer(
     help="Audit generative face upsamplers (PULSE over pluggable generators) for demographic skew.",
@@ -138,6 +143,118 @@ def demo(
     page = run_showcase(model, out, config, samples=samples, progress_factory=image_step_progress)
     console.print(f"showcase written: {page} (grids beside it)")
 
+
+class ItemRateColumn(ProgressColumn):
+    """Result rows per second."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:,.2f} items/s" if task.speed else "", style="progress.data.speed")
+
+
+@contextmanager
+def row_progress(label: str):
+    """A rich progress bar over result rows (input × sample) with rate and ETA; yields the
+    ``(done, total)`` callback that :func:`audit.harness.run_audit` calls. The bar appears on the
+    first call, so that errors raised while setting up stay one line."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), ItemRateColumn(),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    bar = Progress(*columns, console=console, transient=False)
+    task = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task(label, total=total)
+        bar.update(task, completed=done, total=max(total, done))
+
+    try:
+        yield update
+    finally:
+        if task is not None:
+            bar.stop()
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Option(
+        help="fairface:PATH, utkface:PATH, celeba:PATH, folder:PATH or demo.")] = DEFAULTS.dataset,
+    upsampler: Annotated[str, typer.Option(
+        help="pulse, bicubic, nearest, oracle (true HR image) or folder.")] = DEFAULTS.upsampler,
+    generator: Annotated[str, typer.Option(
+        help="NAME[:WEIGHTS] searched by pulse; its resolution is R for all.")] = DEFAULTS.generator,
+    folder: Annotated[str, typer.Option(
+        help="Folder upsampler: outputs named <item stem>[_<k>].png.")] = DEFAULTS.folder,
+    resolution: Annotated[int, typer.Option(
+        help="Output side R in px for non-pulse upsamplers (0: the generator's).")] = DEFAULTS.resolution,
+    classifiers: Annotated[str, typer.Option(
+        help="Comma list of NAME[:WEIGHTS] (see `pulse-audit doctor`), or none.")] = ",".join(DEFAULTS.classifiers),
+    per_group: Annotated[int, typer.Option(
+        help="Faces drawn per group (seeded); 0 = every face.")] = DEFAULTS.per_group,
+    group_by: Annotated[str, typer.Option(
+        help="Attribute, or comma list for an intersection (race,gender).")] = ",".join(DEFAULTS.group_by),
+    factor: Annotated[int, typer.Option(help="Downscale factor from R to the LR input.")] = DEFAULTS.factor,
+    samples: Annotated[int, typer.Option(
+        help="Outputs per input (seeded; deterministic upsamplers repeat).")] = DEFAULTS.samples,
+    seed: Annotated[int, typer.Option(help="Seed of the sampling and of the search.")] = DEFAULTS.seed,
+    restarts: Annotated[int, typer.Option(
+        help="Maximum seeded PULSE attempts per output until LR error ≤ eps.")] = DEFAULTS.restarts,
+    steps: Annotated[int, typer.Option(help="Adam steps per attempt (PULSE: 100).")] = DEFAULTS.steps,
+    eps: Annotated[float, typer.Option(help="Success threshold on mean squared LR error, [0,1] units.")] = DEFAULTS.eps,
+    loss: Annotated[str, typer.Option(help="Loss string, terms L2, L1, GEOCROSS.")] = DEFAULTS.loss,
+    learning_rate: Annotated[float, typer.Option(
+        "--lr-rate", help="Base learning rate (PULSE: 0.4).")] = DEFAULTS.learning_rate,
+    sphere_radius: Annotated[str, typer.Option(
+        help="sqrt-dim (paper) or initial (reference code).")] = DEFAULTS.sphere_radius,
+    ucpr: Annotated[int, typer.Option(help="UCPR: outputs per group-average face at 4×4 (0 = none).")] = DEFAULTS.ucpr,
+    align: Annotated[bool, typer.Option(
+        help="FFHQ-align unaligned photos (dlib landmarks) before resizing.")] = DEFAULTS.align,
+    crop: Annotated[str, typer.Option(
+        help="center: central square of non-square images; none: they fail.")] = DEFAULTS.crop,
+    batch_size: Annotated[int, typer.Option(help="Outputs upsampled and stored together.")] = DEFAULTS.batch_size,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = DEFAULTS.device,
+    out: Annotated[Path, typer.Option(help="Run folder; the same command on it resumes the run.")] = Path(DEFAULTS.out),
+    config: Annotated[Path | None, typer.Option(help="TOML file of these options; command-line options win.")] = None,
+) -> None:
+    """Audit an upsampler on a labelled face set: writes OUT/run.json, OUT/results.parquet, OUT/images/."""
+    from .run_store import read_results
+
+    given = {name: str(value) if isinstance(value, Path) else value for name, value in ctx.params.items()
+             if name != "config" and getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
+    settings = AuditConfig.from_toml(config, **given) if config else AuditConfig.from_mapping(given)
+    try:
+        with row_progress(f"audit {settings.upsampler}") as progress:
+            folder_out = run_audit(settings, progress)
+    except KeyboardInterrupt:
+        console.print(f"interrupted: the rows stored so far are kept in {settings.out}; run the same command "
+                      "to resume", soft_wrap=True)
+        raise typer.Exit(130) from None
+    sampling = json.loads((folder_out / "run.json").read_text()).get("sampling", {})
+    for line in sampling.get("summary", [])[1:]:
+        console.print(f"[yellow]{escape(line)}[/]", highlight=False, soft_wrap=True)
+    table = read_results(folder_out)
+    failed = sum(1 for error in table.column("error").to_pylist() if error)
+    console.print(f"{table.num_rows} rows ({failed} failed) in {folder_out / 'results.parquet'}; "
+                  f"settings and provenance in {folder_out / 'run.json'}", soft_wrap=True)
+
+
+@app.command()
+def doctor() -> None:
+    """Show which optional assets (classifier models, generator weights, packages) are installed."""
+    from .doctor import run_doctor
+
+    out = Console(soft_wrap=True, highlight=False)
+    kind = ""
+    for check in run_doctor():
+        if check.kind != kind:
+            kind = check.kind
+            out.print(f"[bold]{kind}s[/]")
+        status = "[green]ready  [/]" if check.ok else "[red]missing[/]"
+        version = f" ({check.detail})" if check.ok and check.detail != "ready" else ""
+        out.print(f"  {status} {escape(check.name + version)}: {escape(check.purpose)}")
+        if not check.ok:
+            out.print(f"          {escape(check.detail)}", style="yellow")
 
 def main() -> None:
     """Console entry point."""

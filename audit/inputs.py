@@ -1,0 +1,132 @@
+"""Inputs of an audit: the faces drawn from the face set (seeded stratified sample), their true HR
+images at the upsampler's resolution and LR versions, and the uninformative inputs of the UCPR
+protocol (per-group average faces at 4×4).
+
+Pipeline for one face: read (:func:`audit.images.read_rgb`: RGB, transparency over white,
+optional central square crop) → optional alignment (``audit.align.align_face``, imported only when
+asked for) → Lanczos resize to R → HR truth (3, R, R) in [0, 1] → LR (3, R/f, R/f) with
+``pulse_engine``'s antialiased bicubic operator (the same operator PULSE's loss uses).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pulse_engine.downsample import BicubicDownsample
+from pulse_engine.errors import InputImageError, PulseAuditError
+
+from .images import read_rgb, to_tensor
+from .records import FaceItem, FaceSet, UpsampleInput
+from .sampling import GROUP_JOIN, stratified_sample
+
+Aligner = Callable[[Image.Image, int], Image.Image]
+"""Turns a photo into an aligned square face crop of the given side (pixels)."""
+UCPR_SIDE = 4
+UCPR_PREFIX = "ucpr/"
+
+
+def load_aligner() -> Aligner:
+    """FFHQ-style alignment (``audit.align.align_face`` on uint8 arrays) as an :data:`Aligner`, or a
+    one-line error saying what is missing."""
+    try:
+        align_face = importlib.import_module("audit.align").align_face
+    except (ImportError, AttributeError) as exc:
+        raise PulseAuditError(f"--align needs face alignment (audit.align.align_face with dlib landmarks), "
+                              f"which is unavailable: {exc}") from exc
+
+    def aligner(image: Image.Image, size: int) -> Image.Image:
+        return Image.fromarray(np.asarray(align_face(np.asarray(image), size), dtype=np.uint8), "RGB")
+
+    return aligner
+
+
+def check_factor(resolution: int, factor: int) -> None:
+    """Raise a one-line error unless the integer ``factor`` divides R and leaves a usable LR side."""
+    if factor < 1 or resolution % factor or (3 * factor) // 2 >= resolution:
+        raise PulseAuditError(f"--factor {factor} does not divide the {resolution} px output into a usable "
+                              f"LR image (choose a divisor of {resolution} below {2 * resolution // 3})")
+
+
+def low_of(truth: torch.Tensor, factor: int) -> torch.Tensor:
+    """The LR version (3, R/f, R/f) of a (3, R, R) image, clamped to [0, 1]."""
+    return BicubicDownsample(factor)(truth[None].float())[0].clamp(0, 1)
+
+
+def hr_face(item: FaceItem, resolution: int, crop: str = "center", aligner: Aligner | None = None) -> torch.Tensor:
+    """The true HR image (3, R, R) in [0, 1] of one face; :class:`InputImageError` when unusable."""
+    image = read_rgb(item.path, "center" if aligner is not None else crop)
+    if aligner is not None:
+        try:
+            image = aligner(image, resolution)
+        except (InputImageError, ValueError, RuntimeError) as exc:  # missing weights stay fatal
+            raise InputImageError(f"{item.path}: alignment failed: {exc}") from exc
+    if image.size != (resolution, resolution):
+        image = image.resize((resolution, resolution), Image.LANCZOS)
+    return to_tensor(image)
+
+
+def prepare_face(item: FaceItem, resolution: int, factor: int, crop: str = "center",
+                 aligner: Aligner | None = None) -> UpsampleInput:
+    """The upsampler input of one face (id, LR, truth); :class:`InputImageError` when unusable."""
+    truth = hr_face(item, resolution, crop, aligner)
+    return UpsampleInput(item.item_id, low_of(truth, factor), truth)
+
+
+def group_key(labels: Mapping[str, str], group_by: Sequence[str]) -> str:
+    """The group of a face: its labels of the ``group_by`` attributes joined by `` × `` (as in
+    :mod:`audit.sampling`), e.g. ``Black × Female``."""
+    return GROUP_JOIN.join(str(labels.get(attr, "")) for attr in group_by)
+
+
+def average_faces(items: Iterable[FaceItem], group_by: Sequence[str], resolution: int, crop: str = "center",
+                  aligner: Aligner | None = None) -> dict[str, torch.Tensor]:
+    """Per-group mean of the HR faces at R, (3, R, R) in [0, 1], streamed (memory: one image per group).
+
+    Unusable images are left out; a group with no usable image has no average.
+    """
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    for item in items:
+        try:
+            truth = hr_face(item, resolution, crop, aligner).double()
+        except InputImageError:
+            continue
+        key = group_key(item.labels, group_by)
+        sums[key] = sums[key] + truth if key in sums else truth
+        counts[key] = counts.get(key, 0) + 1
+    return {key: (sums[key] / counts[key]).float() for key in sorted(sums)}
+
+
+def ucpr_inputs(averages: Mapping[str, torch.Tensor]) -> list[UpsampleInput]:
+    """Uninformative inputs: each average face downscaled to 4×4 (factor R/4), id ``ucpr/<group>``,
+    no truth. The average itself is not a true HR image of anyone."""
+    inputs = []
+    for group, average in averages.items():
+        resolution = average.shape[-1]
+        check_factor(resolution, resolution // UCPR_SIDE)
+        inputs.append(UpsampleInput(UCPR_PREFIX + group, low_of(average, resolution // UCPR_SIDE), None))
+    return inputs
+
+
+def load_faceset(spec: str) -> FaceSet:
+    """``audit.facesets.load_faceset``, imported on first use."""
+    return importlib.import_module("audit.facesets").load_faceset(spec)
+
+
+def sample_faces(faceset: FaceSet, group_by: Sequence[str], per_group: int,
+                 seed: int) -> tuple[list[FaceItem], dict[str, Any]]:
+    """The seeded stratified sample of :mod:`audit.sampling` (``per_group`` faces per group of
+    ``group_by``; 0 keeps every face) and its report for ``run.json``."""
+    if per_group == 0:
+        return list(faceset.items), {"per_group": 0, "items": len(faceset.items)}
+    result = stratified_sample(faceset, group_by, per_group, seed)
+    groups = [{"group": g.name, "requested": g.requested, "available": g.available, "selected": g.selected}
+              for g in result.groups]
+    return list(result.items), {"by": list(result.by), "per_group": result.per_group, "items": len(result.items),
+                                "groups": groups, "summary": result.summary()}

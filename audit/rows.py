@@ -1,0 +1,81 @@
+"""The flat columns that one classifier reading contributes to a result row.
+
+For a classifier C on side S (``in`` = the true HR image, ``out`` = the upsampler's output):
+``S_C_face`` (bool), per attribute A ``S_C_A`` (most probable class, "" without a face) and
+``S_C_A_p_<class>`` (probability, null without a face) for every class of C's vocabulary,
+``S_C_<value>`` for continuous values (e.g. ``ita`` in degrees, ``age_years``; a column appears
+once some image has the value, or always when the classifier declares ``value_names``) and ``S_C_error``
+when C could not read the image. Comparisons of the two sides: ``identity_distance`` (Euclidean
+distance of the ``identity`` embeddings; same person below 0.6) and ``delta_ita`` (output − truth
+ITA° of ``skin-tone``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .records import Classifier, Prediction
+from .run_store import classifier_column
+
+IDENTITY, SKIN_TONE = "identity", "skin-tone"
+
+
+def safe_predict(classifier: Classifier, arrays: list[np.ndarray]) -> list[Prediction]:
+    """``classifier.predict``; if the batch raises, images are retried one by one and an image that
+    still fails gets a no-face Prediction whose ``error`` holds the exception (the run goes on)."""
+    try:
+        return list(classifier.predict(arrays))
+    except Exception:  # noqa: BLE001 - find the failing image and keep its message in the row
+        predictions = []
+        for array in arrays:
+            try:
+                predictions.extend(classifier.predict([array]))
+            except Exception as exc:  # noqa: BLE001
+                predictions.append(Prediction(False, error=f"{classifier.name}: {type(exc).__name__}: {exc}"))
+        return predictions
+
+
+def prediction_columns(side: str, classifier: Classifier, prediction: Prediction) -> dict[str, Any]:
+    """The columns of one prediction (see the module docstring)."""
+    def col(*parts: str) -> str:
+        return classifier_column(side, classifier.name, *parts)
+
+    row: dict[str, Any] = {col("face"): bool(prediction.face_found)}
+    attributes = {**{a: () for a in prediction.probabilities}, **classifier.attributes}
+    for attr, classes in attributes.items():
+        probs = prediction.probabilities.get(attr, {})
+        row[col(attr)] = prediction.label(attr)
+        for cls in dict.fromkeys([*classes, *probs]):
+            row[col(attr, "p", cls)] = float(probs[cls]) if cls in probs else None
+    row |= {col(key): None for key in getattr(classifier, "value_names", ())}  # declared, so always a column
+    row |= {col(key): float(value) for key, value in prediction.values.items()}
+    if prediction.error:
+        row[col("error")] = prediction.error
+    return row
+
+
+def side_columns(side: str, classifiers: Sequence[Classifier], predictions: Sequence[Prediction]) -> dict[str, Any]:
+    """The columns of every classifier's prediction on one side (``in`` or ``out``)."""
+    row: dict[str, Any] = {}
+    for classifier, prediction in zip(classifiers, predictions):
+        row |= prediction_columns(side, classifier, prediction)
+    return row
+
+
+def comparisons(classifiers: Sequence[Classifier], truth: Sequence[Prediction],
+                output: Sequence[Prediction]) -> dict[str, float | None]:
+    """``identity_distance`` and ``delta_ita`` when those classifiers ran (None when a side lacks
+    the embedding or the ITA value, e.g. no face found)."""
+    row: dict[str, float | None] = {}
+    for classifier, a, b in zip(classifiers, truth, output):
+        if classifier.name == IDENTITY:
+            both = a.embedding is not None and b.embedding is not None
+            distance = np.linalg.norm(np.asarray(a.embedding, float) - np.asarray(b.embedding, float)) if both else None
+            row["identity_distance"] = None if distance is None else float(distance)
+        if classifier.name == SKIN_TONE:
+            both = "ita" in a.values and "ita" in b.values
+            row["delta_ita"] = float(b.values["ita"]) - float(a.values["ita"]) if both else None
+    return row

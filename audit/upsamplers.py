@@ -1,0 +1,211 @@
+"""The upsamplers an audit can run, behind :class:`audit.records.Upsampler`.
+
+- ``pulse``: PULSE's latent search over any ``pulse_engine`` generator, K seeded samples per input.
+- ``bicubic`` / ``nearest``: plain interpolation of the LR input to R (deterministic baselines).
+- ``oracle``: returns the true HR image; classifying it measures the classifiers' own noise floor.
+- ``folder``: outputs made elsewhere (GFPGAN, CodeFormer, a diffusion model…), matched by file name.
+
+An output that cannot be produced for one row (e.g. a missing file) is returned as a *failed*
+output (:func:`failed_output`): an empty image with ``diagnostics["error"]`` set, never a crash.
+Every successful output carries ``lr_l2``: the mean squared error, [0, 1] units, between the
+output downscaled with PULSE's bicubic operator and the LR input (PULSE's consistency measure).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from pulse_engine.device import resolve_device
+from pulse_engine.downsample import downsample, factor_between
+from pulse_engine.errors import InputImageError, PulseAuditError
+from pulse_engine.generators import load_generator
+from pulse_engine.generators.base import SearchableGenerator
+from pulse_engine.search import SearchConfig, pulse_search
+
+from .images import read_rgb, to_tensor
+from .records import UpsampleInput, UpsampleOutput, Upsampler
+
+UPSAMPLERS = ("pulse", "bicubic", "nearest", "oracle", "folder")
+ERROR_KEY = "error"
+FOLDER_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+
+def failed_output(message: str) -> UpsampleOutput:
+    """An output that could not be made: empty image, ``diagnostics["error"] = message``."""
+    return UpsampleOutput(torch.empty(0), {ERROR_KEY: message})
+
+
+def output_error(output: UpsampleOutput) -> str:
+    """The error of a failed output ("" for a usable one)."""
+    return str(output.diagnostics.get(ERROR_KEY, ""))
+
+
+def lr_consistency(image: torch.Tensor, low: torch.Tensor) -> float:
+    """Mean squared error ([0, 1] units) between ``image`` (3, R, R) downscaled and ``low`` (3, h, h);
+    NaN when R is not a multiple of h."""
+    try:
+        factor = factor_between(image.shape[-1], low.shape[-1])
+    except ValueError:
+        return float("nan")
+    return float((downsample(image[None].float(), factor)[0] - low.float()).pow(2).mean())
+
+
+class PulseUpsampler(Upsampler):
+    """PULSE over a generator; sample k of input ``item_id`` uses the seed key ``"<item_id>#<k>"``.
+
+    Args:
+        generator: any searchable generator (its resolution is R).
+        config: the search settings (seed, restarts, steps, …).
+        batch_size: images searched together.
+        on_steps: optional callback receiving completed image-steps.
+    """
+
+    name = "pulse"
+
+    def __init__(self, generator: SearchableGenerator, config: SearchConfig, batch_size: int = 16,
+                 on_steps: Callable[[int], None] | None = None) -> None:
+        self.generator, self.config, self.batch_size, self.on_steps = generator, config, batch_size, on_steps
+        self.resolution = generator.resolution
+
+    def upsample(self, inputs: Sequence[UpsampleInput], samples: int) -> list[list[UpsampleOutput]]:
+        if not inputs:
+            return []
+        keys = [f"{inp.item_id}#{k}" for inp in inputs for k in range(samples)]
+        lows = torch.stack([inp.low for inp in inputs for _ in range(samples)])
+        results = pulse_search(self.generator, lows, self.config, keys, self.batch_size, self.on_steps)
+        outputs = [UpsampleOutput(r.image, {"success": r.success, "lr_l2": r.lr_l2, "best_step": r.best_step,
+                                            "steps": r.steps, "restarts_used": r.restarts_used, "seed": r.seed,
+                                            "seconds": r.seconds})
+                   for r in results]
+        return [outputs[i * samples:(i + 1) * samples] for i in range(len(inputs))]
+
+
+class _Deterministic(Upsampler):
+    """Base of upsamplers with one output per input, repeated for every sample."""
+
+    def __init__(self, resolution: int) -> None:
+        self.resolution = resolution
+
+    def make(self, inp: UpsampleInput) -> torch.Tensor:
+        """The (3, R, R) output for one input, in [0, 1]."""
+        raise NotImplementedError
+
+    def upsample(self, inputs: Sequence[UpsampleInput], samples: int) -> list[list[UpsampleOutput]]:
+        rows = []
+        for inp in inputs:
+            began = time.perf_counter()
+            image = self.make(inp)
+            diagnostics = {"lr_l2": lr_consistency(image, inp.low), "seconds": time.perf_counter() - began}
+            rows.append([UpsampleOutput(image.clone(), dict(diagnostics)) for _ in range(samples)])
+        return rows
+
+
+class InterpolateUpsampler(_Deterministic):
+    """torch interpolation of the LR input to R: ``bicubic`` (align_corners=False, no antialias,
+    clamped to [0, 1]) or ``nearest``."""
+
+    def __init__(self, mode: str, resolution: int) -> None:
+        super().__init__(resolution)
+        self.name = mode
+
+    def make(self, inp: UpsampleInput) -> torch.Tensor:
+        size = (self.resolution, self.resolution)
+        low = inp.low[None].float()
+        if self.name == "bicubic":
+            out = F.interpolate(low, size=size, mode="bicubic", align_corners=False, antialias=False)
+        else:
+            out = F.interpolate(low, size=size, mode="nearest")
+        return out[0].clamp(0, 1)
+
+
+class OracleUpsampler(_Deterministic):
+    """Returns the true HR image exactly (the classifiers' noise floor)."""
+
+    name = "oracle"
+
+    def make(self, inp: UpsampleInput) -> torch.Tensor:
+        if inp.truth is None:
+            raise PulseAuditError(f"oracle upsampler: input {inp.item_id!r} has no true HR image "
+                                  "(uninformative UCPR inputs have none)")
+        return inp.truth.clone()
+
+
+def folder_candidates(folder: Path, item_id: str, sample: int) -> list[Path]:
+    """Files that may hold sample ``sample`` of ``item_id``: ``<stem>_<k>.<ext>``, and for k = 0
+    also ``<stem>.<ext>`` (stem = the item id's last path component without extension)."""
+    stem = Path(item_id).stem
+    names = [f"{stem}_{sample}"] + ([stem] if sample == 0 else [])
+    return [folder / f"{name}{ext}" for name in names for ext in FOLDER_EXTENSIONS]
+
+
+class FolderUpsampler(Upsampler):
+    """Outputs made elsewhere, read from ``folder`` and resized (Lanczos) to R when needed.
+
+    A missing, unreadable or non-square output becomes a failed output for that row only.
+    """
+
+    name = "folder"
+
+    def __init__(self, folder: Path, resolution: int) -> None:
+        if not Path(folder).is_dir():
+            raise PulseAuditError(f"folder upsampler: {folder} is not a folder")
+        self.folder, self.resolution = Path(folder), resolution
+
+    def read(self, item_id: str, sample: int) -> UpsampleOutput:
+        found = [p for p in folder_candidates(self.folder, item_id, sample) if p.is_file()]
+        if not found:
+            stem = Path(item_id).stem
+            return failed_output(f"no output for {item_id!r} sample {sample} in {self.folder} "
+                                 f"(expected {stem}_{sample}.png" + (f" or {stem}.png)" if sample == 0 else ")"))
+        try:
+            image = read_rgb(found[0])
+        except InputImageError as exc:
+            return failed_output(str(exc))
+        side = image.size[0]
+        if side != self.resolution:
+            image = image.resize((self.resolution, self.resolution), Image.LANCZOS)
+        return UpsampleOutput(to_tensor(image), {"file": found[0].name, "source_px": side})
+
+    def upsample(self, inputs: Sequence[UpsampleInput], samples: int) -> list[list[UpsampleOutput]]:
+        rows = []
+        for inp in inputs:
+            outs = [self.read(inp.item_id, k) for k in range(samples)]
+            for out in outs:
+                if not output_error(out):
+                    out.diagnostics["lr_l2"] = lr_consistency(out.image, inp.low)
+            rows.append(outs)
+        return rows
+
+
+def build_upsampler(name: str, generator_spec: str = "dcgan-digiface", folder: Path | str | None = None,
+                    search_config: SearchConfig | None = None, device: torch.device | str = "cpu",
+                    resolution: int | None = None, batch_size: int = 16) -> Upsampler:
+    """Build an upsampler by name.
+
+    Args:
+        name: one of :data:`UPSAMPLERS`.
+        generator_spec: ``NAME[:WEIGHTS]``; ``pulse`` searches it; the others only take its resolution
+            as R unless ``resolution`` is given.
+        folder: the outputs folder (``folder`` only).
+        search_config: PULSE settings (``pulse`` only; default PULSE's).
+        device: where PULSE searches.
+        resolution: output side R in pixels for non-PULSE upsamplers (default: the generator's).
+        batch_size: images searched together (``pulse`` only).
+    """
+    if name not in UPSAMPLERS:
+        raise PulseAuditError(f"unknown upsampler {name!r}; known: {', '.join(UPSAMPLERS)}")
+    if name == "folder" and not folder:
+        raise PulseAuditError("the folder upsampler needs --folder DIR (outputs named <item stem>[_<k>].png)")
+    if name == "pulse":
+        generator = load_generator(generator_spec, resolve_device(str(device)))
+        return PulseUpsampler(generator, search_config or SearchConfig(), batch_size)
+    side = resolution or load_generator(generator_spec, "cpu").resolution
+    if name == "folder":
+        return FolderUpsampler(Path(str(folder)).expanduser(), side)
+    return OracleUpsampler(side) if name == "oracle" else InterpolateUpsampler(name, side)

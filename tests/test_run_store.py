@@ -1,0 +1,203 @@
+"""The run store: schema helpers, run.json, resume bookkeeping, and atomicity under SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from audit.records import AttributeSpec, Classifier, ClassifierCard, FaceItem, FaceSet
+from audit.provenance import git_commit, package_versions, run_provenance
+from audit.run_store import (RunStore, atomic_write, classifier_column, column_order, concat, read_results,
+                             rows_to_table, safe_id)
+from audit.upsamplers import OracleUpsampler
+from pulse_engine.errors import PulseAuditError
+from pulse_engine.generators.checkpoint import sha256_file
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_rows_to_table_takes_the_union_of_keys():
+    table = rows_to_table([{"item_id": "a", "sample": 0}, {"item_id": "b", "sample": 1, "extra": 2.5}])
+    assert table.column_names == ["item_id", "sample", "extra"]
+    assert table.column("extra").to_pylist() == [None, 2.5]
+
+
+def test_concat_promotes_null_and_int_columns_and_orders_columns():
+    first = rows_to_table([{"item_id": "a", "sample": 0, "out_c_face": None, "ups_seed": 3, "error": ""}])
+    second = rows_to_table([{"item_id": "b", "sample": 0, "out_c_face": True, "ups_seed": 4.5, "label_race": "x",
+                             "error": "", "in_c_face": False}])
+    table = concat([first, second])
+    assert table.column("out_c_face").to_pylist() == [None, True]
+    assert table.column("ups_seed").type == pa.float64()
+    assert table.column_names[:3] == ["item_id", "sample", "error"]
+    assert table.column_names.index("label_race") < table.column_names.index("ups_seed") \
+        < table.column_names.index("in_c_face") < table.column_names.index("out_c_face")
+    assert column_order(["out_a", "label_source_x", "label_x", "run_id"]) == ["run_id", "label_x", "label_source_x",
+                                                                             "out_a"]
+    assert concat([]).num_rows == 0
+
+
+def test_safe_id_is_a_plain_name_and_never_collides():
+    assert safe_id("face_01.png") == "face_01.png"
+    ids = ["a/b.png", "a_b.png", "ucpr/White × Male", "../x", "."]
+    safe = [safe_id(i) for i in ids]
+    assert len(set(safe)) == len(ids)
+    assert all("/" not in s and not s.startswith(".") and s for s in safe)
+
+
+def test_classifier_column_names():
+    assert classifier_column("out", "age-gender", "gender", "p", "female") == "out_age-gender_gender_p_female"
+    assert classifier_column("in", "skin-tone", "ita") == "in_skin-tone_ita"
+
+
+def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "sub" / "file.bin"
+    atomic_write(target, b"one")
+    atomic_write(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert [p.name for p in target.parent.iterdir()] == ["file.bin"]
+
+
+def test_open_append_reopen_and_resume_bookkeeping(tmp_path):
+    root = tmp_path / "run"
+    with RunStore.open(root, {"a": 1, "b": [1, 2]}, lambda: {"extra": "x"}) as store:
+        store.append([{"item_id": "i1", "sample": 0, "v": 1.0}, {"item_id": "i1", "sample": 1, "v": 2.0}])
+        store.append([{"item_id": "i1", "sample": 0, "v": 9.0}])  # already stored: ignored
+        store.append([{"item_id": "i2", "sample": 0, "v": 3.0, "error": ""}])
+        run_id = store.run_id
+    record = json.loads((root / "run.json").read_text())
+    assert record["config"] == {"a": 1, "b": [1, 2]} and record["extra"] == "x" and record["run_id"] == run_id
+    assert len(list((root / "parts").glob("part-*.parquet"))) == 2
+    results = pq.read_table(root / "results.parquet").to_pylist()
+    assert [(r["item_id"], r["sample"], r["v"]) for r in results] == [("i1", 0, 1.0), ("i1", 1, 2.0), ("i2", 0, 3.0)]
+    assert {r["run_id"] for r in results} == {run_id}
+    (root / "parts" / ".part-000003.parquet.123.tmp").write_bytes(b"half")
+    with RunStore.open(root, {"b": (1, 2), "a": 1}, lambda: pytest.fail("provenance is for new runs only")) as store:
+        assert store.done == {("i1", 0), ("i1", 1), ("i2", 0)}
+        assert store.run_id == run_id and store.next_part == 3
+        store.append([{"item_id": "i3", "sample": 0, "v": 4.0}])
+    assert not list(root.rglob("*.tmp"))
+    assert read_results(root).num_rows == 4
+    record = json.loads((root / "run.json").read_text())
+    assert len(record["sessions"]) == 2
+
+
+def test_other_config_is_refused_and_a_busy_folder_too(tmp_path):
+    root = tmp_path / "run"
+    store = RunStore.open(root, {"per_group": 3, "seed": 0})
+    with pytest.raises(PulseAuditError, match="in use by another running audit"):
+        RunStore.open(root, {"per_group": 3, "seed": 0})
+    store.close()
+    with pytest.raises(PulseAuditError, match=r"per_group: run.json has 3, now 4.*new --out"):
+        RunStore.open(root, {"per_group": 4, "seed": 0})
+    RunStore.open(root, {"per_group": 3, "seed": 0}).close()  # the failed attempt released the lock
+
+
+def test_a_folder_that_is_not_a_run_is_refused(tmp_path):
+    (tmp_path / "mine.txt").write_text("user data")
+    (tmp_path / ".keep.tmp").write_text("not ours")
+    with pytest.raises(PulseAuditError, match="not empty and holds no run.json"):
+        RunStore.open(tmp_path, {})
+    assert (tmp_path / ".keep.tmp").exists() and not (tmp_path / "run.json").exists()
+    RunStore.open(tmp_path / "fresh", {}).close()
+
+
+def test_save_image_writes_png_under_the_safe_id(tmp_path):
+    with RunStore.open(tmp_path / "run", {}) as store:
+        image = torch.rand(3, 8, 8)
+        relative = store.save_image("dir/face.jpg", "out_0", image)
+    assert relative == f"images/{safe_id('dir/face.jpg')}/out_0.png"
+    array = np.asarray(Image.open(tmp_path / "run" / relative))
+    assert np.array_equal(array, (image.permute(1, 2, 0) * 255).round().byte().numpy())
+
+
+class _Card(Classifier):
+    name = "fake"
+    attributes = {"tone": ("a", "b")}
+
+    def __init__(self, weights: Path) -> None:
+        self.card = ClassifierCard("fake", "test model", weights=(str(weights),))
+
+
+def test_provenance_hashes_weights_and_the_dataset_card(tmp_path):
+    weights, card = tmp_path / "w.bin", tmp_path / "card.md"
+    weights.write_bytes(b"weights")
+    card.write_text("# card")
+    faceset = FaceSet("set", tmp_path, {"race": AttributeSpec("race", ("x", "y"), "predicted", model="m v1")},
+                      [FaceItem("a.png", tmp_path / "a.png", {"race": "x"})], card=card, licence="CC0")
+    record = run_provenance(faceset, OracleUpsampler(32), [_Card(weights)], {"per_group": 1}, seed=7)
+    assert record["classifiers"][0]["weights"] == [{"path": str(weights), "sha256": sha256_file(weights)}]
+    assert record["dataset"]["card_sha256"] == sha256_file(card)
+    assert record["dataset"]["labels"]["race"] == {"values": ["x", "y"], "source": "predicted", "model": "m v1",
+                                                   "notes": ""}
+    assert record["seeds"]["seed"] == 7 and record["generator"] is None
+    assert record["upsampler"] == {"name": "oracle", "resolution": 32}
+    json.dumps(record)
+
+
+def test_versions_and_git_commit(tmp_path):
+    versions = package_versions()
+    assert versions["torch"].startswith("2.") and "numpy" in versions and "python" in versions
+    assert git_commit(tmp_path) == ""
+    if (REPO / ".git").exists():
+        assert len(git_commit(REPO).split("+")[0]) == 40
+
+
+WRITER = textwrap.dedent("""
+    import sys, torch
+    from pathlib import Path
+    from audit.run_store import RunStore
+    store = RunStore.open(Path(sys.argv[1]), {"writer": 1})
+    print("ready", flush=True)
+    for i in range(100000):
+        key = f"item{i:05d}"
+        if (key, 0) in store.done:
+            continue
+        path = store.save_image(key, "out_0", torch.full((3, 16, 16), (i % 10) / 10))
+        store.append([{"item_id": key, "sample": 0, "value": float(i), "path_out": path, "note": "x" * 200}])
+""")
+
+
+def _check_store(root: Path) -> list[str]:
+    """Every part and the results file read whole; keys unique and gap-free; images decode."""
+    rows = read_results(root).to_pylist()
+    keys = [row["item_id"] for row in rows]
+    assert keys == [f"item{i:05d}" for i in range(len(keys))]
+    for row in rows:
+        assert row["value"] == float(int(row["item_id"][4:]))
+        Image.open(root / row["path_out"]).load()
+    if (root / "results.parquet").exists():
+        consolidated = pq.read_table(root / "results.parquet").column("item_id").to_pylist()
+        assert consolidated == keys[:len(consolidated)]
+    return keys
+
+
+def test_sigkill_at_random_instants_loses_and_duplicates_nothing(tmp_path):
+    script, root = tmp_path / "writer.py", tmp_path / "run"
+    script.write_text(WRITER)
+    rng = random.Random(0)
+    before: list[str] = []
+    for _ in range(5):
+        child = subprocess.Popen([sys.executable, str(script), str(root)], cwd=REPO, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "ready", child.stderr.read()
+        time.sleep(rng.uniform(0.05, 0.4))
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+        keys = _check_store(root)
+        assert keys[:len(before)] == before and len(keys) > len(before)
+        before = keys
