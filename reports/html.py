@@ -1,4 +1,7 @@
-"""Self-contained HTML: templates from ``reports/templates``, images inlined as data URIs."""
+"""Self-contained HTML: templates from ``reports/templates``, images inlined as data URIs.
+
+Templates named ``*.html.j2`` are autoescaped; others (``*.md.j2``) are not. Number formats of
+:mod:`reports.formatting` are available as filters."""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from PIL import Image
+
+from reports.formatting import FILTERS
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -22,6 +27,8 @@ def data_uri(image: Image.Image) -> str:
 
 def render(template: str, **context: Any) -> str:
     """Render ``templates/<template>`` with autoescaping."""
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "html.j2"]),
+                      trim_blocks=True, lstrip_blocks=True)
     env.filters["data_uri"] = data_uri
+    env.filters.update(FILTERS)
     return env.get_template(template).render(**context)

@@ -1,0 +1,68 @@
+"""Number formatting shared by findings sentences and templates (registered as Jinja filters)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MISSING = "–"
+
+
+def _ok(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float("inf")
+
+
+def pct(x: Any, digits: int = 1) -> str:
+    """A proportion as a percentage, e.g. 0.4123 → "41.2%"."""
+    return f"{100 * x:.{digits}f}%" if _ok(x) else MISSING
+
+
+def num(x: Any, digits: int = 3) -> str:
+    """A number with ``digits`` significant digits (integers as they are)."""
+    if isinstance(x, bool) or not _ok(x):
+        return MISSING if not isinstance(x, bool) else str(x).lower()
+    if isinstance(x, int):
+        return str(x)
+    return f"{x:.{digits}g}"
+
+
+def signed(x: Any, digits: int = 3) -> str:
+    """A number with its sign, e.g. +2.31 / −0.5."""
+    if not _ok(x):
+        return MISSING
+    text = num(abs(x), digits)
+    return ("+" if x > 0 else "−" if x < 0 else "") + text
+
+
+def pval(p: Any) -> str:
+    """A p-value: "p < 0.001" or "p = 0.012"."""
+    if not _ok(p):
+        return "p not computed"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.995 else "p = 1"
+
+
+def ci(low: Any, high: Any, as_pct: bool = False, unit: str = "") -> str:
+    """An interval "35.0–47.1%" (``as_pct``) or "1.2–3.4°"."""
+    if not (_ok(low) and _ok(high)):
+        return MISSING
+    if as_pct:
+        return f"{100 * low:.1f}–{100 * high:.1f}%"
+    return f"{num(low)} to {num(high)}{unit}"
+
+
+def mde(value: Any, unit: str) -> str:
+    """A minimum detectable effect with its unit spelled out."""
+    if not _ok(value):
+        return "not computable"
+    if unit == "w":
+        return f"Cohen's w = {value:.2f}"
+    if unit == "pp":
+        return f"{value:.1f} percentage points"
+    return f"{num(value)}{unit}"
+
+
+def cell(text: Any) -> str:
+    """Text safe inside a Markdown table cell (pipes escaped, newlines folded)."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+FILTERS = {"cell": cell, "pct": pct, "num": num, "signed": signed, "pval": pval, "ci": ci, "mde": mde}

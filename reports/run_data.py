@@ -1,0 +1,225 @@
+"""The one adapter between a run folder (``run.json``, ``results.parquet``, ``images/``) and the reports.
+
+Everything that knows the run store's layout and its provenance keys lives here; column names of the
+classifier outputs come from :mod:`audit.metrics.columns`. Reports, cards and comparisons see a :class:`Run`
+and the specs below, never raw keys.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from audit.metrics.columns import ITEM, SAMPLE, classifier_column, label_column, split_inputs, value_column
+from pulse_engine.errors import PulseAuditError
+
+RUN_JSON, RESULTS = "run.json", "results.parquet"
+IMAGE_COLUMNS = {"lr": "path_lr", "truth": "path_truth", "out": "path_out"}
+SUCCESS, LR_ERROR = "ups_success", "ups_lr_l2"
+DELTA_ITA, IDENTITY = "delta_ita", "identity_distance"
+GROUP = "group"  # each input's sampling group (the --group-by values joined)
+
+
+@dataclass(frozen=True)
+class AuditSpec:
+    """One categorical attribute to audit: ``classifier``'s label on the outputs against ``truth``."""
+
+    attribute: str
+    classifier: str
+    truth: str  # "label" (dataset label) or "in" (the same classifier on the original image)
+    truth_column: str
+    output_column: str
+    categories: tuple[str, ...]
+    provenance: dict[str, str]
+    note: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.attribute}/{self.classifier}"
+
+
+@dataclass(frozen=True)
+class ShiftSpec:
+    """A paired continuous quantity: a per-row column, or (before, after) columns."""
+
+    key: str
+    name: str
+    value: str | tuple[str, str]
+    unit: str
+    signed: bool = True  # a signed change tested against 0 (False: a distance, compared between groups)
+    meaning: str = ""
+
+
+@dataclass
+class Run:
+    """A loaded run folder."""
+
+    root: Path
+    meta: dict[str, Any]
+    table: pd.DataFrame
+    faces: pd.DataFrame = field(init=False)
+    ucpr: pd.DataFrame | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        done = self.table
+        if "error" in done:
+            done = done[done["error"].fillna("").astype(str) == ""]
+        self.faces, self.ucpr = split_inputs(done)
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("run_id") or self.root.name)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self.meta.get("config", {}))
+
+    @property
+    def group_by(self) -> list[str]:
+        """Label columns of the run's sampling groups (``--group-by``) that label some face."""
+        columns = [label_column(a) for a in self.config.get("group_by", [])]
+        return [c for c in columns if c in self.faces and self.faces[c].fillna("").astype(str).ne("").any()]
+
+    @property
+    def group_names(self) -> list[str]:
+        """The attributes behind :attr:`group_by`, for display."""
+        return [a for a in self.config.get("group_by", []) if label_column(a) in self.group_by]
+
+    def image(self, relative: str) -> Path | None:
+        return self.root / relative if isinstance(relative, str) and relative else None
+
+
+def load_run(root: Path) -> Run:
+    """Read a run folder; a folder that is not a finished run is a one-line error."""
+    root = Path(root)
+    for name in (RUN_JSON, RESULTS):
+        if not (root / name).is_file():
+            raise PulseAuditError(f"{root} is not a run folder: {name} is missing (make one with "
+                                  f"`pulse-audit run --out {root}`)")
+    try:
+        meta = json.loads((root / RUN_JSON).read_text())
+        table = pd.read_parquet(root / RESULTS)
+    except (OSError, ValueError) as exc:
+        raise PulseAuditError(f"{root}: unreadable run files ({exc})") from exc
+    run = Run(root, meta, table)
+    if run.faces.empty:
+        raise PulseAuditError(f"{root}: no successfully processed face rows to report on")
+    return run
+
+
+def model_info(run: Run) -> dict[str, Any]:
+    """What produced the outputs: upsampler, resolution, factor and the generator card (None if none)."""
+    ups, gen = run.meta.get("upsampler", {}), run.meta.get("generator")
+    name = ups.get("name", run.config.get("upsampler", "?"))
+    label = f"{name} · {gen['name']}" if gen else name
+    return {"label": label, "upsampler": name, "resolution": ups.get("resolution"),
+            "factor": run.config.get("factor"), "samples": run.config.get("samples"), "generator": gen}
+
+
+def dataset_info(run: Run) -> dict[str, Any]:
+    """The face set's card fields and the sampling summary recorded in run.json."""
+    data = dict(run.meta.get("dataset", {}))
+    data.pop("labels", None)
+    return {**data, "sampling": list(run.meta.get("sampling", {}).get("summary", []))}
+
+
+def run_summary(run: Run) -> dict[str, Any]:
+    """Identity, model, face set, configuration and row counts of a run (failed rows with example reasons)."""
+    errors = run.table["error"].fillna("").astype(str) if "error" in run.table else pd.Series(dtype=str)
+    return {"name": run.name, "root": str(run.root), "created": run.meta.get("created", ""),
+            "git_commit": run.meta.get("git_commit", ""), "model": model_info(run), "dataset": dataset_info(run),
+            "config": run.config, "rows": len(run.table), "face_rows": len(run.faces),
+            "inputs": int(run.faces[ITEM].nunique()), "ucpr_rows": 0 if run.ucpr is None else len(run.ucpr),
+            "failed_rows": int((errors != "").sum()), "failed_examples": sorted(set(errors[errors != ""]))[:5]}
+
+
+def label_provenance(run: Run) -> list[dict[str, Any]]:
+    """Per dataset attribute: vocabulary, source (annotated / predicted), model and notes."""
+    labels = run.meta.get("dataset", {}).get("labels", {})
+    return [{"attribute": a, "values": list(s.get("values", [])), "source": s.get("source", "unknown"),
+             "model": s.get("model", ""), "notes": s.get("notes", "")} for a, s in labels.items()]
+
+
+def classifier_cards(run: Run) -> list[dict[str, Any]]:
+    """Each classifier's card: model, training data, licence, limits, attributes and weights."""
+    return [dict(card) for card in run.meta.get("classifiers", [])]
+
+
+def _vocabulary(values: list[str], classes: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys([*values, *classes]))
+
+
+def audit_specs(run: Run) -> list[AuditSpec]:
+    """Every (attribute, classifier) pair with output labels: against the dataset label when the classifier's
+    vocabulary fits inside the dataset's, else against the classifier's reading of the original image."""
+    labels = {p["attribute"]: p for p in label_provenance(run)}
+    specs = []
+    for card in classifier_cards(run):
+        for attribute, classes in card.get("attributes", {}).items():
+            output = classifier_column("out", card["name"], attribute)
+            if output not in run.table:
+                continue
+            label = labels.get(attribute)
+            has_label = label and label_column(attribute) in run.faces and run.faces[label_column(attribute)].astype(
+                str).str.len().gt(0).any()
+            if has_label and set(classes) <= set(label["values"]):
+                prov = {k: label[k] for k in ("source", "model", "notes")}
+                specs.append(AuditSpec(attribute, card["name"], "label", label_column(attribute), output,
+                                       _vocabulary(label["values"], classes), prov))
+                continue
+            truth = classifier_column("in", card["name"], attribute)
+            if truth not in run.table:
+                continue
+            note = (f"the dataset's {attribute} vocabulary differs from {card['name']}'s, so outputs are compared "
+                    "with the classifier's reading of the original" if has_label else "")
+            prov = {"source": "predicted", "model": f"{card['name']} on the original image: {card.get('model', '')}",
+                    "notes": "input and output read by the same classifier"}
+            specs.append(AuditSpec(attribute, card["name"], "in", truth, output, tuple(classes), prov, note))
+    return specs
+
+
+def shift_specs(run: Run) -> list[ShiftSpec]:
+    """ΔITA (output − truth, degrees; positive = lighter), age shift (years) and identity distance, as present."""
+    specs = []
+    if DELTA_ITA in run.faces and run.faces[DELTA_ITA].notna().any():
+        specs.append(ShiftSpec("delta_ita", "ΔITA", DELTA_ITA, "°", True,
+                               "output − original ITA°; positive means lighter skin in the output"))
+    for card in classifier_cards(run):
+        before, after = value_column("in", card["name"], "age_years"), value_column("out", card["name"], "age_years")
+        if before in run.faces and after in run.faces and run.faces[after].notna().any():
+            specs.append(ShiftSpec(f"age_shift/{card['name']}", f"age shift ({card['name']})", (before, after),
+                                   " years", True, "output − original estimated age"))
+    if IDENTITY in run.faces and run.faces[IDENTITY].notna().any():
+        specs.append(ShiftSpec("identity_distance", "identity distance", IDENTITY, "", False,
+                               "embedding distance original ↔ output; same person below 0.6"))
+    return specs
+
+
+def has_column(run: Run, column: str) -> bool:
+    return column in run.faces and run.faces[column].notna().any()
+
+
+def sample_rows(run: Run, groups: list[str], per_group: int, max_samples: int = 3) -> list[dict[str, Any]]:
+    """Up to ``per_group`` inputs per group (lowest item ids), each with its LR, truth and output image paths."""
+    faces = run.faces
+    if not all(c in faces for c in IMAGE_COLUMNS.values()):
+        return []
+    keys = groups or []
+    grouped = faces.groupby(keys, sort=True) if keys else [(("all",), faces)]
+    out = []
+    for key, rows in grouped:
+        key = key if isinstance(key, tuple) else (key,)
+        items = sorted(rows[ITEM].unique())[:per_group]
+        entries = []
+        for item in items:
+            mine = rows[rows[ITEM] == item].sort_values(SAMPLE)
+            first = mine.iloc[0]
+            entries.append({"item_id": str(item), "lr": first[IMAGE_COLUMNS["lr"]],
+                            "truth": first[IMAGE_COLUMNS["truth"]],
+                            "outs": [str(p) for p in mine[IMAGE_COLUMNS["out"]].head(max_samples)]})
+        out.append({"group": " × ".join(map(str, key)), "items": entries})
+    return out

@@ -1,0 +1,247 @@
+"""Reports, model cards and comparisons: numbers equal the metrics computed directly from the parquet, findings
+on a planted bias, provenance in every document, the nine card sections with valid front matter, paired
+comparisons, and the three commands end to end on runs made by the real harness."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from audit.facesets.fairface import RACE7
+from audit.metrics import AttributeAudit, PairedShift
+from audit.stats.multitest import holm
+from pulse_engine.errors import PulseAuditError
+from reports import yaml_lite
+from reports.analysis import Settings
+from reports.card import SECTIONS, write_card
+from reports.card_info import ensure_info
+from reports.compare import compare_runs
+from reports.formatting import pct, pval
+from reports.report import write_report
+from reports.run_data import load_run
+from reports.synthetic import Plant, synthetic_run
+
+SETTINGS = Settings(n_boot=300)
+MCT_FIELDS = {"schema_version", "model_details", "model_parameters", "quantitative_analysis", "considerations",
+              "name", "overview", "documentation", "owners", "version", "licenses", "references", "citations", "path",
+              "contact", "date", "diff", "identifier", "custom_text", "reference", "style", "citation",
+              "model_architecture", "data", "input_format", "input_format_map", "output_format", "output_format_map",
+              "key", "value", "link", "sensitive", "sensitive_data", "graphics", "description", "collection", "image",
+              "performance_metrics", "type", "slice", "confidence_interval", "lower_bound", "upper_bound", "users",
+              "use_cases", "limitations", "tradeoffs", "ethical_considerations", "mitigation_strategy"}
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """A synthetic run in the real schema: Black inputs come out White in 41% of cases, ΔITA +6° for Black."""
+    root = synthetic_run(tmp_path_factory.mktemp("planted") / "run", inputs=560, samples=2, ucpr=3)
+    paths = write_report(root, None, SETTINGS)
+    return root, json.loads(paths["json"].read_text()), paths
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "audit.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_json_numbers_equal_direct_metrics(planted):
+    root, report, _ = planted
+    run = load_run(root)
+    direct = AttributeAudit.from_run(run.faces, "race", "fairface", categories=list(RACE7), positive="White",
+                                     uninformative=run.ucpr, n_boot=300, seed=0)
+    section = next(a for a in report["attributes"] if a["key"] == "race/fairface")
+    table = pd.read_parquet(root / "results.parquet").query("input_kind == 'face'")
+    found = table[table["out_fairface_race"].fillna("") != ""]
+    crosstab = pd.crosstab(found["label_race"], found["out_fairface_race"]).reindex(index=RACE7, columns=RACE7,
+                                                                                    fill_value=0)
+    assert section["transition"]["counts"] == crosstab.to_numpy().tolist() == direct.transition().to_numpy().tolist()
+    by_group = direct.by_group().query("metric == 'preservation'").set_index("label_race")
+    for row in section["by_group"]:
+        if row["metric"] == "preservation":
+            expected = by_group.loc[row["group"]]
+            assert row["value"] == pytest.approx(expected["value"]) and row["n"] == expected["n"]
+            assert (row["ci_low"], row["ci_high"]) == pytest.approx((expected["ci_low"], expected["ci_high"]))
+    mine = [t for t in report["tests"] if t["source"] == "race/fairface"]
+    assert [t["p_value"] for t in mine] == pytest.approx([t.p_value for t in direct.tests()])
+    p_values = np.array([np.nan if t["p_value"] is None else t["p_value"] for t in report["tests"]])
+    adjusted = [t["p_adjusted"] for t in report["tests"]]
+    assert [a for a in adjusted if a is not None] == pytest.approx(holm(p_values)[np.isfinite(p_values)].tolist())
+    shift = PairedShift(run.faces, "delta_ita", ["label_race"], unit="°", n_boot=300, seed=0)
+    expected = shift.table.query("metric == 'mean'").set_index("label_race")["value"]
+    got = {r["group"]: r["value"] for s in report["shifts"] if s["key"] == "delta_ita" for r in s["table"]
+           if r["metric"] == "mean"}
+    assert got == pytest.approx(expected.to_dict())
+
+
+def test_findings_state_the_planted_flip_with_its_numbers(planted):
+    root, report, _ = planted
+    table = pd.read_parquet(root / "results.parquet").query("input_kind == 'face' and label_race == 'Black'")
+    outputs = table["out_fairface_race"].fillna("")
+    rate = (outputs == "White").sum() / (outputs != "").sum()
+    mcnemar = next(t for t in report["tests"] if t["kind"] == "mcnemar")
+    sentence = next(f["text"] for f in report["findings"]["found"] if f["kind"] == "mcnemar")
+    assert f"inputs labelled Black came out labelled White in {pct(rate)} of cases" in sentence
+    assert f"(McNemar, {pval(mcnemar['p_adjusted'])} after Holm)" in sentence
+    assert mcnemar["reject"] and 0.3 < rate < 0.5
+    shifts = [f["text"] for f in report["findings"]["found"] if f["kind"] == "shift"]
+    assert any(text.startswith("ΔITA for inputs in group Black: median per-input change +") for text in shifts)
+    supported = {f["test"] for f in report["findings"]["found"]}
+    assert supported == {t["id"] for t in report["tests"] if t["reject"]}
+
+
+def test_nothing_found_states_the_minimum_detectable_effect(tmp_path):
+    root = synthetic_run(tmp_path / "null", inputs=140, plant=Plant(to_white={}, ita_shift={}))
+    report = json.loads(write_report(root, None, SETTINGS)["json"].read_text())
+    mcnemar = next(t for t in report["tests"] if t["kind"] == "mcnemar")
+    assert not mcnemar["reject"]
+    assert not any(f["kind"] == "mcnemar" for f in report["findings"]["found"])
+    line = next(f["text"] for f in report["findings"]["not_found"] if f["test"] == mcnemar["id"])
+    assert f"{mcnemar['mde']:.1f} percentage points or more would have been detected with 80% power" in line
+
+
+def test_documents_show_provenance_and_are_self_contained(planted):
+    _, report, paths = planted
+    html, md = paths["html"].read_text(), paths["md"].read_text()
+    for text in (html, md):
+        assert "Where the labels come from" in text and "annotated" in text
+        assert "synthetic readings drawn by reports/synthetic.py, not a model (fairface)" in text
+        assert report["findings"]["found"][0]["text"].split(":")[0] in text
+    assert "Content-Security-Policy" in html and "<script" not in html
+    assert 'src="http' not in html and "<link" not in html and html.count('src="data:image/png;base64,') >= 8
+
+
+def test_card_has_nine_sections_front_matter_and_mct_fields(planted, tmp_path):
+    root, report, _ = planted
+    paths, created = write_card([root], tmp_path / "card", None, SETTINGS)
+    assert created and (tmp_path / "card" / "card.yaml").exists()
+    text = paths["md"].read_text()
+    heads = [line for line in text.splitlines() if line.startswith("## ")]
+    assert heads == [f"## {i}. {name}" for i, name in enumerate(SECTIONS, 1)]
+    assert "[More Information Needed]" in text
+    front = yaml_lite.load(text.split("---\n")[1])
+    metrics = front["model-index"][0]["results"][0]["metrics"]
+    black = next(m for m in metrics if m["name"] == "race/fairface preservation, Black")
+    expected = next(r["value"] for a in report["attributes"] if a["key"] == "race/fairface" for r in a["by_group"]
+                    if r["metric"] == "preservation" and r["group"] == "Black")
+    assert float(black["value"]) == pytest.approx(expected)
+
+
+def test_front_matter_reads_the_same_in_pyyaml(planted, tmp_path):
+    yaml = pytest.importorskip("yaml", reason="PyYAML not installed: front matter is checked by yaml_lite only")
+    text = write_card([planted[0]], tmp_path / "card", None, SETTINGS)[0]["md"].read_text()
+    front = yaml.safe_load(text.split("---\n")[1])
+    assert front["model-index"][0]["results"][0]["metrics"][0]["value"] > 0
+
+
+def _keys(value, found):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found.add(key)
+            _keys(item, found)
+    elif isinstance(value, list):
+        for item in value:
+            _keys(item, found)
+    return found
+
+
+def test_intersectional_groups_in_report_and_card(tmp_path):
+    root = synthetic_run(tmp_path / "run", inputs=140, group_by=("race", "gender"))
+    report = json.loads(write_report(root, None, SETTINGS)["json"].read_text())
+    race = next(a for a in report["attributes"] if a["key"] == "race/fairface")
+    groups = {r["group"] for r in race["intersectional"]["by_group"]}
+    assert "Black × Female" in groups and len(groups) == 14
+    kinds = [t["kind"] for t in report["tests"] if t["id"] in race["intersectional"]["tests"]]
+    assert kinds == ["rdp_intersectional"]
+    text = write_card([root], tmp_path / "card", None, SETTINGS)[0]["md"].read_text()
+    intersectional = text.split("### Intersectional results")[1].split("## 8.")[0]
+    assert "race by race × gender" in intersectional and "| Black × Female" in intersectional
+
+
+def test_card_uses_the_info_file_and_nothing_else(planted, tmp_path):
+    root, _, _ = planted
+    info = tmp_path / "card.yaml"
+    info.write_text('model:\n  name: "Synthetic GAN"\n  licence: MIT\nintended_use:\n  primary_uses:\n'
+                    '  - research on upsampler bias\nethical_considerations:\n- name: Skin lightening\n'
+                    '  mitigation: report ΔITA per group\n')
+    paths, created = write_card([root], tmp_path / "out", info, SETTINGS)
+    text, card = paths["md"].read_text(), json.loads(paths["json"].read_text())
+    assert not created and text.startswith("---\nlicense: \"MIT\"\n")
+    assert "# Model card: Synthetic GAN" in text and "research on upsampler bias" in text
+    assert "**Skin lightening.** Mitigation: report ΔITA per group" in text
+    assert card["model_details"]["licenses"] == [{"identifier": "MIT"}]
+    assert card["considerations"]["ethical_considerations"] == [{"name": "Skin lightening",
+                                                                 "mitigation_strategy": "report ΔITA per group"}]
+    assert _keys(card, set()) <= MCT_FIELDS and "owners" not in card["model_details"]
+    metric = card["quantitative_analysis"]["performance_metrics"][0]
+    assert isinstance(metric["value"], str) and set(metric["confidence_interval"]) == {"lower_bound", "upper_bound"}
+    info.write_text("modle:\n  name: x\n")
+    with pytest.raises(PulseAuditError, match="unknown key 'modle'"):
+        ensure_info(info)
+
+
+def test_yaml_subset_round_trip():
+    value = {"a": [{"b": 1.5e-07, "c": [True, None, "x: y # z"]}], "model-index": [], "é": {"k": "line\n\"q\""}}
+    text = yaml_lite.dump(value)
+    assert yaml_lite.load(text) == {"a": [{"b": "1.5e-07", "c": [True, None, "x: y # z"]}], "model-index": [],
+                                    "é": {"k": "line\n\"q\""}}
+    with pytest.raises(ValueError, match="line 2"):
+        yaml_lite.load("a:\n  - &anchor x\n")
+
+
+def test_compare_pairs_shared_inputs(tmp_path):
+    fair = synthetic_run(tmp_path / "fair", inputs=210, plant=Plant(to_white={}, ita_shift={}))
+    biased = synthetic_run(tmp_path / "biased", inputs=210, seed=1, plant=Plant(to_white={"Black": 0.8,
+                                                                                       "East Asian": 0.8}))
+    runs = [load_run(fair), load_run(biased)]
+    result = compare_runs(runs, SETTINGS)
+    pair = next(p for p in result["paired"] if p["metric"] == "race/fairface")
+    a, b = (load_run(r).faces.query("sample == 0").set_index("item_id") for r in (fair, biased))
+    both = a.index.intersection(b.index)
+    a, b = a.loc[both], b.loc[both]
+    ok = (a["out_fairface_race"].fillna("") != "") & (b["out_fairface_race"].fillna("") != "")
+    kept_a = (a["out_fairface_race"] == a["label_race"])[ok]
+    kept_b = (b["out_fairface_race"] == b["label_race"])[ok]
+    assert pair["n"] == ok.sum() and pair["table"][0][1] == (kept_a & ~kept_b).sum()
+    assert pair["difference"] == pytest.approx(kept_b.mean() - kept_a.mean()) and pair["difference"] < 0
+    verdict = next(v["text"] for v in result["verdicts"] if v["test"] == pair["test"])
+    assert verdict.startswith("race/fairface preservation: pulse · synthetic-gan (") and "less often than" in verdict
+    assert any(v["text"].startswith("ΔITA: ") for v in result["verdicts"])
+    assert result["shared_inputs"] == 210 and len(result["verdicts"]) == len(result["tests"])
+
+
+@pytest.fixture(scope="module")
+def harness_runs(tmp_path_factory):
+    """Two real runs of `pulse-audit run` on the embedded demo set (oracle and bicubic, skin tone + identity)."""
+    base = tmp_path_factory.mktemp("harness")
+    runs = []
+    for upsampler in ("oracle", "bicubic"):
+        out = base / upsampler
+        done = cli("run", "--dataset", "demo", "--upsampler", upsampler, "--classifiers", "skin-tone,identity",
+                   "--per-group", "3", "--group-by", "skin_tone", "--factor", "4", "--device", "cpu", "--out", out)
+        assert done.returncode == 0, done.stderr
+        runs.append(out)
+    return runs
+
+
+def test_commands_end_to_end_on_harness_runs(harness_runs, tmp_path):
+    oracle, bicubic = harness_runs
+    done = cli("report", bicubic, "--oracle", oracle, "--n-boot", "200")
+    assert done.returncode == 0, done.stderr
+    report = json.loads((bicubic / "report" / "report.json").read_text())
+    assert report["oracle"] and any(a["noise_floor"] for a in report["attributes"])
+    assert {s["key"] for s in report["shifts"]} == {"delta_ita", "identity_distance"}
+    assert (bicubic / "report" / "report.html").stat().st_size > 50_000
+    done = cli("card", bicubic, "--n-boot", "200")
+    assert done.returncode == 0 and "wrote the template" in done.stderr, done.stderr
+    assert (bicubic / "card" / "README.md").read_text().startswith("---\n")
+    done = cli("compare", oracle, bicubic, "--out", tmp_path / "cmp", "--n-boot", "200")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["verdicts"]
+    done = cli("report", tmp_path)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and "is not a run folder" in lines[0]
