@@ -239,6 +239,64 @@ def run(
                   f"settings and provenance in {folder_out / 'run.json'}", soft_wrap=True)
 
 
+@app.command("train-generator")
+def train_generator(
+    out: Annotated[Path, typer.Option(help="Output folder: weights.pt, card.json, README.md, losses.csv, samples.png.")],
+    composition: Annotated[str, typer.Option(help="GROUP=SHARE pairs summing to 1, e.g. light=0.85,dark=0.15.")],
+    source: Annotated[str, typer.Option(
+        help="dcgan-digiface[:N] (N seeded samples labelled by ITA terciles) or a face set spec (folder:PATH …).")]
+        = "dcgan-digiface",
+    attribute: Annotated[str, typer.Option(help="Attribute the composition is over (skin_tone for dcgan-digiface).")]
+        = "skin_tone",
+    size: Annotated[int, typer.Option(help="Training images drawn (seeded, without replacement).")] = 6000,
+    steps: Annotated[int, typer.Option(help="Discriminator + generator update pairs.")] = 3000,
+    seed: Annotated[int, typer.Option(help="Seed of the draw, initialisation, batches and noise.")] = 0,
+    resolution: Annotated[int, typer.Option(help="Image side in px (power of two ≥ 8).")] = 32,
+    nz: Annotated[int, typer.Option(help="Latent dimension.")] = 100,
+    ngf: Annotated[int, typer.Option(help="Generator width.")] = 32,
+    ndf: Annotated[int, typer.Option(help="Discriminator width.")] = 32,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 64,
+    learning_rate: Annotated[float, typer.Option("--lr-rate", help="Adam learning rate (both networks).")] = 2e-4,
+    max_minutes: Annotated[float, typer.Option(help="Wall-time cap; training stops early there (0 = none).")] = 0.0,
+    threads: Annotated[int, typer.Option(help="CPU threads for training.")] = 2,
+    evaluate: Annotated[int, typer.Option(help="Samples whose skin tone goes into the card (0 = skip).")] = 500,
+    name: Annotated[str, typer.Option(help="Name in the card (default: the output folder's name).")] = "",
+    cache: Annotated[Path | None, typer.Option(help="Cache of labelled sources (default ~/.cache/pulse-audit).")]
+        = None,
+) -> None:
+    """Train a small DCGAN on CPU from a source with a chosen group composition; writes weights and a card."""
+    import shlex
+
+    from pulse_engine.training import TrainConfig
+
+    from .train_cli import TrainOptions
+    from .train_cli import train_generator as train
+
+    try:
+        config = TrainConfig(resolution=resolution, nz=nz, ngf=ngf, ndf=ndf, steps=steps, batch_size=batch_size,
+                             learning_rate=learning_rate, seed=seed, threads=threads, max_seconds=60 * max_minutes)
+    except ValueError as exc:
+        raise PulseAuditError(str(exc)) from exc
+    options = TrainOptions(out=out, source=source, attribute=attribute, composition=composition, size=size,
+                           name=name, cache=cache, evaluate=evaluate, command="pulse-audit " + shlex.join(sys.argv[1:]), config=config)
+    with row_progress("training") as progress:
+        done = 0
+
+        def on_step(n: int) -> None:
+            nonlocal done
+            done += n
+            if done % 10 == 0 or done == steps:
+                progress(done, steps)
+
+        card = train(options, on_step)
+    ev, losses = card["samples_skin_tone"], card["training"]["final_losses_last100"]
+    ita = (f"; sample ITA {ev['ita_mean_deg']}° [{ev['ita_ci95_deg'][0]}, {ev['ita_ci95_deg'][1]}]"
+           if "ita_mean_deg" in ev else "")
+    console.print(f"{card['training']['steps_done']} steps in {card['training']['seconds']} s, final loss_d "
+                  f"{losses['loss_d']}, loss_g {losses['loss_g']}{ita}; written to {out} "
+                  f"(use --generator dcgan-file:{out})", soft_wrap=True)
+
+
 @app.command()
 def doctor() -> None:
     """Show which optional assets (classifier models, generator weights, packages) are installed."""
@@ -255,6 +313,70 @@ def doctor() -> None:
         out.print(f"  {status} {escape(check.name + version)}: {escape(check.purpose)}")
         if not check.ok:
             out.print(f"          {escape(check.detail)}", style="yellow")
+
+
+def report_settings(n_boot: int, seed: int, alpha: float, adjust: str, positive: list[str] | None = None,
+                    per_group: int = 4):
+    """Statistical settings of report, card and compare (validated in :mod:`reports.analysis`)."""
+    from reports.analysis import Settings
+
+    return Settings.from_options(n_boot, seed, alpha, adjust, positive or [], per_group)
+
+
+NBoot = Annotated[int, typer.Option(help="Bootstrap replicates for intervals.")]
+Seed = Annotated[int, typer.Option(help="Seed of the bootstrap.")]
+Alpha = Annotated[float, typer.Option(help="Family-wise (holm) or false-discovery (bh) level.")]
+Adjust = Annotated[str, typer.Option(help="Multiple-testing adjustment across all tests: holm or bh.")]
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run folder made by `pulse-audit run`.")],
+    out: Annotated[Path | None, typer.Option(help="Output folder (default RUN/report).")] = None,
+    oracle: Annotated[Path | None, typer.Option(help="Oracle run on the same inputs: classifier noise floor.")] = None,
+    positive: Annotated[list[str] | None, typer.Option(
+        help="ATTRIBUTE=CLASS for the McNemar 'class vs not' test (default race=White); repeatable.")] = None,
+    per_group: Annotated[int, typer.Option(help="Inputs per group in the sample grids.")] = 4,
+    n_boot: NBoot = 2000, seed: Seed = 0, alpha: Alpha = 0.05, adjust: Adjust = "holm",
+) -> None:
+    """Write RUN/report/{report.html, report.md, report.json}: findings, tables, plots, tests."""
+    from reports.report import write_report
+
+    paths = write_report(run_dir, out, report_settings(n_boot, seed, alpha, adjust, positive, per_group), oracle)
+    console.print(f"report written: {paths['html']} (numbers in {paths['json'].name}, text in {paths['md'].name})",
+                  soft_wrap=True)
+
+
+@app.command()
+def card(
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN...", help="Run folders of one model.")],
+    info: Annotated[Path | None, typer.Option(
+        help="YAML with what the runs cannot know (default OUT/card.yaml; a template is written if missing).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default first RUN/card).")] = None,
+    n_boot: NBoot = 2000, seed: Seed = 0, alpha: Alpha = 0.05, adjust: Adjust = "holm",
+) -> None:
+    """Write a model card (Mitchell et al.): README.md with YAML front matter, card.html, model_card.json (MCT)."""
+    from reports.card import write_card
+
+    paths, created = write_card(runs, out, info, report_settings(n_boot, seed, alpha, adjust))
+    if created:
+        console.print(f"wrote the template {info or paths['md'].parent / 'card.yaml'}: fill it in and run again; "
+                      "until then the card says [More Information Needed]", soft_wrap=True)
+    console.print(f"model card written: {paths['md']}, {paths['html'].name}, {paths['json'].name}", soft_wrap=True)
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN...", help="Run folders on the same inputs (2 or more).")],
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/compare"),
+    n_boot: NBoot = 2000, seed: Seed = 0, alpha: Alpha = 0.05, adjust: Adjust = "holm",
+) -> None:
+    """Compare generators on shared inputs: side-by-side tables, paired tests, one verdict per metric."""
+    from reports.compare_report import write_compare
+
+    paths = write_compare(runs, out, report_settings(n_boot, seed, alpha, adjust))
+    console.print(f"comparison written: {paths['html']} (numbers in {paths['json'].name})", soft_wrap=True)
+
 
 def main() -> None:
     """Console entry point."""
