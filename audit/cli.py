@@ -241,15 +241,15 @@ def run(
 
 @app.command("train-generator")
 def train_generator(
-    out: Annotated[Path, typer.Option(help="Output folder: weights.pt, card.json, README.md, losses.csv, samples.png.")],
+    out: Annotated[Path, typer.Option(help="Output folder: weights.pt, card.json, README.md, losses.csv, samples.png")],
     composition: Annotated[str, typer.Option(help="GROUP=SHARE pairs summing to 1, e.g. light=0.85,dark=0.15.")],
     source: Annotated[str, typer.Option(
         help="dcgan-digiface[:N] (N seeded samples labelled by ITA terciles) or a face set spec (folder:PATH …).")]
         = "dcgan-digiface",
     attribute: Annotated[str, typer.Option(help="Attribute the composition is over (skin_tone for dcgan-digiface).")]
         = "skin_tone",
-    size: Annotated[int, typer.Option(help="Training images drawn (seeded, without replacement).")] = 6000,
-    steps: Annotated[int, typer.Option(help="Discriminator + generator update pairs.")] = 3000,
+    size: Annotated[int, typer.Option(help="Training images drawn (seeded, without replacement).")] = 5600,
+    steps: Annotated[int, typer.Option(help="Discriminator + generator update pairs.")] = 4000,
     seed: Annotated[int, typer.Option(help="Seed of the draw, initialisation, batches and noise.")] = 0,
     resolution: Annotated[int, typer.Option(help="Image side in px (power of two ≥ 8).")] = 32,
     nz: Annotated[int, typer.Option(help="Latent dimension.")] = 100,
@@ -261,40 +261,24 @@ def train_generator(
     threads: Annotated[int, typer.Option(help="CPU threads for training.")] = 2,
     evaluate: Annotated[int, typer.Option(help="Samples whose skin tone goes into the card (0 = skip).")] = 500,
     name: Annotated[str, typer.Option(help="Name in the card (default: the output folder's name).")] = "",
-    cache: Annotated[Path | None, typer.Option(help="Cache of labelled sources (default ~/.cache/pulse-audit).")]
+    cache: Annotated[Path | None, typer.Option(help="Cache of labelled sources (default $PULSE_AUDIT_CACHE or "
+                                                    "~/.cache/pulse-audit).")]
         = None,
 ) -> None:
     """Train a small DCGAN on CPU from a source with a chosen group composition; writes weights and a card."""
     import shlex
 
-    from pulse_engine.training import TrainConfig
-
-    from .train_cli import TrainOptions
+    from .train_cli import TrainOptions, summary_line, train_config
     from .train_cli import train_generator as train
 
-    try:
-        config = TrainConfig(resolution=resolution, nz=nz, ngf=ngf, ndf=ndf, steps=steps, batch_size=batch_size,
-                             learning_rate=learning_rate, seed=seed, threads=threads, max_seconds=60 * max_minutes)
-    except ValueError as exc:
-        raise PulseAuditError(str(exc)) from exc
-    options = TrainOptions(out=out, source=source, attribute=attribute, composition=composition, size=size,
-                           name=name, cache=cache, evaluate=evaluate, command="pulse-audit " + shlex.join(sys.argv[1:]), config=config)
-    with row_progress("training") as progress:
-        done = 0
-
-        def on_step(n: int) -> None:
-            nonlocal done
-            done += n
-            if done % 10 == 0 or done == steps:
-                progress(done, steps)
-
-        card = train(options, on_step)
-    ev, losses = card["samples_skin_tone"], card["training"]["final_losses_last100"]
-    ita = (f"; sample ITA {ev['ita_mean_deg']}° [{ev['ita_ci95_deg'][0]}, {ev['ita_ci95_deg'][1]}]"
-           if "ita_mean_deg" in ev else "")
-    console.print(f"{card['training']['steps_done']} steps in {card['training']['seconds']} s, final loss_d "
-                  f"{losses['loss_d']}, loss_g {losses['loss_g']}{ita}; written to {out} "
-                  f"(use --generator dcgan-file:{out})", soft_wrap=True)
+    config = train_config(resolution=resolution, nz=nz, ngf=ngf, ndf=ndf, steps=steps, batch_size=batch_size,
+                          learning_rate=learning_rate, seed=seed, threads=threads, max_seconds=60 * max_minutes)
+    options = TrainOptions(out=out, source=source, attribute=attribute, composition=composition, size=size, name=name,
+                           cache=cache, evaluate=evaluate, command="pulse-audit " + shlex.join(sys.argv[1:]),
+                           config=config)
+    with row_progress("training steps") as progress:
+        card = train(options, lambda done: progress(done, steps) if done % 10 == 0 or done == steps else None)
+    console.print(summary_line(card), soft_wrap=True)
 
 
 @app.command()

@@ -80,6 +80,9 @@ REGISTRY: dict[str, GeneratorEntry] = {
                        ".stylegan2_loaders:load_stylegan2", lambda: weights_home() / "stylegan2" / "stylegan2.pt"),
         GeneratorEntry("dcgan-tiny", "random 32 px DCGAN (seed 0), for tests and smoke runs",
                        ".dcgan:load_tiny_dcgan", lambda: None),
+        GeneratorEntry("dcgan-file", "DCGAN made by `pulse-audit train-generator`: dcgan-file:FOLDER with weights.pt "
+                       "+ card.json (e.g. datasets/generators/balanced)",
+                       ".dcgan:load_dcgan_file", lambda: Path("FOLDER"), ("weights.pt", "card.json")),
     )
 }
 

@@ -16,6 +16,7 @@ quarter faster than NCHW (see ``benchmarks/RESULTS.md``).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from importlib import resources
@@ -168,3 +169,48 @@ def load_tiny_dcgan(weights: Path | None = None, device: torch.device | str = "c
     if weights is not None:
         raise WeightsError("dcgan-tiny has random weights and takes no weights file")
     return tiny_dcgan(device=device)
+
+
+def load_dcgan_file(weights: Path | None = None, device: torch.device | str = "cpu") -> DCGANGenerator:
+    """A DCGAN written by ``pulse-audit train-generator``: a state dict ``weights.pt`` and the
+    generator card ``card.json`` beside it, whose ``architecture`` (nz, ngf, resolution, channels)
+    fixes the shapes. Loaded strictly with ``weights_only=True``; a card whose recorded SHA-256
+    differs from the weights file is refused (the card would describe other weights).
+
+    Args:
+        weights: the folder holding both files, or the weights file itself.
+        device: where to put the module.
+    """
+    if weights is None:
+        raise WeightsError("dcgan-file needs a path: --generator dcgan-file:FOLDER "
+                           "(a folder with weights.pt and card.json, written by pulse-audit train-generator)")
+    path = Path(weights).expanduser()
+    weights_file = require_file(path / "weights.pt" if path.is_dir() else path, "DCGAN state dict (weights.pt)")
+    card_path = require_file(weights_file.parent / "card.json", "generator card (card.json) beside the weights",
+                             "pulse-audit train-generator writes it next to weights.pt")
+    try:
+        card = json.loads(card_path.read_text())
+        arch = card["architecture"]
+        shape = {key: int(arch[key]) for key in ("nz", "ngf", "resolution", "channels")}
+        if arch.get("family") != "DCGAN":
+            raise ValueError(f"family {arch.get('family')!r}")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise WeightsError(f"{card_path} is not a DCGAN generator card with an architecture entry "
+                           f"(family DCGAN, nz, ngf, resolution, channels): {type(exc).__name__}: {exc}") from exc
+    digest = sha256_file(weights_file)
+    recorded = (card.get("weights") or {}).get("sha256")
+    if recorded and recorded != digest:
+        raise WeightsError(f"{weights_file} does not match {card_path}: SHA-256 {digest[:12]}…, card records "
+                           f"{str(recorded)[:12]}…")
+    state = load_torch_file(weights_file, "DCGAN generator state dict")
+    data = card.get("training_data") or {}
+    gen_card = GeneratorCard(name=str(card.get("name") or weights_file.parent.name), family="DCGAN",
+                             training_data=str(data.get("summary", "")) if isinstance(data, dict) else str(data),
+                             licence=str(card.get("licence", "")), weights=(weights_file, card_path),
+                             weights_sha256=(digest, sha256_file(card_path)),
+                             notes=tuple(str(n) for n in card.get("notes", ())))
+    model = DCGANGenerator(card=gen_card, **shape)
+    load_state_strict(model, state, weights_file,
+                      f"{shape['resolution']}×{shape['resolution']} DCGAN generator (nz={shape['nz']}, "
+                      f"ngf={shape['ngf']}) as its card says")
+    return model.freeze().fuse_batchnorm().to(device)
