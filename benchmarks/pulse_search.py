@@ -97,10 +97,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="steps per timed search")
     parser.add_argument("--repeats", type=int, default=3, help="timed searches per batch size (median kept)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--plain", action="store_true",
+                        help="baseline: run the generator's plain nn.Sequential (NCHW, BatchNorm not folded)")
     parser.add_argument("--out", type=Path, help="append a results section to this Markdown file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_dcgan_digiface()
+    if args.plain:
+        model._fused_layers = 0  # synthesize_w then runs self.main, the layout as loaded
     peaks = gemm_peaks(args.threads)
     peak = max(peaks.values())
     flops = flops_per_image_step(model, args.factor)
@@ -121,7 +125,8 @@ def main() -> None:
         print(f"batch {batch:3d}: {rate:8.1f} image-steps/s, {rate * flops / 1e9:6.1f} GFLOP/s, "
               f"{100 * rate * flops / 1e9 / peak:5.1f}% of peak", flush=True)
     base = rows[0][1]
-    lines = [f"\n## {datetime.date.today().isoformat()} — {machine()}\n",
+    variant = "plain nn.Sequential baseline" if args.plain else "optimised search path"
+    lines = [f"\n## {datetime.date.today().isoformat()} — {machine()} — {variant}\n",
              f"Search: dcgan-digiface, ×{args.factor} ({side}→{model.resolution} px), {args.steps} steps per "
              f"search, median of {args.repeats}; {flops / 1e6:.1f} MFLOP per image-step (analytic).\n",
              "fp32 GEMM peaks (GFLOP/s): " + "; ".join(f"{k} {v:.1f}" for k, v in peaks.items())
