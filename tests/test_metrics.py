@@ -71,7 +71,7 @@ def test_psnr_and_ssim_match_skimage():
 # ---------------------------------------------------------------- MetricFrame -----------------------------------------
 def test_metric_frame_matches_pandas_and_wilson(table):
     one = table[table["sample"] == 0]
-    frame = MetricFrame(one, {"success": "ups_success", "lr": Metric("ups_lr_l2", "median")}, "label_race",
+    frame = MetricFrame(one, {"success": Metric("ups_success", "rate"), "lr": Metric("ups_lr_l2", "median")}, "label_race",
                         "item_id", n_boot=300)
     by = frame.by_group.set_index(["metric", "label_race"])
     ref = one.groupby("label_race")["ups_success"].agg(["mean", "sum", "count"])
@@ -92,7 +92,7 @@ def test_metric_frame_matches_pandas_and_wilson(table):
 def test_metric_frame_intersections_clusters_and_missing_groups(table):
     data = table.copy()
     data.loc[data.index[:3], "label_gender"] = ""  # one input without a gender label
-    frame = MetricFrame(data, {"success": "ups_success"}, ["label_race", "label_gender"], "item_id", n_boot=300)
+    frame = MetricFrame(data, {"success": Metric("ups_success", "rate")}, ["label_race", "label_gender"], "item_id", n_boot=300)
     assert frame.n_dropped == 3 and frame.n_groups == 8
     by = frame.by_group.set_index(["label_race", "label_gender"])
     kept = data.iloc[3:]
@@ -101,7 +101,7 @@ def test_metric_frame_intersections_clusters_and_missing_groups(table):
     assert (by["ci_method"] == "bootstrap percentile").all()  # 3 samples per input: cluster bootstrap
     np.testing.assert_array_equal(by.loc[ref.index, "n_clusters"],
                                   kept.groupby(["label_race", "label_gender"])["item_id"].nunique())
-    small = MetricFrame(data.iloc[:30], {"success": "ups_success"}, "label_race", "item_id", n_boot=50).by_group
+    small = MetricFrame(data.iloc[:30], {"success": Metric("ups_success", "rate")}, "label_race", "item_id", n_boot=50).by_group
     assert small["small"].all()
 
 
@@ -268,3 +268,13 @@ def test_cluster_bootstrap_coverage_of_preservation_with_heterogeneous_inputs():
         frame = AttributeAudit(data, "truth", "out", n_boot=400, seed=seed).rdp().set_index("truth")
         covered += frame.loc["Black", "ci_low"] <= 2 / 3 <= frame.loc["Black", "ci_high"]
     assert 0.90 <= covered / trials <= 0.985, covered / trials
+
+
+def test_a_continuous_column_of_zeros_is_a_mean_not_a_rate():
+    """ΔITA of an oracle run is exactly 0 everywhere: its interval must be [0, 0], not Wilson's."""
+    data = pd.DataFrame({"shift": np.zeros(40), "g": ["a", "b"] * 20, "item_id": np.arange(40)})
+    row = MetricFrame(data, {"shift": Metric("shift")}, "g", "item_id", n_boot=200).by_group.iloc[0]
+    assert (row["value"], row["ci_low"], row["ci_high"]) == (0.0, 0.0, 0.0)
+    assert row["ci_method"] == "bootstrap percentile"
+    with pytest.raises(ValueError):
+        MetricFrame(data.assign(shift=0.5), {"shift": Metric("shift", "rate")}, "g", "item_id").by_group

@@ -73,7 +73,7 @@ def upsampler_metrics(data: pd.DataFrame, groups: str | Sequence[str] | None = N
     Keyword arguments go to ``MetricFrame`` (n_boot, seed, confidence, min_n)."""
     metrics: dict[str, Metric | str] = {}
     if success is not None:
-        metrics["success_rate"] = Metric(success)
+        metrics["success_rate"] = Metric(success, "rate")
     if lr_error is not None:
         metrics["lr_error_mean"] = Metric(lr_error)
         metrics["lr_error_median"] = Metric(lr_error, "median")

@@ -17,15 +17,17 @@ MIN_N = 30  # groups with fewer independent units (inputs) are flagged "small"
 
 @dataclass(frozen=True)
 class Metric:
-    """A per-row column summarised by ``statistic``: "mean" (a rate for 0/1 or bool columns) or "median".
-    NaN values are missing for this metric only."""
+    """A per-row column summarised by ``statistic``: "rate" (mean of a 0/1 or bool column: Wilson
+    interval when there is one row per input), "mean" (bootstrap interval) or "median".
+    NaN values are missing for this metric only. A rate is declared, never inferred from the
+    values: a continuous column that happens to hold only 0s and 1s is still a mean."""
 
     column: str
     statistic: str = "mean"
 
     def __post_init__(self) -> None:
-        if self.statistic not in ("mean", "median"):
-            raise ValueError(f"statistic must be 'mean' or 'median', got {self.statistic!r}")
+        if self.statistic not in ("rate", "mean", "median"):
+            raise ValueError(f"statistic must be 'rate', 'mean' or 'median', got {self.statistic!r}")
 
 
 def group_codes(data: pd.DataFrame, groups: Sequence[str]) -> tuple[np.ndarray, pd.Index]:
@@ -82,7 +84,7 @@ class MetricFrame:
         masks = np.stack([(self.codes == g) & valid for g in range(self.n_groups)] + [valid], axis=1)  # last = overall
         n = masks.sum(axis=0)
         n_clusters = np.array([len(np.unique(self._cluster[m])) for m in masks.T])
-        if metric.statistic == "mean":
+        if metric.statistic in ("rate", "mean"):
             both = np.concatenate([masks * np.where(valid, v, 0.0)[:, None], masks], axis=1).astype(float)
             sums = self.bootstrap.sums(both)
             k = masks.shape[1]
@@ -95,8 +97,9 @@ class MetricFrame:
             reps = self.bootstrap.map(lambda w: np.stack([weighted_median(v[c], w[:, c]) if len(c) else
                                                           np.full(len(w), np.nan) for c in cols], axis=1))
         low, high = percentile_interval(reps, self.confidence)
-        binary = metric.statistic == "mean" and np.isin(v[valid], (0.0, 1.0)).all()
-        wilson = binary and np.array_equal(n, n_clusters)
+        if metric.statistic == "rate" and not np.isin(v[valid], (0.0, 1.0)).all():
+            raise ValueError(f"rate metric {metric.column!r} holds values other than 0 and 1")
+        wilson = metric.statistic == "rate" and np.array_equal(n, n_clusters)
         if wilson:
             low, high = wilson_interval(np.round(point * n), n, self.confidence)
         return {"point": point, "replicates": reps, "low": low, "high": high, "n": n, "n_clusters": n_clusters,
