@@ -207,7 +207,9 @@ def run(
         "--lr-rate", help="Base learning rate (PULSE: 0.4).")] = DEFAULTS.learning_rate,
     sphere_radius: Annotated[str, typer.Option(
         help="sqrt-dim (paper) or initial (reference code).")] = DEFAULTS.sphere_radius,
-    ucpr: Annotated[int, typer.Option(help="UCPR: outputs per group-average face at 4×4 (0 = none).")] = DEFAULTS.ucpr,
+    ucpr: Annotated[int, typer.Option(help="UCPR: outputs per group-average face (0 = none).")] = DEFAULTS.ucpr,
+    ucpr_size: Annotated[int, typer.Option(
+        help="Side of the UCPR inputs in px (the benchmark's 4; must divide R).")] = DEFAULTS.ucpr_size,
     align: Annotated[bool, typer.Option(
         help="FFHQ-align unaligned photos (dlib landmarks) before resizing.")] = DEFAULTS.align,
     crop: Annotated[str, typer.Option(

@@ -71,6 +71,7 @@ class AuditConfig:
     learning_rate: float = 0.4
     sphere_radius: str = "sqrt-dim"
     ucpr: int = 0
+    ucpr_size: int = 4
     align: bool = False
     crop: str = "center"
     batch_size: int = 16
@@ -123,6 +124,7 @@ class AuditConfig:
         checks = [(self.upsampler in UPSAMPLERS, f"unknown upsampler {self.upsampler!r}; known: {known}"),
                   (self.samples >= 1 and self.batch_size >= 1, "--samples and --batch-size must be at least 1"),
                   (self.per_group >= 0 and self.ucpr >= 0, "--per-group and --ucpr must be ≥ 0"),
+                  (self.ucpr_size >= 1, "--ucpr-size must be ≥ 1"),
                   (self.crop in CROP_MODES, f"--crop must be one of {', '.join(CROP_MODES)}"),
                   (bool(self.group_by) or not (self.per_group or self.ucpr), "--group-by needs an attribute"),
                   (not (self.upsampler == "oracle" and self.ucpr), "the oracle upsampler has no truth for UCPR inputs")]
@@ -259,12 +261,13 @@ class Audit:
                 + sum(len(self.pending(UCPR_PREFIX + group, self.config.ucpr)) for group in ucpr))
 
     def ucpr_jobs(self, items: Sequence[FaceItem]) -> Iterator[Job]:
-        """Per-group average faces at 4×4, ``ucpr`` samples each (averaged only when needed)."""
+        """Per-group average faces at ``ucpr_size`` px, ``ucpr`` samples each (averaged only when needed)."""
         by, groups = self.config.group_by, self.ucpr_groups(items)
         if not any(self.pending(UCPR_PREFIX + g, self.config.ucpr) for g in groups):
             return
         members = [i for i in items if group_key(i.labels, by) in groups]
-        for inp in ucpr_inputs(average_faces(members, by, self.upsampler.resolution, self.config.crop, self.aligner)):
+        for inp in ucpr_inputs(average_faces(members, by, self.upsampler.resolution, self.config.crop, self.aligner),
+                               self.config.ucpr_size):
             labels = {a: groups[inp.item_id[len(UCPR_PREFIX):]].get(a, "") for a in by}
             yield Job("ucpr", inp.item_id, self.pending(inp.item_id, self.config.ucpr), labels, "", inp)
 

@@ -103,14 +103,19 @@ def average_faces(items: Iterable[FaceItem], group_by: Sequence[str], resolution
     return {key: (sums[key] / counts[key]).float() for key in sorted(sums)}
 
 
-def ucpr_inputs(averages: Mapping[str, torch.Tensor]) -> list[UpsampleInput]:
-    """Uninformative inputs: each average face downscaled to 4×4 (factor R/4), id ``ucpr/<group>``,
-    no truth. The average itself is not a true HR image of anyone."""
+def ucpr_inputs(averages: Mapping[str, torch.Tensor], side: int = UCPR_SIDE) -> list[UpsampleInput]:
+    """Uninformative inputs: each average face downscaled to ``side``×``side`` (factor R/side; the
+    benchmark's 4×4 by default), id ``ucpr/<group>``, no truth. The average itself is not a true HR
+    image of anyone. How uninformative a side is depends on R: 4×4 is ×16 for a 64 px generator but
+    only ×8 for a 32 px one, where it still carries the face's colour."""
     inputs = []
     for group, average in averages.items():
         resolution = average.shape[-1]
-        check_factor(resolution, resolution // UCPR_SIDE)
-        inputs.append(UpsampleInput(UCPR_PREFIX + group, low_of(average, resolution // UCPR_SIDE), None))
+        if resolution % side or side >= resolution:
+            raise PulseAuditError(f"--ucpr-size {side} does not divide the {resolution} px output into a "
+                                  "smaller image")
+        check_factor(resolution, resolution // side)
+        inputs.append(UpsampleInput(UCPR_PREFIX + group, low_of(average, resolution // side), None))
     return inputs
 
 

@@ -360,3 +360,17 @@ def test_killed_run_resumes_exactly(tmp_path, sig):
     final = {(row["item_id"], row["sample"]): row for row in rows}
     for row in rows_before:
         assert _same({k: v for k, v in final[(row["item_id"], row["sample"])].items() if k in row}, row)
+
+
+def test_ucpr_inputs_take_a_configurable_side():
+    import torch
+
+    from audit.inputs import ucpr_inputs
+
+    averages = {"light": torch.rand(3, 32, 32), "dark": torch.rand(3, 32, 32)}
+    inputs = ucpr_inputs(averages, side=2)
+    assert [i.item_id for i in inputs] == ["ucpr/light", "ucpr/dark"]
+    assert all(i.low.shape == (3, 2, 2) and i.truth is None for i in inputs)
+    assert ucpr_inputs(averages)[0].low.shape == (3, 4, 4)
+    with pytest.raises(PulseAuditError, match="--ucpr-size 5"):
+        ucpr_inputs(averages, side=5)
