@@ -25,11 +25,20 @@ from pulse_engine.search import SearchConfig
 
 from .classifiers import build_classifier
 from .images import CROP_MODES, to_image
-from .inputs import (UCPR_PREFIX, average_faces, check_factor, group_key, load_aligner, load_faceset,
-                     prepare_face, sample_faces, ucpr_inputs)
-from .records import Classifier, FaceItem, FaceSet, Prediction, UpsampleInput, Upsampler
-from .rows import comparisons, safe_predict, side_columns
+from .inputs import (
+    UCPR_PREFIX,
+    average_faces,
+    check_factor,
+    group_key,
+    load_aligner,
+    load_faceset,
+    prepare_face,
+    sample_faces,
+    ucpr_inputs,
+)
 from .provenance import run_provenance
+from .records import Classifier, FaceItem, FaceSet, Prediction, UpsampleInput, Upsampler
+from .rows import comparisons, fidelity, safe_predict, side_columns
 from .run_store import RunStore
 from .upsamplers import UPSAMPLERS, build_upsampler, output_error
 
@@ -217,6 +226,8 @@ class Audit:
             if job.item_id in truths:
                 row |= side_columns("in", self.classifiers, truths[job.item_id])
                 row |= comparisons(self.classifiers, truths[job.item_id], out_preds)
+            if job.input.truth is not None:
+                row |= fidelity(out.image, job.input.truth)
             rows.append(row)
         self.store.append(rows)
         return len(rows)

@@ -6,7 +6,8 @@ For a classifier C on side S (``in`` = the true HR image, ``out`` = the upsample
 ``S_C_<value>`` for continuous values (e.g. ``ita`` in degrees, ``age_years``; a column appears
 once some image has the value, or always when the classifier declares ``value_names``) and ``S_C_error``
 when C could not read the image. Comparisons of the two sides: ``identity_distance`` (Euclidean
-distance of the ``identity`` embeddings; same person below 0.6) and ``delta_ita`` (output − truth
+distance of the ``identity`` embeddings; same person below 0.6), ``psnr``/``ssim`` against the true
+image, and ``delta_ita`` (output − truth
 ITA° of ``skin-tone``).
 """
 
@@ -16,7 +17,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
+from .metrics.image_quality import psnr, ssim
 from .records import Classifier, Prediction
 from .run_store import classifier_column
 
@@ -79,3 +82,15 @@ def comparisons(classifiers: Sequence[Classifier], truth: Sequence[Prediction],
             both = "ita" in a.values and "ita" in b.values
             row["delta_ita"] = float(b.values["ita"]) - float(a.values["ita"]) if both else None
     return row
+
+
+PSNR_CAP_DB = 100.0
+"""PSNR of identical images is infinite; it is stored as this cap so that means stay finite."""
+
+
+def fidelity(output: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
+    """``psnr`` (dB, capped at :data:`PSNR_CAP_DB`) and ``ssim`` (Gaussian window, [−1, 1]) of an
+    output against the true HR image, both (3, R, R) in [0, 1]."""
+    a = output.detach().clamp(0, 1).permute(1, 2, 0).double().cpu().numpy()
+    b = truth.detach().clamp(0, 1).permute(1, 2, 0).double().cpu().numpy()
+    return {"psnr": min(psnr(a, b), PSNR_CAP_DB), "ssim": ssim(a, b)}

@@ -175,11 +175,12 @@ def shift_section(run: Run, spec: ShiftSpec, settings: Settings, tests: Tests) -
 def upsampler_section(run: Run, settings: Settings) -> dict[str, Any] | None:
     success = SUCCESS if has_column(run, SUCCESS) else None
     lr_error = LR_ERROR if has_column(run, LR_ERROR) else None
-    if success is None and lr_error is None:
+    fidelity = {name: name for name in ("psnr", "ssim") if has_column(run, name)}  # against the true HR image
+    if success is None and lr_error is None and not fidelity:
         return None
     frame = upsampler_metrics(run.faces.assign(**({SUCCESS: run.faces[SUCCESS].astype(float)} if success else {})),
-                              run.group_by or None, success=success, lr_error=lr_error, n_boot=settings.n_boot,
-                              seed=settings.seed, confidence=settings.confidence)
+                              run.group_by or None, success=success, lr_error=lr_error, extra=fidelity,
+                              n_boot=settings.n_boot, seed=settings.seed, confidence=settings.confidence)
     return clean({"groups": run.group_by, "overall": indexed_records(frame.overall, "metric"),
                   "by_group": records(frame.by_group, run.group_by)})
 

@@ -62,7 +62,9 @@ def group_rates(series: Mapping[str, Rows], title: str, xlabel: str, as_pct: boo
         x = np.array([r["value"] for r in found], float) * scale
         low = np.array([r["ci_low"] if r["ci_low"] is not None else r["value"] for r in found], float) * scale
         high = np.array([r["ci_high"] if r["ci_high"] is not None else r["value"] for r in found], float) * scale
-        ax.errorbar(x, y, xerr=[x - low, high - x], fmt=marker, capsize=3, label=name)
+        # a percentile interval need not contain the point estimate (small groups): whiskers stop at it
+        xerr = np.nan_to_num(np.clip([x - low, high - x], 0, None))
+        ax.errorbar(x, y, xerr=xerr, fmt=marker, capsize=3, label=name)
     ax.set_yticks(range(len(groups)), groups, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(xlabel + (" (%)" if as_pct else ""))

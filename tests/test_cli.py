@@ -71,7 +71,7 @@ def test_generators_lists_every_entry():
 def test_demo_writes_grids_and_page(tmp_path):
     out = tmp_path / "demo"
     done = cli("demo", "--generator", "dcgan-tiny", "--samples", "2", "--steps", "5", "--device", "cpu",
-               "--out", out)
+               "--showcase-only", "--out", out)
     assert done.returncode == 0, done.stderr
     page = (out / "index.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "Pete Souza" in page
@@ -79,3 +79,14 @@ def test_demo_writes_grids_and_page(tmp_path):
         grid = Image.open(out / f"grid_x{factor}.png")
         assert grid.size[0] == 4 * 128 + 3 * 4  # LR, truth, two seeds
     assert "showcase written" in done.stderr
+
+
+def test_quick_demo_audit_links_reports_cards_and_comparison(tmp_path):
+    out = tmp_path / "demo"
+    done = cli("demo", "--quick", "--device", "cpu", "--out", out)
+    assert done.returncode == 0, done.stderr
+    index = (out / "audit.html").read_text()
+    for target in ("compare/skewed-x4/compare.html", "runs/oracle/report/report.html",
+                   "cards/light-skewed/card.html", "runs/digiface-x4/report/report.html"):
+        assert target in index and (out / target).is_file()
+    assert "audit written" in done.stderr

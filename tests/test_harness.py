@@ -220,6 +220,7 @@ def test_oracle_run_is_the_classifiers_noise_floor(tmp_path, fakes):
         assert row["error"] == "" and row["label_source_race"] == "annotated"
         assert np.array_equal(png(root, row["path_out"]), png(root, row["path_truth"]))
         assert row["identity_distance"] == 0 and row["delta_ita"] == 0
+        assert row["psnr"] == 100.0 and row["ssim"] == pytest.approx(1.0)  # PSNR of equal images is capped
         assert row["in_skin-tone_tone_p_light"] == row["out_skin-tone_tone_p_light"]
         assert png(root, row["path_lr"]).shape == (8, 8, 3)
     assert rows[("img/face01.png", 0)]["label_gender"] == "f" and rows[("img/face02.png", 0)]["label_gender"] == "m"
@@ -236,9 +237,13 @@ def test_pulse_run_with_ucpr_writes_every_column(tmp_path, fakes):
                   "path_source", "path_truth", "path_lr", "path_out", *(f"ups_{k}" for k in SEARCH_KEYS),
                   "in_skin-tone_face", "in_skin-tone_tone", "in_skin-tone_tone_p_dark", "in_skin-tone_ita",
                   "out_skin-tone_face", "out_skin-tone_tone_p_light", "out_skin-tone_ita", "in_identity_face",
-                  "out_identity_face", "identity_distance", "delta_ita", "t_upsample_s", "t_classify_s", "error"]
+                  "out_identity_face", "identity_distance", "delta_ita", "psnr", "ssim", "t_upsample_s",
+                  "t_classify_s", "error"]
     assert not [c for c in documented if c not in table.column_names]
     assert face["delta_ita"] == pytest.approx(face["out_skin-tone_ita"] - face["in_skin-tone_ita"])
+    out, truth = (png(root, face[k]).astype(float) / 255 for k in ("path_out", "path_truth"))
+    assert face["psnr"] == pytest.approx(10 * np.log10(1 / np.mean((out - truth) ** 2)), abs=0.05)  # PNGs are 8-bit
+    assert ucpr["psnr"] is None and ucpr["ssim"] is None
     assert face["group"] == "A × f" and face["input_kind"] == "face" and face["t_upsample_s"] > 0
     assert ucpr["input_kind"] == "ucpr" and ucpr["label_race"] == "A" and ucpr["label_gender"] == "f"
     assert ucpr["path_truth"] == "" and ucpr["in_skin-tone_face"] is None and ucpr["identity_distance"] is None
