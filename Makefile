@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-report browser models clean-venv
+.PHONY: demo demo-quick test bench bench-report browser models clean-venv
 
 $(STAMP): pyproject.toml requirements.lock requirements-nodeps.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml requirements.lock requirements-nodeps.lock
 
 demo: $(STAMP)
 	$(VENV)/bin/pulse-audit demo --out runs/demo
+
+demo-quick: $(STAMP)
+	$(VENV)/bin/pulse-audit demo --quick --out runs/demo-quick
 
 # The browser test needs Debian's chromium; without root/apt it is skipped with a reason.
 test: $(STAMP)
