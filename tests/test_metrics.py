@@ -278,3 +278,14 @@ def test_a_continuous_column_of_zeros_is_a_mean_not_a_rate():
     assert row["ci_method"] == "bootstrap percentile"
     with pytest.raises(ValueError):
         MetricFrame(data.assign(shift=0.5), {"shift": Metric("shift", "rate")}, "g", "item_id").by_group
+
+
+def test_a_constant_rate_with_several_samples_per_input_keeps_a_real_interval():
+    """0 of 12 inputs (2 samples each): the bootstrap collapses to [0, 0]; Wilson at n = 12 inputs does not."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    data = pd.DataFrame({"ok": np.zeros(24), "g": "a", "item_id": np.repeat(np.arange(12), 2)})
+    row = MetricFrame(data, {"ok": Metric("ok", "rate")}, "g", "item_id", n_boot=200).by_group.iloc[0]
+    low, high = proportion_confint(0, 12, method="wilson")
+    assert row["value"] == 0 and row["ci_low"] == pytest.approx(low, abs=1e-12)
+    assert row["ci_high"] == pytest.approx(high, rel=1e-9) and row["ci_high"] > 0.2

@@ -100,10 +100,18 @@ class MetricFrame:
         if metric.statistic == "rate" and not np.isin(v[valid], (0.0, 1.0)).all():
             raise ValueError(f"rate metric {metric.column!r} holds values other than 0 and 1")
         wilson = metric.statistic == "rate" and np.array_equal(n, n_clusters)
+        method = np.full(len(point), "wilson" if wilson else "bootstrap percentile", dtype=object)
         if wilson:
             low, high = wilson_interval(np.round(point * n), n, self.confidence)
+        elif metric.statistic == "rate":
+            # all rows of a group equal (e.g. 0 of 12): every bootstrap replicate repeats the point, so
+            # the percentile interval collapses; use Wilson's at the number of inputs instead
+            flat = (low == high) & (n_clusters > 0)
+            w_low, w_high = wilson_interval(np.round(point * n_clusters), np.maximum(n_clusters, 1), self.confidence)
+            low, high = np.where(flat, w_low, low), np.where(flat, w_high, high)
+            method[flat] = "wilson (input count)"
         return {"point": point, "replicates": reps, "low": low, "high": high, "n": n, "n_clusters": n_clusters,
-                "ci_method": "wilson" if wilson else "bootstrap percentile"}
+                "ci_method": method}
 
     def replicates(self, metric: str) -> np.ndarray:
         """Bootstrap replicates (n_boot, n_groups) of a metric per group (columns in ``group_index`` order)."""
@@ -118,7 +126,7 @@ class MetricFrame:
         for name, r in self._results.items():
             frames.append(pd.DataFrame({
                 "metric": name, "value": r["point"][sl], "ci_low": r["low"][sl], "ci_high": r["high"][sl],
-                "n": r["n"][sl], "n_clusters": r["n_clusters"][sl], "ci_method": r["ci_method"],
+                "n": r["n"][sl], "n_clusters": r["n_clusters"][sl], "ci_method": r["ci_method"][sl],
                 "small": r["n_clusters"][sl] < self.min_n}, index=index))
         return pd.concat(frames)
 
