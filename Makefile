@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-quick test bench bench-report browser models clean-venv
+.PHONY: demo demo-quick examples test bench bench-report browser models clean-venv
 
 $(STAMP): pyproject.toml requirements.lock requirements-nodeps.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ demo: $(STAMP)
 
 demo-quick: $(STAMP)
 	$(VENV)/bin/pulse-audit demo --quick --out runs/demo-quick
+
+# reports/examples: the quick demo's report, comparison and model cards (tests check they reproduce)
+examples: $(STAMP)
+	$(PY) -m audit.demo_audit --dest reports/examples
 
 # The browser test needs Debian's chromium; without root/apt it is skipped with a reason.
 test: $(STAMP)

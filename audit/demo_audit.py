@@ -95,3 +95,52 @@ def run_demo_audit(out: Path, quick: bool = False, device: str = "auto",
     page.write_text(render("demo_index.html.j2", reports=reports, cards=cards, comparisons=comparisons,
                            classifiers=classifiers, quick=quick, base=out))
     return page
+
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "reports" / "examples"
+EXAMPLE_FILES = {  # file in the quick demo's output → name in reports/examples
+    "runs/digiface-x4/report/report.html": "report-digiface-x4.html",
+    "runs/digiface-x4/report/report.md": "report-digiface-x4.md",
+    "runs/digiface-x4/report/report.json": "report-digiface-x4.json",
+    "compare/skewed-x4/compare.html": "compare-skewed-x4.html",
+    "compare/skewed-x4/compare.json": "compare-skewed-x4.json",
+    "cards/light-skewed/README.md": "card-light-skewed.md",
+    "cards/light-skewed/card.html": "card-light-skewed.html",
+    "cards/light-skewed/model_card.json": "card-light-skewed.json",
+    "cards/dark-skewed/README.md": "card-dark-skewed.md",
+    "cards/dark-skewed/model_card.json": "card-dark-skewed.json",
+}
+VOLATILE_KEYS = frozenset({"generated", "created", "git_commit", "root", "name", "oracle"})
+"""JSON keys that name the run folder or record when and from which commit it was made."""
+
+
+def comparable(value: object) -> object:
+    """A report/card/compare JSON without its volatile provenance keys (for reproducibility checks)."""
+    if isinstance(value, dict):
+        return {k: comparable(v) for k, v in value.items() if k not in VOLATILE_KEYS}
+    if isinstance(value, list):
+        return [comparable(v) for v in value]
+    return value
+
+
+def write_examples(demo_out: Path, dest: Path = EXAMPLES_DIR) -> list[Path]:
+    """Copy the example documents of a finished quick demo into ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for source, name in EXAMPLE_FILES.items():
+        (dest / name).write_bytes((demo_out / source).read_bytes())
+        written.append(dest / name)
+    return written
+
+
+if __name__ == "__main__":
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(description="Regenerate reports/examples from the quick demo.")
+    parser.add_argument("--dest", type=Path, default=EXAMPLES_DIR)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        run_demo_audit(Path(tmp), quick=True, device="cpu")
+        for path in write_examples(Path(tmp), args.dest):
+            print("wrote", path)

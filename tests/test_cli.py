@@ -1,6 +1,7 @@
 """``pulse-audit`` end to end on the tiny generator, in a subprocess like a user would run it."""
 
 import csv
+import json
 import subprocess
 import sys
 
@@ -90,3 +91,10 @@ def test_quick_demo_audit_links_reports_cards_and_comparison(tmp_path):
                    "cards/light-skewed/card.html", "runs/digiface-x4/report/report.html"):
         assert target in index and (out / target).is_file()
     assert "audit written" in done.stderr
+    # reports/examples was made by `make examples` from the committed generators: same numbers again
+    from audit.demo_audit import EXAMPLE_FILES, EXAMPLES_DIR, comparable
+
+    for source, name in EXAMPLE_FILES.items():
+        if name.endswith(".json"):
+            fresh, committed = (json.loads(p.read_text()) for p in (out / source, EXAMPLES_DIR / name))
+            assert comparable(fresh) == comparable(committed), name
