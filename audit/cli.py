@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
-from rich.text import Text
 
 from pulse_engine.device import resolve_device
 from pulse_engine.errors import PulseAuditError
@@ -26,41 +22,13 @@ from pulse_engine.generators import REGISTRY, load_generator, parse_generator_sp
 from pulse_engine.search import SearchConfig
 
 from .harness import AuditConfig, run_audit
+from .progress import console, image_step_progress, row_progress
 
 DEFAULTS = AuditConfig()
 
 app = typer.Typer(
     help="Audit generative face upsamplers (PULSE over pluggable generators) for demographic skew.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-console = Console(stderr=True)
-
-
-class RateColumn(ProgressColumn):
-    """Image-steps per second."""
-
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed:,.0f} img-steps/s" if task.speed else "", style="progress.data.speed")
-
-
-@contextmanager
-def image_step_progress(total: int, label: str):
-    """A rich progress bar counting image-steps, with rate and ETA; yields the advance callback.
-
-    The total grows when restarts add work beyond the first attempt.
-    """
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task(label, total=total)
-
-        def advance(n: int) -> None:
-            state = bar.tasks[task]
-            if state.total is not None and state.completed + n > state.total:
-                bar.update(task, total=state.completed + n + total)
-            bar.advance(task, n)
-
-        yield advance
-        bar.update(task, total=bar.tasks[task].completed)
 
 
 def search_config(restarts: int, seed: int, steps: int, eps: float, loss: str, learning_rate: float,
@@ -152,37 +120,6 @@ def demo(
 
     index = run_demo_audit(out, quick, device, progress_factory=row_progress)
     console.print(f"audit written: open {index} (reports, model cards and comparisons)", soft_wrap=True)
-
-
-class ItemRateColumn(ProgressColumn):
-    """Result rows per second."""
-
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed:,.2f} items/s" if task.speed else "", style="progress.data.speed")
-
-
-@contextmanager
-def row_progress(label: str):
-    """A rich progress bar over result rows (input × sample) with rate and ETA; yields the
-    ``(done, total)`` callback that :func:`audit.harness.run_audit` calls. The bar appears on the
-    first call, so that errors raised while setting up stay one line."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), ItemRateColumn(),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    bar = Progress(*columns, console=console, transient=False)
-    task = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal task
-        if task is None:
-            bar.start()
-            task = bar.add_task(label, total=total)
-        bar.update(task, completed=done, total=max(total, done))
-
-    try:
-        yield update
-    finally:
-        if task is not None:
-            bar.stop()
 
 
 @app.command()
