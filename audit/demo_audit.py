@@ -110,8 +110,9 @@ EXAMPLE_FILES = {  # file in the quick demo's output → name in reports/example
     "cards/dark-skewed/README.md": "card-dark-skewed.md",
     "cards/dark-skewed/model_card.json": "card-dark-skewed.json",
 }
-VOLATILE_KEYS = frozenset({"generated", "created", "git_commit", "root", "name", "oracle"})
-"""JSON keys that name the run folder or record when and from which commit it was made."""
+VOLATILE_KEYS = frozenset({"generated", "created", "git_commit", "root", "name", "oracle", "path", "card"})
+"""JSON keys that name the run folder, record when and from which commit it was made, or hold a
+file's location on this machine (its SHA-256 is kept and compared)."""
 
 
 def comparable(value: object) -> object:
