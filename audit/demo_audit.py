@@ -2,7 +2,8 @@
 
 The demo face set goes through PULSE over ``dcgan-digiface`` and over three small DCGANs trained on
 DigiFace renders whose skin tones were skewed light, balanced and dark (``datasets/generators``),
-and through ``bicubic`` and ``oracle`` (the classifiers' own noise floor), at ×4 and ×8, with every
+and through ``bicubic`` and ``oracle`` (the classifiers' own noise floor), at ×4 and ×8 (the
+skew-trained generators also at ×16, where the 2×2 input no longer pins the colour), with every
 offline classifier; then one report per run, one model card per generator and comparisons of the
 three skew-trained generators. Uninformative inputs (per-group average faces) are searched at
 2×2 px for the 32 px generators (×16) and 4×4 px for the 64 px one, so that they carry almost no
@@ -42,8 +43,9 @@ def demo_plan(quick: bool) -> list[DemoRun]:
     skewed = {name: f"dcgan-file:{GENERATORS_DIR / name}" for name in SKEWED}
     factors = (4,) if quick else (4, 8)
     names = ("light-skewed", "dark-skewed") if quick else SKEWED
+    # ×16 (32 → 2 px) too: at ×4 and ×8 the LR input still fixes the skin colour within eps
     plan = [DemoRun(f"{name}-x{f}", "pulse", skewed[name], f, ucpr_size=2, model=name)
-            for f in factors for name in names]
+            for f in (factors if quick else (*factors, 16)) for name in names]
     plan += [DemoRun(f"digiface-x{f}", "pulse", factor=f, model="dcgan-digiface") for f in factors]
     if not quick:
         plan += [DemoRun(f"bicubic-x{f}", "bicubic", factor=f, resolution=64) for f in factors]
