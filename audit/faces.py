@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import dlib
 import numpy as np
@@ -107,13 +109,18 @@ def _detector() -> dlib.fhog_object_detector:
     return dlib.get_frontal_face_detector()
 
 
+def _load_dlib(constructor: Callable[[str], Any], path: Path, what: str) -> Any:
+    """``constructor(path)`` for a dlib model file, with one-line errors naming the file."""
+    try:
+        return constructor(str(require_file(path, what)))
+    except RuntimeError as exc:
+        raise WeightsError(f"{path} is not a {what}: {exc}") from exc
+
+
 @cache
 def shape_predictor(path: Path) -> dlib.shape_predictor:
     """A dlib landmark model, loaded once per path (≈ 0.1 s for 5 points, ≈ 0.6 s for 68)."""
-    try:
-        return dlib.shape_predictor(str(require_file(path, "dlib shape predictor")))
-    except RuntimeError as exc:
-        raise WeightsError(f"{path} is not a dlib shape predictor: {exc}") from exc
+    return _load_dlib(dlib.shape_predictor, path, "dlib shape predictor")
 
 
 def landmark_model(path: Path, parts: int) -> dlib.shape_predictor:
@@ -132,10 +139,7 @@ def landmark_model(path: Path, parts: int) -> dlib.shape_predictor:
 @cache
 def face_recognizer(path: Path) -> dlib.face_recognition_model_v1:
     """dlib's ResNet face embedder, loaded once per path."""
-    try:
-        return dlib.face_recognition_model_v1(str(require_file(path, "dlib face recognition model")))
-    except RuntimeError as exc:
-        raise WeightsError(f"{path} is not a dlib face recognition model: {exc}") from exc
+    return _load_dlib(dlib.face_recognition_model_v1, path, "dlib face recognition model")
 
 
 def as_rgb_array(image: np.ndarray) -> np.ndarray:
