@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
 from reports.html import render
 
 from .classifiers import REGISTRY as CLASSIFIERS
@@ -59,6 +61,21 @@ def offline_classifiers(quick: bool) -> tuple[str, ...]:
     return tuple(name for name in wanted if not CLASSIFIERS[name].missing_assets())
 
 
+def showcase_generators(out: Path, quick: bool, device: str) -> dict[str, Path]:
+    """The showcase portraits (Obama first) through each skew-trained generator at ×4 and ×8
+    (8×8 and 4×4 inputs for these 32 px models); returns each generator's showcase page."""
+    from pulse_engine.device import resolve_device
+    from pulse_engine.generators import load_generator
+    from pulse_engine.search import SearchConfig
+
+    from .showcase import run_showcase
+
+    config = SearchConfig(steps=30 if quick else 100, restarts=1 if quick else 3)
+    names = ("light-skewed", "dark-skewed") if quick else SKEWED
+    return {name: run_showcase(load_generator(f"dcgan-file:{GENERATORS_DIR / name}", resolve_device(device)),
+                               out / "showcase" / name, config, samples=1 if quick else 3) for name in names}
+
+
 def run_demo_audit(out: Path, quick: bool = False, device: str = "auto",
                    progress_factory: Callable | None = None) -> Path:
     """Run the plan, then reports, cards and comparisons; returns the index page."""
@@ -93,9 +110,13 @@ def run_demo_audit(out: Path, quick: bool = False, device: str = "auto",
         runs = [folders[run.name] for run in demo_plan(quick) if run.model in SKEWED and run.factor == factor]
         comparisons[f"skew-trained generators, ×{factor}"] = write_compare(
             runs, out / "compare" / f"skewed-x{factor}", settings)["html"]
+    showcases = showcase_generators(out, quick, device)
+    grids = {name: Image.open(page.parent / "grid_x4.png") for name, page in showcases.items()}
+    if (out / "grid_x4.png").is_file():  # written by the showcase stage of `pulse-audit demo`
+        grids = {"dcgan-digiface (16×16 → 64×64)": Image.open(out / "grid_x4.png"), **grids}
     page = out / "audit.html"
     page.write_text(render("demo_index.html.j2", reports=reports, cards=cards, comparisons=comparisons,
-                           classifiers=classifiers, quick=quick, base=out))
+                           classifiers=classifiers, quick=quick, base=out, grids=grids, showcases=showcases))
     return page
 
 

@@ -88,7 +88,8 @@ def test_quick_demo_audit_links_reports_cards_and_comparison(tmp_path):
     assert done.returncode == 0, done.stderr
     index = (out / "audit.html").read_text()
     for target in ("compare/skewed-x4/compare.html", "runs/oracle/report/report.html",
-                   "cards/light-skewed/card.html", "runs/digiface-x4/report/report.html"):
+                   "cards/light-skewed/card.html", "runs/digiface-x4/report/report.html",
+                   "showcase/light-skewed/index.html"):
         assert target in index and (out / target).is_file()
     assert "audit written" in done.stderr
     # reports/examples was made by `make examples` from the committed generators: same numbers again
