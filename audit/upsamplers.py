@@ -26,7 +26,7 @@ from pulse_engine.downsample import downsample, factor_between
 from pulse_engine.errors import InputImageError, PulseAuditError
 from pulse_engine.generators import load_generator
 from pulse_engine.generators.base import SearchableGenerator
-from pulse_engine.search import SearchConfig, pulse_search
+from pulse_engine.search import SearchConfig, search_samples
 
 from .images import read_rgb, to_tensor
 from .records import UpsampleInput, UpsampleOutput, Upsampler
@@ -74,16 +74,11 @@ class PulseUpsampler(Upsampler):
         self.resolution = generator.resolution
 
     def upsample(self, inputs: Sequence[UpsampleInput], samples: int) -> list[list[UpsampleOutput]]:
-        if not inputs:
-            return []
-        keys = [f"{inp.item_id}#{k}" for inp in inputs for k in range(samples)]
-        lows = torch.stack([inp.low for inp in inputs for _ in range(samples)])
-        results = pulse_search(self.generator, lows, self.config, keys, self.batch_size, self.on_steps)
-        outputs = [UpsampleOutput(r.image, {"success": r.success, "lr_l2": r.lr_l2, "best_step": r.best_step,
-                                            "steps": r.steps, "restarts_used": r.restarts_used, "seed": r.seed,
-                                            "seconds": r.seconds})
-                   for r in results]
-        return [outputs[i * samples:(i + 1) * samples] for i in range(len(inputs))]
+        grouped = search_samples(self.generator, [inp.low for inp in inputs], [inp.item_id for inp in inputs],
+                                 samples, self.config, self.batch_size, self.on_steps)
+        return [[UpsampleOutput(r.image, {"success": r.success, "lr_l2": r.lr_l2, "best_step": r.best_step,
+                                          "steps": r.steps, "restarts_used": r.restarts_used, "seed": r.seed,
+                                          "seconds": r.seconds}) for r in results] for results in grouped]
 
 
 class _Deterministic(Upsampler):

@@ -11,7 +11,7 @@ import torch
 
 from pulse_engine.errors import InputImageError
 from pulse_engine.generators.base import SearchableGenerator
-from pulse_engine.search import ProgressFn, SearchConfig, SearchResult, pulse_search
+from pulse_engine.search import ProgressFn, SearchConfig, SearchResult, search_samples
 
 from .images import prepare_pair, to_image
 
@@ -63,13 +63,10 @@ def search_items(generator: SearchableGenerator, items: Sequence[UpsampledItem],
 
     Sample k of input ``stem`` uses the item key ``"<stem>#<k>"`` so seeds are stable across runs.
     """
-    if not items:
-        return
-    keys = [f"{item.path.stem}#{k}" for item in items for k in range(samples)]
-    lows = torch.stack([item.low for item in items for _ in range(samples)])
-    results = pulse_search(generator, lows, config, keys, batch_size=batch_size, progress=progress)
-    for i, item in enumerate(items):
-        item.results = results[i * samples:(i + 1) * samples]
+    grouped = search_samples(generator, [item.low for item in items], [item.path.stem for item in items], samples,
+                             config, batch_size, progress)
+    for item, results in zip(items, grouped):
+        item.results = results
 
 
 def write_outputs(prepared: Prepared, out: Path) -> Path:

@@ -312,3 +312,19 @@ def pulse_search(generator: SearchableGenerator, low_res: torch.Tensor, config: 
         if not pending:
             break
     return [results[i] for i in range(len(keys))]
+
+
+def search_samples(generator: SearchableGenerator, low_res: Sequence[torch.Tensor], item_keys: Sequence[str],
+                   samples: int, config: SearchConfig = SearchConfig(), batch_size: int = 16,
+                   progress: ProgressFn | None = None) -> list[list[SearchResult]]:
+    """``samples`` independent outputs for each LR image (3, h, h), grouped per input.
+
+    Sample k of input ``key`` is searched under the item key ``"<key>#<k>"``, so its seed depends
+    only on (seed, key, k, restart), never on the other inputs or on ``samples``.
+    """
+    if not len(low_res):
+        return []
+    keys = [f"{key}#{k}" for key in item_keys for k in range(samples)]
+    lows = torch.stack([low for low in low_res for _ in range(samples)])
+    results = pulse_search(generator, lows, config, keys, batch_size=batch_size, progress=progress)
+    return [results[i * samples:(i + 1) * samples] for i in range(len(item_keys))]

@@ -104,3 +104,13 @@ def test_invalid_configs_are_rejected():
 def test_lr_side_must_divide_resolution(tiny_generator):
     with pytest.raises(ValueError):
         pulse_search(tiny_generator, torch.rand(1, 3, 5, 5), FAST)
+
+
+def test_search_samples_groups_outputs_per_input_with_their_own_seeds(tiny_generator):
+    from pulse_engine.search import search_samples
+
+    low = reachable_inputs(tiny_generator, 2)
+    grouped = search_samples(tiny_generator, list(low), ["a", "b"], 3, dataclasses.replace(FAST, steps=5))
+    assert [[r.item_key for r in g] for g in grouped] == [["a#0", "a#1", "a#2"], ["b#0", "b#1", "b#2"]]
+    assert grouped[1][2].seed == derive_seed(0, "b#2", 0)
+    assert search_samples(tiny_generator, [], [], 3) == []
