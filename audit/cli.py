@@ -311,6 +311,40 @@ def compare(
     console.print(f"comparison written: {paths['html']} (numbers in {paths['json'].name})", soft_wrap=True)
 
 
+@app.command()
+def study(
+    runs: Annotated[list[Path] | None, typer.Argument(metavar="RUN...", help="Finished run folders.")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder: study.{html,md,json} (and runs/ with --config).")]
+        = Path("runs/study"),
+    config: Annotated[Path | None, typer.Option(
+        help="TOML: shared run options at the top level and a [study] table naming the runs to make.")] = None,
+    baseline: Annotated[str, typer.Option(help="Baseline: a run name or generator name (default: the first run).")]
+        = "",
+    n_boot: NBoot = 2000, seed: Seed = 0, alpha: Alpha = 0.05, adjust: Adjust = "holm",
+) -> None:
+    """Runs side by side: headline metrics with intervals, contrasts against a baseline, and the dose–response on
+    training composition tested with generators (seeds) as units."""
+    from reports.study import load_study_runs, write_study
+
+    settings = report_settings(n_boot, seed, alpha, adjust)
+    doses, designs, folders = {}, {}, list(runs or [])
+    if config:
+        from .study_config import read_plan
+
+        plan = read_plan(config, out)
+        for planned in plan.runs:
+            with row_progress(f"study run {planned.name}") as progress:
+                folders.append(run_audit(planned.config, progress))
+            doses |= {planned.name: planned.dose} if planned.dose is not None else {}
+            designs |= {planned.name: planned.design} if planned.design else {}
+        baseline = baseline or plan.baseline
+    if len(folders) < 2:
+        raise PulseAuditError("study needs at least two runs: RUN folders, or --config with a [study] table")
+    paths = write_study(load_study_runs(folders, doses, designs), out, settings, baseline or None)
+    console.print(f"study written: {paths['html']} (numbers in {paths['json'].name}, text in {paths['md'].name})",
+                  soft_wrap=True)
+
+
 def main() -> None:
     """Console entry point."""
     try:
