@@ -57,7 +57,7 @@ def _contrast(estimate: float, se: float, df: float, n: int, method: str, alpha:
     nan = math.nan
     if why_not:
         return Contrast(estimate, nan, nan, nan, nan, nan, nan, n, nan, method, why_not)
-    if not se > 0:
+    if not se > 1e-12 * max(1.0, abs(estimate)):  # identical differences: rounding noise is not an error
         return Contrast(estimate, nan, nan, se, df, nan, nan, n, nan, method,
                         "no variation between units (standard error 0): a t-test cannot be computed")
     half = stats.t.isf((1 - confidence) / 2, df) * se

@@ -82,8 +82,9 @@ def t_power(ncp: float, df: float, alpha: float = 0.05) -> float:
     ``ncp`` standard errors: P(|T| > t_{1−α/2}) for T ~ noncentral t(df, ncp)."""
     if not df > 0:
         return math.nan
-    crit = stats.t.isf(alpha / 2, df)
-    return float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
+    crit, ncp = stats.t.isf(alpha / 2, df), abs(ncp)
+    lower = float(stats.nct.cdf(-crit, df, ncp))  # the wrong-sign tail: negligible, but NaN-prone far out
+    return float(stats.nct.sf(crit, df, ncp)) + (lower if math.isfinite(lower) else 0.0)
 
 
 def detectable_ncp(df: float, alpha: float = 0.05, power: float = 0.8) -> float:
@@ -107,7 +108,7 @@ def _interval(estimate: float, se: float, df: float, confidence: float) -> tuple
 
 def _finish(slope: float, se: float, df: float, n: int, method: str, alpha: float, power: float, confidence: float,
             notes: str = "", intercept: float = math.nan, residual_sd: float = math.nan) -> Trend:
-    if not se > 0:
+    if not se > 1e-12 * max(1.0, abs(slope)):  # an exact fit: rounding noise is not a standard error
         return Trend(slope, math.nan, math.nan, se, df, math.nan, math.nan, n, math.nan, method,
                      "; ".join(filter(None, [notes, "no variation around the trend (standard error 0)"])),
                      intercept, residual_sd)
