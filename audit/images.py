@@ -1,39 +1,143 @@
-"""Reading face images into tensors and writing results back, with one-line errors."""
+"""Reading face images into 8-bit RGB (and tensors), and writing results back, with one-line errors.
+
+:func:`read_rgb` is the one reader of input images. It treats every file as untrusted:
+
+* only regular files are opened (``stat`` first: a FIFO, device or folder is refused without being
+  opened for reading, and the opened descriptor is checked again), of at most :data:`MAX_FILE_BYTES`;
+* the pixel count in the header is checked against :data:`MAX_PIXELS` *before* decoding, so a
+  decompression bomb (a small file declaring a huge image) is refused without allocating it;
+* 16-bit greyscale is scaled to 8 bits (v / 257), not clipped; EXIF orientation is applied; palette,
+  CMYK (converted without its colour profile, so colours are approximate), 1-bit and YCbCr images
+  are converted; transparency is composited over white; animated images give their first frame;
+* anything Pillow cannot decode (truncated, corrupt, unsupported mode) is an :class:`InputImageError`
+  whose message is one bounded line, for the caller to record as a failed row.
+"""
 
 from __future__ import annotations
 
+import os
+import stat
+import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pulse_engine.downsample import BicubicDownsample, factor_between
 from pulse_engine.errors import InputImageError
 
 CROP_MODES = ("none", "center")
+MAX_PIXELS = 40_000_000
+"""Pixel budget of one input image (width × height, e.g. 8000×5000); larger images are refused."""
+MAX_FILE_BYTES = 256 * 2**20
+"""Size budget of one input file in bytes."""
+GREY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+"""Modes Pillow gives 16-bit greyscale (``I`` holds them as 32-bit integers in 0..65535)."""
+CONVERTIBLE_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "L", "LA", "La", "P", "PA", "1", "YCbCr", "CMYK",
+                               *GREY16_MODES})
+DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError,
+                 KeyError, TypeError, ZeroDivisionError)
+"""What Pillow raises on malformed data (its plugins parse with struct, index and dict look-ups)."""
+_DETAIL_CHARS = 160
+
+
+def _detail(exc: BaseException) -> str:
+    """The exception as one bounded line (its text can carry file content)."""
+    text = str(exc).splitlines()[0] if str(exc).strip() else ""
+    text = text if len(text) <= _DETAIL_CHARS else text[:_DETAIL_CHARS] + "…"
+    return type(exc).__name__ + (f": {text}" if text else "")
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_regular(path: Path) -> int:
+    """A read-only descriptor of ``path`` after checking (with ``stat``, before opening) that it is a
+    regular file within :data:`MAX_FILE_BYTES`; checked again on the descriptor (it may have been
+    swapped in between). Raises :class:`InputImageError`."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError as exc:
+        raise InputImageError(f"{path}: no such file") from exc
+    except OSError as exc:
+        raise InputImageError(f"{path}: cannot be examined ({_detail(exc)})") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise InputImageError(f"{path}: is {_file_kind(info.st_mode)}, not an image file")
+    if info.st_size > MAX_FILE_BYTES:
+        raise InputImageError(f"{path}: file of {info.st_size} bytes is over the {MAX_FILE_BYTES} byte budget")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise InputImageError(f"{path}: cannot be opened ({_detail(exc)})") from exc
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_BYTES:
+        os.close(fd)
+        raise InputImageError(f"{path}: changed while being opened; no longer a regular file within budget")
+    return fd
+
+
+def _grey16_to_rgb(image: Image.Image) -> Image.Image:
+    """16-bit greyscale (0..65535) as 8-bit RGB, scaled (v / 257, rounded) rather than clipped."""
+    values = np.asarray(image).astype(np.int64)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise ValueError(f"integer greyscale values outside 0..65535 (mode {image.mode})")
+    grey = np.rint(values / 257.0).astype(np.uint8)
+    return Image.fromarray(grey, "L").convert("RGB")
+
+
+def _decode(handle, path: Path) -> Image.Image:
+    """Decode an open file as RGB, refusing over-budget images before decoding them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(handle) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise InputImageError(f"{path}: image of {width}×{height} px is over the {MAX_PIXELS} pixel budget "
+                                      "(a decompression bomb, or a photo to shrink first)")
+            if width == 0 or height == 0:
+                raise InputImageError(f"{path}: zero-size image ({width}×{height})")
+            if image.mode not in CONVERTIBLE_MODES:
+                raise InputImageError(f"{path}: unsupported image mode {image.mode}; save it as RGB")
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            if image.mode in GREY16_MODES:
+                return _grey16_to_rgb(image)
+            if image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info:
+                image = image.convert("RGBA")
+                background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+                image = Image.alpha_composite(background, image)
+            return image.convert("RGB")
 
 
 def read_rgb(path: Path, crop: str = "none") -> Image.Image:
-    """Open ``path`` as an RGB PIL image: transparency is composited over white, greyscale and
-    palette images are expanded to RGB.
+    """Read ``path`` as an 8-bit RGB PIL image (see the module docstring for what is refused and how
+    each mode is converted).
 
     Args:
         path: PNG, JPEG or any format Pillow reads.
         crop: ``none`` (a non-square image is an error) or ``center`` (largest central square).
+
+    Raises:
+        InputImageError: one line naming the file and the reason.
     """
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                image = image.convert("RGBA")
-                background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(background, image)
-            rgb = image.convert("RGB")
-    except FileNotFoundError as exc:
-        raise InputImageError(f"{path}: no such file") from exc
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InputImageError(f"{path}: not a readable image ({type(exc).__name__})") from exc
+    path = Path(path)
+    with os.fdopen(open_regular(path), "rb") as handle:
+        try:
+            rgb = _decode(handle, path)
+        except InputImageError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise InputImageError(f"{path}: image over the {MAX_PIXELS} pixel budget, refused before decoding "
+                                  f"({_detail(exc)})") from exc
+        except DECODE_ERRORS as exc:
+            raise InputImageError(f"{path}: not a readable image ({_detail(exc)})") from exc
     width, height = rgb.size
     if width != height:
         if crop != "center":
@@ -55,32 +159,3 @@ def to_image(tensor: torch.Tensor) -> Image.Image:
     """A (3, H, W) tensor in [0, 1] (clamped) as an 8-bit RGB image."""
     array = (tensor.detach().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy())
     return Image.fromarray(array, "RGB")
-
-
-def prepare_pair(path: Path, resolution: int, factor: int, lr_given: bool = False,
-                 crop: str = "none") -> tuple[torch.Tensor | None, torch.Tensor]:
-    """Load one input as (HR truth or None, LR input), both (3, side, side) in [0, 1].
-
-    Args:
-        path: the image.
-        resolution: the generator's output side R.
-        factor: downscale factor for HR inputs (R must be a multiple of it).
-        lr_given: the file already is the LR input; its side must divide R.
-        crop: ``none`` or ``center`` (see :func:`read_rgb`).
-    """
-    image = read_rgb(path, crop)
-    if lr_given:
-        side = image.size[0]
-        try:
-            factor_between(resolution, side)
-        except ValueError as exc:
-            raise InputImageError(f"{path}: a {side} px LR input does not divide the generator's "
-                                  f"{resolution} px output") from exc
-        return None, to_tensor(image)
-    if resolution % factor:
-        raise InputImageError(f"factor {factor} does not divide the generator's {resolution} px output")
-    if image.size[0] != resolution:
-        image = image.resize((resolution, resolution), Image.LANCZOS)
-    truth = to_tensor(image)
-    low = BicubicDownsample(factor)(truth.unsqueeze(0))[0].clamp(0, 1)
-    return truth, low

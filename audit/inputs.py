@@ -2,23 +2,26 @@
 images at the upsampler's resolution and LR versions, and the uninformative inputs of the UCPR
 protocol (per-group average faces at 4×4).
 
-Pipeline for one face: read (:func:`audit.images.read_rgb`: RGB, transparency over white,
-optional central square crop) → optional alignment (``audit.align.align_face``, imported only when
-asked for) → Lanczos resize to R → HR truth (3, R, R) in [0, 1] → LR (3, R/f, R/f) with
-``pulse_engine``'s antialiased bicubic operator (the same operator PULSE's loss uses).
+Pipeline for one face, the same for ``pulse-audit run`` and ``pulse-audit upsample``: read
+(:func:`audit.images.read_rgb`: bounded, 8-bit RGB, EXIF orientation applied, transparency over
+white, optional central square crop) → optional alignment (``audit.align.align_face``, imported only
+when asked for) → Lanczos resize to R → HR truth (3, R, R) in [0, 1] → LR (3, R/f, R/f) with
+``pulse_engine``'s antialiased bicubic operator (the same operator PULSE's loss uses). An input that
+already is low-resolution (``upsample --lr``) is used as read.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from pulse_engine.downsample import BicubicDownsample
+from pulse_engine.downsample import BicubicDownsample, factor_between
 from pulse_engine.errors import InputImageError, PulseAuditError
 
 from .images import read_rgb, to_tensor
@@ -58,17 +61,22 @@ def low_of(truth: torch.Tensor, factor: int) -> torch.Tensor:
     return BicubicDownsample(factor)(truth[None].float())[0].clamp(0, 1)
 
 
-def hr_face(item: FaceItem, resolution: int, crop: str = "center", aligner: Aligner | None = None) -> torch.Tensor:
-    """The true HR image (3, R, R) in [0, 1] of one face; :class:`InputImageError` when unusable."""
-    image = read_rgb(item.path, "center" if aligner is not None else crop)
+def hr_image(path: Path, resolution: int, crop: str = "center", aligner: Aligner | None = None) -> torch.Tensor:
+    """The true HR image (3, R, R) in [0, 1] of one file; :class:`InputImageError` when unusable."""
+    image = read_rgb(path, "center" if aligner is not None else crop)
     if aligner is not None:
         try:
             image = aligner(image, resolution)
         except (InputImageError, ValueError, RuntimeError) as exc:  # missing weights stay fatal
-            raise InputImageError(f"{item.path}: alignment failed: {exc}") from exc
+            raise InputImageError(f"{path}: alignment failed: {exc}") from exc
     if image.size != (resolution, resolution):
         image = image.resize((resolution, resolution), Image.LANCZOS)
     return to_tensor(image)
+
+
+def hr_face(item: FaceItem, resolution: int, crop: str = "center", aligner: Aligner | None = None) -> torch.Tensor:
+    """The true HR image (3, R, R) in [0, 1] of one face; :class:`InputImageError` when unusable."""
+    return hr_image(item.path, resolution, crop, aligner)
 
 
 def prepare_face(item: FaceItem, resolution: int, factor: int, crop: str = "center",
@@ -76,6 +84,30 @@ def prepare_face(item: FaceItem, resolution: int, factor: int, crop: str = "cent
     """The upsampler input of one face (id, LR, truth); :class:`InputImageError` when unusable."""
     truth = hr_face(item, resolution, crop, aligner)
     return UpsampleInput(item.item_id, low_of(truth, factor), truth)
+
+
+def prepare_file(path: Path, resolution: int, factor: int, lr_given: bool = False,
+                 crop: str = "none") -> tuple[torch.Tensor | None, torch.Tensor]:
+    """One input file as (HR truth or None, LR input), both (3, side, side) in [0, 1].
+
+    Args:
+        path: the image.
+        resolution: the generator's output side R.
+        factor: downscale factor for HR inputs (checked by :func:`check_factor` beforehand).
+        lr_given: the file already is the LR input; its side must divide R.
+        crop: ``none`` or ``center`` (see :func:`audit.images.read_rgb`).
+    """
+    if not lr_given:
+        truth = hr_image(path, resolution, crop)
+        return truth, low_of(truth, factor)
+    image = read_rgb(path, crop)
+    side = image.size[0]
+    try:
+        factor_between(resolution, side)
+    except ValueError as exc:
+        raise InputImageError(f"{path}: a {side} px LR input does not divide the generator's "
+                              f"{resolution} px output") from exc
+    return None, to_tensor(image)
 
 
 def group_key(labels: Mapping[str, str], group_by: Sequence[str]) -> str:

@@ -66,12 +66,12 @@ def write_parquet(table: pa.Table, path: Path) -> None:
     atomic_write(path, buffer.getvalue())
 
 
-def safe_id(item_id: str) -> str:
+def safe_id(item_id: str, max_chars: int = 120) -> str:
     """A folder name for ``item_id``: unsafe characters become ``_``, plus a short hash when changed
-    (so that distinct ids never share a folder)."""
+    or cut to ``max_chars`` (so that distinct ids never share a folder and no name is too long)."""
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", item_id).strip(".") or "_"
-    if safe != item_id:
-        safe += "-" + uuid.uuid5(uuid.NAMESPACE_URL, item_id).hex[:8]
+    if safe != item_id or len(safe) > max_chars:
+        safe = safe[:max_chars] + "-" + uuid.uuid5(uuid.NAMESPACE_URL, item_id).hex[:8]
     return safe
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,17 +15,22 @@ from pulse_engine.errors import InputImageError
 from pulse_engine.generators.base import SearchableGenerator
 from pulse_engine.search import ProgressFn, SearchConfig, SearchResult, search_samples
 
-from .images import prepare_pair, to_image
+from .images import to_image
+from .inputs import check_factor, prepare_file
+from .run_store import safe_id
 
+TABLE = "results.csv"
 RESULT_COLUMNS = ("input", "sample", "output", "success", "lr_l2", "best_step", "steps", "restarts_used",
                   "seed", "seconds", "error")
 
 
 @dataclass
 class UpsampledItem:
-    """One input file with its LR version, optional HR truth, and one result per sample."""
+    """One input file with its output folder name (unique, inside ``--out``; also the seed key),
+    its LR version, optional HR truth, and one result per sample."""
 
     path: Path
+    name: str
     low: torch.Tensor
     truth: torch.Tensor | None
     results: list[SearchResult] = field(default_factory=list)
@@ -37,20 +44,44 @@ class Prepared:
     failures: list[tuple[Path, str]]
 
 
+def output_names(paths: Sequence[Path]) -> list[str]:
+    """One folder name per input, unique and a single safe path component of bounded length: the
+    file's stem when that is safe and no other input shares it, else a sanitised form of its path
+    with a hash (so ``a/face.png`` and ``b/face.png``, or ``...png``, never collide or escape)."""
+    stems = Counter(path.stem for path in paths)
+    names: list[str] = []
+    taken = {TABLE}
+    for path in paths:
+        name = safe_id(path.stem if stems[path.stem] == 1 else path.as_posix())
+        while name in taken:
+            name = safe_id(f"{name}#{len(names)}")
+        taken.add(name)
+        names.append(name)
+    return names
+
+
 def prepare_inputs(paths: Sequence[Path], resolution: int, factor: int, lr_given: bool = False,
                    crop: str = "none") -> Prepared:
-    """Load every input; an unusable file becomes a failure record, never a crash.
+    """Load every input; an unusable file, or one listed again (after normalising its path), becomes
+    a failure record, never a crash.
 
     All usable inputs must give LR images of one size (a mixed set is an error).
     """
-    items, failures = [], []
-    for path in paths:
+    if not lr_given:
+        check_factor(resolution, factor)
+    items, failures, seen = [], [], {}
+    paths = [Path(os.path.normpath(path)) for path in paths]
+    for path, name in zip(paths, output_names(paths)):
+        same = seen.setdefault(os.path.realpath(path), path)
+        if same is not path:
+            failures.append((path, f"{path}: the same file as {same}, which is upsampled once"))
+            continue
         try:
-            truth, low = prepare_pair(Path(path), resolution, factor, lr_given, crop)
+            truth, low = prepare_file(path, resolution, factor, lr_given, crop)
         except InputImageError as exc:
-            failures.append((Path(path), str(exc)))
+            failures.append((path, str(exc)))
         else:
-            items.append(UpsampledItem(Path(path), low, truth))
+            items.append(UpsampledItem(path, name, low, truth))
     sides = {item.low.shape[-1] for item in items}
     if len(sides) > 1:
         raise InputImageError(f"LR inputs have different sizes {sorted(sides)}; upsample them separately")
@@ -61,24 +92,25 @@ def search_items(generator: SearchableGenerator, items: Sequence[UpsampledItem],
                  samples: int = 1, batch_size: int = 16, progress: ProgressFn | None = None) -> None:
     """Search ``samples`` outputs per item in shared batches, filling ``item.results``.
 
-    Sample k of input ``stem`` uses the item key ``"<stem>#<k>"`` so seeds are stable across runs.
+    Sample k of an input uses the item key ``"<name>#<k>"`` (``name`` is its output folder, the file
+    stem when unique) so seeds are stable across runs.
     """
-    grouped = search_samples(generator, [item.low for item in items], [item.path.stem for item in items], samples,
+    grouped = search_samples(generator, [item.low for item in items], [item.name for item in items], samples,
                              config, batch_size, progress)
     for item, results in zip(items, grouped):
         item.results = results
 
 
 def write_outputs(prepared: Prepared, out: Path) -> Path:
-    """Write ``<out>/<stem>/{lr,truth,sample<k>}.png`` and ``<out>/results.csv`` (failed inputs
+    """Write ``<out>/<name>/{lr,truth,sample<k>}.png`` and ``<out>/results.csv`` (failed inputs
     get a row with their error); returns the CSV path."""
     out.mkdir(parents=True, exist_ok=True)
-    table = out / "results.csv"
+    table = out / TABLE
     with open(table, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS)
         writer.writeheader()
         for item in prepared.items:
-            folder = out / item.path.stem
+            folder = out / item.name
             folder.mkdir(exist_ok=True)
             to_image(item.low).save(folder / "lr.png")
             if item.truth is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -135,6 +136,12 @@ def card_path(name: str) -> Path | None:
     """``datasets/<name>/README.md`` of a source checkout, or None (e.g. in an installed wheel)."""
     card = CARDS_DIR / name / "README.md"
     return card if card.is_file() else None
+
+
+def normal_id(path: str) -> str:
+    """The item id of a listed image path: ``/`` separators, ``.`` and ``x/..`` removed
+    (``img/../img/a.png`` → ``img/a.png``), so that one spelling names one file."""
+    return Path(os.path.normpath(path)).as_posix()
 
 
 def label_error(where: str, attribute: str, value: str, valid: Sequence[str]) -> PulseAuditError:

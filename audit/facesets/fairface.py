@@ -12,7 +12,7 @@ from pathlib import Path
 from pulse_engine.errors import PulseAuditError
 
 from ..records import AttributeSpec, FaceItem
-from . import LoadedFaceSet, card_path, csv_rows, label_error
+from . import LoadedFaceSet, card_path, csv_rows, label_error, normal_id
 
 RACE7 = ("White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern")
 RACE4 = ("White", "Black", "Asian", "Indian")
@@ -84,7 +84,7 @@ def load_fairface(root: Path, split: str = "val") -> LoadedFaceSet:
             labels["race4"] = RACE7_TO_RACE4.get(labels["race"], "")
             if not row["file"]:
                 raise PulseAuditError(f"{where}: empty file column")
-            item_id = Path(row["file"]).as_posix()
+            item_id = normal_id(row["file"])
             if item_id in seen:
                 raise PulseAuditError(f"{where}: {item_id!r} is already listed at {seen[item_id]}")
             seen[item_id] = where

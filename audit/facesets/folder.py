@@ -3,7 +3,8 @@
 ``folder:PATH`` where PATH is a folder holding ``manifest.csv``, or the manifest itself (any name).
 The manifest has a ``path`` column (image paths relative to the manifest's folder, or absolute)
 and any number of attribute columns; an empty cell means "no label". Item ids are the ``path``
-values as written (with ``/`` separators).
+values normalised (``/`` separators, ``.`` and ``x/..`` removed); a file listed twice, under any
+spelling or through a symbolic link, is an error.
 
 Label vocabularies are the distinct values found, sorted (numerically when all are numbers),
 unless an optional sidecar ``labels.json`` beside the manifest declares them::
@@ -21,13 +22,14 @@ then ``annotated``.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from pulse_engine.errors import PulseAuditError
 
 from ..records import LABEL_SOURCES, AttributeSpec, FaceItem
-from . import LoadedFaceSet, card_path, csv_rows, label_error, vocabulary
+from . import LoadedFaceSet, card_path, csv_rows, label_error, normal_id, vocabulary
 
 MANIFEST = "manifest.csv"
 SIDECAR = "labels.json"
@@ -65,10 +67,10 @@ def load_folder(root: Path, labels_source: str | None = None) -> LoadedFaceSet:
     for line, row in rows:
         if not row["path"]:
             raise PulseAuditError(f"{manifest} line {line}: empty path")
-        item_id = Path(row["path"]).as_posix()
-        if item_id in seen:
-            raise PulseAuditError(f"{manifest} line {line}: {item_id!r} is already listed on line {seen[item_id]}")
-        seen[item_id] = line
+        item_id = normal_id(row["path"])
+        same = seen.setdefault(os.path.realpath(base / item_id), line)
+        if same != line:
+            raise PulseAuditError(f"{manifest} line {line}: {item_id!r} is already listed on line {same} (same file)")
         labels = {column: row[column] for column in columns}
         for attribute, spec in declared.items():
             valid = spec.get("values")
