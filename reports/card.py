@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from markdown_it import MarkdownIt
 from PIL import Image
 
 from pulse_engine.errors import PulseAuditError
-from reports import plots, yaml_lite
+from reports import plots
 from reports.analysis import Settings, build_report
 from reports.card_info import MISSING, ensure_info
 from reports.html import data_uri, render
@@ -105,7 +106,7 @@ def front_matter(card: dict[str, Any]) -> str:
         data["license"] = card["info"]["model"]["licence"]
     data["tags"] = ["pulse-audit", "bias-audit", "face-super-resolution"]
     data["model-index"] = model_index(card)
-    return "---\n" + yaml_lite.dump(data) + "---\n"
+    return "---\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True) + "---\n"
 
 
 def graphics(card: dict[str, Any]) -> list[dict[str, Any]]:
