@@ -1,7 +1,8 @@
 """Self-contained HTML: templates from ``reports/templates``, images inlined as data URIs.
 
 Templates named ``*.html.j2`` are autoescaped; others (``*.md.j2``) are not. Number formats of
-:mod:`reports.formatting` are available as filters."""
+:mod:`reports.formatting` and the Markdown escapes of :mod:`reports.markdown_text` (``md``, ``md_code``,
+for every untrusted field of a ``*.md.j2`` template) are available as filters."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from PIL import Image
 
+from reports import markdown_text
 from reports.formatting import FILTERS
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -31,4 +33,5 @@ def render(template: str, **context: Any) -> str:
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["data_uri"] = data_uri
     env.filters.update(FILTERS)
+    env.filters.update(markdown_text.FILTERS)
     return env.get_template(template).render(**context)
