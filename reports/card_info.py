@@ -146,7 +146,7 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     """A PyYAML error as one short line (its own text spans several lines and quotes the input)."""
     mark = getattr(exc, "problem_mark", None)
     where = f"line {mark.line + 1}: " if mark is not None else ""
-    problem = str(getattr(exc, "problem", None) or type(exc).__name__).splitlines()[0][:120]
+    problem = str(getattr(exc, "problem", None) or exc or type(exc).__name__).splitlines()[0][:120]
     return f"{where}not valid YAML ({problem})"
 
 

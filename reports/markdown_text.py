@@ -17,7 +17,7 @@ _INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u
 _SPACES = re.compile("[\t\n\r]+")
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 _ESCAPED = frozenset("\\`*_[]|#~")
-_LEADING = re.compile(r"^(\s*)([-+=]|\d+[.)])")
+_LEADING = re.compile(r"^(\s*)([-+=]|\d+[.)])(?=\s|$)")
 
 
 def plain(value: Any) -> str:

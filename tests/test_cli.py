@@ -4,6 +4,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -35,6 +36,28 @@ def test_upsample_lr_inputs_as_they_are(tmp_path, face_png):
     done = cli("upsample", small, *FAST, "--lr", "--out", tmp_path / "o")
     assert done.returncode == 0, done.stderr
     assert Image.open(tmp_path / "o" / "small" / "sample0.png").size == (32, 32)
+
+
+def test_upsample_names_are_unique_and_inside_out(tmp_path, face_png):
+    """Same stems in two folders, a stem of dots, a stem that is the table's name, one file listed twice:
+    every output folder is distinct and inside --out; the repeat is a failed row; nothing else is written."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        face_png(f"{folder}/face.png")
+    for name in ("...png", "results.csv.png"):  # Pillow will not write names that hide their suffix
+        face_png("plain.png").rename(tmp_path / name)
+    before = sorted(tmp_path.rglob("*"))
+    out = tmp_path / "o"
+    done = cli("upsample", "a/face.png", "b/face.png", "...png", "results.csv.png", "a/../a/face.png", *FAST,
+               "--steps", "2", "--restarts", "1", "--out", out, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader((out / "results.csv").read_text().splitlines()))
+    outputs = [r["output"] for r in rows if r["output"]]
+    assert len(outputs) == 4 and len({Path(o).parent for o in outputs}) == 4
+    assert all((out / o).resolve().is_relative_to(out.resolve()) and (out / o).is_file() for o in outputs)
+    repeat = "a/face.png: the same file as a/face.png, which is upsampled once"
+    assert [r["error"] for r in rows if not r["output"]] == [repeat]
+    assert sorted(p for p in tmp_path.rglob("*") if out not in p.parents and p != out) == before
 
 
 @pytest.mark.parametrize("args,message", [
