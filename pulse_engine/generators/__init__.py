@@ -83,6 +83,9 @@ REGISTRY: dict[str, GeneratorEntry] = {
         GeneratorEntry("dcgan-file", "DCGAN made by `pulse-audit train-generator`: dcgan-file:FOLDER with weights.pt "
                        "+ card.json (e.g. datasets/generators/balanced)",
                        ".dcgan:load_dcgan_file", lambda: Path("FOLDER"), ("weights.pt", "card.json")),
+        GeneratorEntry("shifted", "a generator with its latent prior shifted along a direction: shifted:FOLDER with "
+                       "card.json (e.g. datasets/generators/digiface-shift/alpha+2)",
+                       ".shifted:load_shifted", lambda: Path("FOLDER"), ("card.json",)),
     )
 }
 

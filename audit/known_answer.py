@@ -1,0 +1,157 @@
+"""The known-answer experiment: how far PULSE's outputs follow a generator's prior skin tone, as the
+low-resolution input goes from uninformative to informative.
+
+Inputs are the demo set's per-skin-tone-group average faces (the UCPR inputs) at ``side``×``side`` px:
+at 2×2 they carry almost nothing beyond the average colour of four blocks, so the output's skin tone
+is left to the generator's prior; at 8×8 and above the LR constraint pins the colour of every block,
+and the prior's effect must shrink (attenuation). Outputs are measured with the ``skin-tone``
+classifier (ITA°; NaN when no face is measured). Generators are the units: a prior-shift family
+(:mod:`pulse_engine.generators.shifted`, dose = alpha) or DCGANs trained on skewed compositions with
+several seeds each (dose = light share of the training faces).
+
+``python -m audit.known_answer --out FILE`` writes the dose–response table of the committed
+generators (``datasets/generators``) as Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pulse_engine.generators import load_generator
+from pulse_engine.generators.base import SearchableGenerator
+from pulse_engine.search import SearchConfig
+
+from .classifiers import build_classifier
+from .images import to_image
+from .inputs import average_faces, load_faceset, ucpr_inputs
+from .records import UpsampleInput
+from .stats import bootstrap_interval
+from .upsamplers import PulseUpsampler
+
+GENERATORS_DIR = Path(__file__).resolve().parents[1] / "datasets" / "generators"
+COMPOSITIONS = {"light-skewed": 0.85, "balanced": 0.5, "dark-skewed": 0.15}
+"""Committed skew-trained generators: folder prefix → share of light faces in their training data."""
+SEEDS = (0, 1, 2)
+
+
+def trained_generators() -> dict[str, tuple[float, int]]:
+    """Committed skew-trained generator folders → (light share, seed); seed 0 is the unsuffixed folder."""
+    found = {}
+    for prefix, share in COMPOSITIONS.items():
+        for seed in SEEDS:
+            name = prefix if seed == 0 else f"{prefix}-seed{seed}"
+            if (GENERATORS_DIR / name / "card.json").is_file():
+                found[name] = (share, seed)
+    return found
+
+
+def average_face_inputs(resolution: int, side: int, dataset: str = "demo") -> list[UpsampleInput]:
+    """The per-skin-tone-group average faces of ``dataset`` at ``resolution`` px, downscaled to ``side`` px."""
+    items = [item for item in load_faceset(dataset).items if item.labels.get("skin_tone")]
+    return ucpr_inputs(average_faces(items, ("skin_tone",), resolution), side)
+
+
+def output_ita(generator: SearchableGenerator, inputs: Sequence[UpsampleInput], samples: int,
+               config: SearchConfig, tone=None) -> pd.DataFrame:
+    """PULSE outputs of ``generator`` (``samples`` per input) measured by ``skin-tone``: one row per output
+    with ``item_id``, ``sample``, ``success`` and ``ita`` (NaN: no face measured)."""
+    tone = tone or build_classifier("skin-tone")
+    outputs = PulseUpsampler(generator, config, batch_size=64).upsample(inputs, samples)
+    rows = []
+    for inp, row in zip(inputs, outputs):
+        measured = tone.predict([np.asarray(to_image(out.image)) for out in row])
+        rows += [{"item_id": inp.item_id, "sample": k, "success": bool(out.diagnostics["success"]),
+                  "ita": m.values.get("ita", np.nan)} for k, (out, m) in enumerate(zip(row, measured))]
+    return pd.DataFrame(rows)
+
+
+def dose_response(specs: dict[str, float], sides: Sequence[int], samples: int, config: SearchConfig,
+                  dataset: str = "demo") -> pd.DataFrame:
+    """Output rows (see :func:`output_ita`) of every generator spec at every LR side, with columns
+    ``generator`` (the spec's key), ``dose`` and ``side``."""
+    tone, frames, inputs = build_classifier("skin-tone"), [], {}
+    for spec, dose in specs.items():
+        generator = load_generator(spec)
+        for side in sides:
+            key = (generator.resolution, side)
+            inputs.setdefault(key, average_face_inputs(generator.resolution, side, dataset))
+            frame = output_ita(generator, inputs[key], samples, config, tone)
+            frames.append(frame.assign(generator=spec, dose=dose, side=side))
+    return pd.concat(frames, ignore_index=True)
+
+
+def slope(dose: np.ndarray, value: np.ndarray) -> float:
+    """Least-squares slope of ``value`` on ``dose`` over the finite values."""
+    ok = np.isfinite(value)
+    return float(np.polyfit(dose[ok], value[ok], 1)[0])
+
+
+def unit_means(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per generator and side: dose, mean output ITA over measured outputs, share measured, share met eps."""
+    return (rows.groupby(["side", "generator"], sort=False)
+            .agg(dose=("dose", "first"), ita=("ita", "mean"), measured=("ita", lambda s: s.notna().mean()),
+                 success=("success", "mean"), outputs=("ita", "size")).reset_index())
+
+
+def slope_interval(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """Slope of output ITA on dose with a 95 % bootstrap interval that resamples outputs within each generator
+    (rows of one side)."""
+    data = rows[np.isfinite(rows["ita"])]
+    dose, ita = data["dose"].to_numpy(float), data["ita"].to_numpy(float)
+
+    def fit(w: np.ndarray) -> np.ndarray:
+        mx, my = (w @ dose) / w.sum(axis=1), (w @ ita) / w.sum(axis=1)
+        dx = dose[None] - mx[:, None]
+        return (w * dx * (ita[None] - my[:, None])).sum(axis=1) / (w * dx ** 2).sum(axis=1)
+
+    estimate, low, high, _ = bootstrap_interval(fit, len(data), strata=data["generator"].to_numpy(), n_boot=n_boot,
+                                                seed=seed)
+    return float(estimate), float(low), float(high)
+
+
+def markdown_table(rows: pd.DataFrame, dose_name: str) -> list[str]:
+    """Per side: each generator's mean output ITA, then the slope on dose with its interval."""
+    lines = [f"| LR side | generator | {dose_name} | outputs | met eps | face measured | mean output ITA° |",
+             "|---|---|---|---|---|---|---|"]
+    for _, unit in unit_means(rows).iterrows():
+        lines.append(f"| {unit['side']}×{unit['side']} | `{unit['generator']}` | {unit['dose']:+g} | {unit['outputs']} | "
+                     f"{unit['success']:.0%} | {unit['measured']:.0%} | {unit['ita']:+.1f} |")
+    lines += ["", (f"| LR side | slope of output ITA° per unit {dose_name} (95 % CI, outputs resampled within "
+              "generators) |"), "|---|---|"]
+    for side, part in rows.groupby("side"):
+        est, low, high = slope_interval(part)
+        lines.append(f"| {side}×{side} | {est:+.2f} ({low:+.2f} to {high:+.2f}) |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Dose–response of PULSE output skin tone on the committed "
+                                                 "generators' priors.")
+    parser.add_argument("--out", type=Path, required=True, help="Markdown file to write")
+    parser.add_argument("--family", default="balanced-shift", help="prior-shift family folder in datasets/generators")
+    parser.add_argument("--sides", default="2,4,8")
+    parser.add_argument("--samples", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=100)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    sides, config = [int(s) for s in args.sides.split(",")], SearchConfig(steps=args.steps)
+    family = json.loads((GENERATORS_DIR / args.family / "family.json").read_text())
+    shift = dose_response({m["spec"]: m["alpha"] for m in family["members"]}, sides, args.samples, config)
+    trained = dose_response({f"dcgan-file:{GENERATORS_DIR / name}": share
+                             for name, (share, _) in trained_generators().items()}, sides, args.samples, config)
+    trained["generator"] = trained["generator"].str.rsplit("/", n=1).str[-1]
+    text = [f"## Prior-shift family `{args.family}`", "", *markdown_table(shift, "alpha (SD)"), "",
+            "## Skew-trained generators", "", *markdown_table(trained, "light share"), ""]
+    args.out.write_text("\n".join(text))
+    print("\n".join(text))
+
+
+if __name__ == "__main__":
+    main()
