@@ -248,5 +248,9 @@ def test_tensor_view_past_its_storage_is_refused():
     inside = Reduce(torch._utils._rebuild_tensor_v2, storage, 1, (3,), (1,), False, OrderedDict())
     assert torch.equal(restricted_load(io.BytesIO(pickle.dumps(inside))), torch.tensor([1.0, 2.0, 3.0]))
     outside = Reduce(torch._utils._rebuild_tensor_v2, storage, 0, (1000,), (1,), False, OrderedDict())
-    with pytest.raises(pickle.UnpicklingError, match="past the end of its storage"):
+    with pytest.raises(pickle.UnpicklingError, match="needs more elements than its storage holds"):
         restricted_load(io.BytesIO(pickle.dumps(outside)))
+    # a stride-0 view repeating one stored element a million times is refused as well
+    repeated = Reduce(torch._utils._rebuild_tensor_v2, storage, 0, (1000, 1000), (0, 0), False, OrderedDict())
+    with pytest.raises(pickle.UnpicklingError, match="needs more elements"):
+        restricted_load(io.BytesIO(pickle.dumps(repeated)))

@@ -245,16 +245,22 @@ def test_fit_sample_count_from_environment(tmp_path: Path, monkeypatch: pytest.M
         load_stylegan1_ffhq(tmp_path, "cpu", config=TINY)
 
 
-def test_pulse_legacy_fit_file_is_used(tmp_path: Path) -> None:
-    write_weights(tmp_path)
-    mean, std = torch.linspace(-0.8, 0.1, 16), torch.linspace(0.3, 0.7, 16)
+def test_pulse_legacy_fit_file_is_used_once_checked(tmp_path: Path) -> None:
+    states = write_weights(tmp_path)
+    mean, std = (t.float() for t in direct_fit(states["mapping"], 20_000))  # a fit of these weights, as in PULSE's file
     torch.save({"mean": mean, "std": std}, tmp_path / "pulse_gaussian_fit.pt", _use_new_zipfile_serialization=False)
     gen = load_stylegan1_ffhq(tmp_path, "cpu", fit_samples=500, config=TINY)
     assert torch.equal(gen.fit_mean, mean) and torch.equal(gen.fit_std, std)
     assert not (tmp_path / "gaussian_fit.pt").exists()
-    torch.save({"mean": mean}, tmp_path / "pulse_gaussian_fit.pt")
-    with pytest.raises(WeightsError, match="pulse_gaussian_fit.pt"):
-        load_stylegan1_ffhq(tmp_path, "cpu", fit_samples=500, config=TINY)
+    for planted, why in (({"mean": mean}, "std is not a float tensor"),
+                         ({"mean": mean, "std": -std}, "not positive"),
+                         ({"mean": mean, "std": std * float("nan")}, "NaN"),
+                         ({"mean": mean + std, "std": std}, "does not describe these mapping weights"),
+                         ({"mean": mean, "std": std * 1.3}, "does not describe these mapping weights")):
+        torch.save(planted, tmp_path / "pulse_gaussian_fit.pt")
+        with pytest.raises(WeightsError, match=why) as info:
+            load_stylegan1_ffhq(tmp_path, "cpu", fit_samples=500, config=TINY)
+        assert "pulse_gaussian_fit.pt" in str(info.value) and "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("missing", ["synthesis.pt", "mapping.pt"])
@@ -298,17 +304,21 @@ def test_wrong_architecture_is_named(tmp_path: Path, name: str) -> None:
     assert name in str(info.value) and "\n" not in str(info.value)
 
 
-def test_full_size_file_is_not_a_tiny_model_and_blur_is_checked(tmp_path: Path) -> None:
+def test_full_size_file_is_not_a_tiny_model_and_blur_is_used_as_stored(tmp_path: Path) -> None:
     states = write_weights(tmp_path)
     torch.save({"dense0.weight": torch.zeros(3)}, tmp_path / "mapping.pt")
     with pytest.raises(WeightsError, match="missing keys"):
         load_stylegan1_ffhq(tmp_path, "cpu", fit_samples=500, config=TINY)
     write_weights(tmp_path)
-    states["synthesis"]["blocks.8x8.conv0_up.intermediate.kernel"] = torch.full((1, 1, 3, 3), 1 / 9)
+    default = load_stylegan1_ffhq(tmp_path, "cpu", fit_samples=500, config=TINY)
+    box = torch.full((1, 1, 3, 3), 1 / 9)
+    states["synthesis"]["blocks.8x8.conv0_up.intermediate.kernel"] = box
     torch.save(states["synthesis"], tmp_path / "synthesis.pt")
-    with pytest.raises(WeightsError, match="blur") as info:
-        load_stylegan1_ffhq(tmp_path, "cpu", fit_samples=500, config=TINY)
-    assert "synthesis.pt" in str(info.value)
+    boxed = load_stylegan1_ffhq(tmp_path, "cpu", fit_samples=500, config=TINY)
+    assert torch.equal(boxed.synthesis.blocks["8x8"].conv0_up.intermediate.kernel, box)
+    w, noise = case_inputs(TINY, 1)
+    with torch.no_grad():
+        assert (boxed.synthesize_w(w, noise) - default.synthesize_w(w, noise)).abs().max() > 1e-3
 
 
 def test_weights_path_must_be_a_folder(tmp_path: Path) -> None:

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import WeightsError
+from ..errors import WeightsError, short_repr
 from .base import GeneratorCard, SearchableGenerator
-from .checkpoint import load_state_strict, load_torch_file, require_file, sha256_file
+from .checkpoint import build_and_load, load_state_strict, load_torch_file, require_file, sha256_file
 
 DIGIFACE_CARD = dict(
     family="DCGAN",
@@ -126,7 +126,7 @@ def digiface_weights_path() -> Path:
 
 
 def load_dcgan_digiface(weights: Path | None = None, device: torch.device | str = "cpu") -> DCGANGenerator:
-    """The shipped 64×64 DigiFace DCGAN, loaded strictly with ``weights_only=True``.
+    """The shipped 64×64 DigiFace DCGAN, read with :func:`.checkpoint.load_torch_file` and loaded strictly.
 
     Args:
         weights: a ``weights.tar`` in gan-face-generate's format (dict with ``netG_state_dict``);
@@ -142,7 +142,17 @@ def load_dcgan_digiface(weights: Path | None = None, device: torch.device | str 
                          **DIGIFACE_CARD)
     model = DCGANGenerator(nz=100, ngf=64, resolution=64, card=card)
     load_state_strict(model, blob["netG_state_dict"], path, "64×64 DCGAN generator (nz=100, ngf=64)")
-    return model.freeze().fuse_batchnorm().to(device)
+    return _fused(model, path).to(device)
+
+
+def _fused(model: DCGANGenerator, path: Path) -> DCGANGenerator:
+    """Freeze and fold the BatchNorms; a negative running variance (NaN after folding) is an error."""
+    model.freeze().fuse_batchnorm()
+    for name, buffer in model.named_buffers():
+        if name.startswith("fused_") and buffer is not None and not bool(torch.isfinite(buffer).all()):
+            raise WeightsError(f"{path}: BatchNorm statistics give non-finite weights ({name}; negative "
+                               "running variance?); refusing them")
+    return model
 
 
 def tiny_dcgan(seed: int = 0, resolution: int = 32, ngf: int = 4, nz: int = 16,
@@ -174,8 +184,10 @@ def load_tiny_dcgan(weights: Path | None = None, device: torch.device | str = "c
 def load_dcgan_file(weights: Path | None = None, device: torch.device | str = "cpu") -> DCGANGenerator:
     """A DCGAN written by ``pulse-audit train-generator``: a state dict ``weights.pt`` and the
     generator card ``card.json`` beside it, whose ``architecture`` (nz, ngf, resolution, channels)
-    fixes the shapes. Loaded strictly with ``weights_only=True``; a card whose recorded SHA-256
-    differs from the weights file is refused (the card would describe other weights).
+    fixes the shapes: bounded by :data:`CARD_LIMITS` and compared with the weights on the meta
+    device before the network is built (:func:`.checkpoint.build_and_load`). Read with
+    :func:`.checkpoint.load_torch_file` (bounded, no code); NaN/inf weights and a card whose
+    recorded SHA-256 differs from the weights file are refused.
 
     Args:
         weights: the folder holding both files, or the weights file itself.
@@ -188,29 +200,56 @@ def load_dcgan_file(weights: Path | None = None, device: torch.device | str = "c
     weights_file = require_file(path / "weights.pt" if path.is_dir() else path, "DCGAN state dict (weights.pt)")
     card_path = require_file(weights_file.parent / "card.json", "generator card (card.json) beside the weights",
                              "pulse-audit train-generator writes it next to weights.pt")
-    try:
-        card = json.loads(card_path.read_text())
-        arch = card["architecture"]
-        shape = {key: int(arch[key]) for key in ("nz", "ngf", "resolution", "channels")}
-        if arch.get("family") != "DCGAN":
-            raise ValueError(f"family {arch.get('family')!r}")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise WeightsError(f"{card_path} is not a DCGAN generator card with an architecture entry "
-                           f"(family DCGAN, nz, ngf, resolution, channels): {type(exc).__name__}: {exc}") from exc
+    card, shape = read_dcgan_card(card_path)
     digest = sha256_file(weights_file)
-    recorded = (card.get("weights") or {}).get("sha256")
+    recorded = card["weights"].get("sha256") if isinstance(card.get("weights"), dict) else None
     if recorded and recorded != digest:
         raise WeightsError(f"{weights_file} does not match {card_path}: SHA-256 {digest[:12]}…, card records "
                            f"{str(recorded)[:12]}…")
     state = load_torch_file(weights_file, "DCGAN generator state dict")
     data = card.get("training_data") or {}
-    gen_card = GeneratorCard(name=str(card.get("name") or weights_file.parent.name), family="DCGAN",
-                             training_data=str(data.get("summary", "")) if isinstance(data, dict) else str(data),
-                             licence=str(card.get("licence", "")), weights=(weights_file, card_path),
+    notes = card.get("notes")
+    gen_card = GeneratorCard(name=str(card.get("name") or weights_file.parent.name)[:200], family="DCGAN",
+                             training_data=str(data.get("summary", "") if isinstance(data, dict) else data)[:2000],
+                             licence=str(card.get("licence", ""))[:500], weights=(weights_file, card_path),
                              weights_sha256=(digest, sha256_file(card_path)),
-                             notes=tuple(str(n) for n in card.get("notes", ())))
-    model = DCGANGenerator(card=gen_card, **shape)
-    load_state_strict(model, state, weights_file,
-                      f"{shape['resolution']}×{shape['resolution']} DCGAN generator (nz={shape['nz']}, "
-                      f"ngf={shape['ngf']}) as its card says")
-    return model.freeze().fuse_batchnorm().to(device)
+                             notes=tuple(str(n)[:500] for n in notes[:50]) if isinstance(notes, list) else ())
+    model = build_and_load(lambda: DCGANGenerator(card=gen_card, **shape), state, weights_file,
+                           f"{shape['resolution']}×{shape['resolution']} DCGAN generator (nz={shape['nz']}, "
+                           f"ngf={shape['ngf']}) as its card says")
+    return _fused(model, weights_file).to(device)
+
+
+#: Bounds on a card's architecture, checked before anything is built (the shipped 64 px model has
+#: nz 100, ngf 64; the widest layer has ngf·resolution/8 channels).
+CARD_LIMITS = {"nz": 4096, "ngf": 1024, "resolution": 1024, "channels": 4, "widest": 8192}
+CARD_MAX_BYTES = 1 << 20
+
+
+def read_dcgan_card(card_path: Path) -> tuple[dict, dict[str, int]]:
+    """A generator card (at most :data:`CARD_MAX_BYTES`) and its bounded DCGAN architecture."""
+    try:
+        with open(card_path, "rb") as handle:
+            raw = handle.read(CARD_MAX_BYTES + 1)
+        if len(raw) > CARD_MAX_BYTES:
+            raise ValueError(f"larger than {CARD_MAX_BYTES:,} bytes")
+        card = json.loads(raw)
+        if not isinstance(card, dict):
+            raise TypeError(f"the card is a {type(card).__name__}, not an object")
+        arch = card["architecture"]
+        if arch.get("family") != "DCGAN":
+            raise ValueError(f"family {short_repr(arch.get('family'), 40)}")
+        shape = {key: arch[key] for key in ("nz", "ngf", "resolution", "channels")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise WeightsError(f"{card_path} is not a DCGAN generator card with an architecture entry "
+                           f"(family DCGAN, nz, ngf, resolution, channels): {type(exc).__name__}: "
+                           f"{str(exc)[:120]}") from None
+    for key, value in shape.items():
+        if type(value) is not int or not 1 <= value <= CARD_LIMITS[key]:
+            raise WeightsError(f"{card_path}: architecture {key} {short_repr(value, 40)} is not an integer in "
+                               f"1…{CARD_LIMITS[key]}")
+    res = shape["resolution"]
+    if res < 8 or res & (res - 1) or shape["ngf"] * res // 8 > CARD_LIMITS["widest"]:
+        raise WeightsError(f"{card_path}: architecture resolution {res} with ngf {shape['ngf']} is not a DCGAN this "
+                           f"loader builds (a power of two ≥ 8, at most {CARD_LIMITS['widest']} channels per layer)")
+    return card, shape

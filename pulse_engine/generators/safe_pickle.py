@@ -8,9 +8,14 @@ Loading such a file with :func:`pickle.load` is therefore arbitrary code executi
 
 :class:`RestrictedUnpickler` resolves only the globals listed in :data:`ALLOWED_GLOBALS`:
 
-- torch's tensor/parameter rebuild helpers and storage classes, and ``torch.storage._load_from_bytes``
-  (replaced by a version that reads the embedded storage with ``torch.load(weights_only=True)``);
-- ``collections.OrderedDict``, ``builtins.set``/``frozenset`` (protocol-2/3 pickles spell sets so);
+- torch's tensor/parameter rebuild helpers, replaced by versions that refuse any view reaching past
+  its storage or holding more elements than its storage (so a stride-0 tensor of a billion elements
+  over one stored float is refused), and ``torch.storage._load_from_bytes``, replaced by
+  :func:`.torch_file.read_legacy_stream` (the embedded storage is read only after its declared size
+  is checked against the bytes actually there);
+- ``collections.OrderedDict``, ``builtins.set``/``frozenset`` (protocol-2/3 pickles spell sets so),
+  replaced by versions that accept only a list or tuple built by the stream itself (never a storage
+  or bytes object, whose iteration size the file would choose);
 - ``numpy.dtype`` and ``numpy.core.multiarray.scalar``, replaced by stand-ins that accept only plain
   numeric dtypes and turn a pickled NumPy scalar into a Python number;
 - ``dnnlib.util.EasyDict`` → :class:`dict`;
@@ -18,9 +23,12 @@ Loading such a file with :func:`pickle.load` is therefore arbitrary code executi
   :class:`PersistentObject` that records the class name, constructor arguments and state, and
   keeps only the length and SHA-256 of ``module_src``, which is never executed or compiled.
 
-Any other global (``os.system``, ``builtins.exec``, ``subprocess.Popen``, a model class, …) makes
-:meth:`RestrictedUnpickler.find_class` raise :class:`ForbiddenGlobal` *before* anything is called,
-so nothing from the file runs. Persistent IDs are refused as well (plain pickle's default).
+Any other global (``os.system``, ``builtins.exec``, ``subprocess.Popen``, a model class, torch's
+storage constructors, …) makes :meth:`RestrictedUnpickler.find_class` raise :class:`ForbiddenGlobal`
+*before* anything is called, so nothing from the file runs; no allowed callable allocates or loops
+on a size the file gives. Persistent IDs are refused as well (plain pickle's default). Before
+unpickling, :func:`.pickle_scan.scan_pickle` bounds nesting depth and opcode count
+(:func:`restricted_load` does both).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import io
+import math
 import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,15 +45,18 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-__all__ = ["ALLOWED_GLOBALS", "ForbiddenGlobal", "PersistentObject", "RestrictedUnpickler", "restricted_load",
-           "flatten_module_state", "child"]
+from ..errors import short_repr
+from .pickle_scan import DEFAULT_BUDGET, LoadBudget, scan_pickle
+
+__all__ = ["ALLOWED_GLOBALS", "STORAGE_TYPES", "TENSOR_GLOBALS", "ForbiddenGlobal", "PersistentObject",
+           "RestrictedUnpickler", "StorageType", "child", "flatten_module_state", "restricted_load"]
 
 
 class ForbiddenGlobal(pickle.UnpicklingError):
     """The pickle names a global outside the allowlist; ``name`` is ``"module.qualname"``."""
 
     def __init__(self, name: str) -> None:
-        super().__init__(f"global {name!r} is not allowed")
+        super().__init__(f"global {short_repr(name)} is not allowed")
         self.name = name
 
 
@@ -88,26 +100,29 @@ def _reconstruct_persistent_obj(meta: Any) -> PersistentObject:
     if not isinstance(meta, Mapping):
         raise pickle.UnpicklingError("persistent object without a meta dict")
     if meta.get("type") != "class" or not isinstance(meta.get("class_name"), str):
-        raise pickle.UnpicklingError(f"unsupported persistent object type {meta.get('type')!r}")
+        raise pickle.UnpicklingError(f"unsupported persistent object type {short_repr(meta.get('type'))}")
     state = meta.get("state")
     if state is None:
         state = {}
     if not isinstance(state, Mapping):
-        raise pickle.UnpicklingError(f"persistent object {meta['class_name']} has a non-dict state")
+        raise pickle.UnpicklingError(f"persistent object {short_repr(meta['class_name'])} has a non-dict state")
     src = meta.get("module_src")
     src_bytes = src.encode("utf-8", "replace") if isinstance(src, str) else b""
-    return PersistentObject(class_name=meta["class_name"], version=int(meta.get("version", -1)),
+    version = meta.get("version", -1)
+    return PersistentObject(class_name=meta["class_name"], version=version if isinstance(version, int) else -1,
                             state=dict(state), module_src_chars=len(src_bytes),
                             module_src_sha256=hashlib.sha256(src_bytes).hexdigest())
 
 
-def _load_storage_from_bytes(data: bytes) -> Any:
+def _load_storage_from_bytes(data: Any) -> Any:
     """Stand-in for ``torch.storage._load_from_bytes``: the bytes are a legacy ``torch.save`` of one
-    storage, read here with ``weights_only=True`` (tensors and storages only) onto the CPU."""
+    storage, read by :func:`.torch_file.read_legacy_stream` (sizes checked before allocation)."""
+    from .torch_file import read_legacy_stream  # torch_file builds on this module
+
     if not isinstance(data, (bytes, bytearray)):
         raise pickle.UnpicklingError("storage payload is not bytes")
-    storage = torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
-    if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
+    storage = read_legacy_stream(io.BytesIO(bytes(data)), len(data))
+    if not isinstance(storage, torch.TypedStorage):
         raise pickle.UnpicklingError(f"embedded storage holds a {type(storage).__name__}")
     return storage
 
@@ -118,19 +133,25 @@ def _no_hooks(hooks: Any) -> collections.OrderedDict:
     return collections.OrderedDict()
 
 
-def _rebuild_tensor_v2(storage: Any, offset: int, size: tuple, stride: tuple, requires_grad: bool,
+def _rebuild_tensor_v2(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any,
                        backward_hooks: Any, metadata: Any = None) -> torch.Tensor:
+    """A tensor view of ``storage``, refused unless it lies inside the storage and holds no more
+    elements than the storage (no stride-0 or overlapping view can multiply the stored data)."""
     if not isinstance(storage, torch.TypedStorage):
         raise pickle.UnpicklingError("tensor rebuilt from something that is not a typed storage")
     if metadata:
         raise pickle.UnpicklingError("tensor with unsupported serialised metadata")
-    offset, size, stride = int(offset), tuple(int(n) for n in size), tuple(int(n) for n in stride)
-    if len(size) != len(stride) or offset < 0 or any(n < 0 for n in size + stride):
+    if not (isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride)
+            and len(size) <= DEFAULT_BUDGET.max_tensor_dims
+            and all(type(n) is int for n in (offset, *size, *stride))):
         raise pickle.UnpicklingError("tensor with an invalid size, stride or offset")
-    if all(size):  # the view must lie inside the storage (torch would silently grow it instead)
-        last = offset + sum((n - 1) * st for n, st in zip(size, stride))
-        if last >= storage._size():  # _size(): element count, without the TypedStorage deprecation warning
-            raise pickle.UnpicklingError("tensor extends past the end of its storage")
+    if offset < 0 or any(n < 0 for n in size + stride):
+        raise pickle.UnpicklingError("tensor with a negative size, stride or offset")
+    stored = storage._size()  # element count, without the TypedStorage deprecation warning
+    numel = math.prod(size)
+    if numel and (numel > stored - offset or offset + sum((n - 1) * st for n, st in zip(size, stride)) >= stored):
+        raise pickle.UnpicklingError(f"tensor of shape {short_repr(size)} needs more elements than its storage "
+                                     f"holds ({stored:,})")
     return torch._utils._rebuild_tensor_v2(storage, offset, size, stride, bool(requires_grad),
                                            _no_hooks(backward_hooks))
 
@@ -183,18 +204,50 @@ def _numpy_scalar(dtype: Any, data: Any = None) -> int | float | bool:
     return np.frombuffer(bytes(data), dtype=np_dtype)[0].item()
 
 
-_STORAGE_NAMES = ("FloatStorage", "DoubleStorage", "HalfStorage", "BFloat16Storage", "LongStorage", "IntStorage",
-                  "ShortStorage", "CharStorage", "ByteStorage", "BoolStorage", "UntypedStorage")
+def _from_items(kind: type) -> Callable[..., Any]:
+    """Stand-in for a container constructor taking at most one list/tuple/set of items."""
+    def build(items: Any = ()) -> Any:
+        if not isinstance(items, (list, tuple, set, frozenset)):
+            raise pickle.UnpicklingError(f"{kind.__name__} built from a {type(items).__name__}")
+        return kind(items)
 
-#: (module, name) → the object the unpickler returns for it. Nothing else resolves.
-ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any] | type] = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
+    build.__name__ = kind.__name__
+    return build
+
+
+@dataclass(frozen=True)
+class StorageType:
+    """What a pickled ``torch.<Name>Storage`` class resolves to: a marker naming a dtype, never a
+    constructor (``torch.ByteStorage(2**31)`` would allocate 2 GiB for a 60-byte file)."""
+
+    name: str
+    dtype: torch.dtype
+
+    @property
+    def element_size(self) -> int:
+        return torch.empty((), dtype=self.dtype).element_size()
+
+
+STORAGE_TYPES = {name: StorageType(name, dtype) for name, dtype in (
+    ("FloatStorage", torch.float32), ("DoubleStorage", torch.float64), ("HalfStorage", torch.float16),
+    ("BFloat16Storage", torch.bfloat16), ("LongStorage", torch.int64), ("IntStorage", torch.int32),
+    ("ShortStorage", torch.int16), ("CharStorage", torch.int8), ("ByteStorage", torch.uint8),
+    ("BoolStorage", torch.bool), ("UntypedStorage", torch.uint8))}
+
+#: Globals both torch files and NVlabs pickles may name: containers and tensor rebuilders.
+TENSOR_GLOBALS: dict[tuple[str, str], Callable[..., Any] | type] = {
+    ("collections", "OrderedDict"): _from_items(collections.OrderedDict),
+    ("builtins", "set"): _from_items(set),
+    ("builtins", "frozenset"): _from_items(frozenset),
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
+}
+
+#: (module, name) → the object the unpickler returns for it in an NVlabs network pickle.
+ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any] | type] = {
+    **TENSOR_GLOBALS,
     ("torch.storage", "_load_from_bytes"): _load_storage_from_bytes,
     ("numpy", "dtype"): _SafeDType,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
@@ -202,25 +255,33 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any] | type] = {
     ("dnnlib.util", "EasyDict"): dict,
     ("dnnlib", "EasyDict"): dict,
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
-    **{("torch", name): getattr(torch, name) for name in _STORAGE_NAMES if hasattr(torch, name)},
 }
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` that resolves only :data:`ALLOWED_GLOBALS` (see the module docstring)."""
+    """``pickle.Unpickler`` that resolves only the globals in ``allowed`` (default
+    :data:`ALLOWED_GLOBALS`, see the module docstring) and refuses persistent IDs."""
+
+    def __init__(self, handle: IO[bytes], allowed: Mapping[tuple[str, str], Any] | None = None) -> None:
+        super().__init__(handle)
+        self.allowed = ALLOWED_GLOBALS if allowed is None else allowed
 
     def find_class(self, module: str, name: str) -> Any:
         try:
-            return ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
+            return self.allowed[(module, name)]
+        except (KeyError, TypeError):
             raise ForbiddenGlobal(f"{module}.{name}") from None
 
     def persistent_load(self, pid: Any) -> Any:
         raise pickle.UnpicklingError("persistent IDs are not supported")
 
 
-def restricted_load(handle: IO[bytes]) -> Any:
-    """Unpickle ``handle`` with :class:`RestrictedUnpickler`; raises ForbiddenGlobal / UnpicklingError."""
+def restricted_load(handle: IO[bytes], budget: LoadBudget = DEFAULT_BUDGET) -> Any:
+    """Check the pickle at ``handle`` against ``budget`` (:func:`.pickle_scan.scan_pickle`), then
+    unpickle it with :class:`RestrictedUnpickler`; raises ForbiddenGlobal / UnpicklingError."""
+    start = handle.tell()
+    scan_pickle(handle, budget)
+    handle.seek(start)
     return RestrictedUnpickler(handle).load()
 
 
@@ -234,25 +295,29 @@ def flatten_module_state(obj: PersistentObject, prefix: str = "") -> dict[str, t
     """The ``state_dict``-style ``{dotted.name: tensor}`` of a captured module tree.
 
     Parameters and buffers are taken from each module's ``_parameters`` and ``_buffers``
-    (non-persistent buffers excluded), recursing through ``_modules``; ``None`` entries are skipped.
+    (non-persistent buffers excluded), walking ``_modules`` with an explicit stack (the tree's
+    depth is bounded by the pickle scan, and no recursion is needed); ``None`` entries are skipped.
     """
     flat: dict[str, torch.Tensor] = {}
-    skip = obj.state.get("_non_persistent_buffers_set") or set()
-    for group in ("_parameters", "_buffers"):
-        entries = obj.state.get(group) or {}
-        if not isinstance(entries, Mapping):
-            raise pickle.UnpicklingError(f"{obj.class_name}.{group} is not a dict")
-        for key, value in entries.items():
-            if value is None or (group == "_buffers" and key in skip):
+    pending: list[tuple[PersistentObject, str]] = [(obj, prefix)]
+    while pending:
+        module, at = pending.pop()
+        skip = module.state.get("_non_persistent_buffers_set") or set()
+        for group in ("_parameters", "_buffers"):
+            entries = module.state.get(group) or {}
+            if not isinstance(entries, Mapping):
+                raise pickle.UnpicklingError(f"{at}{group} is not a dict")
+            for key, value in entries.items():
+                if value is None or (group == "_buffers" and isinstance(skip, (set, frozenset)) and key in skip):
+                    continue
+                if not isinstance(value, torch.Tensor):
+                    raise pickle.UnpicklingError(f"{at}{short_repr(key)} is a {type(value).__name__}, not a tensor")
+                flat[f"{at}{key}"] = value.detach()
+        modules = module.state.get("_modules") or {}
+        for key, sub in reversed(list(modules.items()) if isinstance(modules, Mapping) else []):
+            if sub is None:
                 continue
-            if not isinstance(value, torch.Tensor):
-                raise pickle.UnpicklingError(f"{prefix}{key} is a {type(value).__name__}, not a tensor")
-            flat[f"{prefix}{key}"] = value.detach()
-    modules = obj.state.get("_modules") or {}
-    for key, sub in (modules.items() if isinstance(modules, Mapping) else ()):
-        if sub is None:
-            continue
-        if not isinstance(sub, PersistentObject):
-            raise pickle.UnpicklingError(f"submodule {prefix}{key} is a {type(sub).__name__}")
-        flat.update(flatten_module_state(sub, f"{prefix}{key}."))
+            if not isinstance(sub, PersistentObject) or not isinstance(key, str):
+                raise pickle.UnpicklingError(f"submodule {at}{short_repr(key)} is a {type(sub).__name__}")
+            pending.append((sub, f"{at}{key}."))
     return flat

@@ -33,7 +33,8 @@ from torch import nn
 from ..errors import WeightsError
 from .base import GeneratorCard, SearchableGenerator
 from .checkpoint import load_state_strict, load_torch_file, require_file, sha256_file
-from .gaussian_fit import DEFAULT_SAMPLES, GaussianFit, load_or_compute_fit, resolve_fit_samples
+from .gaussian_fit import (CHECK_Z, DEFAULT_SAMPLES, GaussianFit, fit_disagreement, fit_problem,
+                           load_or_compute_fit, resolve_fit_samples)
 from .stylegan1_layers import (FUSED_UPSAMPLE_FROM, LRELU_SLOPE, PIXEL_NORM_EPS, ConstantInputBlock,
                                EqualizedConv2d, EqualizedLinear, UpsamplingBlock, blur_kernel_121)
 
@@ -268,26 +269,24 @@ def seeded_random_state(module: nn.Module, seed: int = 0) -> dict[str, torch.Ten
     return out
 
 
-def check_blur_kernels(synthesis: StyleGAN1Synthesis, path: Path) -> None:
-    """Raise a WeightsError unless every blur buffer loaded from ``path`` is outer([1,2,1])/16."""
-    expected = blur_kernel_121()
-    for name, buffer in synthesis.named_buffers():
-        if name.endswith("intermediate.kernel") and not torch.allclose(buffer.cpu(), expected, atol=1e-6):
-            raise WeightsError(f"{path} is not a StyleGAN1 synthesis checkpoint: {name} is not the [1,2,1] blur")
-
-
-def load_pulse_fit(path: Path, dlatent_size: int) -> GaussianFit:
+def load_pulse_fit(path: Path, mapping: nn.Module, dlatent_size: int, device: torch.device | str) -> GaussianFit:
     """Read PULSE's own ``gaussian_fit.pt`` (dict of ``mean``/``std``, legacy format, CUDA tensors).
 
-    Its sample count is not stored; PULSE made it from 1,000,000 draws on a GPU.
+    Its sample count is not stored; PULSE made it from 1,000,000 draws on a GPU. The file carries
+    no key to the weights, so it is checked against them: well formed (finite, positive std, shape
+    (D,)) and within :data:`.gaussian_fit.CHECK_Z` standard errors of a fresh sample through
+    ``mapping``; otherwise it is refused (a planted fit would change every output).
     """
     blob = load_torch_file(path, "PULSE Gaussian fit (dict with 'mean' and 'std')")
-    ok = isinstance(blob, dict) and all(
-        isinstance(blob.get(k), torch.Tensor) and tuple(blob[k].shape) == (dlatent_size,) for k in ("mean", "std"))
-    if not ok:
-        raise WeightsError(f"{path} is not a PULSE Gaussian fit: expected tensors 'mean' and 'std' of shape "
-                           f"({dlatent_size},)")
-    return GaussianFit(blob["mean"].float(), blob["std"].float(), DEFAULT_SAMPLES)
+    problem = fit_problem(blob.get("mean"), blob.get("std"), dlatent_size) if isinstance(blob, dict) else "not a dict"
+    if problem:
+        raise WeightsError(f"{path} is not a PULSE Gaussian fit of dimension {dlatent_size}: {problem}")
+    fit = GaussianFit(blob["mean"].float(), blob["std"].float(), DEFAULT_SAMPLES)
+    score = fit_disagreement(fit, mapping, dlatent_size, device=device)
+    if score > CHECK_Z:
+        raise WeightsError(f"{path} does not describe these mapping weights (off by {score:.1f} standard errors); "
+                           "remove it to have the fit computed")
+    return fit
 
 
 def _load_network(module: nn.Module, path: Path, what: str) -> nn.Module:
@@ -301,10 +300,14 @@ def load_stylegan1_ffhq(weights: Path | None = None, device: torch.device | str 
                         fit_samples: int | None = None, config: StyleGAN1Config = FFHQ_1024) -> StyleGAN1Generator:
     """PULSE's StyleGAN1 FFHQ generator from a folder holding ``synthesis.pt`` and ``mapping.pt``.
 
-    Both files are plain state dicts read with ``weights_only=True`` and loaded strictly. The
-    Gaussian fit is cached as ``gaussian_fit.pt`` in the same folder (computed once on ``device``
-    from ``fit_samples`` z draws, seed 0). If the folder holds PULSE's own committed fit renamed to
-    ``pulse_gaussian_fit.pt``, that one is used instead, reproducing PULSE's search space exactly.
+    Both files are plain state dicts read by :func:`.checkpoint.load_torch_file` (bounded, no
+    code) into the fixed architecture ``config`` and loaded strictly; NaN/inf weights are refused
+    and the stored blur kernels are used as stored. The Gaussian fit is cached as
+    ``gaussian_fit.pt`` in the same folder (computed once on ``device`` from ``fit_samples`` z
+    draws, seed 0; keyed to the mapping file's SHA-256 and checked, see
+    :func:`.gaussian_fit.load_or_compute_fit`). If the folder holds PULSE's own committed fit renamed
+    to ``pulse_gaussian_fit.pt``, that one is used instead, reproducing PULSE's search space
+    exactly, once :func:`load_pulse_fit` has checked it against the mapping weights.
 
     Args:
         weights: the folder (None = ``weights_home()/"stylegan1-ffhq"``).
@@ -322,7 +325,6 @@ def load_stylegan1_ffhq(weights: Path | None = None, device: torch.device | str 
     map_path = require_file(folder / "mapping.pt", "StyleGAN1 mapping weights", hint)
     arch = f"{config.resolution} px StyleGAN1 (PULSE layout, w dim {config.dlatent_size})"
     synthesis = _load_network(StyleGAN1Synthesis(config), syn_path, f"{arch} synthesis network")
-    check_blur_kernels(synthesis, syn_path)
     mapping = _load_network(StyleGAN1Mapping(config), map_path, f"{arch} mapping network")
     mapping.eval().requires_grad_(False).to(device)
 
@@ -330,7 +332,8 @@ def load_stylegan1_ffhq(weights: Path | None = None, device: torch.device | str 
     pulse_fit = folder / "pulse_gaussian_fit.pt"
     if pulse_fit.is_file():
         log.info("using PULSE's own Gaussian fit %s instead of computing one", pulse_fit)
-        fit, fit_note = load_pulse_fit(pulse_fit, config.dlatent_size), f"Gaussian fit: PULSE's own file {pulse_fit}"
+        fit = load_pulse_fit(pulse_fit, mapping, config.dlatent_size, device)
+        fit_note = f"Gaussian fit: PULSE's own file {pulse_fit} (checked against the mapping weights)"
     else:
         samples = resolve_fit_samples(fit_samples)
         fit = load_or_compute_fit(folder / "gaussian_fit.pt", mapping, config.dlatent_size, samples, device=device,

@@ -6,8 +6,9 @@ stylegan2-ada-pytorch pickles are converted to the same layout by :mod:`.stylega
 
 Architecture for a resolution R = 2^L (L ≥ 2):
 
-- mapping ``style``: PixelNorm, then ``n_mlp`` × [EqualLinear(style_dim → style_dim, lr_mul 0.01),
-  LeakyReLU₀.₂·√2]; keys ``style.1`` … ``style.<n_mlp>``.
+- mapping ``style``: PixelNorm, then ``n_mlp`` × [EqualLinear(lr_mul 0.01), LeakyReLU₀.₂·√2]; keys
+  ``style.1`` … ``style.<n_mlp>``; all style_dim → style_dim (rosinality), or through hidden layers of
+  ``mapping_width`` features (NVlabs ``layer_features``): style_dim → width → … → width → style_dim.
 - synthesis: constant 4×4 ``input``; ``conv1`` (4×4) and ``to_rgb1``; then for each resolution
   8 … R two StyledConvs in ``convs`` (the first upsamples) and one ToRGB in ``to_rgbs`` (skip
   architecture: the RGB image is upsampled and summed across resolutions).
@@ -60,6 +61,8 @@ class StyleGAN2Generator(SearchableGenerator):
         lr_mlp: learning-rate multiplier of the mapping layers (0.01).
         conv_clamp: NVlabs ``conv_clamp`` (e.g. 256 for models trained with stylegan2-ada-pytorch's
             mixed precision); None = no clamping (rosinality, and NVlabs models converted from TF).
+        mapping_width: hidden width of the mapping network (NVlabs ``layer_features``); None = style_dim.
+        nvlabs_demod: demodulate as NVlabs does (see :class:`ModulatedConv2d`); False = rosinality.
         card: provenance for reports.
 
     Noise conventions: ``default_trainable_noise`` = 5 (as PULSE; here the 4, 8, 8, 16, 16 px
@@ -72,7 +75,8 @@ class StyleGAN2Generator(SearchableGenerator):
 
     def __init__(self, size: int, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2,
                  channels: Mapping[int, int] | None = None, blur_kernel: Sequence[float] = DEFAULT_BLUR,
-                 lr_mlp: float = 0.01, conv_clamp: float | None = None, card: GeneratorCard | None = None) -> None:
+                 lr_mlp: float = 0.01, conv_clamp: float | None = None, mapping_width: int | None = None,
+                 nvlabs_demod: bool = False, card: GeneratorCard | None = None) -> None:
         super().__init__()
         log_size = int(math.log2(size)) if size >= 1 else 0
         if size < 4 or 2**log_size != size:
@@ -80,6 +84,7 @@ class StyleGAN2Generator(SearchableGenerator):
         self.size = self.resolution = size
         self.style_dim, self.n_mlp, self.log_size = style_dim, n_mlp, log_size
         self.lr_mlp, self.conv_clamp, self.blur_kernel = lr_mlp, conv_clamp, tuple(blur_kernel)
+        self.mapping_width, self.nvlabs_demod = mapping_width or style_dim, nvlabs_demod
         if channels is None:
             self.channel_multiplier: int | None = channel_multiplier
             channels = config_f_channels(size, channel_multiplier)
@@ -91,11 +96,13 @@ class StyleGAN2Generator(SearchableGenerator):
                 raise ValueError(f"channels has no entry for resolutions {missing}")
         self.channels = {2**i: channels[2**i] for i in range(2, log_size + 1)}
 
-        self.style = nn.Sequential(PixelNorm(), *[EqualLinear(style_dim, style_dim, lr_mul=lr_mlp,
-                                                              activation="fused_lrelu") for _ in range(n_mlp)])
+        widths = [style_dim] + [self.mapping_width] * (n_mlp - 1) + [style_dim]
+        self.style = nn.Sequential(PixelNorm(), *[EqualLinear(widths[i], widths[i + 1], lr_mul=lr_mlp,
+                                                              activation="fused_lrelu") for i in range(n_mlp)])
         c4 = self.channels[4]
         self.input = ConstantInput(c4)
-        self.conv1 = StyledConv(c4, c4, 3, style_dim, blur_kernel=blur_kernel, clamp=conv_clamp)
+        self.conv1 = StyledConv(c4, c4, 3, style_dim, blur_kernel=blur_kernel, clamp=conv_clamp,
+                                nvlabs_demod=nvlabs_demod)
         self.to_rgb1 = ToRGB(c4, style_dim, upsample=False, clamp=conv_clamp)
         self.num_layers = 2 * (log_size - 2) + 1
         self.n_latent = 2 * log_size - 2
@@ -109,9 +116,9 @@ class StyleGAN2Generator(SearchableGenerator):
         for i in range(3, log_size + 1):
             out_channel = self.channels[2**i]
             self.convs.append(StyledConv(in_channel, out_channel, 3, style_dim, upsample=True,
-                                         blur_kernel=blur_kernel, clamp=conv_clamp))
+                                         blur_kernel=blur_kernel, clamp=conv_clamp, nvlabs_demod=nvlabs_demod))
             self.convs.append(StyledConv(out_channel, out_channel, 3, style_dim, blur_kernel=blur_kernel,
-                                         clamp=conv_clamp))
+                                         clamp=conv_clamp, nvlabs_demod=nvlabs_demod))
             self.to_rgbs.append(ToRGB(out_channel, style_dim, blur_kernel=blur_kernel, clamp=conv_clamp))
             in_channel = out_channel
 
@@ -131,12 +138,14 @@ class StyleGAN2Generator(SearchableGenerator):
 
     def extra_repr(self) -> str:
         return (f"size={self.size}, style_dim={self.style_dim}, n_mlp={self.n_mlp}, n_latent={self.n_latent}, "
-                f"noise_layers={self.num_layers}, channels={self.channels}, conv_clamp={self.conv_clamp}")
+                f"noise_layers={self.num_layers}, channels={self.channels}, conv_clamp={self.conv_clamp}, "
+                f"mapping_width={self.mapping_width}, nvlabs_demod={self.nvlabs_demod}")
 
     def config(self) -> dict[str, object]:
         """Constructor arguments that rebuild this architecture (for reports and caches)."""
         return dict(size=self.size, style_dim=self.style_dim, n_mlp=self.n_mlp, channels=dict(self.channels),
-                    lr_mlp=self.lr_mlp, conv_clamp=self.conv_clamp, blur_kernel=self.blur_kernel)
+                    lr_mlp=self.lr_mlp, conv_clamp=self.conv_clamp, blur_kernel=self.blur_kernel,
+                    mapping_width=self.mapping_width, nvlabs_demod=self.nvlabs_demod)
 
     # --- mapping and latent space -------------------------------------------------------------
 

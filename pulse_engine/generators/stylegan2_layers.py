@@ -133,10 +133,11 @@ class EqualLinear(nn.Module):
 
 
 class Blur(nn.Module):
-    """FIR low-pass filter (buffer ``kernel``) applied with :func:`upfirdn2d` and fixed padding.
+    """FIR low-pass filter (buffer ``kernel``, used as stored) applied with :func:`upfirdn2d`.
 
     Args:
-        taps: 1-D filter taps, e.g. (1, 3, 3, 1).
+        taps: 1-D filter taps, e.g. (1, 3, 3, 1); a checkpoint's ``kernel`` replaces their outer
+            product, so only their number (the kernel side, which fixes ``pad``) is architecture.
         pad: (before, after) padding.
         gain: kernel sum (``factor²`` after an upsampling step, to keep the mean).
     """
@@ -154,7 +155,8 @@ class Blur(nn.Module):
 
 
 class Upsample(nn.Module):
-    """×``factor`` upsampling with a FIR filter (buffer ``kernel``, sum ``factor²``)."""
+    """×``factor`` upsampling with a FIR filter (buffer ``kernel``, by default of sum ``factor²``;
+    a checkpoint's kernel is used as stored)."""
 
     def __init__(self, taps: Sequence[float] = DEFAULT_BLUR, factor: int = 2) -> None:
         super().__init__()
@@ -176,8 +178,11 @@ class ModulatedConv2d(nn.Module):
 
     For a sample with style s (from ``modulation``), the effective weight is
     w'ᵢⱼₖ = c·wᵢⱼₖ·sⱼ and, when demodulating, w''ᵢⱼₖ = w'ᵢⱼₖ / √(Σⱼₖ w'ᵢⱼₖ² + 1e-8), with
-    c = 1/√(in_channel·k²). Upsampling is a stride-2 transposed convolution followed by a
-    [1, 3, 3, 1] blur of gain 4.
+    c = 1/√(in_channel·k²) (rosinality). NVlabs demodulates the unscaled product instead,
+    wᵢⱼₖ·sⱼ / √(Σⱼₖ (wᵢⱼₖ·sⱼ)² + 1e-8): the same up to where the epsilon sits (c² times larger
+    here), invisible on trained weights but not on others; ``nvlabs_demod`` selects it.
+    Upsampling is a stride-2 transposed convolution followed by the blur buffer ``blur.kernel``
+    (by default [1, 3, 3, 1], gain 4), used as stored.
 
     Args:
         in_channel: input channels.
@@ -189,14 +194,16 @@ class ModulatedConv2d(nn.Module):
         blur_kernel: taps of the upsampling filter.
         fused: True = one grouped convolution with per-sample weights; False = scale the
             activations before and after a shared convolution (same result; cheaper for big batches).
+        nvlabs_demod: demodulate as NVlabs does (epsilon added to the unscaled sum), see above.
     """
 
     def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int,
                  demodulate: bool = True, upsample: bool = False, blur_kernel: Sequence[float] = DEFAULT_BLUR,
-                 fused: bool = True) -> None:
+                 fused: bool = True, nvlabs_demod: bool = False) -> None:
         super().__init__()
         self.in_channel, self.out_channel, self.kernel_size = in_channel, out_channel, kernel_size
         self.upsample, self.demodulate, self.fused = upsample, demodulate, fused
+        self.nvlabs_demod = nvlabs_demod
         if upsample:
             p = (len(blur_kernel) - 2) - (kernel_size - 1)
             self.blur = Blur(blur_kernel, pad=((p + 1) // 2 + 1, p // 2 + 1), gain=4)
@@ -207,15 +214,16 @@ class ModulatedConv2d(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.in_channel}, {self.out_channel}, {self.kernel_size}, upsample={self.upsample}, "
-                f"demodulate={self.demodulate}, fused={self.fused}")
+                f"demodulate={self.demodulate}, fused={self.fused}, nvlabs_demod={self.nvlabs_demod}")
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         batch, in_channel, height, width = x.shape
         assert in_channel == self.in_channel and style.shape[0] == batch, (tuple(x.shape), tuple(style.shape))
         s = self.modulation(style)
         k, out_channel = self.kernel_size, self.out_channel
+        scale = 1.0 if self.demodulate and self.nvlabs_demod else self.scale  # NVlabs: the gain cancels
         if not self.fused:
-            weight = self.scale * self.weight[0]
+            weight = scale * self.weight[0]
             x = x * s.view(batch, in_channel, 1, 1)
             if self.upsample:
                 out = self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2))
@@ -225,7 +233,7 @@ class ModulatedConv2d(nn.Module):
                 dcoefs = ((weight[None] * s.view(batch, 1, in_channel, 1, 1)).square().sum((2, 3, 4)) + 1e-8).rsqrt()
                 out = out * dcoefs.view(batch, out_channel, 1, 1)
             return out
-        weight = self.scale * self.weight * s.view(batch, 1, in_channel, 1, 1)
+        weight = scale * self.weight * s.view(batch, 1, in_channel, 1, 1)
         if self.demodulate:
             weight = weight * torch.rsqrt(weight.square().sum((2, 3, 4)) + 1e-8).view(batch, out_channel, 1, 1, 1)
         x = x.reshape(1, batch * in_channel, height, width)
@@ -274,17 +282,17 @@ class StyledConv(nn.Module):
     """Modulated 3×3 conv (optionally upsampling) → noise → bias + LeakyReLU·√2.
 
     Args:
-        in_channel, out_channel, kernel_size, style_dim, upsample, blur_kernel, demodulate:
+        in_channel, out_channel, kernel_size, style_dim, upsample, blur_kernel, demodulate, nvlabs_demod:
             as for :class:`ModulatedConv2d`.
         clamp: NVlabs ``conv_clamp`` (None = none), see :class:`FusedLeakyReLU`.
     """
 
     def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int,
                  upsample: bool = False, blur_kernel: Sequence[float] = DEFAULT_BLUR, demodulate: bool = True,
-                 clamp: float | None = None) -> None:
+                 clamp: float | None = None, nvlabs_demod: bool = False) -> None:
         super().__init__()
         self.conv = ModulatedConv2d(in_channel, out_channel, kernel_size, style_dim, demodulate=demodulate,
-                                    upsample=upsample, blur_kernel=blur_kernel)
+                                    upsample=upsample, blur_kernel=blur_kernel, nvlabs_demod=nvlabs_demod)
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_channel, clamp=clamp)
 

@@ -1,28 +1,35 @@
 """Load StyleGAN2 weights from the two public formats into :class:`StyleGAN2Generator`, safely.
 
-- **rosinality/stylegan2-pytorch** ``.pt``: ``torch.load(weights_only=True)``, allowing only
-  ``argparse.Namespace`` (the ``args`` entry of training checkpoints); the generator is the
-  ``g_ema`` state dict (or a bare generator state dict), ``latent_avg`` is kept when present. The
-  architecture (size, style_dim, n_mlp, channels) is inferred from key shapes, then loaded strictly.
+- **rosinality/stylegan2-pytorch** ``.pt``: read by :func:`.checkpoint.load_torch_file` (no
+  ``torch.load``: scanned pickles, tensors and containers only, ``argparse.Namespace`` for the
+  ``args`` of training checkpoints); the generator is the ``g_ema`` state dict (or a bare generator
+  state dict), ``latent_avg`` is kept when present. The architecture (size, style_dim, n_mlp,
+  channels, blur size) is inferred from key shapes, bounded by :data:`LIMITS`, compared with the
+  file on the ``meta`` device and only then built and loaded strictly; blur kernels as stored.
 - **NVlabs stylegan2-ada-pytorch** ``.pkl``: read with :mod:`.safe_pickle` (no code from the file is
   run, its embedded module source is never executed), ``G_ema``'s tensors flattened, its
-  ``init_kwargs`` checked, and the parameters renamed onto rosinality's layout by
+  ``init_kwargs`` checked and bounded, and the parameters renamed onto rosinality's layout by
   :func:`nvlabs_name_table`. Every NVlabs tensor maps onto exactly one of ours by a reshape only:
   both implementations store weights unscaled and apply the same run-time gains (mapping
   lr_multiplier 0.01 with gain 0.01/√fan_in, affine/modulation gain 1/√w_dim with bias init 1,
-  ToRGB gain 1/√in_channels, conv gain cancelled by demodulation), ``noise_strength`` is the
-  NoiseInjection weight, ``noise_const`` the stored noise, and the [1, 3, 3, 1] resample filters
-  are architecture constants (checked, not copied). ``conv_clamp`` is honoured; blocks NVlabs runs
-  in fp16 run in fp32 here (NVlabs ``force_fp32=True``). StyleGAN3 pickles are refused.
+  ToRGB gain 1/√in_channels), ``noise_strength`` is the NoiseInjection weight, ``noise_const`` the
+  stored noise. The stored resample filters the original uses (each upsampling conv's and each
+  block's image upsampling filter) become our blur kernels as stored, times the gain 4 NVlabs
+  applies at run time; the ones it never reads (b4's, the non-upsampling convs') are ignored as
+  it ignores them. Demodulation follows NVlabs (epsilon on the unscaled sum), mapping networks
+  with ``layer_features`` ≠ ``w_dim`` are built with that hidden width, ``conv_clamp`` is honoured,
+  and blocks NVlabs runs in fp16 run in fp32 here (NVlabs ``force_fp32=True``). StyleGAN3 pickles
+  are refused.
 
 The format is recognised from the file's first bytes (zip or legacy torch magic → rosinality;
-other pickle → NVlabs). After loading, PULSE's Gaussian fit of W is read from (or computed into)
-``<weights stem>.gaussian_fit.pt`` beside the weights.
+other pickle → NVlabs). Weights holding NaN or infinities are refused. After loading, PULSE's
+Gaussian fit of W is read from (or computed into) ``<weights stem>.gaussian_fit.pt`` beside the
+weights, checked as :func:`.gaussian_fit.load_or_compute_fit` says.
 """
 
 from __future__ import annotations
 
-import argparse
+import math
 import pickle
 import re
 from collections.abc import Mapping
@@ -31,17 +38,19 @@ from typing import Any
 
 import torch
 
-from ..errors import WeightsError
+from ..errors import WeightsError, short_repr
 from .base import GeneratorCard
-from .checkpoint import load_state_strict, load_torch_file, require_file, sha256_file
+from .checkpoint import build_and_load, load_torch_file, require_file, sha256_file, tensor_state
 from .gaussian_fit import load_or_compute_fit, resolve_fit_samples
+from .pickle_scan import DEFAULT_BUDGET
 from .safe_pickle import ForbiddenGlobal, PersistentObject, child, flatten_module_state, restricted_load
 from .stylegan2 import StyleGAN2Generator, config_f_channels
-from .stylegan2_layers import DEFAULT_BLUR, make_blur_kernel
+from .torch_file import LEGACY_MAGIC_PICKLE, is_torch_file
 
 WHAT = "StyleGAN2 weights (rosinality .pt with g_ema, or NVlabs stylegan2-ada-pytorch .pkl)"
-_ZIP_MAGIC = b"PK\x03\x04"
-_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"  # pickled torch magic number
+
+#: Upper bounds on hyper-parameters read from a file, checked before anything is built.
+LIMITS = {"size": 4096, "style_dim": 4096, "n_mlp": 32, "channels": 8192, "blur_taps": 16}
 
 
 def default_weights_path() -> Path:
@@ -58,10 +67,10 @@ def fit_cache_path(weights: Path) -> Path:
 def sniff_format(path: Path) -> str:
     """'torch' (zip or legacy torch.save) or 'pickle', from the first bytes; WeightsError otherwise."""
     with open(path, "rb") as handle:
-        head = handle.read(len(_LEGACY_TORCH_MAGIC))
+        head = handle.read(len(LEGACY_MAGIC_PICKLE))
     if not head:
         raise WeightsError(f"{path} is empty (expected {WHAT})")
-    if head.startswith(_ZIP_MAGIC) or head == _LEGACY_TORCH_MAGIC:
+    if is_torch_file(head):
         return "torch"
     if head[:1] == b"\x80":
         return "pickle"
@@ -70,26 +79,40 @@ def sniff_format(path: Path) -> str:
 
 # --- rosinality ------------------------------------------------------------------------------
 
+def _check_limits(path: Path, **values: int) -> None:
+    for name, value in values.items():
+        limit = LIMITS["channels" if name.startswith("channels") else name]
+        if not 1 <= value <= limit:
+            raise WeightsError(f"{path}: {name} {value} is outside 1…{limit}; refusing to build such a generator")
+
+
 def infer_rosinality_config(state: Mapping[str, Any], path: Path) -> dict[str, Any]:
-    """Size, style_dim, n_mlp and channels of a rosinality generator state dict, from key shapes."""
-    def shape(key: str) -> tuple[int, ...]:
+    """Size, style_dim, n_mlp, channels and blur size of a rosinality generator state dict, from
+    key shapes, each bounded by :data:`LIMITS` (the shapes are then compared on the meta device)."""
+    def shape(key: str, dims: int) -> tuple[int, ...]:
         value = state.get(key)
-        if not isinstance(value, torch.Tensor):
-            raise WeightsError(f"{path} is not a rosinality StyleGAN2 generator: no tensor {key!r}")
+        if not isinstance(value, torch.Tensor) or value.dim() != dims:
+            raise WeightsError(f"{path} is not a rosinality StyleGAN2 generator: no {dims}-d tensor {key!r}")
         return tuple(value.shape)
 
-    style_dim = shape("style.1.weight")[1]
+    style_dim = shape("style.1.weight", 2)[1]
     n_mlp = 0
-    while f"style.{n_mlp + 1}.weight" in state:
+    while f"style.{n_mlp + 1}.weight" in state and n_mlp <= LIMITS["n_mlp"]:
         n_mlp += 1
     n_blocks = 0
-    while f"to_rgbs.{n_blocks}.conv.weight" in state:
+    while f"to_rgbs.{n_blocks}.conv.weight" in state and 4 * 2**n_blocks <= LIMITS["size"]:
         n_blocks += 1
     size = 4 * 2**n_blocks
-    channels = {4: shape("input.input")[1]}
+    _check_limits(path, style_dim=style_dim, n_mlp=n_mlp, size=size)
+    channels = {4: shape("input.input", 4)[1]}
     for k in range(n_blocks):
-        channels[8 * 2**k] = shape(f"convs.{2 * k}.conv.weight")[1]
+        channels[8 * 2**k] = shape(f"convs.{2 * k}.conv.weight", 5)[1]
+    _check_limits(path, **{f"channels at {res} px": c for res, c in channels.items()})
     config: dict[str, Any] = dict(size=size, style_dim=style_dim, n_mlp=n_mlp)
+    if n_blocks:  # the blur kernel's side is architecture; its values are loaded as stored
+        taps = shape("convs.0.conv.blur.kernel", 2)[0]
+        _check_limits(path, blur_taps=taps)
+        config["blur_kernel"] = (1,) * taps
     for multiplier in (2, 1, 4):
         if config_f_channels(size, multiplier) == channels:
             return {**config, "channel_multiplier": multiplier}
@@ -99,23 +122,25 @@ def infer_rosinality_config(state: Mapping[str, Any], path: Path) -> dict[str, A
 def read_rosinality_checkpoint(path: Path) -> StyleGAN2Generator:
     """A rosinality ``.pt`` (``{"g_ema": …}`` or a bare generator state dict) as our module, on CPU."""
     path = require_file(path, "rosinality StyleGAN2 checkpoint (.pt)")
-    blob = load_torch_file(path, "rosinality StyleGAN2 checkpoint", safe_globals=[argparse.Namespace])
+    blob = load_torch_file(path, "rosinality StyleGAN2 checkpoint")
     latent_avg = None
     if isinstance(blob, Mapping) and "g_ema" in blob:
         state, latent_avg = blob["g_ema"], blob.get("latent_avg")
     elif isinstance(blob, Mapping) and "style.1.weight" in blob and "input.input" in blob:
         state = blob
     else:
-        found = ", ".join(map(repr, list(blob)[:6])) if isinstance(blob, Mapping) else type(blob).__name__
-        raise WeightsError(f"{path} has no 'g_ema' entry (found {found}); expected a rosinality StyleGAN2 "
+        found = ", ".join(map(short_repr, list(blob)[:6])) if isinstance(blob, Mapping) else type(blob).__name__
+        raise WeightsError(f"{path} has no 'g_ema' entry (found {found[:300]}); expected a rosinality StyleGAN2 "
                            "checkpoint")
     if not isinstance(state, Mapping):
         raise WeightsError(f"{path}: 'g_ema' is a {type(state).__name__}, not a state dict")
     config = infer_rosinality_config(state, path)
-    model = StyleGAN2Generator(**config)
-    load_state_strict(model, state, path, f"rosinality StyleGAN2 generator ({_describe(model)})")
+    described = _describe_config(config)
+    model = build_and_load(lambda: StyleGAN2Generator(**config), state, path,
+                           f"rosinality StyleGAN2 generator ({described})")
     if isinstance(latent_avg, torch.Tensor) and latent_avg.numel() == model.style_dim:
-        model.latent_avg.copy_(latent_avg.reshape(-1).float())
+        model.latent_avg.copy_(tensor_state({"latent_avg": latent_avg}, path, "latent_avg")["latent_avg"]
+                               .reshape(-1).float())
     model.source_format = "rosinality .pt (g_ema)"
     return model
 
@@ -131,25 +156,39 @@ _SYNTHESIS_DEFAULTS = {"channel_base": 32768, "channel_max": 512, "architecture"
                        "resample_filter": [1, 3, 3, 1], "use_noise": True, "kernel_size": 3, "activation": "lrelu"}
 
 
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
 def nvlabs_config(g_ema: PersistentObject, path: Path) -> dict[str, Any]:
-    """Check a captured NVlabs ``Generator``'s constructor arguments; return our constructor's."""
+    """Check and bound a captured NVlabs ``Generator``'s constructor arguments; return our constructor's."""
     kwargs = dict(zip(_G_POSITIONAL, g_ema.init_args)) | g_ema.init_kwargs
     for key in ("z_dim", "w_dim", "img_resolution"):
-        if not isinstance(kwargs.get(key), int):
+        if not _is_int(kwargs.get(key)):
             raise WeightsError(f"{path}: G_ema has no integer {key} in its init_kwargs (expected NVlabs StyleGAN2)")
     z_dim, w_dim, size = kwargs["z_dim"], kwargs["w_dim"], kwargs["img_resolution"]
+    _check_limits(path, style_dim=w_dim, size=size)
     problems = []
     if kwargs.get("c_dim", 0):
-        problems.append(f"conditional generator (c_dim={kwargs['c_dim']})")
+        problems.append(f"conditional generator (c_dim={short_repr(kwargs['c_dim'])})")
     if kwargs.get("img_channels", 3) != 3:
-        problems.append(f"img_channels={kwargs['img_channels']}")
+        problems.append(f"img_channels={short_repr(kwargs['img_channels'])}")
     if z_dim != w_dim:
         problems.append(f"z_dim={z_dim} differs from w_dim={w_dim}")
+    if size < 4 or size & (size - 1):
+        problems.append(f"img_resolution={size} is not a power of two")
     options = {}
     for group, defaults in (("mapping_kwargs", _MAPPING_DEFAULTS), ("synthesis_kwargs", _SYNTHESIS_DEFAULTS)):
-        given = dict(kwargs.get(group) or {})
-        for key in sorted(set(given) - set(defaults) - _IGNORED_OPTIONS):
-            problems.append(f"unknown option {group}.{key}={given[key]!r}")
+        given = kwargs.get(group) or {}
+        if not isinstance(given, Mapping):
+            raise WeightsError(f"{path}: G_ema {group} is a {type(given).__name__}, not a dict")
+        for key in sorted(set(given) - set(defaults) - _IGNORED_OPTIONS, key=str)[:3]:
+            name = key if isinstance(key, str) and len(key) <= 40 and key.isidentifier() else short_repr(key, 40)
+            problems.append(f"unknown option {group}.{name}={short_repr(given[key], 40)}")
         options[group] = {key: given.get(key, default) for key, default in defaults.items()}
     mapping, synthesis = options["mapping_kwargs"], options["synthesis_kwargs"]
     for group, key, wanted in (("mapping", "activation", "lrelu"), ("synthesis", "activation", "lrelu"),
@@ -157,17 +196,32 @@ def nvlabs_config(g_ema: PersistentObject, path: Path) -> dict[str, Any]:
                                ("synthesis", "kernel_size", 3)):
         value = options[f"{group}_kwargs"][key]
         if value != wanted:
-            problems.append(f"{group}_kwargs.{key}={value!r} (supported: {wanted!r})")
-    if list(synthesis["resample_filter"]) != list(DEFAULT_BLUR):
-        problems.append(f"resample_filter={synthesis['resample_filter']!r}")
-    if mapping["layer_features"] not in (None, w_dim):
-        problems.append(f"mapping layer_features={mapping['layer_features']}")
+            problems.append(f"{group}_kwargs.{key}={short_repr(value, 40)} (supported: {wanted!r})")
+    taps = synthesis["resample_filter"]
+    if not (isinstance(taps, (list, tuple)) and 1 <= len(taps) <= LIMITS["blur_taps"] and all(map(_is_number, taps))):
+        problems.append(f"resample_filter={short_repr(taps, 40)} (expected 1 to {LIMITS['blur_taps']} numbers)")
+    layer_features = mapping["layer_features"]
+    if layer_features is not None and not (_is_int(layer_features) and 1 <= layer_features <= LIMITS["style_dim"]):
+        problems.append(f"mapping layer_features={short_repr(layer_features, 40)}")
+    for key in ("num_layers", "lr_multiplier"):
+        if not _is_number(mapping[key]):
+            problems.append(f"mapping_kwargs.{key}={short_repr(mapping[key], 40)}")
+    for key in ("channel_base", "channel_max"):
+        if not _is_int(synthesis[key]) or synthesis[key] < 1:
+            problems.append(f"synthesis_kwargs.{key}={short_repr(synthesis[key], 40)}")
+    clamp = synthesis["conv_clamp"]
+    if clamp is not None and not (_is_number(clamp) and clamp > 0):
+        problems.append(f"conv_clamp={short_repr(clamp, 40)}")
     if problems:
         raise WeightsError(f"{path}: unsupported NVlabs StyleGAN2 generator: {'; '.join(problems)}")
+    n_mlp = int(mapping["num_layers"])
+    _check_limits(path, n_mlp=n_mlp)
     base, top = synthesis["channel_base"], synthesis["channel_max"]
     channels = {2**i: min(base // 2**i, top) for i in range(2, size.bit_length())}
-    return dict(size=size, style_dim=w_dim, n_mlp=int(mapping["num_layers"]), channels=channels,
-                lr_mlp=float(mapping["lr_multiplier"]), conv_clamp=synthesis["conv_clamp"])
+    _check_limits(path, **{f"channels at {res} px": c for res, c in channels.items()})
+    return dict(size=size, style_dim=w_dim, n_mlp=n_mlp, channels=channels, lr_mlp=float(mapping["lr_multiplier"]),
+                conv_clamp=None if clamp is None else float(clamp), mapping_width=layer_features,
+                blur_kernel=tuple(float(t) for t in taps), nvlabs_demod=True)
 
 
 def nvlabs_name_table(size: int, n_mlp: int) -> list[tuple[str, str, str]]:
@@ -175,10 +229,14 @@ def nvlabs_name_table(size: int, n_mlp: int) -> list[tuple[str, str, str]]:
 
     Noise maps are numbered in synthesis order: b4.conv1 → 0, then b<2^k>.conv0 → 2k − 5 and
     .conv1 → 2k − 4; convs are b<2^k>.conv0 → convs.(2k − 6), .conv1 → convs.(2k − 5); ToRGB
-    b4.torgb → to_rgb1, b<2^k>.torgb → to_rgbs.(k − 3). ``reshape`` names the only change of
-    layout: "same"; "lead1" (ours has an extra leading unit dim: conv weights (1, O, I, k, k),
-    the constant (1, C, 4, 4)); "noise" ((r, r) → (1, 1, r, r)); "scalar" (() → (1,)); "rgb_bias"
-    ((3,) → (1, 3, 1, 1)).
+    b4.torgb → to_rgb1, b<2^k>.torgb → to_rgbs.(k − 3); the resample filters the original reads,
+    b<2^k>.conv0.resample_filter and b<2^k>.resample_filter (the skip image's upsampling), become
+    convs.(2k − 6).conv.blur.kernel and to_rgbs.(k − 3).upsample.kernel. ``reshape`` names the
+    only change of layout: "same"; "lead1" (ours has an extra leading unit dim: conv weights
+    (1, O, I, k, k), the constant (1, C, 4, 4)); "noise" ((r, r) → (1, 1, r, r)); "scalar"
+    (() → (1,)); "rgb_bias" ((3,) → (1, 3, 1, 1)); "filter" (NVlabs stores the normalised filter,
+    2-D, or 1-D and separable from 8 taps up, and applies the upsampling gain 4 at run time; ours
+    stores the 2-D kernel times 4).
     """
     table = [(f"mapping.fc{i}.{p}", f"style.{i + 1}.{p}", "same") for i in range(n_mlp) for p in ("weight", "bias")]
     table.append(("synthesis.b4.const", "input.input", "lead1"))
@@ -201,47 +259,55 @@ def nvlabs_name_table(size: int, n_mlp: int) -> list[tuple[str, str, str]]:
     for k in range(3, size.bit_length()):
         block = f"synthesis.b{2**k}"
         table += layer(f"{block}.conv0", f"convs.{2 * k - 6}", 2 * k - 5)
+        table.append((f"{block}.conv0.resample_filter", f"convs.{2 * k - 6}.conv.blur.kernel", "filter"))
         table += layer(f"{block}.conv1", f"convs.{2 * k - 5}", 2 * k - 4)
         table += torgb(f"{block}.torgb", f"to_rgbs.{k - 3}")
+        table.append((f"{block}.resample_filter", f"to_rgbs.{k - 3}.upsample.kernel", "filter"))
     return table
 
 
+#: NVlabs buffers the original never reads (b4 has no upsampling; non-upsampling convs skip the filter).
+_UNUSED_NVLABS = re.compile(r"synthesis\.b4\.resample_filter|synthesis\.b\d+\.conv1\.resample_filter|mapping\.w_avg")
+
+
 def _nvlabs_shape(ours: tuple[int, ...], reshape: str) -> tuple[int, ...]:
-    return {"same": ours, "lead1": ours[1:], "noise": ours[2:], "scalar": (), "rgb_bias": ours[1:2]}[reshape]
+    return {"same": ours, "lead1": ours[1:], "noise": ours[2:], "scalar": (), "rgb_bias": ours[1:2],
+            "filter": ours}[reshape]
 
 
-def convert_nvlabs_state(flat: Mapping[str, torch.Tensor], model: StyleGAN2Generator,
+def _nvlabs_value(value: torch.Tensor, target: tuple[int, ...], reshape: str) -> torch.Tensor | None:
+    """The NVlabs tensor in our layout, or None if its shape does not fit ``target``."""
+    if reshape == "filter":
+        if value.dim() == 1 and (len(value),) * 2 == target:  # separable: the outer product, as applied
+            value = value[:, None] * value[None, :]
+        return value.float() * 4 if tuple(value.shape) == target else None
+    if tuple(value.shape) != _nvlabs_shape(target, reshape):
+        return None
+    return value.float().reshape(target)
+
+
+def convert_nvlabs_state(flat: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Size], size: int, n_mlp: int,
                          path: Path) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-    """Rename (and reshape only) NVlabs G_ema tensors onto ``model``'s keys; returns (state, w_avg).
+    """Rename (and reshape only) NVlabs G_ema tensors onto our keys with shapes ``expected``
+    (a meta-device state dict); returns (state, w_avg).
 
-    Resample filters must equal the normalised [1, 3, 3, 1] filter; any other leftover key, a
-    missing key or a size mismatch is a WeightsError.
+    A missing key, a size mismatch or a tensor the original does not have is a WeightsError.
     """
-    expected = model.state_dict()
     state: dict[str, torch.Tensor] = {}
     used = set()
-    for nv_key, our_key, reshape in nvlabs_name_table(model.size, model.n_mlp):
+    for nv_key, our_key, reshape in nvlabs_name_table(size, n_mlp):
         if nv_key not in flat:
             raise WeightsError(f"{path} is not a StyleGAN2 G_ema of the expected layout: no {nv_key!r}")
-        value, target = flat[nv_key], expected[our_key]
-        wanted = _nvlabs_shape(tuple(target.shape), reshape)
-        if tuple(value.shape) != wanted:
-            raise WeightsError(f"{path}: {nv_key} has shape {tuple(value.shape)}, expected {wanted} "
-                               f"(init_kwargs and tensors disagree)")
-        state[our_key] = value.float().reshape(target.shape).clone()
+        target = tuple(expected[our_key])
+        value = _nvlabs_value(flat[nv_key], target, reshape)
+        if value is None:
+            raise WeightsError(f"{path}: {nv_key} has shape {tuple(flat[nv_key].shape)}, expected "
+                               f"{_nvlabs_shape(target, reshape)} (init_kwargs and tensors disagree)")
+        state[our_key] = value
         used.add(nv_key)
-    reference = make_blur_kernel(DEFAULT_BLUR)
-    for key, value in flat.items():
-        if key in used or key == "mapping.w_avg":
-            continue
-        if key.endswith("resample_filter"):
-            if value.shape != reference.shape or not torch.allclose(value.float(), reference, atol=1e-7):
-                raise WeightsError(f"{path}: {key} is not the [1, 3, 3, 1] filter this implementation uses")
-            continue
-        raise WeightsError(f"{path}: unexpected tensor {key!r} in G_ema (not a StyleGAN2 skip generator?)")
-    for our_key, buffer in expected.items():  # our blur kernels are architecture constants
-        if our_key.endswith(".kernel"):
-            state[our_key] = buffer
+    for key in flat:
+        if key not in used and not _UNUSED_NVLABS.fullmatch(key):
+            raise WeightsError(f"{path}: unexpected tensor {short_repr(key)} in G_ema (not a StyleGAN2 skip generator?)")
     return state, flat.get("mapping.w_avg")
 
 
@@ -249,7 +315,8 @@ def _is_stylegan3(g_ema: PersistentObject) -> bool:
     synthesis = child(g_ema, "synthesis")
     if not isinstance(synthesis, PersistentObject):
         return False
-    names = set((synthesis.state.get("_modules") or {}).keys())
+    modules = synthesis.state.get("_modules") or {}
+    names = {n for n in modules if isinstance(n, str)} if isinstance(modules, Mapping) else set()
     return (isinstance(child(synthesis, "input"), PersistentObject)
             or any(re.fullmatch(r"L\d+_\d+_\d+", n) for n in names))
 
@@ -257,32 +324,36 @@ def _is_stylegan3(g_ema: PersistentObject) -> bool:
 def read_nvlabs_pickle(path: Path) -> StyleGAN2Generator:
     """An NVlabs stylegan2-ada-pytorch network pickle's ``G_ema`` as our module, on CPU."""
     path = require_file(path, "NVlabs stylegan2-ada-pytorch network pickle (.pkl)")
+    if path.stat().st_size > DEFAULT_BUDGET.max_file_bytes:
+        raise WeightsError(f"{path} is larger than {DEFAULT_BUDGET.max_file_bytes:,} bytes; refusing to read it")
     try:
         with open(path, "rb") as handle:
             snapshot = restricted_load(handle)
     except ForbiddenGlobal as exc:
-        raise WeightsError(f"{path} contains unexpected global '{exc.name}'; refusing to load "
-                           "(nothing from it was executed)") from exc
+        raise WeightsError(f"{path} contains unexpected global {short_repr(exc.name)}; refusing to load "
+                           "(nothing from it was executed)") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, RuntimeError, IndexError, KeyError,
-            AttributeError, MemoryError) as exc:
-        detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+            AttributeError, MemoryError, OverflowError) as exc:
+        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
         raise WeightsError(f"{path} is truncated or not a readable NVlabs network pickle "
-                           f"({type(exc).__name__}{': ' + detail if detail else ''})") from exc
+                           f"({type(exc).__name__}{': ' + detail if detail else ''})") from None
     g_ema = snapshot.get("G_ema") if isinstance(snapshot, dict) else None
     if not isinstance(g_ema, PersistentObject) or g_ema.class_name != "Generator":
-        found = ", ".join(map(repr, list(snapshot)[:6])) if isinstance(snapshot, dict) else type(snapshot).__name__
-        raise WeightsError(f"{path} has no NVlabs 'G_ema' generator (found {found}); expected a stylegan2-ada-pytorch "
-                           "network pickle")
+        found = ", ".join(map(short_repr, list(snapshot)[:6])) if isinstance(snapshot, dict) else type(snapshot).__name__
+        raise WeightsError(f"{path} has no NVlabs 'G_ema' generator (found {found[:300]}); expected a "
+                           "stylegan2-ada-pytorch network pickle")
     if _is_stylegan3(g_ema):
         raise WeightsError(f"{path} holds a StyleGAN3 generator: StyleGAN3 not supported (use a StyleGAN2 pickle)")
     config = nvlabs_config(g_ema, path)
     try:
-        flat = flatten_module_state(g_ema)
+        flat = tensor_state(flatten_module_state(g_ema), path, "NVlabs StyleGAN2 G_ema")
     except pickle.UnpicklingError as exc:
-        raise WeightsError(f"{path}: G_ema is malformed ({exc})") from exc
-    model = StyleGAN2Generator(**config)
-    state, w_avg = convert_nvlabs_state(flat, model, path)
-    load_state_strict(model, state, path, f"StyleGAN2 generator ({_describe(model)})")
+        raise WeightsError(f"{path}: G_ema is malformed ({str(exc)[:160]})") from None
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in StyleGAN2Generator(**config).state_dict().items()}
+    state, w_avg = convert_nvlabs_state(flat, expected, config["size"], config["n_mlp"], path)
+    model = build_and_load(lambda: StyleGAN2Generator(**config), state, path,
+                           f"StyleGAN2 generator ({_describe_config(config)})")
     if isinstance(w_avg, torch.Tensor) and w_avg.numel() == model.style_dim:
         model.latent_avg.copy_(w_avg.reshape(-1).float())
     model.source_format = "NVlabs stylegan2-ada-pytorch .pkl (G_ema, restricted unpickler)"
@@ -294,6 +365,12 @@ def read_nvlabs_pickle(path: Path) -> StyleGAN2Generator:
 def _describe(model: StyleGAN2Generator) -> str:
     return (f"{model.size} px, style_dim {model.style_dim}, n_mlp {model.n_mlp}, "
             f"channels {'/'.join(str(model.channels[r]) for r in sorted(model.channels))}")
+
+
+def _describe_config(config: Mapping[str, Any]) -> str:
+    channels = config.get("channels") or config_f_channels(config["size"], config.get("channel_multiplier", 2))
+    return (f"{config['size']} px, style_dim {config['style_dim']}, n_mlp {config['n_mlp']}, "
+            f"channels {'/'.join(str(channels[r]) for r in sorted(channels))}")
 
 
 def read_stylegan2_weights(path: Path) -> StyleGAN2Generator:
