@@ -6,7 +6,6 @@ from __future__ import annotations
 import reprlib
 
 
-
 class _ShortRepr(reprlib.Repr):
     """reprlib, plus bytes and tensors summarised without rendering them whole."""
 

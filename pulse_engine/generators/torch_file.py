@@ -31,7 +31,13 @@ from typing import IO, Any
 import torch
 
 from ..errors import short_repr
-from .pickle_scan import DEFAULT_BUDGET, LoadBudget, MalformedPickle, PickleBudgetError, scan_pickle
+from .pickle_scan import (
+    DEFAULT_BUDGET,
+    LoadBudget,
+    MalformedPickle,
+    PickleBudgetError,
+    scan_pickle,
+)
 from .safe_pickle import STORAGE_TYPES, TENSOR_GLOBALS, RestrictedUnpickler, StorageType
 
 __all__ = ["TORCH_FILE_GLOBALS", "is_torch_file", "read_legacy_stream", "read_torch_file"]
