@@ -37,7 +37,7 @@ from pulse_engine.generators import REGISTRY
 from pulse_engine.generators import gaussian_fit as gaussian_fit_module
 from pulse_engine.generators.gaussian_fit import compute_fit
 from pulse_engine.generators.stylegan2 import StyleGAN2Generator
-from pulse_engine.generators.stylegan2_layers import upfirdn2d
+from pulse_engine.generators.stylegan2_layers import ModulatedConv2d, make_blur_kernel, upfirdn2d
 from pulse_engine.generators.stylegan2_loaders import (fit_cache_path, load_stylegan2, nvlabs_name_table,
                                                        read_rosinality_checkpoint, read_stylegan2_weights,
                                                        _nvlabs_shape)
@@ -204,6 +204,39 @@ def test_nvlabs_pickle_reproduces_original(fused):
             if hasattr(module, "clamp"):
                 module.clamp = None
         assert max_diff(model.synthesis(ws, model.const_noise()), ref["image_const_noise"]) > 0.05
+
+
+def relative_error(ours: torch.Tensor, expected: np.ndarray) -> float:
+    """max |ours − expected| / max |expected| (the 1e-5 relative tolerance of the fidelity checks)."""
+    return max_diff(ours, expected) / float(np.abs(expected).max())
+
+
+def test_nvlabs_stored_filters_demodulation_and_layer_features_reproduce_original():
+    """nvlabs_filters.pkl: NVlabs' own Generator (d72cc7d) with mapping layer_features 24 ≠ w_dim 16,
+    resample_filter [1, 2, 1], every stored filter buffer replaced by its own random asymmetric
+    values, and synthesis conv weights ×1e-3 (so the epsilon's place in demodulation shows);
+    the expected outputs were computed by the original code on CPU (see tests/data/stylegan2/README.md)."""
+    ref = np.load(DATA / "nvlabs_filters_expected.npz")
+    model = read_stylegan2_weights(DATA / "nvlabs_filters.pkl").eval()
+    assert (model.size, model.style_dim, model.mapping_width, model.n_mlp) == (16, 16, 24, 3)
+    assert model.style[1].weight.shape == (24, 16) and model.style[3].weight.shape == (16, 24)
+    ws = torch.from_numpy(ref["ws"])
+    with torch.no_grad():
+        assert relative_error(model.mapping(torch.from_numpy(ref["z"])), ref["mapping"]) < 1e-5
+        for fused in (True, False):
+            model.set_fused(fused)
+            assert relative_error(model.synthesis(ws, model.const_noise()), ref["image_const_noise"]) < 1e-5
+            assert relative_error(model.synthesis(ws, None), ref["image_no_noise"]) < 1e-5
+        # each ingredient is exercised: rosinality's epsilon placement, or a default filter, misses the reference
+        for module in model.modules():
+            if isinstance(module, ModulatedConv2d):
+                module.nvlabs_demod = False
+        assert relative_error(model.synthesis(ws, model.const_noise()), ref["image_const_noise"]) > 1e-4
+        for module in model.modules():
+            if isinstance(module, ModulatedConv2d):
+                module.nvlabs_demod = True
+        model.to_rgbs[0].upsample.kernel.copy_(make_blur_kernel((1, 2, 1), 4))
+        assert relative_error(model.synthesis(ws, model.const_noise()), ref["image_const_noise"]) > 1e-4
 
 
 def test_random_weights_load_strictly_under_public_names(tmp_path):
