@@ -333,3 +333,12 @@ def test_hostile_labels_and_names_do_not_reach_report_md_raw(tmp_path):
     report = write_report(run_audit(config))["md"].read_text()
     _inert(report)
     assert "<b>" not in report and "&lt;b&gt;x&lt;/b&gt;\\|" in report
+
+
+def test_labels_are_never_read_as_mathtext_in_figures():
+    from reports import plots
+
+    label = "$\\nosuch{$ <b>"
+    rows = [{"group": label, "value": 0.5, "ci_low": 0.4, "ci_high": 0.6}]
+    assert plots.group_rates({"preservation": rows}, label, label).size[0] > 0
+    assert plots.transition_heatmap([label, "b"], [[1, 2], [3, 4]], label).size[0] > 0
