@@ -14,6 +14,8 @@ renamed over its final name (``os.replace``), so at any instant a file is either
 Images are written before the part that references them, and a part is written only for rows not
 already stored; a SIGKILL at any instant therefore loses at most the rows of the flush in flight,
 never a completed row, and never duplicates one. Leftover temporary files are removed on open.
+
+Kill tests stop a writer at a known point with the hook :data:`HOLD_VARIABLE` instead of racing a timer.
 """
 
 from __future__ import annotations
@@ -40,6 +42,23 @@ from .provenance import git_commit, package_versions, utc_now
 
 LEADING_COLUMNS = ("run_id", "item_id", "sample", "input_kind", "group", "error")
 Key = tuple[str, int]
+HOLD_VARIABLE = "PULSE_AUDIT_TEST_HOLD"
+"""Test hook, ``<point>:<n>:<fifo>``: the process stops the n-th time it reaches ``point`` (``write``: a
+file's temporary copy is complete, not yet renamed; ``part``: a part has been stored) and waits until a
+tester opens the named pipe ``fifo`` for writing and closes it, or a signal ends the process."""
+_reached: dict[str, int] = {}
+
+
+def hold_point(point: str) -> None:
+    """Count ``point`` and wait there if :data:`HOLD_VARIABLE` names this occurrence (no-op otherwise)."""
+    spec = os.environ.get(HOLD_VARIABLE)
+    if not spec:
+        return
+    name, count, fifo = spec.split(":", 2)
+    _reached[point] = _reached.get(point, 0) + 1
+    if name == point and _reached[point] == int(count):
+        with open(fifo, "rb") as gate:
+            gate.read()
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -50,6 +69,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+    hold_point("write")
     os.replace(tmp, path)
     with contextlib.suppress(OSError):
         folder = os.open(path.parent, os.O_RDONLY)
@@ -212,6 +232,7 @@ class RunStore:
         self.next_part += 1
         self.tables.append(table)
         self.done.update((row["item_id"], row["sample"]) for row in fresh)
+        hold_point("part")
         self.consolidate()
 
     def consolidate(self) -> Path:

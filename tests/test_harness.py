@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
+from held_child import HeldChild, python_command
 from PIL import Image
 
 import audit.harness as harness
@@ -333,31 +333,26 @@ def _same(a: dict, b: dict) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_killed_run_resumes_exactly(tmp_path, sig):
-    dataset = make_faceset(tmp_path / "set", count=16)
+    dataset = make_faceset(tmp_path / "set", count=8)
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "audit.cli", "run", "--dataset", f"folder:{dataset}", "--generator",
-               "dcgan-tiny", "--classifiers", "skin-tone", "--per-group", "0", "--factor", "4", "--samples", "2",
-               "--steps", "30", "--restarts", "1", "--batch-size", "1", "--device", "cpu", "--out", str(out)]
-    child = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while len(list(out.glob("parts/part-*.parquet"))) < 3 and child.poll() is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    assert child.poll() is None, "the run finished before it could be interrupted"
-    os.kill(child.pid, sig)
-    _, stderr = child.communicate(timeout=60)
+    command = [*python_command("audit.cli"), "run", "--dataset", f"folder:{dataset}", "--generator", "dcgan-tiny",
+               "--classifiers", "skin-tone", "--per-group", "0", "--factor", "4", "--samples", "2", "--steps", "10",
+               "--restarts", "1", "--batch-size", "1", "--device", "cpu", "--out", str(out)]
+    child = HeldChild(command, tmp_path / "gate", "part", 3)
+    child.wait_held()
+    code, _, stderr = child.signal(sig)
     if sig == signal.SIGINT:
-        assert child.returncode == 130 and "run the same command to resume" in stderr, stderr
+        assert code == 130 and "run the same command to resume" in stderr, stderr
     else:
-        assert child.returncode == -signal.SIGKILL
+        assert code == -signal.SIGKILL
     parts_before = _parts(out)
     rows_before = read_results(out).to_pylist()
-    assert 3 <= len(parts_before) < 17 and rows_before
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert len(parts_before) == 3 and len(rows_before) == 3 * 2  # one input × 2 samples per part
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     rows = pq.read_table(out / "results.parquet").to_pylist()
     keys = [(row["item_id"], row["sample"]) for row in rows]
-    expected = {(f"img/face{i:02d}.png", k) for i in range(16) for k in range(2)} | {("img/broken.png", 0),
+    expected = {(f"img/face{i:02d}.png", k) for i in range(8) for k in range(2)} | {("img/broken.png", 0),
                                                                                     ("img/broken.png", 1)}
     assert len(keys) == len(set(keys)) and set(keys) == expected
     after = _parts(out)

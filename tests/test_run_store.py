@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import random
 import signal
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from held_child import HeldChild, python_command
 from PIL import Image
 
-from audit.records import AttributeSpec, Classifier, ClassifierCard, FaceItem, FaceSet
 from audit.provenance import git_commit, package_versions, run_provenance
+from audit.records import AttributeSpec, Classifier, ClassifierCard, FaceItem, FaceSet
 from audit.run_store import (RunStore, atomic_write, classifier_column, column_order, concat, read_results,
                              rows_to_table, safe_id)
 from audit.upsamplers import OracleUpsampler
@@ -161,14 +157,13 @@ WRITER = textwrap.dedent("""
     import sys, torch
     from pathlib import Path
     from audit.run_store import RunStore
-    store = RunStore.open(Path(sys.argv[1]), {"writer": 1})
-    print("ready", flush=True)
-    for i in range(100000):
-        key = f"item{i:05d}"
-        if (key, 0) in store.done:
-            continue
-        path = store.save_image(key, "out_0", torch.full((3, 16, 16), (i % 10) / 10))
-        store.append([{"item_id": key, "sample": 0, "value": float(i), "path_out": path, "note": "x" * 200}])
+    with RunStore.open(Path(sys.argv[1]), {"writer": 1}) as store:
+        for i in range(int(sys.argv[2])):
+            key = f"item{i:05d}"
+            if (key, 0) in store.done:
+                continue
+            path = store.save_image(key, "out_0", torch.full((3, 16, 16), (i % 10) / 10))
+            store.append([{"item_id": key, "sample": 0, "value": float(i), "path_out": path, "note": "x" * 200}])
 """)
 
 
@@ -186,18 +181,33 @@ def _check_store(root: Path) -> list[str]:
     return keys
 
 
-def test_sigkill_at_random_instants_loses_and_duplicates_nothing(tmp_path):
+# (hold point, occurrence): inside the first write (run.json of a new run), after whole parts, and inside
+# later writes (images, parts, run.json of a resumed session), in a fixed order
+KILL_POINTS = [("write", 1), ("part", 2), ("write", 3), ("write", 4), ("write", 1), ("part", 1)]
+
+
+def test_sigkill_at_known_points_loses_and_duplicates_nothing(tmp_path):
     script, root = tmp_path / "writer.py", tmp_path / "run"
     script.write_text(WRITER)
-    rng = random.Random(0)
     before: list[str] = []
-    for _ in range(5):
-        child = subprocess.Popen([sys.executable, str(script), str(root)], cwd=REPO, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
-        assert child.stdout.readline().strip() == "ready", child.stderr.read()
-        time.sleep(rng.uniform(0.05, 0.4))
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
+    for point, count in KILL_POINTS:
+        child = HeldChild([*python_command(script=script), str(root), "1000"], tmp_path / "gate", point, count)
+        child.wait_held()
+        in_flight = [p.name for p in root.rglob(".*.tmp")]
+        code, _, err = child.signal(signal.SIGKILL)
+        assert code == -signal.SIGKILL, err
         keys = _check_store(root)
-        assert keys[:len(before)] == before and len(keys) > len(before)
+        assert keys[:len(before)] == before
+        if point == "part":
+            assert len(keys) == len(before) + count  # every part this session stored, nothing more
+        else:
+            assert len(in_flight) == 1  # killed inside a write: the old file (if any) is whole, the new one absent
+        if (root / "run.json").exists():
+            assert json.loads((root / "run.json").read_text())["config"] == {"writer": 1}
         before = keys
+    child = HeldChild([*python_command(script=script), str(root), str(len(before) + 5)], tmp_path / "gate", "none", 1)
+    child.release()
+    _, err = child.process.communicate(timeout=600)
+    assert child.process.returncode == 0, err
+    assert _check_store(root) == [f"item{i:05d}" for i in range(len(before) + 5)]
+    assert not list(root.rglob("*.tmp"))
