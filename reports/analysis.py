@@ -2,7 +2,8 @@
 
 HTML, Markdown, plots and model cards are rendered from this dict only, so each number they show is in
 ``report.json`` and traces back to ``results.parquet`` through the metrics of :mod:`audit.metrics`.
-All hypothesis tests of a report form one family for the multiple-testing adjustment (Holm by default).
+All testable hypothesis tests of a report form one family for the multiple-testing adjustment (Holm by default);
+each test has a verdict: finding, nothing detected (with its minimum detectable effect) or not testable (why).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from audit.metrics import AttributeAudit, PairedShift, noise_floor, report_tests, upsampler_metrics
+from audit.metrics.columns import label_column
 from audit.stats.tests import TestResult
 from pulse_engine.errors import PulseAuditError
 from reports.findings import findings
@@ -24,9 +26,7 @@ from reports.run_data import (LR_ERROR, SUCCESS, AuditSpec, Run, ShiftSpec, audi
                               label_provenance, run_summary, sample_rows, shift_specs)
 from reports.tables import clean, group_label, indexed_records, records
 
-SCHEMA = "pulse-audit-report/1"
-TEST_KINDS = (("(PR)", "pr_gof"), ("(RDP, k×2)", "rdp"), ("(Stuart–Maxwell)", "stuart_maxwell"),
-              ("(Bowker)", "bowker"), ("(McNemar)", "mcnemar"), ("(UCPR)", "ucpr_gof"))
+SCHEMA = "pulse-audit-report/2"
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,6 @@ class Settings:
                     power=self.power)
 
 
-def test_kind(name: str) -> str:
-    """The kind of an attribute test, from the marker its name carries (see ``AttributeAudit.tests``)."""
-    return next((kind for marker, kind in TEST_KINDS if marker in name), "other")
-
-
 class Tests:
     """Collects TestResults with what each belongs to; adjusted together at the end."""
 
@@ -75,28 +70,43 @@ class Tests:
         self.results: list[TestResult] = []
         self.meta: list[dict[str, Any]] = []
 
-    def add(self, result: TestResult, source: str, kind: str, group: str | None = None) -> str:
+    def add(self, result: TestResult, source: str, group: str | None = None, kind: str | None = None) -> str:
+        """Add a test (its own ``kind`` unless ``kind`` is given) and return its id ("T3")."""
         test_id = f"T{len(self.results) + 1}"
         self.results.append(result)
-        self.meta.append({"id": test_id, "source": source, "kind": kind, "group": group})
+        self.meta.append({"id": test_id, "source": source, "kind": kind or result.kind, "group": group})
         return test_id
 
     def table(self, settings: Settings) -> list[dict[str, Any]]:
         if not self.results:
             return []
         adjusted = report_tests(self.results, method=settings.adjustment, alpha=settings.alpha)
-        return [clean({**m, **row}) for m, row in zip(self.meta, adjusted.to_dict(orient="records"))]
+        return [clean({**row, **m}) for m, row in zip(self.meta, adjusted.to_dict(orient="records"))]
+
+
+def ucpr_reference(run: Run, spec: AuditSpec) -> dict[str, float] | None:
+    """The stated reference of the UCPR test of ``spec``: the groups the average faces were made from, each weighted
+    by its number of outputs. Only for an attribute the run was grouped by (its average faces were made per
+    group); None otherwise (then the UCPR shares are descriptive: no population is uniform over, e.g., age bins)."""
+    column = label_column(spec.attribute)
+    if run.ucpr is None or column not in run.group_by or column not in run.ucpr:
+        return None
+    labels = run.ucpr[column].fillna("").astype(str)
+    counts = labels[labels.isin(spec.categories)].value_counts()
+    return {str(k): float(v) for k, v in counts.items()} if counts.sum() else None
 
 
 def make_audit(run: Run, spec: AuditSpec, settings: Settings, groups: list[str] | None = None,
                faces: pd.DataFrame | None = None) -> AttributeAudit:
-    """The AttributeAudit of ``spec`` (UCPR rows included when the run has them and the truth is a label)."""
+    """The AttributeAudit of ``spec`` (UCPR rows included when the run has them and the truth is a label; tested
+    only against :func:`ucpr_reference`)."""
     positive = settings.positive.get(spec.attribute)
     ucpr = run.ucpr if spec.truth == "label" and run.ucpr is not None and spec.output_column in run.ucpr else None
+    prior = ucpr_reference(run, spec) if ucpr is not None else None
     return AttributeAudit(run.faces if faces is None else faces, spec.truth_column, spec.output_column,
                           groups=groups, categories=list(spec.categories),
                           positive=positive if positive in spec.categories else None, uninformative=ucpr,
-                          name=spec.key, power=settings.power, **_frame_kwargs(settings))
+                          prior=prior, name=spec.key, power=settings.power, **_frame_kwargs(settings))
 
 
 def _frame_kwargs(settings: Settings) -> dict[str, Any]:
@@ -105,7 +115,8 @@ def _frame_kwargs(settings: Settings) -> dict[str, Any]:
 
 def attribute_section(run: Run, spec: AuditSpec, audit: AttributeAudit, tests: Tests) -> dict[str, Any]:
     counts = audit.transition()
-    ids = [tests.add(t, spec.key, test_kind(t.name)) for t in audit.tests()]
+    ids = [tests.add(t, spec.key) for t in audit.tests()]
+    ucpr_tested = audit.ucpr is not None and audit.ucpr.test is not None
     return clean({
         **asdict(spec), "key": spec.key, "positive": audit.positive, "groups": audit.groups,
         "n_rows": len(audit.data), "n_inputs": int(audit.data[audit.cluster].nunique()),
@@ -118,6 +129,8 @@ def attribute_section(run: Run, spec: AuditSpec, audit: AttributeAudit, tests: T
         "rdp": _ordered(records(audit.rdp(), audit.groups), spec.categories),
         "shares": indexed_records(audit.shares(), "category"), "divergences": records(audit.divergences()),
         "ucpr_shares": indexed_records(audit.ucpr.table, "category") if audit.ucpr is not None else None,
+        "ucpr_reference": ("the groups the average faces were made from, weighted by their outputs" if ucpr_tested
+                           else "none stated: descriptive only" if audit.ucpr is not None else None),
         "differences": indexed_records(audit.differences(), "metric"),
         "ratios": indexed_records(audit.ratios(), "metric"), "warnings": audit.warnings(), "tests": ids,
         "intersectional": None, "noise_floor": None})
@@ -133,8 +146,7 @@ def intersectional_section(audit: AttributeAudit, spec: AuditSpec, tests: Tests,
                            ) -> dict[str, Any]:
     """By-group preservation over the run's sampling intersection and its k×2 test (other tests would repeat
     the unitary audit's and are left out of the family)."""
-    rdp = [t for t in audit.tests() if test_kind(t.name) == "rdp"]
-    ids = [tests.add(t, spec.key, "rdp_intersectional") for t in rdp]
+    ids = [tests.add(audit.preservation_test(), spec.key, kind="preservation_gap_intersectional")]
     return clean({"groups": audit.groups, "names": names, "by_group": records(audit.by_group(), audit.groups),
                   "differences": indexed_records(audit.differences(), "metric"), "tests": ids})
 
@@ -164,7 +176,7 @@ def shift_section(run: Run, spec: ShiftSpec, settings: Settings, tests: Tests) -
                         test_zero=spec.signed, power=settings.power, **_frame_kwargs(settings))
     labels = [None] + [group_label(dict(zip(groups, k if isinstance(k, tuple) else (k,))), groups)
                        for k in shift.frame.group_index] if groups else [None]
-    ids = [tests.add(t, spec.key, "shift", label) for t, label in zip(shift.tests(), labels)]
+    ids = [tests.add(t, spec.key, label) for t, label in zip(shift.tests(), labels)]
     values = shift.frame.data["_shift"]
     return clean({**asdict(spec), "groups": groups, "table": records(shift.table, groups),
                   "overall": indexed_records(shift.frame.overall, "metric"),

@@ -1,9 +1,9 @@
 """``pulse-audit compare RUN_A RUN_B ...``: generators on the same inputs, side by side and paired.
 
-Paired tests use the inputs every run shares, one output each (each input's lowest sample, normally sample 0):
-McNemar on label preservation per attribute, Wilcoxon signed-rank on the per-input difference of ΔITA, age shift
-and identity distance. Differences (later run − earlier run) get percentile intervals from a paired bootstrap over
-the shared inputs, stratified by input label. All tests of a comparison form one family (Holm by default).
+Paired differences (later run B − earlier run A) use the inputs every run shares and every sample of them: per
+input the mean over its samples of label preservation per attribute, and of ΔITA, age shift and identity distance
+(see :mod:`audit.metrics.paired_runs`). Each difference has a Wald t test and an interval from the same estimator,
+so they agree. All testable tests of a comparison form one family (Holm by default).
 """
 
 from __future__ import annotations
@@ -13,13 +13,11 @@ from datetime import datetime, timezone
 from itertools import combinations
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from audit.metrics.columns import ITEM, SAMPLE
 from audit.metrics.distribution import first_sample, is_missing
-from audit.stats.intervals import Bootstrap, percentile_interval
-from audit.stats.tests import mcnemar, wilcoxon_signed_rank
+from audit.metrics.paired_runs import paired_difference, per_input_mean
 from pulse_engine.errors import PulseAuditError
 from reports.analysis import Settings, Tests, build_report, histogram
 from reports.formatting import ci, mde, pct, pval, signed
@@ -56,85 +54,84 @@ def _values(frame: pd.DataFrame, value: str | tuple[str, str]) -> pd.Series:
     return pd.to_numeric(frame[value[1]], errors="coerce") - pd.to_numeric(frame[value[0]], errors="coerce")
 
 
-def _strata(frame: pd.DataFrame) -> np.ndarray | None:
-    """The run's sampling groups (``group`` column) as bootstrap strata, when recorded."""
+def _strata(frame: pd.DataFrame) -> pd.Series | None:
+    """The run's sampling groups (``group`` column) per input id, when recorded."""
     if GROUP not in frame or (frame[GROUP].fillna("").astype(str) == "").all():
         return None
-    return frame[GROUP].fillna("").astype(str).to_numpy()
+    return frame.groupby(ITEM)[GROUP].first().fillna("").astype(str)
 
 
-def _paired_interval(a: np.ndarray, b: np.ndarray, strata: np.ndarray | None, settings: Settings
-                     ) -> tuple[float, float]:
-    """Percentile interval of mean(b) − mean(a) over a bootstrap of the shared inputs."""
-    design = Bootstrap(len(a), strata, None, settings.n_boot, settings.seed)
-    sums = design.sums(np.stack([a, b, np.ones(len(a))], axis=1))
-    low, high = percentile_interval((sums[:, 1] - sums[:, 0]) / sums[:, 2], settings.confidence)
-    return float(low), float(high)
+def _entry(diff: Any, test_id: str, **fields: Any) -> dict[str, Any]:
+    t = diff.test
+    return {**fields, "n": diff.n, "a_value": diff.a_value, "b_value": diff.b_value, "difference": diff.difference,
+            "ci_low": t.ci_low, "ci_high": t.ci_high, "test": test_id}
+
+
+def diff_items(means: list[pd.Series]) -> pd.Index:
+    """Inputs with a value in both runs."""
+    return means[0].index.intersection(means[1].index)
 
 
 def preservation_pair(frames: tuple[pd.DataFrame, pd.DataFrame], spec_key: str, truth: str, output: str,
                       labels: tuple[str, str], settings: Settings, tests: Tests) -> dict[str, Any] | None:
-    """McNemar on preserved (yes/no) of two runs over shared inputs with an output label in both."""
-    a, b = frames
-    both = a.index.intersection(b.index)
-    a, b = a.loc[both], b.loc[both]
-    ok = ~is_missing(a[output]) & ~is_missing(b[output]) & ~is_missing(a[truth])
-    if not ok.any():
+    """Preservation rate B − A over shared inputs (per input: the share of its samples, with an output label, that
+    keep the input label)."""
+    means = []
+    for frame in frames:
+        ok = ~is_missing(frame[output]) & ~is_missing(frame[truth])
+        kept = (frame[output].astype(str) == frame[truth].astype(str)).astype(float).where(ok)
+        means.append(per_input_mean(frame, kept, ITEM))
+    if diff_items(means).empty:
         return None
-    a, b = a[ok], b[ok]
-    pa = (a[output].astype(str) == a[truth].astype(str)).to_numpy(float)
-    pb = (b[output].astype(str) == b[truth].astype(str)).to_numpy(float)
-    table = [[int(((pa == 1) & (pb == 1)).sum()), int(((pa == 1) & (pb == 0)).sum())],
-             [int(((pa == 0) & (pb == 1)).sum()), int(((pa == 0) & (pb == 0)).sum())]]
-    test = mcnemar(table, f"{spec_key}: preservation, {labels[0]} vs {labels[1]} (McNemar)", settings.alpha,
-                   settings.power)
-    low, high = _paired_interval(pa, pb, _strata(a), settings)
-    return {"metric": spec_key, "kind": "preservation", "unit": "pp", "n": len(pa), "table": table,
-            "a_value": pa.mean(), "b_value": pb.mean(), "difference": pb.mean() - pa.mean(), "ci_low": low,
-            "ci_high": high, "test": tests.add(test, spec_key, "mcnemar_paired", f"{labels[0]} vs {labels[1]}"),
-            "labels_differ": int((a[truth].astype(str) != b[truth].astype(str)).sum())}
+    a, b = frames
+    diff = paired_difference(*means, _strata(a), name=f"{spec_key}: preservation, {labels[1]} − {labels[0]}",
+                             kind="preservation_paired", scale=100.0, unit="pp",
+                             effect_label=f"preservation rate of {labels[1]} − {labels[0]} (mean over shared inputs)",
+                             confidence=settings.confidence, alpha=settings.alpha, power=settings.power)
+    items = diff_items(means)
+    differ = int((a.groupby(ITEM)[truth].first().reindex(items).astype(str)
+                  != b.groupby(ITEM)[truth].first().reindex(items).astype(str)).sum())
+    return _entry(diff, tests.add(diff.test, spec_key, f"{labels[0]} vs {labels[1]}"), metric=spec_key,
+                  kind="preservation", unit="pp", labels_differ=differ)
 
 
 def shift_pair(frames: tuple[pd.DataFrame, pd.DataFrame], spec: Any, labels: tuple[str, str], settings: Settings,
                tests: Tests) -> dict[str, Any] | None:
-    """Wilcoxon signed-rank on the per-input difference (B − A) of a paired quantity."""
-    a, b = frames
-    both = a.index.intersection(b.index)
-    va, vb = _values(a.loc[both], spec.value).to_numpy(float), _values(b.loc[both], spec.value).to_numpy(float)
-    ok = np.isfinite(va) & np.isfinite(vb)
-    if ok.sum() < 2:
+    """Per-input mean of a paired quantity, B − A."""
+    means = [per_input_mean(f, _values(f, spec.value), ITEM) for f in frames]
+    if len(diff_items(means)) < 2:
         return None
-    va, vb = va[ok], vb[ok]
-    test = wilcoxon_signed_rank(vb - va, f"{spec.name}: {labels[1]} − {labels[0]} (Wilcoxon)", spec.unit,
-                                settings.alpha, settings.power)
-    low, high = _paired_interval(va, vb, _strata(a.loc[both][ok]), settings)
-    return {"metric": spec.key, "name": spec.name, "kind": "shift", "unit": spec.unit, "n": int(ok.sum()),
-            "a_value": va.mean(), "b_value": vb.mean(), "difference": vb.mean() - va.mean(), "ci_low": low,
-            "ci_high": high, "median_difference": test.effect, "meaning": spec.meaning,
-            "test": tests.add(test, spec.key, "wilcoxon_paired", f"{labels[0]} vs {labels[1]}")}
+    diff = paired_difference(*means, _strata(frames[0]), name=f"{spec.name}: {labels[1]} − {labels[0]}",
+                             kind="shift_paired", unit=spec.unit,
+                             effect_label=f"mean {spec.name} of {labels[1]} − {labels[0]} (over shared inputs)",
+                             confidence=settings.confidence, alpha=settings.alpha, power=settings.power)
+    return _entry(diff, tests.add(diff.test, spec.key, f"{labels[0]} vs {labels[1]}"), metric=spec.key,
+                  name=spec.name, kind="shift", unit=spec.unit, meaning=spec.meaning)
 
 
 def verdict(p: dict[str, Any], test: dict[str, Any], labels: tuple[str, str]) -> str:
-    """One plain line per metric and pair."""
+    """One plain line per metric and pair, with its verdict."""
     a, b = labels
     adj = f"{pval(test['p_adjusted'])} after {test['adjustment']}"
-    if p["kind"] == "preservation":
-        values = (f"{pct(p['b_value'])} vs {pct(p['a_value'])} on the same {p['n']} inputs; difference "
-                  f"{signed(100 * p['difference'], 3)} pp, "
-                  f"95% CI {ci(100 * p['ci_low'], 100 * p['ci_high'], unit=' pp')}")
-        if test["reject"]:
-            word = "more" if p["difference"] > 0 else "less"
-            return f"{p['metric']} preservation: {b} keeps the label {word} often than {a} ({values}; McNemar {adj})."
-        return (f"{p['metric']} preservation: no detectable difference between {b} and {a} ({values}; McNemar {adj}; "
-                f"smallest detectable difference {mde(test['mde'], 'pp')}).")
-    unit = p["unit"]
-    values = (f"mean {signed(p['b_value'])}{unit} vs {signed(p['a_value'])}{unit} on {p['n']} shared inputs; paired "
-              f"difference {signed(p['difference'])}{unit}, 95% CI {ci(p['ci_low'], p['ci_high'], unit=unit)}")
-    if test["reject"]:
-        word = "higher" if p["median_difference"] > 0 else "lower"
-        return f"{p['name']}: {word} for {b} than for {a} ({values}; Wilcoxon {adj}; {p['meaning']})."
-    return (f"{p['name']}: no detectable difference between {b} and {a} ({values}; Wilcoxon {adj}; smallest "
-            f"detectable shift {mde(test['mde'], unit)}).")
+    level = round(100 * test["confidence"]) if test["confidence"] else 95
+    unit = " pp" if p["kind"] == "preservation" else p["unit"]
+    scale = 100 if p["kind"] == "preservation" else 1
+    fmt = pct if p["kind"] == "preservation" else (lambda x: f"{signed(x)}{unit}")
+    values = (f"{fmt(p['b_value'])} vs {fmt(p['a_value'])}, means over {p['n']} shared inputs of each input's "
+              f"samples; difference {b} − {a} = {signed(scale * p['difference'])}{unit}, {level}% CI "
+              f"{ci(p['ci_low'], p['ci_high'], unit=unit)}, "
+              f"{ci(test['adjusted_ci_low'], test['adjusted_ci_high'], unit=unit)} at the {test['adjustment']}-"
+              f"adjusted level")
+    what = f"{p['metric']} preservation" if p["kind"] == "preservation" else p["name"]
+    if test["verdict"] == "not testable":
+        return f"{what}: not testable for {b} vs {a} ({test['reason']}); not counted among the tests."
+    if test["verdict"] == "finding":
+        word = ("more" if p["difference"] > 0 else "less") if p["kind"] == "preservation" else             ("higher" if p["difference"] > 0 else "lower")
+        tail = f"; {p['meaning']}" if p.get("meaning") else ""
+        verb = f"keeps the label {word} often than" if p["kind"] == "preservation" else f"is {word} for it than for"
+        return f"{what}: {b} {verb} {a} ({values}; Wald t {adj}{tail})."
+    return (f"{what}: nothing detected between {b} and {a} ({values}; Wald t {adj}; smallest detectable difference "
+            f"{mde(test['mde'], test['unit'])}).")
 
 
 def side_by_side(reports: Sequence[dict[str, Any]], labels: Sequence[str]) -> dict[str, Any]:
@@ -158,19 +155,20 @@ def compare_runs(runs: Sequence[Run], settings: Settings = Settings()) -> dict[s
         raise PulseAuditError("compare needs at least two runs")
     labels, items = run_labels(runs), shared_items(runs)
     firsts = [first_outputs(r).loc[lambda f: f.index.isin(items)] for r in runs]
+    shared = [r.faces[r.faces[ITEM].isin(items)] for r in runs]
     tests, pairs = Tests(), []
     for i, j in combinations(range(len(runs)), 2):
         pair_labels = (labels[i], labels[j])
         specs_j = {s.key: s for s in audit_specs(runs[j])}
         for spec in audit_specs(runs[i]):
             other = specs_j.get(spec.key)
-            if other and other.truth_column == spec.truth_column and spec.truth_column in firsts[i]:
-                p = preservation_pair((firsts[i], firsts[j]), spec.key, spec.truth_column, spec.output_column,
+            if other and other.truth_column == spec.truth_column and spec.truth_column in shared[i]:
+                p = preservation_pair((shared[i], shared[j]), spec.key, spec.truth_column, spec.output_column,
                                       pair_labels, settings, tests)
                 pairs += [dict(p, pair=list(pair_labels))] if p else []
         shifts_j = {s.key for s in shift_specs(runs[j])}
         for spec in shift_specs(runs[i]):
-            p = shift_pair((firsts[i], firsts[j]), spec, pair_labels, settings, tests) if spec.key in shifts_j else None
+            p = shift_pair((shared[i], shared[j]), spec, pair_labels, settings, tests) if spec.key in shifts_j else None
             pairs += [dict(p, pair=list(pair_labels))] if p else []
     table = tests.table(settings)
     by_id = {t["id"]: t for t in table}

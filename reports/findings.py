@@ -1,15 +1,15 @@
 """Plain-language findings generated from a report dict (see :mod:`reports.analysis`).
 
-A sentence states a finding only when its test rejects after the report's multiple-testing adjustment; every
-other test gets a "nothing detected" line with its minimum detectable effect, so that silence is never read as
-"no bias". Each sentence names the test id it rests on (``T3``), which is a row of the report's test table.
+Three verdicts, one list each: a *finding* is stated only when its test rejects after the report's multiple-testing
+adjustment, and names the category, group or pair that drives the test with its effect and intervals; *nothing
+detected* gives the minimum detectable effect, so that silence is never read as "no bias"; *not testable* says why
+(no data, no variation …) and is neither counted in the family nor worded as "nothing detected". Each sentence
+names the test id it rests on (``T3``), a row of the report's test table.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-import numpy as np
 
 from reports.formatting import ci, mde, pct, pval, signed
 
@@ -20,81 +20,76 @@ def _p(test: dict[str, Any]) -> str:
     return f"{pval(test['p_adjusted'])} {ADJUSTMENT.get(test['adjustment'], 'adjusted')}"
 
 
-def _rate(rates: list[dict[str, Any]], source: str, target: str) -> dict[str, Any]:
-    return next(r for r in rates if r["input"] == source and r["output"] == target)
+def _effect(test: dict[str, Any]) -> str:
+    """"+15.8 pp (output share − input share; 95% CI 12.5 to 19.2 pp over the 4 categories of this test; 12.0 to
+    19.7 pp at the Holm-adjusted level)"."""
+    unit = f" {test['unit']}" if test["unit"] == "pp" else test["unit"]
+    over = (f" simultaneous over the {len(test['components'])} {_what(test)} of this test"
+            if len(test["components"]) > 1 else "")
+    level = round(100 * (test["confidence"] or 0.95))
+    adjusted = ci(test["adjusted_ci_low"], test["adjusted_ci_high"], unit=unit)
+    return (f"{signed(test['effect'])}{unit} ({test['effect_label']}; {level}% CI "
+            f"{ci(test['ci_low'], test['ci_high'], unit=unit)}{over}; {adjusted} at the "
+            f"{test['adjustment']}-adjusted level)")
 
 
-def _flow(r: dict[str, Any]) -> str:
-    return (f"inputs labelled {r['input']} came out labelled {r['output']} in {pct(r['rate'])} of cases "
-            f"(95% CI {ci(r['ci_low'], r['ci_high'], True)}; {r['count']} of {r['row_total']} outputs)")
+NOUNS = {"flip_symmetry": ("pair", "pairs"), "preservation_gap": ("group", "groups"),
+         "preservation_gap_intersectional": ("group", "groups"), "shift": ("group", "groups")}
 
 
-def _mcnemar(a: dict[str, Any], test: dict[str, Any]) -> str:
-    cats, table, p = a["transition"]["categories"], np.asarray(a["paired_table"]), a["positive"]
-    i = cats.index(p)
-    into = int(table[:, i].sum() - table[i, i])
-    away = int(table[i].sum() - table[i, i])
-    others = [c for c in cats if c != p]
-    if into >= away:
-        best = max((_rate(a["transition_rates"], c, p) for c in others), key=lambda r: r["rate"] or 0)
-    else:
-        best = max((_rate(a["transition_rates"], p, c) for c in others), key=lambda r: r["rate"] or 0)
-    return (f"{_flow(best)}. Over the test inputs, {into} of {int(table.sum() - table[i].sum())} not labelled {p} "
-            f"became {p} and {away} of {int(table[i].sum())} labelled {p} became something else "
-            f"(McNemar, {_p(test)}).")
+def _what(test: dict[str, Any], plural: bool = True) -> str:
+    """What the components of a test are: categories, groups or pairs."""
+    return NOUNS.get(test["kind"], ("category", "categories"))[plural]
 
 
-def _largest_share_change(shares: list[dict[str, Any]], reference: str) -> dict[str, Any]:
-    return max(shares, key=lambda r: abs((r["share"] or 0) - (r[reference] or 0)))
+def _row(rows: list[dict[str, Any]] | None, key: str, value: str) -> dict[str, Any] | None:
+    return next((r for r in rows or [] if str(r.get(key)) == value), None)
 
 
-def _stuart_maxwell(a: dict[str, Any], test: dict[str, Any]) -> str:
-    r = _largest_share_change(a["shares"], "input_share")
-    return (f"the {a['attribute']} labels of the outputs are distributed differently from the inputs' "
-            f"(Stuart–Maxwell, {_p(test)}): {r['category']} made up {pct(r['input_share'])} of the inputs and "
-            f"{pct(r['share'])} of the outputs (95% CI {ci(r['ci_low'], r['ci_high'], True)}).")
+def _margins(a: dict[str, Any], test: dict[str, Any]) -> str:
+    c = test["component"]
+    share = _row(a["shares"], "category", c) or {}
+    more = "more" if (test["effect"] or 0) > 0 else "less"
+    how = ("test of this class alone" if test["kind"] == "positive_share" else
+           f"the category that drives the test over all {len(test['components'])} categories")
+    return (f"outputs are labelled {c} {more} often than the inputs ({how}, {test['n_samples']} outputs of "
+            f"{test['n']} inputs, {_p(test)}): {c} is {pct(share.get('share'))} of the outputs against "
+            f"{pct(share.get('input_share'))} of the inputs, a difference of {_effect(test)}.")
 
 
-def _bowker(a: dict[str, Any], test: dict[str, Any]) -> str:
-    cats, counts = a["transition"]["categories"], np.asarray(a["transition"]["counts"])
-    gap = np.abs(counts - counts.T)
-    i, j = np.unravel_index(int(np.argmax(gap)), gap.shape)
-    if counts[i, j] < counts[j, i]:
+def _flips(a: dict[str, Any], test: dict[str, Any]) -> str:
+    i, _, rest = test["component"].partition(" → ")
+    j = rest.removesuffix(" vs back")
+    if (test["effect"] or 0) < 0:
         i, j = j, i
-    forward, back = _rate(a["transition_rates"], cats[i], cats[j]), _rate(a["transition_rates"], cats[j], cats[i])
-    return (f"flips are not symmetric (Bowker, {_p(test)}): {_flow(forward)}, while the reverse flip "
-            f"{cats[j]} → {cats[i]} happened in {pct(back['rate'])} "
-            f"(95% CI {ci(back['ci_low'], back['ci_high'], True)}).")
+    forward = _row([r for r in a["transition_rates"] if r["input"] == i], "output", j) or {}
+    back = _row([r for r in a["transition_rates"] if r["input"] == j], "output", i) or {}
+    return (f"flips are not symmetric ({_p(test)}): inputs labelled {i} came out {j} in {pct(forward.get('rate'))} "
+            f"of their outputs (95% CI {ci(forward.get('ci_low'), forward.get('ci_high'), True)}), inputs labelled "
+            f"{j} came out {i} in {pct(back.get('rate'))} (95% CI {ci(back.get('ci_low'), back.get('ci_high'), True)}"
+            f"); as shares of all outputs the difference is {_effect(test)}.")
 
 
-def _gof(a: dict[str, Any], test: dict[str, Any], ucpr: bool) -> str:
-    shares = a["ucpr_shares"] if ucpr else a["shares"]
-    r = _largest_share_change(shares, "reference")
-    what = "outputs of uninformative (average-face) inputs" if ucpr else "outputs"
-    return (f"the {a['attribute']} shares of the {what} differ from the reference (χ² goodness of fit, {_p(test)}): "
-            f"{r['category']} is {pct(r['share'])} of them (95% CI {ci(r['ci_low'], r['ci_high'], True)}) against a "
-            f"reference share of {pct(r['reference'])}.")
+def _preservation(rows: list[dict[str, Any]], test: dict[str, Any], where: str) -> str:
+    g = test["component"]
+    row = _row([r for r in rows if r["metric"] == "preservation"], "group", g) or {}
+    word = "less" if (test["effect"] or 0) < 0 else "more"
+    return (f"the label is preserved at different rates across {where} ({_p(test)}): {g} keeps it {word} often, "
+            f"{pct(row.get('value'))} (95% CI {ci(row.get('ci_low'), row.get('ci_high'), True)}), "
+            f"{_effect(test)}.")
 
 
-def _rdp(rows: list[dict[str, Any]], test: dict[str, Any], where: str) -> str:
-    rows = [r for r in rows if r["metric"] == "preservation" and r["value"] is not None]
-    if not rows:
-        return f"the label is preserved at different rates across {where} (χ² test, {_p(test)})."
-    low, high = min(rows, key=lambda r: r["value"]), max(rows, key=lambda r: r["value"])
-    return (f"the label is preserved at different rates across {where} (χ² test, {_p(test)}): lowest for "
-            f"{low['group']}, {pct(low['value'])} (95% CI {ci(low['ci_low'], low['ci_high'], True)}), highest for "
-            f"{high['group']}, {pct(high['value'])} (95% CI {ci(high['ci_low'], high['ci_high'], True)}).")
+def _ucpr(a: dict[str, Any], test: dict[str, Any]) -> str:
+    c = test["component"]
+    share = _row(a["ucpr_shares"], "category", c) or {}
+    return (f"outputs of uninformative (average-face) inputs are not distributed like the groups the average faces "
+            f"were made from ({_p(test)}): {c} is {pct(share.get('share'))} of them against a reference share of "
+            f"{pct(share.get('reference'))}, {_effect(test)}.")
 
 
 def _shift(s: dict[str, Any], test: dict[str, Any]) -> str:
-    group = test["group"] or "all"
-    mean = next((r for r in (s["table"] if test["group"] else s["overall"])
-                 if r["metric"] == "mean" and (not test["group"] or r["group"] == group)), None)
-    where = f"inputs in group {group}" if test["group"] else "all inputs"
-    interval = (f" (mean {signed(mean['value'])}{s['unit']}, "
-                f"95% CI {ci(mean['ci_low'], mean['ci_high'], unit=s['unit'])})") if mean else ""
-    return (f"{s['name']} for {where}: median per-input change {signed(test['effect'])}{s['unit']}{interval}, "
-            f"Wilcoxon signed-rank {_p(test)}; {s['meaning']}.")
+    where = f"inputs in group {test['group']}" if test["group"] else "all inputs"
+    return f"{s['name']} for {where} ({_p(test)}): mean {_effect(test)}; {s['meaning']}."
 
 
 def _found(report: dict[str, Any], test: dict[str, Any]) -> str:
@@ -103,37 +98,41 @@ def _found(report: dict[str, Any], test: dict[str, Any]) -> str:
         return _shift(next(s for s in report["shifts"] if s["key"] == test["source"]), test)
     a = next(x for x in report["attributes"] if x["key"] == test["source"])
     head = f"{a['attribute']} ({a['classifier']}): "
-    if kind == "mcnemar":
-        return head + _mcnemar(a, test)
-    if kind == "stuart_maxwell":
-        return head + _stuart_maxwell(a, test)
-    if kind == "bowker":
-        return head + _bowker(a, test)
-    if kind in ("pr_gof", "ucpr_gof"):
-        return head + _gof(a, test, kind == "ucpr_gof")
-    if kind == "rdp_intersectional":
-        return head + _rdp(a["intersectional"]["by_group"], test, "intersectional groups")
-    return head + _rdp(a["by_group"], test, "groups")
+    if kind in ("margins", "positive_share"):
+        return head + _margins(a, test)
+    if kind == "flip_symmetry":
+        return head + _flips(a, test)
+    if kind == "ucpr":
+        return head + _ucpr(a, test)
+    if kind == "preservation_gap_intersectional":
+        return head + _preservation(a["intersectional"]["by_group"], test, "intersectional groups")
+    if kind == "preservation_gap":
+        return head + _preservation(a["by_group"], test, "groups")
+    return head + f"{test['name']} ({_p(test)}): {_effect(test)}."
 
 
-def _not_found(test: dict[str, Any], power: float) -> str:
-    subject = test["name"]
-    if test["p_value"] is None:
-        return f"{subject}: not run ({test['method']}{'; ' + test['notes'] if test['notes'] else ''})."
-    what = "a shift" if test["kind"] == "shift" else "an effect"
-    return (f"{subject}: nothing detected ({_p(test)}, n = {test['n']}). {what.capitalize()} of "
-            f"{mde(test['mde'], test['unit'])} "
-            f"or more would have been detected with {pct(power, 0)} power; smaller ones could go unseen.")
+def _nothing(test: dict[str, Any], power: float) -> str:
+    what = "A shift" if test["kind"] == "shift" else "An effect"
+    return (f"{test['name']}: nothing detected ({_p(test)}; {test['n']} inputs, {test['n_samples']} outputs). "
+            f"{what} of {mde(test['mde'], test['unit'])} or more in any one {_what(test, False)} "
+            f"would have been detected with {pct(power, 0)} power at α before adjustment; smaller ones could go "
+            f"unseen.")
+
+
+def _untestable(test: dict[str, Any]) -> str:
+    return f"{test['name']}: not testable ({test['reason']}); not counted among the report's tests."
 
 
 def findings(report: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """``found``: one sentence per test that rejects after adjustment; ``not_found``: the others, with MDEs."""
-    found, not_found = [], []
+    """``found`` (verdict "finding"), ``not_found`` ("nothing detected", with MDEs) and ``not_testable`` (with the
+    reason), one sentence per test."""
+    out: dict[str, list[dict[str, Any]]] = {"found": [], "not_found": [], "not_testable": []}
     for test in report["tests"]:
-        if test["reject"]:
-            found.append({"test": test["id"], "kind": test["kind"], "source": test["source"],
-                          "text": _found(report, test)})
+        entry = {"test": test["id"], "kind": test["kind"], "source": test["source"], "verdict": test["verdict"]}
+        if test["verdict"] == "finding":
+            out["found"].append({**entry, "text": _found(report, test)})
+        elif test["verdict"] == "nothing detected":
+            out["not_found"].append({**entry, "text": _nothing(test, report["settings"]["power"])})
         else:
-            not_found.append({"test": test["id"], "kind": test["kind"], "source": test["source"],
-                              "text": _not_found(test, report["settings"]["power"])})
-    return {"found": found, "not_found": not_found}
+            out["not_testable"].append({**entry, "text": _untestable(test)})
+    return out

@@ -5,10 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 MISSING = "–"
+INFINITE = {"inf": "∞", "-inf": "−∞"}  # how report.json writes ±∞ (see reports.tables.clean)
 
 
 def _ok(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float("inf")
+
+
+def _infinite(x: Any) -> str | None:
+    if isinstance(x, str) and x in INFINITE:
+        return INFINITE[x]
+    if isinstance(x, float) and abs(x) == float("inf"):
+        return "∞" if x > 0 else "−∞"
+    return None
 
 
 def pct(x: Any, digits: int = 1) -> str:
@@ -17,7 +26,9 @@ def pct(x: Any, digits: int = 1) -> str:
 
 
 def num(x: Any, digits: int = 3) -> str:
-    """A number with ``digits`` significant digits (integers as they are)."""
+    """A number with ``digits`` significant digits (integers as they are; ±∞ as ∞ / −∞)."""
+    if _infinite(x):
+        return _infinite(x)
     if isinstance(x, bool) or not _ok(x):
         return MISSING if not isinstance(x, bool) else str(x).lower()
     if isinstance(x, int):
@@ -41,9 +52,12 @@ def pval(p: Any) -> str:
 
 
 def ci(low: Any, high: Any, as_pct: bool = False, unit: str = "") -> str:
-    """An interval "35.0–47.1%" (``as_pct``) or "1.2–3.4°"."""
+    """An interval "35.0–47.1%" (``as_pct``) or "1.2 to 3.4°"; a zero-width interval is not an interval and is
+    printed as "not estimable"."""
     if not (_ok(low) and _ok(high)):
         return MISSING
+    if low == high:
+        return "not estimable"
     if as_pct:
         return f"{100 * low:.1f}–{100 * high:.1f}%"
     return f"{num(low)} to {num(high)}{unit}"

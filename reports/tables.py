@@ -1,4 +1,6 @@
-"""Plain JSON values from metric tables: records with NaN → null and numpy scalars → Python numbers."""
+"""Plain JSON values from metric tables: numpy scalars → Python numbers, NaN → null (not computable: the record
+says why where a reason exists, e.g. a test's ``reason``) and ±∞ → the strings "inf" / "-inf" (an infinite value
+is a value, not a missing one)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ import pandas as pd
 
 
 def clean(value: Any) -> Any:
-    """A JSON-ready copy: numpy scalars and arrays become Python values, NaN and ±inf become None, tuples
-    become lists, mapping keys become strings."""
+    """A JSON-ready copy: numpy scalars and arrays become Python values, NaN becomes None and ±inf "inf" / "-inf",
+    tuples become lists, mapping keys become strings."""
     if isinstance(value, dict):
         return {str(k): clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -24,7 +26,8 @@ def clean(value: Any) -> Any:
     if isinstance(value, (np.integer, int)):
         return int(value)
     if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(float(value)) else None
+        x = float(value)
+        return x if math.isfinite(x) else None if math.isnan(x) else ("inf" if x > 0 else "-inf")
     if value is None or value is pd.NA or value is pd.NaT:
         return None
     return value if isinstance(value, str) else str(value)

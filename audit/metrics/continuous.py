@@ -9,15 +9,16 @@ import pandas as pd
 
 from audit.metrics.columns import ITEM, require
 from audit.metrics.frame import MIN_N, Metric, MetricFrame
-from audit.stats.tests import TestResult, wilcoxon_signed_rank
+from audit.stats.tests import TestResult, not_testable, wald_max_test
 
 
 class PairedShift:
     """Per-row paired change d (``value`` column, or ``after − before`` for a (before, after) pair of columns).
 
-    ``table`` gives mean and median of d overall and per group with bootstrap intervals (stratified by group,
-    clustered by input). ``tests()`` runs a Wilcoxon signed-rank test of d against 0 per group and overall, on
-    per-input means of d (samples of one input are not independent), each with its MDE in ``unit``. Set
+    ``table`` gives mean (cluster-robust t interval) and median (bootstrap interval) of d overall and per group
+    (stratified by group, clustered by input). ``tests()`` runs a Wald t test that the mean of d is 0, overall and
+    per group, with every sample and the same cluster-robust se as the table's interval, so that the interval
+    excludes 0 exactly when the test rejects at the same level; each with its MDE in ``unit``. Set
     ``test_zero=False`` for quantities that are not signed changes (identity distance ≥ 0): then there are no tests
     and groups are compared through ``frame.difference()``.
     """
@@ -45,21 +46,28 @@ class PairedShift:
         """Tidy by-group table (metric ∈ {mean, median}) as in ``MetricFrame.by_group``."""
         return self.frame.by_group
 
-    def _per_input(self) -> pd.DataFrame:
-        data = self.frame.data.assign(_code=self.frame.codes, _cluster=self.frame.bootstrap.row_cluster)
-        return data.groupby("_cluster").agg(shift=("_shift", "mean"), code=("_code", "first"))
-
     def tests(self) -> list[TestResult]:
+        """Mean change ≠ 0 for all inputs and per group (kind "shift"); a group whose per-input means cannot show a
+        variance (one input, or every value equal) is not testable."""
         if not self.test_zero:
             return []
-        per_input = self._per_input()
-        out = [wilcoxon_signed_rank(per_input["shift"], f"{self.name}: shift ≠ 0, all inputs", self.unit,
-                                    self.alpha, self.power)]
-        if self.frame.groups:
-            for code, label in enumerate(self.frame.group_index):
-                shift = per_input.loc[per_input["code"] == code, "shift"]
-                out.append(wilcoxon_signed_rank(shift, f"{self.name}: shift ≠ 0, {label}", self.unit, self.alpha,
-                                                self.power))
+        design = self.frame.design("mean")
+        labels = ["all inputs"] + [str(g) for g in self.frame.group_index] if self.frame.groups else ["all inputs"]
+        rows = [design.iloc[-1]] + ([design.iloc[g] for g in range(self.frame.n_groups)] if self.frame.groups else [])
+        out = []
+        for label, row in zip(labels, rows):
+            name = f"{self.name}: mean shift ≠ 0, {label}"
+            what = f"mean per-input change {self.name} (positive = the output is higher)"
+            if not row["n"] or not row["se"] > 0 or not row["df"] >= 1:
+                reason = ("no values" if not row["n"] else "one input only" if row["n_clusters"] < 2 else
+                          "every value equal: no variance to test against")
+                out.append(not_testable(name, "shift", reason, int(row["n_clusters"]), int(row["n"]), self.unit,
+                                        what))
+                continue
+            out.append(wald_max_test([row["value"]], [[row["se"] ** 2]], [label], name=name, kind="shift",
+                                     effect_label=what, n=int(row["n_clusters"]), n_samples=int(row["n"]),
+                                     df=float(row["df"]), scale=1.0, unit=self.unit, alpha=self.alpha,
+                                     power=self.power, confidence=self.frame.confidence))
         return out
 
 

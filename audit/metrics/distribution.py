@@ -1,5 +1,6 @@
-"""An observed label distribution against a reference (PR: output shares vs input shares; UCPR: outputs of
-uninformative inputs vs the prior): shares with intervals, divergences with intervals, χ² goodness of fit."""
+"""An observed label distribution, optionally against a reference (PR: output shares vs input shares; UCPR: outputs
+of uninformative inputs vs the groups their average faces were made from): shares with intervals, divergences with
+intervals, and a score test against a stated reference."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from audit.stats.clustered import clustered_mean
 from audit.stats.divergences import DIVERGENCES
-from audit.stats.intervals import Bootstrap, percentile_interval
-from audit.stats.tests import MIN_EXPECTED, TestResult, chi2_gof
+from audit.stats.intervals import Bootstrap, effective_wilson_interval, percentile_interval
+from audit.stats.tests import TestResult, score_max_test
+
 
 def is_missing(labels: pd.Series) -> np.ndarray:
     """True where a label is NaN/None or the empty string (no face found, no label)."""
@@ -57,30 +60,29 @@ def first_sample(data: pd.DataFrame, cluster: str | None, sample: str | None) ->
 
 
 class DistributionFit:
-    """Shares of ``labels`` over ``categories`` against a reference distribution.
+    """Shares of ``labels`` over ``categories``, optionally against a reference distribution.
 
     Args:
         labels: one label per row (missing labels are excluded from the shares).
         categories: the vocabulary, in display order.
-        reference: shares (mapping or vector aligned to categories); None = uniform.
-        bootstrap: the design giving the share intervals (rows as in ``labels``).
-        test_mask: rows forming independent units for the χ² test (default all rows). Use one sample per input
-            when outputs of one input are correlated (PR on a test set); all samples are valid when the null is
-            that every input's output distribution equals the reference (UCPR).
-        name: prefix of the test name.
-
-    The χ² test treats the test rows' labels as independent draws from one distribution. When they are outputs of a
-    fixed, stratified input set (e.g. 200 inputs per race) whose own shares are the reference, their counts vary
-    less than a multinomial and the test is conservative (valid, low power: it rejected 0 of 300 unbiased synthetic
-    runs in tests/test_metrics.py); the paired Stuart–Maxwell test of ``AttributeAudit`` is then the sharper check.
+        reference: shares (mapping or vector aligned to categories), or None for a purely descriptive table.
+        bootstrap: the design giving the divergences' percentile intervals (rows as in ``labels``).
+        clusters, strata: the design of the share intervals (Wilson at the effective sample size, from the
+            stratified cluster-robust variance of :mod:`audit.stats.clustered`).
+        test: run the max-|T| score test of the shares against ``reference`` over every row (see
+            :func:`audit.stats.tests.score_max_test`). Rows are then taken as independent draws, which holds under
+            the null that every input's outputs follow the reference (uninformative inputs: UCPR). Categories with
+            reference 0 are left out of the test with a note. Needs a reference that the data did not produce.
+        kind: the test's kind; name: prefix of the test name.
     """
 
     def __init__(self, labels: pd.Series, categories: Sequence[str],
                  reference: Mapping[str, float] | Sequence[float] | None, bootstrap: Bootstrap,
-                 test_mask: np.ndarray | None = None, name: str = "shares", confidence: float = 0.95,
-                 alpha: float = 0.05, power: float = 0.8, seed: int = 0) -> None:
+                 clusters: np.ndarray | None = None, strata: np.ndarray | None = None, test: bool = False,
+                 name: str = "shares", kind: str = "shares", confidence: float = 0.95, alpha: float = 0.05,
+                 power: float = 0.8, seed: int = 0) -> None:
         self.categories, self.name, self.confidence = list(categories), name, confidence
-        self.reference = reference_vector(reference, self.categories)
+        self.reference = None if reference is None else reference_vector(reference, self.categories)
         onehot = one_hot(labels, self.categories)
         self.counts = onehot.sum(axis=0)
         self.n = int(self.counts.sum())
@@ -89,30 +91,39 @@ class DistributionFit:
         with np.errstate(invalid="ignore", divide="ignore"):
             self.shares = self.counts / self.n if self.n else np.full(len(self.categories), np.nan)
             self.replicates = sums / sums.sum(axis=1, keepdims=True)
-        mask = np.ones(len(onehot), bool) if test_mask is None else np.asarray(test_mask, bool)
-        self.test_counts = onehot[mask].sum(axis=0)
-        self.test = chi2_gof(self.test_counts, self.reference, name=f"{name}: χ² goodness of fit vs reference",
-                             alpha=alpha, power=power, seed=seed)
+        found = onehot.sum(axis=1) > 0
+        self.low, self.high = np.full(len(self.categories), np.nan), np.full(len(self.categories), np.nan)
+        if self.n:
+            cm = clustered_mean(onehot[found], None if clusters is None else np.asarray(clusters)[found],
+                                None if strata is None else np.asarray(strata)[found])
+            self.low, self.high = effective_wilson_interval(self.shares, cm.se**2, self.n, cm.n_clusters, confidence)
+        self.test = None
+        if test and self.reference is not None:
+            self.test = score_max_test(self.counts, self.reference, self.categories, name=f"{name}: shares vs "
+                                       "reference", kind=kind, alpha=alpha, power=power, confidence=confidence,
+                                       seed=seed)
 
     @property
     def table(self) -> pd.DataFrame:
-        """Per category: count, share (with percentile interval), reference share, the test's observed and
-        expected counts, and ``small`` (expected < 5)."""
-        low, high = percentile_interval(self.replicates, self.confidence)
-        expected = self.test_counts.sum() * self.reference
-        return pd.DataFrame({"count": self.counts, "share": self.shares, "ci_low": low, "ci_high": high,
-                             "reference": self.reference, "test_count": self.test_counts, "expected": expected,
-                             "small": expected < MIN_EXPECTED}, index=pd.Index(self.categories, name="category"))
+        """Per category: count, share with its interval (Wilson at the effective sample size) and reference share
+        (NaN without a reference)."""
+        reference = np.full(len(self.categories), np.nan) if self.reference is None else self.reference
+        return pd.DataFrame({"count": self.counts, "share": self.shares, "ci_low": self.low, "ci_high": self.high,
+                             "reference": reference}, index=pd.Index(self.categories, name="category"))
 
     @property
     def divergences(self) -> pd.DataFrame:
         """Each divergence of the shares from the reference with a percentile interval (intervals of divergences
-        are biased away from 0 when the true divergence is near 0: read them with the test)."""
+        are biased away from 0 when the true divergence is near 0: read them with the tests). Empty without a
+        reference."""
         rows = {}
         for key, f in DIVERGENCES.items():
+            if self.reference is None:
+                break
             low, high = percentile_interval(f(self.replicates, self.reference), self.confidence)
             rows[key] = dict(value=float(f(self.shares, self.reference)), ci_low=low, ci_high=high)
-        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("divergence")
+        return pd.DataFrame.from_dict(rows, orient="index", columns=["value", "ci_low", "ci_high"]
+                                      ).rename_axis("divergence")
 
     def tests(self) -> list[TestResult]:
-        return [self.test]
+        return [] if self.test is None else [self.test]

@@ -1,5 +1,9 @@
 """A MetricFrame in the spirit of Fairlearn's: metrics overall and by group (intersections: several group columns),
-max − min differences and min/max ratios, every number with an interval from one stratified cluster bootstrap."""
+max − min differences and min/max ratios, every number with an interval.
+
+Rates get a Wilson interval at their effective sample size and means a cluster-robust t interval (both from the
+stratified cluster design of :mod:`audit.stats.clustered`, so every sample is used and samples of one input count
+as correlated); medians, differences and ratios a percentile interval from one stratified cluster bootstrap."""
 
 from __future__ import annotations
 
@@ -9,16 +13,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-from audit.stats.intervals import Bootstrap, percentile_interval, weighted_median, wilson_interval
+from audit.stats.clustered import clustered_mean
+from audit.stats.intervals import Bootstrap, effective_wilson_interval, percentile_interval, weighted_median
 
 MIN_N = 30  # groups with fewer independent units (inputs) are flagged "small"
 
 
 @dataclass(frozen=True)
 class Metric:
-    """A per-row column summarised by ``statistic``: "rate" (mean of a 0/1 or bool column: Wilson
-    interval when there is one row per input), "mean" (bootstrap interval) or "median".
+    """A per-row column summarised by ``statistic``: "rate" (mean of a 0/1 or bool column: Wilson interval at the
+    effective sample size), "mean" (cluster-robust t interval) or "median" (bootstrap interval).
     NaN values are missing for this metric only. A rate is declared, never inferred from the
     values: a continuous column that happens to hold only 0s and 1s is still a mean."""
 
@@ -50,10 +56,13 @@ def _as_float(series: pd.Series) -> np.ndarray:
 class MetricFrame:
     """Metrics of a run table overall and per group, with intervals.
 
-    Rows whose group value is missing (NaN or "") are dropped (counted in ``n_dropped``). Intervals come from a
-    bootstrap stratified by group and clustered by ``cluster`` (several samples of one input resampled together);
-    for a rate (mean of a 0/1 column) with one row per cluster the interval is Wilson's instead. ``n`` counts the
-    rows with a value, ``n_clusters`` the independent units (inputs); ``small`` flags n_clusters < ``min_n``.
+    Rows whose group value is missing (NaN or "") are dropped (counted in ``n_dropped``). Designs are stratified by
+    group and clustered by ``cluster`` (several samples of one input belong together). A rate's interval is Wilson's
+    at the effective sample size (rows / design effect; the number of inputs when the rate is 0 or 1), a mean's is
+    mean ± t·se with the cluster-robust se and df = inputs − strata (the overall row is stratified by group), a
+    median's is the percentile interval of the bootstrap. ``n`` counts the rows with a value, ``n_clusters`` the
+    independent units (inputs); ``small`` flags n_clusters < ``min_n``. ``se`` and ``df`` of means and rates are
+    kept (see :meth:`design`) so that tests can use the same estimator.
     """
 
     def __init__(self, data: pd.DataFrame, metrics: Mapping[str, Metric | str],
@@ -78,12 +87,27 @@ class MetricFrame:
     def n_groups(self) -> int:
         return len(self.group_index)
 
+    def _design(self, v: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(se, df) of the row mean of ``v`` per column of ``masks``: groups one by one, the overall (last) column
+        stratified by group."""
+        se, df = np.full(masks.shape[1], np.nan), np.full(masks.shape[1], np.nan)
+        for j, m in enumerate(masks.T):
+            if not m.any():
+                continue
+            strata = self.codes[m] if j == masks.shape[1] - 1 else None
+            cm = clustered_mean(v[m], self._cluster[m], strata)
+            se[j], df[j] = cm.se[0], cm.df
+        return se, df
+
     def _estimate(self, metric: Metric) -> dict[str, np.ndarray]:
         v = _as_float(self.data[metric.column])
         valid = np.isfinite(v)
+        if metric.statistic == "rate" and not np.isin(v[valid], (0.0, 1.0)).all():
+            raise ValueError(f"rate metric {metric.column!r} holds values other than 0 and 1")
         masks = np.stack([(self.codes == g) & valid for g in range(self.n_groups)] + [valid], axis=1)  # last = overall
         n = masks.sum(axis=0)
         n_clusters = np.array([len(np.unique(self._cluster[m])) for m in masks.T])
+        se = df = np.full(len(n), np.nan)
         if metric.statistic in ("rate", "mean"):
             both = np.concatenate([masks * np.where(valid, v, 0.0)[:, None], masks], axis=1).astype(float)
             sums = self.bootstrap.sums(both)
@@ -91,27 +115,32 @@ class MetricFrame:
             with np.errstate(invalid="ignore", divide="ignore"):
                 point = np.where(n > 0, both[:, :k].sum(axis=0) / n, np.nan)
                 reps = sums[:, :k] / sums[:, k:]
+            se, df = self._design(np.where(valid, v, 0.0), masks)
+            if metric.statistic == "rate":
+                low, high = effective_wilson_interval(point, se**2, n, n_clusters, self.confidence)
+                method = "wilson (effective n)"
+            else:
+                with np.errstate(invalid="ignore"):
+                    half = stats.t.ppf(0.5 + self.confidence / 2, np.where(df >= 1, df, np.nan)) * se
+                flat = ~(se > 0)  # every value equal (or one input): no interval rather than a zero-width one
+                low, high = np.where(flat, np.nan, point - half), np.where(flat, np.nan, point + half)
+                method = "t (cluster-robust)"
         else:
             cols = [np.flatnonzero(m) for m in masks.T]
             point = np.array([np.median(v[c]) if len(c) else np.nan for c in cols])
             reps = self.bootstrap.map(lambda w: np.stack([weighted_median(v[c], w[:, c]) if len(c) else
                                                           np.full(len(w), np.nan) for c in cols], axis=1))
-        low, high = percentile_interval(reps, self.confidence)
-        if metric.statistic == "rate" and not np.isin(v[valid], (0.0, 1.0)).all():
-            raise ValueError(f"rate metric {metric.column!r} holds values other than 0 and 1")
-        wilson = metric.statistic == "rate" and np.array_equal(n, n_clusters)
-        method = np.full(len(point), "wilson" if wilson else "bootstrap percentile", dtype=object)
-        if wilson:
-            low, high = wilson_interval(np.round(point * n), n, self.confidence)
-        elif metric.statistic == "rate":
-            # all rows of a group equal (e.g. 0 of 12): every bootstrap replicate repeats the point, so
-            # the percentile interval collapses; use Wilson's at the number of inputs instead
-            flat = (low == high) & (n_clusters > 0)
-            w_low, w_high = wilson_interval(np.round(point * n_clusters), np.maximum(n_clusters, 1), self.confidence)
-            low, high = np.where(flat, w_low, low), np.where(flat, w_high, high)
-            method[flat] = "wilson (input count)"
+            low, high = percentile_interval(reps, self.confidence)
+            method = "bootstrap percentile"
         return {"point": point, "replicates": reps, "low": low, "high": high, "n": n, "n_clusters": n_clusters,
-                "ci_method": method}
+                "ci_method": np.full(len(point), method, dtype=object), "se": se, "df": df}
+
+    def design(self, metric: str) -> pd.DataFrame:
+        """Per group and overall (last row): the estimate, its cluster-robust se and df (means and rates)."""
+        r = self._results[metric]
+        index = list(self.group_index) + ["overall"]
+        return pd.DataFrame({"value": r["point"], "se": r["se"], "df": r["df"], "n": r["n"],
+                             "n_clusters": r["n_clusters"]}, index=index)
 
     def replicates(self, metric: str) -> np.ndarray:
         """Bootstrap replicates (n_boot, n_groups) of a metric per group (columns in ``group_index`` order)."""

@@ -30,21 +30,47 @@ def _counts(successes: ArrayLike, n: ArrayLike) -> tuple[np.ndarray, np.ndarray]
     return x, m
 
 
-def wilson_interval(successes: ArrayLike, n: ArrayLike, confidence: float = 0.95) -> Interval:
-    """Wilson score interval for a binomial proportion (vectorised; n = 0 gives NaN).
-
-    With p̂ = x/n and z = Φ⁻¹(1 − α/2):
-    centre = (x + z²/2)/(n + z²), half-width = z/(n + z²)·√(x(n − x)/n + z²/4).
-    Returns (low, high) in [0, 1].
-    """
+def wilson_bounds(successes: ArrayLike, n: ArrayLike, z: float) -> Interval:
+    """Wilson score bounds at normal quantile ``z`` (vectorised; n = 0 gives NaN): with p̂ = x/n,
+    centre = (x + z²/2)/(n + z²), half-width = z/(n + z²)·√(x(n − x)/n + z²/4); the set of p whose score
+    statistic |x − np|/√(np(1 − p)) is at most z. Returns (low, high) in [0, 1]."""
     x, m = _counts(successes, n)
-    z = _z(confidence)
     with np.errstate(invalid="ignore", divide="ignore"):
         centre = (x + z * z / 2) / (m + z * z)
-        half = z / (m + z * z) * np.sqrt(x * (m - x) / m + z * z / 4)
+        half = z / (m + z * z) * np.sqrt(np.clip(x * (m - x) / m, 0, None) + z * z / 4)
     low = np.where(m > 0, np.clip(centre - half, 0.0, 1.0), np.nan)
     high = np.where(m > 0, np.clip(centre + half, 0.0, 1.0), np.nan)
     return low, high
+
+
+def wilson_interval(successes: ArrayLike, n: ArrayLike, confidence: float = 0.95) -> Interval:
+    """Wilson score interval for a binomial proportion at level ``confidence`` (see :func:`wilson_bounds`;
+    z = Φ⁻¹(1 − α/2)). Returns (low, high) in [0, 1]; n = 0 gives NaN."""
+    return wilson_bounds(successes, n, _z(confidence))
+
+
+def effective_size(share: ArrayLike, variance: ArrayLike, rows: ArrayLike, clusters: ArrayLike) -> np.ndarray:
+    """Kish effective sample size of a share estimated from clustered rows: the rows divided by the design effect
+    V̂ / V̂_srs, where V̂_srs = p̂(1 − p̂)/(rows − 1) is the same (unbiased) variance estimator's value for independent
+    rows, so that one row per cluster gives n_eff = rows exactly; kept within [1, rows]. When p̂ is 0 or 1 the
+    design effect cannot be estimated and n_eff = the number of clusters (inputs): the conservative choice, as if
+    an input's samples always agreed."""
+    p, v, m, c = np.broadcast_arrays(*(np.asarray(a, float) for a in (share, variance, rows, clusters)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n_eff = np.clip(p * (1 - p) / v * m / (m - 1), 1.0, np.maximum(m, 1.0))
+    return np.where((p <= 0) | (p >= 1) | ~np.isfinite(n_eff), np.maximum(c, 0.0), n_eff)
+
+
+def effective_wilson_interval(share: ArrayLike, variance: ArrayLike, rows: ArrayLike, clusters: ArrayLike,
+                              confidence: float = 0.95) -> Interval:
+    """Wilson interval of a share from clustered rows at its effective sample size (see :func:`effective_size`;
+    the design-effect Wilson interval of Korn & Graubard 1998 / Kott & Carr 1997). Never zero width; equals the
+    plain Wilson interval with one row per cluster. NaN without rows."""
+    p = np.asarray(share, float)
+    n_eff = effective_size(p, variance, rows, clusters)
+    low, high = wilson_bounds(np.clip(p, 0, 1) * n_eff, n_eff, _z(confidence))
+    empty = np.asarray(rows, float) <= 0
+    return np.where(empty, np.nan, low), np.where(empty, np.nan, high)
 
 
 def clopper_pearson_interval(successes: ArrayLike, n: ArrayLike, confidence: float = 0.95) -> Interval:

@@ -1,24 +1,33 @@
 """Hypothesis tests for input → output audits, each returning one tidy :class:`TestResult`.
 
 Every test reports the minimum detectable effect (MDE) at its own n (α and power as given, defaults 0.05 / 0.8)
-and the observed effect in the same unit: Cohen's w for χ² tests, percentage points for McNemar, the data's unit
-for Wilcoxon. Small-sample fallbacks are Monte-Carlo tests with ``n_sim`` draws and a fixed seed; their p-value
+and the observed effect in the same unit. The report's tests are :func:`wald_max_test` (any estimate with a
+covariance, e.g. a clustered mean from :mod:`audit.stats.clustered`: it uses every sample) and
+:func:`score_max_test` (counts against a fixed reference); each carries the interval of its effect from the same
+estimator, which excludes the null exactly when the test rejects at the same level (see
+:mod:`audit.stats.simultaneous`). A test that cannot be run is :func:`not_testable` with its reason. The classical
+one-sample-per-input tests below them (χ², McNemar, Stuart–Maxwell, Bowker, Wilcoxon) are kept as building blocks
+and references. Small-sample fallbacks are Monte-Carlo tests with ``n_sim`` draws and a fixed seed; their p-value
 (1 + #{T* ≥ T})/(1 + n_sim) is valid for any n_sim: P[p ≤ α] ≤ α under the null.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from scipy import sparse, special, stats
 
 from audit.stats.power import mde_mcnemar, mde_shift, mde_w
+from audit.stats.simultaneous import N_SIM, ScoreMaxT, WaldMaxT
 
 EXACT_DISCORDANT = 25  # McNemar / Bowker pairs below this use exact (binomial) null distributions
 MIN_EXPECTED = 5.0  # Cochran's rule for χ² approximations
 _TOL = 1e-9  # relative tolerance for "statistic at least as extreme" in Monte-Carlo p-values
+VERDICTS = ("finding", "nothing detected", "not testable")
+IntervalAt = Callable[[float], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -27,15 +36,27 @@ class TestResult:
 
     Attributes:
         name: what was tested, e.g. "race: output shares vs reference".
-        statistic: the test statistic (χ² for χ² tests and McNemar, W for Wilcoxon).
-        df: degrees of freedom of the χ² reference distribution (NaN when not applicable).
+        statistic: the test statistic (χ², max |T|, W …; NaN when not testable).
+        df: degrees of freedom of the reference distribution (NaN when not applicable, ∞ for the normal).
         p_value: two-sided p-value in [0, 1] (NaN when the test could not be run).
         method: how p was obtained ("asymptotic χ²", "exact binomial", "Monte-Carlo …").
         n: number of independent units (inputs, or pairs) the test used.
-        mde: minimum detectable effect at this n, in ``unit``.
+        mde: minimum detectable effect at this n (at the test's own α, before any family adjustment), in ``unit``.
         notes: warnings (small expected counts, dropped categories, …), "; "-separated.
-        effect: the observed effect in ``unit`` (w = √(χ²/n), |δ| in pp, median difference).
-        unit: unit of ``mde`` and ``effect``: "w", "pp", or the data's unit.
+        effect: the observed effect in ``unit`` (for the max-|T| tests: the driving component's estimate − null).
+        unit: unit of ``mde``, ``effect`` and the interval: "w", "pp" (percentage points), or the data's unit.
+        kind: a stable key of what is tested (e.g. "margins", "preservation_gap", "shift"); never parsed from the
+            name.
+        reason: why the test could not be run; non-empty exactly when the test is not testable (then p is NaN and
+            the test is left out of the multiple-testing family).
+        effect_label: what ``effect`` is, with its sign convention (e.g. "output share − input share").
+        component: the category, group or pair ``effect`` refers to (the one with the largest |T|).
+        ci_low, ci_high: interval of ``effect`` at ``confidence`` from the same estimator and design as the test,
+            simultaneous over the test's components, not adjusted for the report's family.
+        confidence: the level of that interval.
+        components: per component (label, effect, ci_low, ci_high, t): every category/group/pair of the test.
+        n_samples: rows (outputs) the test used (≥ n when inputs have several samples).
+        interval_at: level → (lows, highs) of every component's effect (for adjusted intervals); not serialised.
     """
 
     __test__ = False  # not a pytest test class
@@ -50,14 +71,123 @@ class TestResult:
     notes: str = ""
     effect: float = math.nan
     unit: str = ""
+    kind: str = "other"
+    reason: str = ""
+    effect_label: str = ""
+    component: str = ""
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    confidence: float = math.nan
+    components: tuple[dict, ...] = ()
+    n_samples: int = -1
+    interval_at: IntervalAt | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:  # plain Python numbers (JSON-friendly), whatever numpy type came in
-        for field in ("statistic", "df", "p_value", "mde", "effect"):
-            object.__setattr__(self, field, float(getattr(self, field)))
+        for name in ("statistic", "df", "p_value", "mde", "effect", "ci_low", "ci_high", "confidence"):
+            object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "n", int(self.n))
+        object.__setattr__(self, "n_samples", int(self.n if self.n_samples < 0 else self.n_samples))
+        if not self.reason and not math.isfinite(self.p_value):  # a legacy "not run" result
+            object.__setattr__(self, "reason", "; ".join(filter(None, [self.method, self.notes])) or "not run")
+
+    @property
+    def testable(self) -> bool:
+        return not self.reason
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "interval_at"}
+        out["components"] = [dict(c) for c in self.components]
+        return out
+
+
+def not_testable(name: str, kind: str, reason: str, n: int = 0, n_samples: int = -1, unit: str = "",
+                 effect_label: str = "") -> TestResult:
+    """A test that could not be run, with its reason (no data, one group, no variation …)."""
+    return TestResult(name, math.nan, math.nan, math.nan, "not run", n, math.nan, "", math.nan, unit, kind, reason,
+                      effect_label, n_samples=n_samples)
+
+
+def _components(labels: Sequence[str], effect: np.ndarray, low: np.ndarray, high: np.ndarray,
+                t: np.ndarray) -> tuple[dict, ...]:
+    return tuple({"label": str(lab), "effect": float(e), "ci_low": float(lo), "ci_high": float(hi), "t": float(z)}
+                 for lab, e, lo, hi, z in zip(labels, effect, low, high, t))
+
+
+def wald_max_test(estimate: np.ndarray, cov: np.ndarray, labels: Sequence[str], *, name: str, kind: str,
+                  effect_label: str, n: int, n_samples: int = -1, null: np.ndarray | float = 0.0,
+                  df: float = math.inf, scale: float = 100.0, unit: str = "pp", notes: str = "",
+                  bounds: tuple[float, float] = (-math.inf, math.inf), confidence: float = 0.95, alpha: float = 0.05,
+                  power: float = 0.8, n_sim: int = N_SIM, seed: int = 0) -> TestResult:
+    """Max-|T| Wald test that every component of ``estimate`` equals ``null`` (see :class:`WaldMaxT`), with
+    simultaneous intervals of estimate − null (× ``scale``, in ``unit``) from the same covariance.
+
+    Components with se = 0 are left out (noted); none left, or df < 1, is not testable. Intervals are clipped to
+    ``bounds`` (the effect's possible range, in ``unit``, e.g. ±100 pp for a difference of shares), which never
+    changes whether they exclude the null. MDE: the shift of any one component that the test detects with
+    probability ``power`` at level ``alpha``, (c_α + z_power)·max se.
+    """
+    labels = [str(x) for x in labels]
+    if n <= 0:
+        return not_testable(name, kind, "no data", n, n_samples, unit, effect_label)
+    if df < 1:
+        return not_testable(name, kind, "variance not estimable (fewer than two inputs per stratum)", n, n_samples,
+                            unit, effect_label)
+    m = WaldMaxT(estimate, cov, null, df, n_sim, seed)
+    if not m.k:
+        return not_testable(name, kind, "no component varies (no outputs to compare)", n, n_samples, unit,
+                            effect_label)
+    dropped = [lab for lab, a in zip(labels, m.active) if not a]
+    note = "; ".join(filter(None, [notes, f"left out (nothing observed): {', '.join(dropped)}" if dropped else ""]))
+
+    def interval_at(level: float) -> tuple[np.ndarray, np.ndarray]:
+        low, high = m.intervals(level)
+        return np.clip(scale * (low - m.null), *bounds), np.clip(scale * (high - m.null), *bounds)
+
+    low, high = interval_at(confidence)
+    i = m.driver
+    mde = scale * (m.critical(1 - alpha) + stats.norm.ppf(power)) * float(m.se[m.active].max())
+    method = ("Wald " + ("z" if math.isinf(df) else f"t (df {df:g})") if m.k == 1 else
+              f"max-|T| Wald, cluster-robust covariance, {'normal' if math.isinf(df) else f'multivariate t df {df:g}'}"
+              f" reference ({n_sim} draws)")
+    return TestResult(name, m.statistic, df, m.p_value, method, n, mde, note, scale * (m.estimate[i] - m.null[i]),
+                      unit, kind, "", effect_label, labels[i], low[i], high[i], confidence,
+                      _components(labels, scale * (m.estimate - m.null), low, high, m.t), n_samples, interval_at)
+
+
+def score_max_test(counts: np.ndarray, reference: np.ndarray, labels: Sequence[str], *, name: str, kind: str,
+                   effect_label: str = "share − reference share", n_units: int | None = None, notes: str = "",
+                   confidence: float = 0.95, alpha: float = 0.05, power: float = 0.8, n_sim: int = N_SIM,
+                   seed: int = 0) -> TestResult:
+    """Max-|T| score test that multinomial ``counts`` follow fixed ``reference`` shares (see :class:`ScoreMaxT`);
+    effect and intervals in percentage points of share − reference. Categories with reference 0 cannot be tested
+    against it (any count there is "impossible"): they are left out with a note and the shares are taken among the
+    other categories. Fewer than two categories or no counts left is not testable."""
+    x, ref = np.asarray(counts, float), np.asarray(reference, float)
+    labels = [str(v) for v in labels]
+    inside = ref > 0
+    outside = [f"{lab} ({int(c)})" for lab, c, ok in zip(labels, x, inside) if not ok and c > 0]
+    note = "; ".join(filter(None, [notes, f"outputs in categories outside the reference left out: "
+                                          f"{', '.join(outside)}" if outside else ""]))
+    x, ref, kept = x[inside], ref[inside], [lab for lab, ok in zip(labels, inside) if ok]
+    n = int(x.sum())
+    units = n if n_units is None else n_units
+    if n == 0 or len(x) < 2:
+        return not_testable(name, kind, "no outputs in the reference's categories" if n == 0 else
+                            "the reference has a single category", units, n, "pp", effect_label)
+    m = ScoreMaxT(x, ref, n_sim, seed)
+
+    def interval_at(level: float) -> tuple[np.ndarray, np.ndarray]:
+        low, high = m.intervals(level)
+        return 100 * (low - m.null), 100 * (high - m.null)
+
+    low, high = interval_at(confidence)
+    i = m.driver
+    se0 = np.sqrt(m.null * (1 - m.null) / n)
+    mde = 100 * (m.critical(1 - alpha) + stats.norm.ppf(power)) * float(se0.max())
+    return TestResult(name, m.statistic, len(x) - 1, m.p_value, f"max-|T| score, exact multinomial Monte-Carlo "
+                      f"({n_sim} draws)", units, mde, note, 100 * (m.estimate[i] - m.null[i]), "pp", kind, "",
+                      effect_label, kept[i], low[i], high[i], confidence,
+                      _components(kept, 100 * (m.estimate - m.null), low, high, m.t), n, interval_at)
 
 
 def _counts(x: np.ndarray | list, ndim: int) -> np.ndarray:

@@ -1,0 +1,110 @@
+"""Means of per-row values over a stratified, clustered design (strata fixed by the sampling, e.g. inputs per group;
+clusters = inputs, whose several samples are correlated), with the linearised (sandwich) covariance.
+
+The estimate is the row mean θ̂ = Σ_i t_i / M (t_i = the total of cluster i, M = the number of rows). Its
+covariance is the usual with-replacement survey estimator (Rao & Scott; Wolter, *Introduction to Variance
+Estimation*, ch. 6): with u_i = (t_i − θ̂·m_i)/M (m_i = rows of cluster i),
+V = Σ_h n_h/(n_h − 1) · Σ_{i∈h} (u_i − ū_h)(u_i − ū_h)ᵀ over strata h with n_h ≥ 2 clusters. It uses every sample
+and respects their clustering; degrees of freedom n_clusters − n_strata.
+
+``floor`` guards the variance where the data cannot show it (every sample of a stratum equal, e.g. 0 flips in 40
+outputs, or a stratum of one input): per stratum and component, the diagonal is raised to at least
+(M_h/M)²·floor[h, r], keeping V positive semi-definite. :func:`indicator_floor` gives the floor of a 0/1 component.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+def indicator_floor(successes: np.ndarray, rows: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+    """Least variance of the mean of a 0/1 value over ``rows`` rows in ``clusters`` clusters (arrays broadcast).
+
+    With a Jeffreys-smoothed share p̃ = (x + ½)/(rows + 1) (never 0 or 1): p̃(1 − p̃)/rows when there are ≥ 2
+    clusters (the variance of the mean of independent rows; any cluster in which rows vary together only adds to
+    it, so this is a lower bound under a Bernoulli model per row), and p̃(1 − p̃)/clusters with a single cluster
+    (the bound when samples of an input are identical, since its spread cannot be estimated). 0 where rows = 0.
+    """
+    x, m, n = np.broadcast_arrays(*(np.asarray(a, float) for a in (successes, rows, clusters)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = (x + 0.5) / (m + 1)
+        out = p * (1 - p) / np.where(n >= 2, m, n)
+    return np.where(m > 0, out, 0.0)
+
+
+@dataclass(frozen=True)
+class ClusteredMean:
+    """Row mean of ``values`` (n_rows × k) and its stratified cluster-robust covariance (see the module docstring).
+
+    Attributes: estimate (k,), cov (k, k), n_rows, n_clusters, n_strata, df = n_clusters − n_strata,
+    stratum_keys (sorted stratum labels), stratum_rows and stratum_clusters (per stratum).
+    """
+
+    estimate: np.ndarray
+    cov: np.ndarray
+    n_rows: int
+    n_clusters: int
+    n_strata: int
+    df: int
+    stratum_keys: np.ndarray
+    stratum_rows: np.ndarray
+    stratum_clusters: np.ndarray
+
+    @property
+    def se(self) -> np.ndarray:
+        return np.sqrt(np.clip(np.diag(self.cov), 0, None))
+
+
+def stratum_codes(strata: np.ndarray | None, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(code per row, sorted keys); without strata every row is in one stratum labelled "all"."""
+    if strata is None:
+        return np.zeros(n_rows, int), np.array(["all"], dtype=object)
+    codes, keys = pd.factorize(np.asarray(strata, dtype=object), sort=True)
+    if (codes < 0).any():
+        raise ValueError("strata must not be missing")
+    return codes, np.asarray(keys, dtype=object)
+
+
+def clustered_mean(values: np.ndarray, clusters: np.ndarray | None = None, strata: np.ndarray | None = None,
+                   floor: np.ndarray | None = None) -> ClusteredMean:
+    """The :class:`ClusteredMean` of ``values`` (n_rows,) or (n_rows, k), finite. Without ``clusters`` every row is
+    its own cluster; without ``strata`` one stratum. Clusters must be nested in strata. ``floor`` is
+    (n_strata, k) (strata in sorted order, see :func:`stratum_codes`)."""
+    y = np.asarray(values, float)
+    y = y.reshape(len(y), -1)
+    if not np.isfinite(y).all():
+        raise ValueError("values must be finite")
+    n_rows, k = y.shape
+    s_codes, keys = stratum_codes(strata, n_rows)
+    c_codes = np.arange(n_rows) if clusters is None else pd.factorize(np.asarray(clusters, dtype=object))[0]
+    if (c_codes < 0).any():
+        raise ValueError("clusters must not be missing")
+    n_c = int(c_codes.max()) + 1 if n_rows else 0
+    stratum_of = np.zeros(n_c, int)
+    stratum_of[c_codes] = s_codes
+    if np.any(stratum_of[c_codes] != s_codes):
+        raise ValueError("every cluster must lie in a single stratum")
+    totals = np.zeros((n_c, k))
+    np.add.at(totals, c_codes, y)
+    m = np.bincount(c_codes, minlength=n_c).astype(float)
+    n_strata = len(keys)
+    theta = totals.sum(axis=0) / n_rows if n_rows else np.full(k, np.nan)
+    u = (totals - np.outer(m, theta)) / max(n_rows, 1)
+    cov = np.zeros((k, k))
+    rows_h = np.bincount(s_codes, minlength=n_strata)
+    clusters_h = np.bincount(stratum_of, minlength=n_strata)
+    for h in range(n_strata):
+        uh = u[stratum_of == h]
+        nh = len(uh)
+        s = np.zeros((k, k))
+        if nh >= 2:
+            centred = uh - uh.mean(axis=0)
+            s = nh / (nh - 1) * centred.T @ centred
+        if floor is not None:
+            least = (rows_h[h] / max(n_rows, 1)) ** 2 * np.asarray(floor, float)[h]
+            s = s + np.diag(np.clip(least - np.diag(s), 0, None))
+        cov += s
+    return ClusteredMean(theta, cov, n_rows, n_c, n_strata, n_c - n_strata, keys, rows_h, clusters_h)
