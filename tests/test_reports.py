@@ -53,7 +53,7 @@ def test_json_numbers_equal_direct_metrics(planted):
     root, report, _ = planted
     run = load_run(root)
     direct = AttributeAudit.from_run(run.faces, "race", "fairface", categories=list(RACE7), positive="White",
-                                     uninformative=run.ucpr, n_boot=300, seed=0)
+                                     uninformative=run.ucpr, prior=dict.fromkeys(RACE7, 1.0), n_boot=300, seed=0)
     section = next(a for a in report["attributes"] if a["key"] == "race/fairface")
     table = pd.read_parquet(root / "results.parquet").query("input_kind == 'face'")
     found = table[table["out_fairface_race"].fillna("") != ""]
@@ -68,6 +68,11 @@ def test_json_numbers_equal_direct_metrics(planted):
             assert (row["ci_low"], row["ci_high"]) == pytest.approx((expected["ci_low"], expected["ci_high"]))
     mine = [t for t in report["tests"] if t["source"] == "race/fairface"]
     assert [t["p_value"] for t in mine] == pytest.approx([t.p_value for t in direct.tests()])
+    assert [t["kind"] for t in mine] == ["margins", "positive_share", "flip_symmetry", "preservation_gap", "ucpr"]
+    assert section["ucpr_reference"].startswith("the groups the average faces were made from")
+    gender = next(a for a in report["attributes"] if a["key"] == "gender/fairface")
+    assert gender["ucpr_reference"].startswith("none stated") and not any(  # not a grouping attribute: no test
+        t["kind"] == "ucpr" for t in report["tests"] if t["source"] == "gender/fairface")
     p_values = np.array([np.nan if t["p_value"] is None else t["p_value"] for t in report["tests"]])
     adjusted = [t["p_adjusted"] for t in report["tests"]]
     assert [a for a in adjusted if a is not None] == pytest.approx(holm(p_values)[np.isfinite(p_values)].tolist())
@@ -80,28 +85,47 @@ def test_json_numbers_equal_direct_metrics(planted):
 
 def test_findings_state_the_planted_flip_with_its_numbers(planted):
     root, report, _ = planted
-    table = pd.read_parquet(root / "results.parquet").query("input_kind == 'face' and label_race == 'Black'")
-    outputs = table["out_fairface_race"].fillna("")
-    rate = (outputs == "White").sum() / (outputs != "").sum()
-    mcnemar = next(t for t in report["tests"] if t["kind"] == "mcnemar")
-    sentence = next(f["text"] for f in report["findings"]["found"] if f["kind"] == "mcnemar")
-    assert f"inputs labelled Black came out labelled White in {pct(rate)} of cases" in sentence
-    assert f"(McNemar, {pval(mcnemar['p_adjusted'])} after Holm)" in sentence
-    assert mcnemar["reject"] and 0.3 < rate < 0.5
+    table = pd.read_parquet(root / "results.parquet").query("input_kind == 'face'")
+    found = table[table["out_fairface_race"].fillna("") != ""]
+    share = (found["out_fairface_race"] == "White").mean()
+    positive = next(t for t in report["tests"] if t["kind"] == "positive_share")
+    sentence = next(f["text"] for f in report["findings"]["found"] if f["test"] == positive["id"])
+    assert f"White is {pct(share)} of the outputs" in sentence and f"{pval(positive['p_adjusted'])} after Holm" in sentence
+    assert positive["verdict"] == "finding" and positive["component"] == "White" and positive["effect"] > 0
+    assert positive["adjusted_ci_low"] > 0 and positive["ci_low"] > 0  # intervals agree with the rejection
+    gap = next(t for t in report["tests"] if t["kind"] == "preservation_gap" and t["source"] == "race/fairface")
+    assert gap["verdict"] == "finding" and gap["component"] == "Black" and gap["effect"] < 0
     shifts = [f["text"] for f in report["findings"]["found"] if f["kind"] == "shift"]
-    assert any(text.startswith("ΔITA for inputs in group Black: median per-input change +") for text in shifts)
+    assert any(text.startswith("ΔITA for inputs in group Black (") and "mean +" in text for text in shifts)
     supported = {f["test"] for f in report["findings"]["found"]}
-    assert supported == {t["id"] for t in report["tests"] if t["reject"]}
+    assert supported == {t["id"] for t in report["tests"] if t["verdict"] == "finding"}
+    for t in report["tests"]:  # every interval excludes the null exactly when its test is a finding
+        if t["verdict"] != "not testable":
+            assert (t["adjusted_ci_low"] > 0 or t["adjusted_ci_high"] < 0) == (t["verdict"] == "finding"), t["name"]
 
 
 def test_nothing_found_states_the_minimum_detectable_effect(tmp_path):
     root = synthetic_run(tmp_path / "null", inputs=140, plant=Plant(to_white={}, ita_shift={}))
     report = json.loads(write_report(root, None, SETTINGS)["json"].read_text())
-    mcnemar = next(t for t in report["tests"] if t["kind"] == "mcnemar")
-    assert not mcnemar["reject"]
-    assert not any(f["kind"] == "mcnemar" for f in report["findings"]["found"])
-    line = next(f["text"] for f in report["findings"]["not_found"] if f["test"] == mcnemar["id"])
-    assert f"{mcnemar['mde']:.1f} percentage points or more would have been detected with 80% power" in line
+    positive = next(t for t in report["tests"] if t["kind"] == "positive_share")
+    assert positive["verdict"] == "nothing detected"
+    assert not any(f["test"] == positive["id"] for f in report["findings"]["found"])
+    line = next(f["text"] for f in report["findings"]["not_found"] if f["test"] == positive["id"])
+    assert f"{positive['mde']:.1f} percentage points or more in any one category would have been detected" in line
+
+
+def test_tests_without_data_are_not_testable_and_stay_out_of_the_family(tmp_path):
+    """Every output lost its face: no test says "nothing detected", none enlarges the Holm family."""
+    root = synthetic_run(tmp_path / "faceless", inputs=70, plant=Plant(no_face=1.0))
+    report = json.loads(write_report(root, None, SETTINGS)["json"].read_text())
+    label_tests = [t for t in report["tests"] if t["kind"] != "shift"]
+    assert label_tests and all(t["verdict"] == "not testable" and t["reason"] for t in label_tests)
+    assert all(t["p_adjusted"] is None for t in label_tests)
+    testable = [t for t in report["tests"] if t["verdict"] != "not testable"]
+    assert all(t["family_size"] == len(testable) for t in report["tests"])
+    texts = [f["text"] for f in report["findings"]["not_testable"]]
+    assert len(texts) == len([t for t in report["tests"] if t["verdict"] == "not testable"])
+    assert all("not testable" in x and "nothing detected" not in x for x in texts)
 
 
 def test_documents_show_provenance_and_are_self_contained(planted):
@@ -155,7 +179,7 @@ def test_intersectional_groups_in_report_and_card(tmp_path):
     groups = {r["group"] for r in race["intersectional"]["by_group"]}
     assert "Black × Female" in groups and len(groups) == 14
     kinds = [t["kind"] for t in report["tests"] if t["id"] in race["intersectional"]["tests"]]
-    assert kinds == ["rdp_intersectional"]
+    assert kinds == ["preservation_gap_intersectional"]
     text = write_card([root], tmp_path / "card", None, SETTINGS)[0]["md"].read_text()
     intersectional = text.split("### Intersectional results")[1].split("## 8.")[0]
     assert "race by race × gender" in intersectional and "| Black × Female" in intersectional
@@ -190,14 +214,15 @@ def test_compare_pairs_shared_inputs(tmp_path):
     runs = [load_run(fair), load_run(biased)]
     result = compare_runs(runs, SETTINGS)
     pair = next(p for p in result["paired"] if p["metric"] == "race/fairface")
-    a, b = (load_run(r).faces.query("sample == 0").set_index("item_id") for r in (fair, biased))
-    both = a.index.intersection(b.index)
-    a, b = a.loc[both], b.loc[both]
-    ok = (a["out_fairface_race"].fillna("") != "") & (b["out_fairface_race"].fillna("") != "")
-    kept_a = (a["out_fairface_race"] == a["label_race"])[ok]
-    kept_b = (b["out_fairface_race"] == b["label_race"])[ok]
-    assert pair["n"] == ok.sum() and pair["table"][0][1] == (kept_a & ~kept_b).sum()
-    assert pair["difference"] == pytest.approx(kept_b.mean() - kept_a.mean()) and pair["difference"] < 0
+    a, b = (load_run(r).faces for r in (fair, biased))
+    kept = [(f["out_fairface_race"] == f["label_race"]).where(f["out_fairface_race"].fillna("") != "")
+            .groupby(f["item_id"]).mean().dropna() for f in (a, b)]
+    both = kept[0].index.intersection(kept[1].index)
+    d = kept[1][both] - kept[0][both]
+    assert pair["n"] == len(both) and pair["difference"] == pytest.approx(d.mean()) and pair["difference"] < 0
+    test = next(t for t in result["tests"] if t["id"] == pair["test"])
+    assert test["kind"] == "preservation_paired" and test["verdict"] == "finding"
+    assert pair["ci_high"] < 0 and test["adjusted_ci_high"] < 0  # the interval (pp) agrees with the test
     verdict = next(v["text"] for v in result["verdicts"] if v["test"] == pair["test"])
     assert verdict.startswith("race/fairface preservation: pulse · synthetic-gan (") and "less often than" in verdict
     assert any(v["text"].startswith("ΔITA: ") for v in result["verdicts"])

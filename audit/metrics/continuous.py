@@ -56,7 +56,7 @@ class PairedShift:
         rows = [design.iloc[-1]] + ([design.iloc[g] for g in range(self.frame.n_groups)] if self.frame.groups else [])
         out = []
         for label, row in zip(labels, rows):
-            name = f"{self.name}: mean shift ≠ 0, {label}"
+            name = f"{self.name}: shift ≠ 0, {label}"
             what = f"mean per-input change {self.name} (positive = the output is higher)"
             if not row["n"] or not row["se"] > 0 or not row["df"] >= 1:
                 reason = ("no values" if not row["n"] else "one input only" if row["n_clusters"] < 2 else
