@@ -3,8 +3,10 @@ clusters = inputs, whose several samples are correlated), with the linearised (s
 
 The estimate is the row mean θ̂ = Σ_i t_i / M (t_i = the total of cluster i, M = the number of rows). Its
 covariance is the usual with-replacement survey estimator (Rao & Scott; Wolter, *Introduction to Variance
-Estimation*, ch. 6): with u_i = (t_i − θ̂·m_i)/M (m_i = rows of cluster i),
-V = Σ_h n_h/(n_h − 1) · Σ_{i∈h} (u_i − ū_h)(u_i − ū_h)ᵀ over strata h with n_h ≥ 2 clusters. It uses every sample
+Estimation*, ch. 6) for the stratified mean θ̂ = Σ_h (M_h/M)·θ̂_h with the stratum row counts M_h taken as fixed
+(strata are groups of inputs fixed by the sampling): with u_i = (t_i − θ̂_h·m_i)/M (m_i = rows of cluster i,
+θ̂_h its stratum's mean), V = Σ_h n_h/(n_h − 1) · Σ_{i∈h} u_i u_iᵀ over strata h with n_h ≥ 2 clusters; within a
+stratum this is the CR1 cluster-robust covariance of its mean (statsmodels' ``cov_type="cluster"``). It uses every sample
 and respects their clustering; degrees of freedom n_clusters − n_strata.
 
 ``floor`` guards the variance where the data cannot show it (every sample of a stratum equal, e.g. 0 flips in 40
@@ -92,17 +94,19 @@ def clustered_mean(values: np.ndarray, clusters: np.ndarray | None = None, strat
     m = np.bincount(c_codes, minlength=n_c).astype(float)
     n_strata = len(keys)
     theta = totals.sum(axis=0) / n_rows if n_rows else np.full(k, np.nan)
-    u = (totals - np.outer(m, theta)) / max(n_rows, 1)
-    cov = np.zeros((k, k))
     rows_h = np.bincount(s_codes, minlength=n_strata)
     clusters_h = np.bincount(stratum_of, minlength=n_strata)
+    sums_h = np.zeros((n_strata, k))
+    np.add.at(sums_h, stratum_of, totals)
+    theta_h = sums_h / np.maximum(rows_h, 1)[:, None]
+    u = (totals - m[:, None] * theta_h[stratum_of]) / max(n_rows, 1)
+    cov = np.zeros((k, k))
     for h in range(n_strata):
         uh = u[stratum_of == h]
         nh = len(uh)
         s = np.zeros((k, k))
         if nh >= 2:
-            centred = uh - uh.mean(axis=0)
-            s = nh / (nh - 1) * centred.T @ centred
+            s = nh / (nh - 1) * uh.T @ uh
         if floor is not None:
             least = (rows_h[h] / max(n_rows, 1)) ** 2 * np.asarray(floor, float)[h]
             s = s + np.diag(np.clip(least - np.diag(s), 0, None))

@@ -2,7 +2,7 @@
 categories, last axis; leading axes broadcast, e.g. bootstrap replicates (B, k) against a reference (k,)).
 
 Inputs are used as given (normalise them first). Conventions: 0·log 0 = 0 and 0/0 = 0; mass where q = 0 makes the
-χ² and KL divergences infinite.
+χ² and KL divergences infinite; a NaN share (no data) makes every divergence NaN.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Kullback–Leibler divergence KL(p‖q) = Σ_r p_r·ln(p_r/q_r) in nats, in [0, ∞]."""
     p, q = _pair(p, q)
     with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(p > 0, p * np.log(p / q), 0.0)
+        terms = np.where(np.isnan(p) | np.isnan(q), np.nan, np.where(p > 0, p * np.log(p / q), 0.0))
     return terms.sum(axis=-1)
 
 
