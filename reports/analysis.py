@@ -161,7 +161,12 @@ def histogram(frame: pd.DataFrame, values: pd.Series, groups: list[str], bins: i
     low, high = np.percentile(v[ok], [1, 99])
     high = high if high > low else low + 1.0
     edges = np.linspace(low, high, bins + 1)
-    keys = frame[groups].astype(str).agg(" × ".join, axis=1) if groups else pd.Series("all", index=frame.index)
+    if not groups:
+        keys = pd.Series("all", index=frame.index)
+    else:
+        keys = frame[groups[0]].astype(str)
+        for g in groups[1:]:
+            keys = keys + " × " + frame[g].astype(str)
     series = []
     for name in sorted(keys[ok].unique()):
         mine = v[ok & (keys == name).to_numpy()]

@@ -52,12 +52,13 @@ def wilson_interval(successes: ArrayLike, n: ArrayLike, confidence: float = 0.95
 def effective_size(share: ArrayLike, variance: ArrayLike, rows: ArrayLike, clusters: ArrayLike) -> np.ndarray:
     """Kish effective sample size of a share estimated from clustered rows: the rows divided by the design effect
     V̂ / V̂_srs, where V̂_srs = p̂(1 − p̂)/(rows − 1) is the same (unbiased) variance estimator's value for independent
-    rows, so that one row per cluster gives n_eff = rows exactly; kept within [1, rows]. When p̂ is 0 or 1 the
+    rows, so that one row per cluster gives n_eff = rows exactly; at least 1 (above the rows when stratification
+    makes the share more precise than independent rows would). When p̂ is 0 or 1 the
     design effect cannot be estimated and n_eff = the number of clusters (inputs): the conservative choice, as if
     an input's samples always agreed."""
     p, v, m, c = np.broadcast_arrays(*(np.asarray(a, float) for a in (share, variance, rows, clusters)))
     with np.errstate(invalid="ignore", divide="ignore"):
-        n_eff = np.clip(p * (1 - p) / v * m / (m - 1), 1.0, np.maximum(m, 1.0))
+        n_eff = np.maximum(p * (1 - p) / v * m / (m - 1), 1.0)
     return np.where((p <= 0) | (p >= 1) | ~np.isfinite(n_eff), np.maximum(c, 0.0), n_eff)
 
 

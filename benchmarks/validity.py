@@ -1,0 +1,387 @@
+"""Report-level validity battery: how often a whole report states a false finding under nulls, how often every kind
+of interval covers the truth, and how planted effects are detected.
+
+Run tables come from this module's own generator (not ``reports/synthetic.py``) and go through the report logic
+(:func:`reports.analysis.build_report`: every test, the Holm family, the verdicts and the findings), so what is
+measured is what a reader of ``report.json`` would be told.
+
+The generator. Inputs are stratified by a grouping attribute ("race", classes c0, c1, …, fixed counts per group) and
+carry a second, non-grouping attribute ("age", 9 bins, cyclic). For each attribute, an input of class g gives each
+sample's output label from P(· | g) = a·δ_g + F_g·/π_g, where F is a symmetric off-diagonal flow matrix with row
+sums (1 − a)·π_g (found by symmetric Sinkhorn scaling of π πᵀ): the joint table is then symmetric, so output and
+input shares are equal, flips are symmetric and every group keeps its label with probability a — every test's null
+holds exactly. Samples of one input are correlated: with probability ρ all of them repeat one draw. ΔITA per sample
+is b_i + e_is (input effect sd 4°, sample noise sd 3°), mean 0 under the null. Uninformative inputs (one average
+face per group, 20 samples each) give outputs from the stated reference (the groups, uniform). Planted designs:
+20 % of one group's outputs flipped to another class; a ΔITA shift of 0.5 SD (of a sample's ΔITA) in one group.
+
+Truths are computed from the generator's conditional matrices (no simulation), and compared with every interval of
+the report: rates and shares (Wilson at the effective size), means (cluster-robust t), medians (bootstrap), and each
+test's intervals (simultaneous over its components, and at the Holm-adjusted level). Usage:
+
+    python -m benchmarks.validity [--reports 200] [--designs all|null|planted|0,3] [--append benchmarks/RESULTS.md]
+    python -m benchmarks.validity --designs 0,1,2 --save part1.json   # parts in parallel, then:
+    python -m benchmarks.validity --merge part1.json part2.json --append benchmarks/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reports.analysis import Settings, build_report
+from reports.run_data import Run
+
+AGE = tuple(f"{10 * i}-{10 * i + 9}" for i in range(9))
+CLASSIFIER = "clf"
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Design:
+    """One battery design: group sizes (inputs per race class; 0 = a vocabulary class without inputs), samples per
+    input, keep probability a, within-input correlation ρ, no-face probability, planted effects."""
+
+    name: str
+    sizes: tuple[int, ...] = (100,) * 7
+    samples: int = 2
+    keep: float = 0.8
+    rho: float = 0.5
+    no_face: float = 0.0
+    flip: tuple[int, int, float] | None = None  # (from group, to class, share of that group's outputs)
+    ita_shift: tuple[int, float] | None = None  # (group, shift in SDs of a sample's ΔITA)
+    ucpr: int = 20
+    null: bool = True
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(f"c{i}" for i in range(len(self.sizes)))
+
+
+SD_INPUT, SD_SAMPLE = 4.0, 3.0
+NULLS = (
+    Design("balanced 7×100"),
+    Design("unbalanced (one group 5× another)", sizes=(250, 50, 100, 100, 100, 100, 100)),
+    Design("a class with no inputs", sizes=(120, 120, 120, 120, 120, 120, 0)),
+    Design("2 samples per input", samples=2, rho=0.7),
+    Design("4 samples per input", samples=4, rho=0.5),
+    Design("rare classes (< 2 %)", sizes=(200, 200, 200, 150, 10, 8), keep=0.9),
+    Design("all outputs without a face", no_face=1.0),
+)
+PLANTED = (
+    Design("planted: 20 % of c1 flipped to c0", flip=(1, 0, 0.2), null=False),
+    Design("planted: ΔITA +0.5 SD in c2", ita_shift=(2, 0.5), null=False),
+)
+
+
+def symmetric_flows(pi: np.ndarray, keep: float, iterations: int = 5000) -> np.ndarray:
+    """Symmetric F ≥ 0 with zero diagonal and row sums (1 − keep)·π (symmetric Sinkhorn on π πᵀ); needs
+    max π ≤ ½ (of the classes present)."""
+    target = (1 - keep) * pi
+    kernel = np.outer(pi, pi)
+    np.fill_diagonal(kernel, 0.0)
+    d = np.where(pi > 0, 1.0, 0.0)
+    for _ in range(iterations):  # d ← d·√(target / row sums of D K D)
+        rows = (kernel * d[None, :]).sum(axis=1) * d
+        with np.errstate(invalid="ignore", divide="ignore"):
+            d = np.where(target > 0, d * np.sqrt(target / np.where(rows > 0, rows, 1.0)), 0.0)
+    flows = d[:, None] * kernel * d[None, :]
+    if not np.allclose(flows.sum(axis=1), target, atol=1e-9):
+        raise ValueError("no symmetric flow matrix for these shares (a class above one half?)")
+    return flows
+
+
+def conditional(pi: np.ndarray, keep: float) -> np.ndarray:
+    """P[output r | input g] = a·δ + F/π (rows of absent classes: identity, never used)."""
+    flows = symmetric_flows(pi, keep)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = np.where(pi[:, None] > 0, flows / pi[:, None], 0.0)
+    return p + np.diag(np.where(pi > 0, keep, 1.0))
+
+
+@dataclass
+class Truth:
+    """What the generator implies for one attribute: P[out | in], input shares (rows), the group weights."""
+
+    classes: tuple[str, ...]
+    cond: np.ndarray
+    pi: np.ndarray
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def out_share(self) -> np.ndarray:
+        return self.pi @ self.cond
+
+    @property
+    def joint(self) -> np.ndarray:
+        return self.pi[:, None] * self.cond
+
+
+def _draw(rng: np.random.Generator, cond: np.ndarray, labels: np.ndarray, samples: int, rho: float) -> np.ndarray:
+    """Output class per (input, sample): each input's samples repeat one draw with probability rho."""
+    cum = np.cumsum(cond, axis=1)
+    cum[:, -1] = 1.0
+    shared = (rng.uniform(size=(len(labels), 1)) > cum[labels]).sum(axis=1)
+    own = (rng.uniform(size=(len(labels), samples, 1)) > cum[labels][:, None, :]).sum(axis=2)
+    same = rng.uniform(size=(len(labels), 1)) < rho
+    return np.where(same, shared[:, None], own)
+
+
+def simulate(design: Design, seed: int) -> tuple[Run, dict[str, Truth], dict[str, float]]:
+    """One run table (as a loaded Run) with its truths."""
+    rng = np.random.default_rng(seed)
+    sizes = np.array(design.sizes)
+    race = np.repeat(np.arange(len(sizes)), sizes)
+    n = len(race)
+    age = np.arange(n) % len(AGE)
+    pi_race, pi_age = sizes / n, np.bincount(age, minlength=len(AGE)) / n
+    truths = {"race": Truth(design.classes, conditional(pi_race, design.keep), pi_race),
+              "age": Truth(AGE, conditional(pi_age, design.keep), pi_age)}
+    if design.flip:
+        g, to, share = design.flip
+        cond = truths["race"].cond.copy()
+        cond[g] = (1 - share) * cond[g] + share * np.eye(len(sizes))[to]
+        truths["race"] = replace(truths["race"], cond=cond)
+    m = design.samples
+    out_race = _draw(rng, truths["race"].cond, race, m, design.rho)
+    out_age = _draw(rng, truths["age"].cond, age, m, design.rho)
+    sd = math.hypot(SD_INPUT, SD_SAMPLE)
+    mean_shift = np.zeros(len(sizes))
+    if design.ita_shift:
+        mean_shift[design.ita_shift[0]] = design.ita_shift[1] * sd
+    ita = (mean_shift[race] + rng.normal(0, SD_INPUT, n))[:, None] + rng.normal(0, SD_SAMPLE, (n, m))
+    face = rng.uniform(size=(n, m)) >= design.no_face
+    names = np.array(design.classes, dtype=object)
+    rows = pd.DataFrame({
+        "item_id": np.repeat([f"img{i:05d}" for i in range(n)], m), "sample": np.tile(np.arange(m), n),
+        "input_kind": "face", "error": "", "label_race": np.repeat(names[race], m),
+        "label_age": np.repeat(np.array(AGE, dtype=object)[age], m),
+        "out_clf_race": np.where(face, names[out_race], "").ravel(),
+        "out_clf_age": np.where(face, np.array(AGE, dtype=object)[out_age], "").ravel(),
+        "delta_ita": np.where(face, ita, np.nan).ravel()})
+    present = np.flatnonzero(sizes > 0)
+    ucpr = pd.DataFrame({
+        "item_id": np.repeat([f"ucpr/{names[g]}" for g in present], design.ucpr),
+        "sample": np.tile(np.arange(design.ucpr), len(present)), "input_kind": "ucpr", "error": "",
+        "label_race": np.repeat(names[present], design.ucpr), "label_age": "",
+        "out_clf_race": names[rng.choice(present, len(present) * design.ucpr)],
+        "out_clf_age": np.array(AGE, dtype=object)[rng.integers(0, len(AGE), len(present) * design.ucpr)],
+        "delta_ita": np.nan})
+    truths["race"].extra["ucpr"] = np.where(sizes > 0, 1.0, 0.0) / len(present)
+    meta = {"run_id": f"validity-{seed}", "config": {"group_by": ["race"], "samples": m},
+            "dataset": {"name": "validity battery", "labels": {
+                "race": {"values": list(design.classes), "source": "annotated"},
+                "age": {"values": list(AGE), "source": "annotated"}}},
+            "classifiers": [{"name": CLASSIFIER, "attributes": {"race": list(design.classes), "age": list(AGE)}}]}
+    shifts = {"all inputs": float(pi_race @ mean_shift), **{str(names[g]): float(mean_shift[g]) for g in present}}
+    return Run(Path("/nonexistent/validity"), meta, pd.concat([rows, ucpr], ignore_index=True)), truths, shifts
+
+
+def component_truth(test: dict[str, Any], truths: dict[str, Truth], shifts: dict[str, float]) -> dict[str, float]:
+    """True effect (in the test's unit) of each component of a report test."""
+    if test["kind"] == "shift":
+        return {c["label"]: shifts[c["label"]] for c in test["components"]}
+    t = truths[test["source"].split("/")[0]]
+    idx = {c: i for i, c in enumerate(t.classes)}
+    delta = 100 * (t.out_share - t.pi)
+    if test["kind"] in ("margins", "positive_share"):
+        return {c["label"]: float(delta[idx[c["label"]]]) for c in test["components"]}
+    if test["kind"] == "flip_symmetry":
+        out = {}
+        for c in test["components"]:
+            i, _, rest = c["label"].partition(" → ")
+            a, b = idx[i], idx[rest.removesuffix(" vs back")]
+            out[c["label"]] = float(100 * (t.joint[a, b] - t.joint[b, a]))
+        return out
+    if test["kind"] == "preservation_gap":
+        keep = np.diag(t.cond)
+        pooled = float(t.pi @ keep)
+        return {c["label"]: float(100 * (keep[idx[c["label"]]] - pooled)) for c in test["components"]}
+    if test["kind"] == "ucpr":
+        return {c["label"]: 0.0 for c in test["components"]}
+    raise ValueError(f"no truth for kind {test['kind']!r}")
+
+
+class Tally:
+    """Covered / total per interval kind (with a separate line for true rates below 1 %)."""
+
+    def __init__(self) -> None:
+        self.hits: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        self.zero_width = 0
+
+    def add(self, kind: str, low: Any, high: Any, truth: float) -> None:
+        if low is None or high is None or isinstance(low, str) or isinstance(high, str):
+            return
+        self.zero_width += low == high
+        key = f"{kind} (true rate < 1 %)" if kind.startswith(("rate", "share")) and truth < 0.01 else kind
+        self.hits[key][0] += low - 1e-12 <= truth <= high + 1e-12
+        self.hits[key][1] += 1
+
+
+def score_report(report: dict[str, Any], truths: dict[str, Truth], shifts: dict[str, float], design: Design,
+                 tally: Tally) -> dict[str, Any]:
+    """Findings, verdict counts, planted detection/direction, and the coverage of every interval in ``tally``."""
+    for a in report["attributes"]:
+        t = truths[a["attribute"]]
+        idx = {c: i for i, c in enumerate(t.classes)}
+        for r in a["by_group"]:
+            if r["metric"] == "preservation" and r["group"] in idx and t.pi[idx[r["group"]]] > 0:
+                tally.add("rate: preservation by group (Wilson, effective n)", r["ci_low"], r["ci_high"],
+                          t.cond[idx[r["group"]], idx[r["group"]]])
+        for r in a["transition_rates"]:
+            if t.pi[idx[r["input"]]] > 0 and r["row_total"]:
+                tally.add("rate: transition P(out | in) (Wilson, effective n)", r["ci_low"], r["ci_high"],
+                          t.cond[idx[r["input"]], idx[r["output"]]])
+        for r in a["shares"]:
+            if r["count"] is not None and a["n_rows"]:
+                tally.add("share: output shares (Wilson, effective n)", r["ci_low"], r["ci_high"],
+                          t.out_share[idx[r["category"]]])
+        if a["ucpr_shares"] and a["attribute"] == "race":
+            for r in a["ucpr_shares"]:
+                tally.add("share: UCPR shares (Wilson, effective n)", r["ci_low"], r["ci_high"],
+                          t.extra["ucpr"][idx[r["category"]]])
+    for s in report["shifts"]:
+        for r in s["table"]:
+            kind = {"mean": "mean: ΔITA by group (cluster-robust t)", "median": "median: ΔITA by group (bootstrap)"}
+            tally.add(kind[r["metric"]], r["ci_low"], r["ci_high"], shifts[r["group"]])
+    planted = {"detected": False, "direction": None}
+    for test in report["tests"]:
+        if test["verdict"] == "not testable":
+            continue
+        truth = component_truth(test, truths, shifts)
+        level = {"within": "test interval, simultaneous within the test", "adjusted": "test interval, at the "
+                 "Holm-adjusted level"}
+        ok = all(c["ci_low"] - 1e-9 <= truth[c["label"]] <= c["ci_high"] + 1e-9 for c in test["components"]
+                 if c["ci_low"] is not None and not isinstance(c["ci_low"], str))
+        tally.hits[level["within"]][0] += ok
+        tally.hits[level["within"]][1] += 1
+        ok = all(c["ci_low"] - 1e-9 <= truth[c["label"]] <= c["ci_high"] + 1e-9 for c in test["adjusted_components"]
+                 if c["ci_low"] is not None and not isinstance(c["ci_low"], str))
+        tally.hits[level["adjusted"]][0] += ok
+        tally.hits[level["adjusted"]][1] += 1
+        if not design.null and test["verdict"] == "finding":
+            expected = _planted_component(design, test)
+            if expected:
+                planted["detected"] = True
+                named = (test["component"], int(np.sign(test["effect"])))
+                planted["direction"] = bool(planted["direction"]) or named in expected
+    verdicts = [t["verdict"] for t in report["tests"]]
+    return {"any_finding": bool(report["findings"]["found"]), "not_testable": verdicts.count("not testable"),
+            "tests": len(verdicts), **planted}
+
+
+def _planted_component(design: Design, test: dict[str, Any]) -> set[tuple[str, int]] | None:
+    """The (component, sign) pairs a finding on the planted effect may name, for the tests that target it: the
+    class that gains (+) or the group that loses (−); the shifted group (+)."""
+    if design.flip and test["source"] == f"race/{CLASSIFIER}":
+        g, to, _ = design.flip
+        gain, loss = (f"c{to}", 1), (f"c{g}", -1)
+        return {"margins": {gain, loss}, "positive_share": {gain}, "preservation_gap": {loss},
+                "flip_symmetry": {(f"c{min(g, to)} → c{max(g, to)} vs back", 1 if g < to else -1)}
+                }.get(test["kind"])
+    if design.ita_shift and test["kind"] == "shift" and test["group"] in (f"c{design.ita_shift[0]}", None):
+        return {("all inputs", 1)} if test["group"] is None else {(f"c{design.ita_shift[0]}", 1)}
+    return None
+
+
+def run_design(design: Design, reports: int, seed: int = 0, n_boot: int = 100) -> dict[str, Any]:
+    """``reports`` reports of one design: finding rate, planted detection/direction and the coverage tally."""
+    settings = Settings(n_boot=n_boot, positive={"race": "c0"})
+    tally, rows = Tally(), []
+    for r in range(reports):
+        run, truths, shifts = simulate(design, seed + r)
+        report = build_report(run, replace(settings, seed=seed + r))
+        rows.append(score_report(report, truths, shifts, design, tally))
+    found = np.array([x["any_finding"] for x in rows])
+    detected = [x for x in rows if x["detected"]]
+    return {"design": design, "reports": reports, "finding_rate": float(found.mean()),
+            "not_testable": float(np.mean([x["not_testable"] for x in rows])),
+            "tests": float(np.mean([x["tests"] for x in rows])),
+            "detection": float(np.mean([x["detected"] for x in rows])),
+            "direction": float(np.mean([x["direction"] for x in detected])) if detected else math.nan,
+            "coverage": {k: (v[0] / v[1], v[1]) for k, v in tally.hits.items() if v[1]},
+            "zero_width": tally.zero_width}
+
+
+def coverage_goal(kind: str) -> float:
+    return 0.90 if "< 1 %" in kind else 0.93
+
+
+def markdown(results: list[dict[str, Any]], seconds: float) -> str:
+    """The RESULTS.md section: the finding-rate table and the coverage table."""
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"## {now} — validity battery — {platform.processor() or platform.machine()}, "
+             f"{platform.python_implementation()} {platform.python_version()}", "",
+             f"`benchmarks/validity.py`: reports built by `reports.analysis.build_report` from the battery's own "
+             f"generator (see its docstring); α = {ALPHA}, Holm over each report's testable tests, 100 bootstrap "
+             f"replicates. Wall time {seconds / 60:.1f} min.", "",
+             "| design | reports | tests per report | not testable | share of reports with any finding | goal | "
+             "planted: detected | right direction | zero-width intervals |",
+             "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+    for r in results:
+        d = r["design"]
+        goal = f"≤ {ALPHA + 0.02:.2f}" if d.null else "(power)"
+        met = "" if not d.null else (" ✓" if r["finding_rate"] <= ALPHA + 0.02 else " ✗")
+        planted = ("–", "–") if d.null else (f"{r['detection']:.3f}", f"{r['direction']:.3f}")
+        lines.append(f"| {d.name} | {r['reports']} | {r['tests']:.1f} | {r['not_testable']:.1f} | "
+                     f"{r['finding_rate']:.3f}{met} | {goal} | {planted[0]} | {planted[1]} | {r['zero_width']} |")
+    lines += ["", "Coverage of every interval kind (95 % intervals; goal 95 ± 2 %, ≥ 90 % where the true rate is "
+              "below 1 %; test intervals count a test as covered when every component's interval covers its "
+              "true value):", "", "| design | interval kind | intervals | coverage | goal |", "|---|---|---:|---:|---|"]
+    for r in results:
+        for kind, (cov, count) in sorted(r["coverage"].items()):
+            goal = coverage_goal(kind)
+            ok = cov >= goal and ("< 1 %" in kind or "simultaneous" in kind or "adjusted" in kind or cov <= 0.97)
+            target = "≥ 0.90" if "< 1 %" in kind else "≥ 0.95 (simultaneous)" if (
+                "simultaneous" in kind or "adjusted" in kind) else "0.93–0.97"
+            lines.append(f"| {r['design'].name} | {kind} | {count} | {cov:.3f}{' ✓' if ok else ' ✗'} | {target} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reports", type=int, default=200)
+    parser.add_argument("--designs", default="all", help="all, null, planted, or comma-separated design numbers "
+                        "(0-based over nulls then planted)")
+    parser.add_argument("--save", type=Path, default=None, help="write this part's results (JSON) for --merge")
+    parser.add_argument("--merge", type=Path, nargs="*", default=(), help="merge saved parts instead of running")
+    parser.add_argument("--append", type=Path, default=None, help="append the section to this RESULTS.md")
+    args = parser.parse_args()
+    every = NULLS + PLANTED
+    by_name = {d.name: d for d in every}
+    if args.merge:
+        parts = [json.loads(p.read_text()) for p in args.merge]
+        results = [{**r, "design": by_name[r["design"]]} for part in parts for r in part["results"]]
+        results.sort(key=lambda r: every.index(r["design"]))
+        seconds = max(part["seconds"] for part in parts)
+    else:
+        named = {"all": every, "null": NULLS, "planted": PLANTED}
+        designs = named.get(args.designs) or tuple(every[int(i)] for i in args.designs.split(","))
+        start, results = time.perf_counter(), []
+        for design in designs:
+            results.append(run_design(design, args.reports))
+            print(f"{design.name}: any finding {results[-1]['finding_rate']:.3f}", flush=True)
+        seconds = time.perf_counter() - start
+        if args.save:
+            args.save.write_text(json.dumps({"seconds": seconds, "results": [
+                {**r, "design": r["design"].name} for r in results]}))
+    text = markdown(results, seconds)
+    print(text)
+    if args.append:
+        with args.append.open("a") as f:
+            f.write("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
