@@ -289,12 +289,14 @@ def test_cluster_bootstrap_coverage_of_preservation_with_heterogeneous_inputs():
 
 
 def test_a_continuous_column_of_zeros_is_a_mean_not_a_rate():
-    """ΔITA of an oracle run is exactly 0 everywhere: a mean with no spread, no (zero-width) interval, and its test
-    is not testable rather than "nothing detected"."""
+    """ΔITA of an oracle run is exactly 0 everywhere: a mean with no spread (its interval is the point, marked as not
+    estimated and printed as such), and its test is not testable rather than "nothing detected"."""
+    from reports.formatting import ci
+
     data = pd.DataFrame({"shift": np.zeros(40), "g": ["a", "b"] * 20, "item_id": np.arange(40)})
     row = MetricFrame(data, {"shift": Metric("shift")}, "g", "item_id", n_boot=200).by_group.iloc[0]
-    assert row["value"] == 0.0 and np.isnan(row["ci_low"]) and np.isnan(row["ci_high"])
-    assert row["ci_method"] == "t (cluster-robust)"
+    assert (row["value"], row["ci_low"], row["ci_high"]) == (0.0, 0.0, 0.0)
+    assert row["ci_method"] == "none (no variation)" and ci(row["ci_low"], row["ci_high"]) == "not estimable"
     tests = PairedShift(data, "shift", "g", n_boot=50).tests()
     assert all(not t.testable and "no variance" in t.reason for t in tests)
     with pytest.raises(ValueError):

@@ -60,7 +60,8 @@ class MetricFrame:
     group and clustered by ``cluster`` (several samples of one input belong together). A rate's interval is Wilson's
     at the effective sample size (rows / design effect; the number of inputs when the rate is 0 or 1), a mean's is
     mean ± t·se with the cluster-robust se and df = inputs − strata (the overall row is stratified by group), a
-    median's is the percentile interval of the bootstrap. ``n`` counts the rows with a value, ``n_clusters`` the
+    median's is the percentile interval of the bootstrap. A mean without variation (every value equal, or one input)
+    keeps its point as the interval, marked ``ci_method`` "none (no variation)" (printed as not estimable). ``n`` counts the rows with a value, ``n_clusters`` the
     independent units (inputs); ``small`` flags n_clusters < ``min_n``. ``se`` and ``df`` of means and rates are
     kept (see :meth:`design`) so that tests can use the same estimator.
     """
@@ -122,8 +123,7 @@ class MetricFrame:
             else:
                 with np.errstate(invalid="ignore"):
                     half = stats.t.ppf(0.5 + self.confidence / 2, np.where(df >= 1, df, np.nan)) * se
-                flat = ~(se > 0)  # every value equal (or one input): no interval rather than a zero-width one
-                low, high = np.where(flat, np.nan, point - half), np.where(flat, np.nan, point + half)
+                low, high = point - half, point + half
                 method = "t (cluster-robust)"
         else:
             cols = [np.flatnonzero(m) for m in masks.T]
@@ -132,8 +132,13 @@ class MetricFrame:
                                                           np.full(len(w), np.nan) for c in cols], axis=1))
             low, high = percentile_interval(reps, self.confidence)
             method = "bootstrap percentile"
+        methods = np.full(len(point), method, dtype=object)
+        if metric.statistic == "mean":  # every value equal (or one input): the interval is the point, not estimated
+            flat = ~(se > 0) & (n > 0)
+            low, high = np.where(flat, point, low), np.where(flat, point, high)
+            methods[flat] = "none (no variation)"
         return {"point": point, "replicates": reps, "low": low, "high": high, "n": n, "n_clusters": n_clusters,
-                "ci_method": np.full(len(point), method, dtype=object), "se": se, "df": df}
+                "ci_method": methods, "se": se, "df": df}
 
     def design(self, metric: str) -> pd.DataFrame:
         """Per group and overall (last row): the estimate, its cluster-robust se and df (means and rates)."""
