@@ -170,6 +170,16 @@ class Face:
     _work: np.ndarray = field(repr=False, compare=False)
     _shape: dlib.full_object_detection = field(repr=False, compare=False)
 
+    @property
+    def work_image(self) -> np.ndarray:
+        """The (upscaled) image the detector and landmark model ran on."""
+        return self._work
+
+    @property
+    def work_landmarks(self) -> np.ndarray:
+        """:attr:`landmarks` in working-image pixels (pixel centres on integers)."""
+        return (self.landmarks + 0.5) * self.scale - 0.5
+
     def chip(self, size: int, padding: float) -> np.ndarray:
         """dlib's aligned face chip (size, size, 3) uint8, cut from the working image.
 
@@ -187,6 +197,16 @@ def _to_original(value: np.ndarray | float, scale: int) -> np.ndarray | float:
     return (value + 0.5) / scale - 0.5
 
 
+def working_image(image: np.ndarray, min_side: int = DETECT_MIN_SIDE) -> tuple[np.ndarray, int]:
+    """``image`` enlarged (bicubic) by the smallest integer factor that brings its shorter side to
+    ``min_side``, and that factor (1: the image itself)."""
+    height, width = image.shape[:2]
+    scale = max(1, math.ceil(min_side / min(height, width)))
+    if scale == 1:
+        return image, 1
+    return np.asarray(Image.fromarray(image).resize((width * scale, height * scale), Image.Resampling.BICUBIC)), scale
+
+
 def detect_faces(image: np.ndarray, predictor: Path, min_side: int = DETECT_MIN_SIDE) -> list[Face]:
     """All faces the HOG detector finds in ``image``, largest box first, with landmarks.
 
@@ -195,13 +215,7 @@ def detect_faces(image: np.ndarray, predictor: Path, min_side: int = DETECT_MIN_
         predictor: the dlib shape-predictor file (5 or 68 points), e.g. ``model_file(PREDICTOR_5)``.
         min_side: images whose shorter side is below this are upscaled (bicubic, integer factor).
     """
-    image = as_rgb_array(image)
-    height, width = image.shape[:2]
-    scale = max(1, math.ceil(min_side / min(height, width)))
-    work = image
-    if scale > 1:
-        work = np.asarray(Image.fromarray(image).resize((width * scale, height * scale),
-                                                         Image.Resampling.BICUBIC))
+    work, scale = working_image(as_rgb_array(image), min_side)
     rects, scores, _ = _detector().run(work, 0, 0.0)
     model = shape_predictor(Path(predictor))
     faces = []

@@ -2,7 +2,8 @@
 
 Pipeline for one image: the largest face (dlib HOG, see :mod:`audit.faces`) → 68 landmarks →
 skin mask of both cheeks and the lower forehead, with eyes, brows, nostrils and mouth cut out
-(:func:`skin_mask`) → sRGB → CIELAB (D65) per pixel (:func:`srgb_to_lab`) → robust outlier
+(:func:`skin_mask`), drawn on the detector's working image (enlarged bicubically to ≥ 256 px, so that
+a 32 px face gets the same sub-pixel region as a 256 px one) → sRGB → CIELAB (D65) per pixel (:func:`srgb_to_lab`) → robust outlier
 removal (hair, highlights, deep shadows) → median L*, a*, b* → ITA° = atan2(L* − 50, b*)·180/π of
 the **median** L* and b* (not the median of per-pixel ITA) → one of the 6 ITA bands and the Monk
 swatch nearest in CIE76 ΔE (Euclidean distance in L*a*b*).
@@ -68,6 +69,18 @@ def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     f = np.where(t > delta ** 3, np.cbrt(t), t / (3 * delta ** 2) + 4.0 / 29.0)
     return np.stack([116.0 * f[..., 1] - 16.0, 500.0 * (f[..., 0] - f[..., 1]),
                      200.0 * (f[..., 1] - f[..., 2])], axis=-1)
+
+
+def lab_to_srgb(lab: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`srgb_to_lab`: (..., 3) CIELAB (D65) → gamma-encoded sRGB floats, clipped to [0, 1]
+    (colours outside the sRGB gamut are clipped per channel)."""
+    lab = np.asarray(lab, dtype=np.float64)
+    fy = (lab[..., 0] + 16.0) / 116.0
+    f = np.stack([fy + lab[..., 1] / 500.0, fy, fy - lab[..., 2] / 200.0], axis=-1)
+    delta = 6.0 / 29.0
+    xyz = np.where(f > delta, f ** 3, 3 * delta ** 2 * (f - 4.0 / 29.0)) * D65_WHITE
+    linear = np.clip(xyz @ np.linalg.inv(SRGB_TO_XYZ).T, 0.0, 1.0)
+    return np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
 
 
 def hex_to_rgb(code: str) -> np.ndarray:
@@ -195,6 +208,23 @@ def measure_skin(image: np.ndarray, mask: np.ndarray, outlier_k: float | None = 
                       float(ita_degrees(lightness, b_star)), int(keep.sum()), len(lab))
 
 
+def colour_prediction(colour: SkinColour, scale: int) -> Prediction:
+    """The Prediction of a face's skin colour measured on an image enlarged ``scale`` times: ITA band and
+    Monk swatch (one-hot), ``ita``, ``L``, ``a``, ``b`` and ``skin_pixels`` (kept pixels in original-image
+    units, i.e. divided by scale²); an error when fewer than :data:`MIN_SKIN_PIXELS` remain."""
+    pixels = colour.pixels / scale ** 2
+    if pixels < MIN_SKIN_PIXELS:
+        return Prediction(face_found=True, values={"skin_pixels": float(pixels)},
+                          error=f"only {pixels:.0f} skin pixels (< {MIN_SKIN_PIXELS})")
+    band, monk = ita_band(colour.ita), nearest_monk(np.array(colour.lab))
+    return Prediction(
+        face_found=True,
+        probabilities={"ita_band": {k: float(k == band) for k in ITA_BANDS},
+                       "monk": {k: float(k == monk) for k in MONK_NAMES}},
+        values={"ita": colour.ita, "L": colour.lab[0], "a": colour.lab[1], "b": colour.lab[2],
+                "skin_pixels": float(pixels)})
+
+
 # ---------------------------------------------------------------- the classifier
 _LIMITS = (
     "A measurement, not a trained classifier: probabilities are one-hot. The colour of skin in a "
@@ -231,17 +261,8 @@ class SkinTone(Classifier):
         face = main_face(image, self.predictor)
         if face is None:
             return Prediction(face_found=False)
-        colour = measure_skin(image, skin_mask(image.shape[:2], face.landmarks))
-        if colour.pixels < MIN_SKIN_PIXELS:
-            return Prediction(face_found=True, values={"skin_pixels": float(colour.pixels)},
-                              error=f"only {colour.pixels} skin pixels (< {MIN_SKIN_PIXELS})")
-        band, monk = ita_band(colour.ita), nearest_monk(np.array(colour.lab))
-        return Prediction(
-            face_found=True,
-            probabilities={"ita_band": {k: float(k == band) for k in ITA_BANDS},
-                           "monk": {k: float(k == monk) for k in MONK_NAMES}},
-            values={"ita": colour.ita, "L": colour.lab[0], "a": colour.lab[1], "b": colour.lab[2],
-                    "skin_pixels": float(colour.pixels)})
+        colour = measure_skin(face.work_image, skin_mask(face.work_image.shape[:2], face.work_landmarks))
+        return colour_prediction(colour, face.scale)
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         return [self.predict_one(image) for image in images]
