@@ -128,7 +128,7 @@ def run(
     dataset: Annotated[str, typer.Option(
         help="fairface:PATH, utkface:PATH, celeba:PATH, folder:PATH or demo.")] = DEFAULTS.dataset,
     upsampler: Annotated[str, typer.Option(
-        help="pulse, bicubic, nearest, oracle (true HR image) or folder.")] = DEFAULTS.upsampler,
+        help="pulse, bicubic, nearest, oracle (true HR image), jpeg (re-encoded truth) or folder.")] = DEFAULTS.upsampler,
     generator: Annotated[str, typer.Option(
         help="NAME[:WEIGHTS] searched by pulse; its resolution is R for all.")] = DEFAULTS.generator,
     folder: Annotated[str, typer.Option(
@@ -184,7 +184,11 @@ def run(
         console.print(f"[yellow]{escape(line)}[/]", highlight=False, soft_wrap=True)
     table = read_results(folder_out)
     failed = sum(1 for error in table.column("error").to_pylist() if error)
-    console.print(f"{table.num_rows} rows ({failed} failed) in {folder_out / 'results.parquet'}; "
+    missed = ""
+    if "ups_success" in table.column_names:
+        flags = [flag for flag in table.column("ups_success").to_pylist() if flag is not None]
+        missed = f", {flags.count(False)} of {len(flags)} outputs missed eps (kept; failed rows have no output)"
+    console.print(f"{table.num_rows} rows ({failed} failed){missed} in {folder_out / 'results.parquet'}; "
                   f"settings and provenance in {folder_out / 'run.json'}", soft_wrap=True)
 
 
@@ -266,7 +270,9 @@ Adjust = Annotated[str, typer.Option(help="Multiple-testing adjustment across al
 def report(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run folder made by `pulse-audit run`.")],
     out: Annotated[Path | None, typer.Option(help="Output folder (default RUN/report).")] = None,
-    oracle: Annotated[Path | None, typer.Option(help="Oracle run on the same inputs: classifier noise floor.")] = None,
+    oracle: Annotated[Path | None, typer.Option(
+        "--baseline", "--oracle", help="Baseline run on the same inputs (jpeg: re-encoded truth, or bicubic at the "
+                                       "same factor): the classifiers' noise floor; oracle gives a floor of 0.")] = None,
     positive: Annotated[list[str] | None, typer.Option(
         help="ATTRIBUTE=CLASS for the McNemar 'class vs not' test (default race=White); repeatable.")] = None,
     per_group: Annotated[int, typer.Option(help="Inputs per group in the sample grids.")] = 4,

@@ -40,7 +40,7 @@ from .provenance import run_provenance
 from .records import Classifier, FaceItem, FaceSet, Prediction, UpsampleInput, Upsampler
 from .rows import comparisons, fidelity, safe_predict, side_columns
 from .run_store import RunStore
-from .upsamplers import UPSAMPLERS, build_upsampler, output_error
+from .upsamplers import TRUTH_UPSAMPLERS, UPSAMPLERS, build_upsampler, output_error
 
 ProgressFn = Callable[[int, int], None]
 """Called with (rows stored, rows to store in this session) after each chunk."""
@@ -136,7 +136,8 @@ class AuditConfig:
                   (self.ucpr_size >= 1, "--ucpr-size must be ≥ 1"),
                   (self.crop in CROP_MODES, f"--crop must be one of {', '.join(CROP_MODES)}"),
                   (bool(self.group_by) or not (self.per_group or self.ucpr), "--group-by needs an attribute"),
-                  (not (self.upsampler == "oracle" and self.ucpr), "the oracle upsampler has no truth for UCPR inputs")]
+                  (not (self.upsampler in TRUTH_UPSAMPLERS and self.ucpr),
+                   f"the {self.upsampler} upsampler has no truth for UCPR inputs")]
         for ok, message in checks:
             if not ok:
                 raise PulseAuditError(message)

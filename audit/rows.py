@@ -8,7 +8,7 @@ once some image has the value, or always when the classifier declares ``value_na
 when C could not read the image. Comparisons of the two sides: ``identity_distance`` (Euclidean
 distance of the ``identity`` embeddings; same person below 0.6), ``psnr``/``ssim`` against the true
 image, and ``delta_ita`` (output − truth
-ITA° of ``skin-tone``).
+ITA° of ``skin-tone``; ``delta_ita_aligned`` of ``skin-tone-aligned``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from .metrics.image_quality import psnr, ssim
 from .records import Classifier, Prediction
 from .run_store import classifier_column
 
-IDENTITY, SKIN_TONE = "identity", "skin-tone"
+IDENTITY = "identity"
+DELTA_ITA_COLUMNS = {"skin-tone": "delta_ita", "skin-tone-aligned": "delta_ita_aligned"}
+"""Skin-tone classifier → its output − truth ITA° column."""
 
 
 def safe_predict(classifier: Classifier, arrays: list[np.ndarray]) -> list[Prediction]:
@@ -78,9 +80,9 @@ def comparisons(classifiers: Sequence[Classifier], truth: Sequence[Prediction],
             both = a.embedding is not None and b.embedding is not None
             distance = np.linalg.norm(np.asarray(a.embedding, float) - np.asarray(b.embedding, float)) if both else None
             row["identity_distance"] = None if distance is None else float(distance)
-        if classifier.name == SKIN_TONE:
+        if classifier.name in DELTA_ITA_COLUMNS:
             both = "ita" in a.values and "ita" in b.values
-            row["delta_ita"] = float(b.values["ita"]) - float(a.values["ita"]) if both else None
+            row[DELTA_ITA_COLUMNS[classifier.name]] = float(b.values["ita"]) - float(a.values["ita"]) if both else None
     return row
 
 

@@ -50,7 +50,8 @@ def run_showcase(generator: SearchableGenerator, out: Path, config: SearchConfig
         rows = [dict(face=item.path.stem, sample=k, **{key: getattr(r, key) for key in
                      ("success", "lr_l2", "restarts_used", "best_step", "seed", "seconds")})
                 for item in items for k, r in enumerate(item.results)]
-        sections.append(dict(factor=factor, low_side=generator.resolution // factor, grid=grid, rows=rows))
+        sections.append(dict(factor=factor, low_side=generator.resolution // factor, grid=grid, rows=rows,
+                             met=sum(bool(row["success"]) for row in rows)))
     page = out / "index.html"
     page.write_text(render("showcase.html.j2", generator=generator.card, resolution=generator.resolution,
                            config=config, sections=sections, faces=faces))

@@ -2,7 +2,12 @@
 
 - ``pulse``: PULSE's latent search over any ``pulse_engine`` generator, K seeded samples per input.
 - ``bicubic`` / ``nearest``: plain interpolation of the LR input to R (deterministic baselines).
-- ``oracle``: returns the true HR image; classifying it measures the classifiers' own noise floor.
+- ``oracle``: returns the true HR image; a classifier reads it exactly as the truth, so its noise floor is 0
+  by construction (useful only as a plumbing check).
+- ``jpeg``: the true HR image re-saved as JPEG (quality :data:`JPEG_QUALITY`): a re-encoding baseline that
+  changes nothing a person would notice, so the classifiers' disagreement with the truth on it is their real
+  measurement noise. Together with ``bicubic`` at the run's factor (the truth through the downsample–upsample
+  path, a re-rendering baseline) it is the noise floor to give ``pulse-audit report --baseline``.
 - ``folder``: outputs made elsewhere (GFPGAN, CodeFormer, a diffusion model…), matched by file name.
 
 An output that cannot be produced for one row (e.g. a missing file) is returned as a *failed*
@@ -13,6 +18,7 @@ output downscaled with PULSE's bicubic operator and the LR input (PULSE's consis
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,10 +34,13 @@ from pulse_engine.generators import load_generator
 from pulse_engine.generators.base import SearchableGenerator
 from pulse_engine.search import SearchConfig, search_samples
 
-from .images import read_rgb, to_tensor
+from .images import read_rgb, to_image, to_tensor
 from .records import UpsampleInput, UpsampleOutput, Upsampler
 
-UPSAMPLERS = ("pulse", "bicubic", "nearest", "oracle", "folder")
+UPSAMPLERS = ("pulse", "bicubic", "nearest", "oracle", "jpeg", "folder")
+TRUTH_UPSAMPLERS = ("oracle", "jpeg")
+"""Upsamplers that need the true HR image (none for uninformative UCPR inputs)."""
+JPEG_QUALITY = 90
 ERROR_KEY = "error"
 FOLDER_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
@@ -78,7 +87,7 @@ class PulseUpsampler(Upsampler):
                                  samples, self.config, self.batch_size, self.on_steps)
         return [[UpsampleOutput(r.image, {"success": r.success, "lr_l2": r.lr_l2, "best_step": r.best_step,
                                           "steps": r.steps, "restarts_used": r.restarts_used, "seed": r.seed,
-                                          "seconds": r.seconds}) for r in results] for results in grouped]
+                                          "batch_seconds": r.seconds}) for r in results] for results in grouped]
 
 
 class _Deterministic(Upsampler):
@@ -129,6 +138,26 @@ class OracleUpsampler(_Deterministic):
             raise PulseAuditError(f"oracle upsampler: input {inp.item_id!r} has no true HR image "
                                   "(uninformative UCPR inputs have none)")
         return inp.truth.clone()
+
+
+class JpegUpsampler(_Deterministic):
+    """The true HR image re-saved as JPEG (baseline 4:2:0 chroma subsampling, ``quality``) and decoded."""
+
+    name = "jpeg"
+
+    def __init__(self, resolution: int, quality: int = JPEG_QUALITY) -> None:
+        super().__init__(resolution)
+        self.quality = quality
+
+    def make(self, inp: UpsampleInput) -> torch.Tensor:
+        if inp.truth is None:
+            raise PulseAuditError(f"jpeg upsampler: input {inp.item_id!r} has no true HR image "
+                                  "(uninformative UCPR inputs have none)")
+        buffer = io.BytesIO()
+        to_image(inp.truth).save(buffer, "JPEG", quality=self.quality)
+        buffer.seek(0)
+        with Image.open(buffer) as decoded:
+            return to_tensor(decoded.convert("RGB"))
 
 
 def folder_candidates(folder: Path, item_id: str, sample: int) -> list[Path]:
@@ -203,4 +232,6 @@ def build_upsampler(name: str, generator_spec: str = "dcgan-digiface", folder: P
     side = resolution or load_generator(generator_spec, "cpu").resolution
     if name == "folder":
         return FolderUpsampler(Path(str(folder)).expanduser(), side)
+    if name == "jpeg":
+        return JpegUpsampler(side)
     return OracleUpsampler(side) if name == "oracle" else InterpolateUpsampler(name, side)

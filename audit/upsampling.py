@@ -21,7 +21,7 @@ from .run_store import safe_id
 
 TABLE = "results.csv"
 RESULT_COLUMNS = ("input", "sample", "output", "success", "lr_l2", "best_step", "steps", "restarts_used",
-                  "seed", "seconds", "error")
+                  "seed", "batch_seconds", "error")
 
 
 @dataclass
@@ -122,7 +122,7 @@ def write_outputs(prepared: Prepared, out: Path) -> Path:
                                  "success": result.success, "lr_l2": f"{result.lr_l2:.6g}",
                                  "best_step": result.best_step, "steps": result.steps,
                                  "restarts_used": result.restarts_used, "seed": result.seed,
-                                 "seconds": f"{result.seconds:.3f}", "error": ""})
+                                 "batch_seconds": f"{result.seconds:.3f}", "error": ""})
         for path, message in prepared.failures:
             writer.writerow({"input": str(path), "error": message})
     return table

@@ -22,6 +22,7 @@ from audit.metrics.columns import label_column
 from audit.stats.tests import TestResult
 from pulse_engine.errors import PulseAuditError
 from reports.findings import findings
+from reports.instrument import instrument_sections
 from reports.run_data import (LR_ERROR, SUCCESS, AuditSpec, Run, ShiftSpec, audit_specs, classifier_cards, has_column,
                               label_provenance, run_summary, sample_rows, shift_specs)
 from reports.tables import clean, group_label, indexed_records, records
@@ -236,6 +237,7 @@ def build_report(run: Run, settings: Settings = Settings(), oracle: Run | None =
               "attributes": attributes, "shifts": shifts, "upsampler": upsampler_section(run, settings),
               "monk": monk_section(attributes), "tests": tests.table(settings),
               "samples": sample_rows(run, run.group_by or _first_truth(attributes), settings.per_group)}
+    report |= instrument_sections(run, settings)
     report["findings"] = findings(report)
     return clean(report)
 

@@ -20,7 +20,7 @@ from pulse_engine.errors import PulseAuditError
 RUN_JSON, RESULTS = "run.json", "results.parquet"
 IMAGE_COLUMNS = {"lr": "path_lr", "truth": "path_truth", "out": "path_out"}
 SUCCESS, LR_ERROR = "ups_success", "ups_lr_l2"
-DELTA_ITA, IDENTITY = "delta_ita", "identity_distance"
+DELTA_ITA, DELTA_ITA_ALIGNED, IDENTITY = "delta_ita", "delta_ita_aligned", "identity_distance"
 GROUP = "group"  # each input's sampling group (the --group-by values joined)
 
 
@@ -188,6 +188,10 @@ def shift_specs(run: Run) -> list[ShiftSpec]:
     if DELTA_ITA in run.faces and run.faces[DELTA_ITA].notna().any():
         specs.append(ShiftSpec("delta_ita", "ΔITA", DELTA_ITA, "°", True,
                                "output − original ITA°; positive means lighter skin in the output"))
+    if DELTA_ITA_ALIGNED in run.faces and run.faces[DELTA_ITA_ALIGNED].notna().any():
+        specs.append(ShiftSpec("delta_ita_aligned", "ΔITA (aligned frame, no detector)", DELTA_ITA_ALIGNED, "°", True,
+                               "output − original ITA° in the generator frame's fixed skin regions; every pair "
+                               "measured; positive means lighter"))
     for card in classifier_cards(run):
         before, after = value_column("in", card["name"], "age_years"), value_column("out", card["name"], "age_years")
         if before in run.faces and after in run.faces and run.faces[after].notna().any():

@@ -32,7 +32,7 @@ from pulse_engine.errors import PulseAuditError
 from pulse_engine.search import SearchConfig, pulse_search
 
 REPO = Path(__file__).resolve().parents[1]
-SEARCH_KEYS = {"success", "lr_l2", "best_step", "steps", "restarts_used", "seed", "seconds"}
+SEARCH_KEYS = {"success", "lr_l2", "best_step", "steps", "restarts_used", "seed", "batch_seconds"}
 
 
 def make_faceset(root: Path, count: int = 8, broken: bool = True) -> Path:

@@ -198,3 +198,29 @@ def test_detection_rates_and_sensitivity_table():
     assert table.loc["b", "upper"] == pytest.approx(3.0)
     assert table.loc["b", "mean_at_-2"] == pytest.approx(2.0)
     assert table.loc["a", "tipping_delta"] == pytest.approx(-10.0)
+
+
+# ------------------------------------------------------------------ re-encoding baseline
+
+
+def test_jpeg_baseline_is_near_but_not_equal_to_the_truth():
+    import io
+
+    import torch
+    from PIL import Image
+
+    from audit.images import to_image, to_tensor
+    from audit.records import UpsampleInput
+    from audit.upsamplers import JPEG_QUALITY, build_upsampler
+
+    face = validation_faces(limit=1, portraits=False)[0].image
+    truth = to_tensor(Image.fromarray(face))
+    upsampler = build_upsampler("jpeg", resolution=64)
+    (out, again), = upsampler.upsample([UpsampleInput("f", truth[:, ::4, ::4], truth)], 2)
+    # independent path: PIL encode/decode of the same 8-bit image
+    buffer = io.BytesIO()
+    to_image(truth).save(buffer, "JPEG", quality=JPEG_QUALITY)
+    expected = to_tensor(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    assert torch.equal(out.image, expected) and torch.equal(again.image, out.image)
+    error = (out.image - truth).abs()
+    assert 0 < error.mean() < 0.02  # a real, small re-encoding change

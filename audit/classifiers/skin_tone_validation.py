@@ -24,6 +24,7 @@ faces in the generator's frame, ``skin-tone-aligned`` (fixed regions, no detecto
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -126,11 +127,16 @@ class _Instruments:
     def __init__(self, frame: FaceFrame) -> None:
         self.detector = build_skin_tone(None, "cpu")
         self.frame = frame
+        self.seen: dict[tuple[str, bytes], float] = {}
 
     def measure(self, instrument: str, image: np.ndarray) -> float:
-        prediction = (self.detector.predict_one(image) if instrument == "skin-tone"
-                      else measure_in_frame(image, self.frame))
-        return float(prediction.values.get("ita", np.nan)) if "ita" in prediction.values else float("nan")
+        """ITA° of ``image`` by ``instrument`` (each distinct image is measured once)."""
+        key = (instrument, hashlib.sha1(image.tobytes() + str(image.shape).encode()).digest())
+        if key not in self.seen:
+            prediction = (self.detector.predict_one(image) if instrument == "skin-tone"
+                          else measure_in_frame(image, self.frame))
+            self.seen[key] = float(prediction.values["ita"]) if "ita" in prediction.values else float("nan")
+        return self.seen[key]
 
 
 def _face_region(face: ValidationFace, frame: FaceFrame, predictor: Path) -> np.ndarray | None:
@@ -242,7 +248,7 @@ def resolution_rows(faces: Sequence[ValidationFace], sides: Sequence[int], instr
                 "paired_difference": float(diff.mean()) if len(diff) else float("nan"),
                 "sd_difference": float(diff.std(ddof=1)) if len(diff) > 1 else float("nan"),
                 "max_abs_difference": float(np.abs(diff).max()) if len(diff) else float("nan"),
-                "selection": float(np.nanmean(ref[np.isfinite(here)]) - np.nanmean(ref))
+                "selection": round(float(np.nanmean(ref[np.isfinite(here)]) - np.nanmean(ref)), 9)
                 if np.isfinite(here).any() and np.isfinite(ref).any() else float("nan")}
             if len(diff) > 2 and side != reference:
                 idx = np.arange(len(diff))
@@ -267,16 +273,18 @@ def agreement(faces: Sequence[ValidationFace], side: int, instruments: _Instrume
 
 def validate_skin_tone(faces: Sequence[ValidationFace] | None = None, sides: Sequence[int] = SIDES,
                        shifts: Sequence[tuple[float, float]] = PLANTED_SHIFTS, frame: FaceFrame | None = None,
-                       n_boot: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
+                       n_boot: int = 1000, seed: int = 0, confidence: float = 0.95,
+                       planted_sides: Sequence[int] | None = None) -> dict[str, Any]:
     """The skin-tone instrument validation (see the module docstring) as one JSON-ready dict:
 
+    ``planted_sides`` (default ``sides``) are the sizes the planted change is measured at.
     ``planted`` (per instrument × side: slope, intercept, bias, MAE with intervals, share measured),
     ``resolution`` (per instrument × side: share measured, mean ITA°, paired difference from the largest side,
     selection part), ``agreement`` (detector vs aligned at each side), the settings and :data:`LIMITS`.
     """
     faces = list(validation_faces() if faces is None else faces)
     instruments = _Instruments(frame or default_frame())
-    rows = planted_rows(faces, sides, shifts, instruments)
+    rows = planted_rows(faces, planted_sides or sides, shifts, instruments)
     return {"schema": "pulse-audit-skin-tone-validation/1",
             "faces": {"total": len(faces), "aligned": sum(f.aligned for f in faces),
                       "names": [f.name for f in faces]},

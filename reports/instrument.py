@@ -1,0 +1,174 @@
+"""Report sections about the instruments: what each attribute can and cannot show, the headline per group
+(search success beside every metric, identity preservation), how many faces each detector missed and how far
+that could move ΔITA, and the skin-tone validation run on this run's own images.
+
+Numbers come from :mod:`audit.metrics` (:class:`MetricFrame`, :mod:`audit.metrics.missing`) and
+:func:`audit.classifiers.skin_tone_validation.validate_skin_tone`; this module only selects columns and
+assembles JSON-ready dicts for the report templates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from audit.metrics import Metric, MetricFrame
+from audit.metrics.columns import ITEM, face_column
+from audit.metrics.missing import detection_rates, missing_sensitivity
+from reports.run_data import (
+    DELTA_ITA,
+    DELTA_ITA_ALIGNED,
+    IDENTITY,
+    SUCCESS,
+    Run,
+    classifier_cards,
+)
+from reports.tables import clean, records
+
+SAME_PERSON = 0.6
+"""dlib's embedding distance below which two faces are the same person (its documented threshold)."""
+SKIN_TONE, ALIGNED = "skin-tone", "skin-tone-aligned"
+VALIDATION_FACES = 8
+"""Truth images (and as many outputs) of the run the per-report validation uses."""
+VALIDATION_SHIFTS = ((-8.0, 0.0), (8.0, 0.0), (-6.0, 4.0))
+RACE_HOWTO = ("`pulse-audit doctor` lists the race classifiers and what each needs: `gear` (`make models`), "
+              "`fairface:WEIGHTS` or `deepface:WEIGHTS` (user-supplied weights); then run again with "
+              "`--classifiers skin-tone,identity,fairface:PATH`.")
+
+
+def _classifiers_with(run: Run, attribute: str) -> list[str]:
+    return [c["name"] for c in classifier_cards(run) if attribute in c.get("attributes", {})]
+
+
+def scope_section(run: Run) -> dict[str, Any]:
+    """What the run can and cannot show: one entry per kind of attribute, with the classifiers that measured it,
+    and the notices for the top of the report (no race classifier; grouped by race without measuring race)."""
+    names = [c["name"] for c in classifier_cards(run)]
+    skin = [n for n in names if n in (SKIN_TONE, ALIGNED)]
+    race = _classifiers_with(run, "race")
+    identity = [n for n in names if n == "identity"]
+    factor = run.config.get("factor")
+    resolution = run.meta.get("upsampler", {}).get("resolution")
+    low = resolution // factor if resolution and factor else None
+    pinned = (f" At ×{factor} the {low}×{low} px input fixes the face's average colour within eps, so a "
+              "skin-colour measure mostly sees that constraint; what the search changes is the shape of the face, "
+              "which only perceived race or identity can show." if factor and factor <= 8 and low else "")
+    attributes = [
+        {"attribute": "skin colour (ITA°, Monk)", "measured_by": skin,
+         "can": "the colour of cheek and forehead pixels: whether outputs are lighter or darker than the original",
+         "cannot": "face shape, perceived race or identity; constitutive skin colour (lighting is not corrected)"
+                   + pinned},
+        {"attribute": "perceived race", "measured_by": race,
+         "can": "whether the output is read as a different race than the original, including changes of face shape "
+                "that keep the average colour",
+         "cannot": "self-identified race; its error differs by group, so its noise floor matters"},
+        {"attribute": "identity", "measured_by": identity,
+         "can": f"whether the output is still the same person (embedding distance < {SAME_PERSON})",
+         "cannot": "in which direction a face changed; a different person can keep race and skin colour"}]
+    notices = []
+    if not race:
+        notices.append("No perceived-race classifier was run, so this report cannot show whether outputs look like "
+                       "a different race (the PULSE failure that keeps average colour and changes the face). "
+                       + RACE_HOWTO)
+    if "race" in run.config.get("group_by", []):
+        if "race" not in run.group_names:
+            notices.append("The run is grouped by race, but no face of this face set has a race label: inputs "
+                           "could not be grouped by race.")
+        elif not race:
+            notices.append("Inputs are grouped by their race label, but the outputs' race was never measured: "
+                           "the groups say who went in, nothing says what race came out.")
+    return clean({"attributes": attributes, "notices": notices, "race_classifiers": race})
+
+
+def _identity_preserved(frame: pd.DataFrame) -> pd.Series:
+    distance = pd.to_numeric(frame[IDENTITY], errors="coerce")
+    return (distance < SAME_PERSON).astype(float).where(distance.notna())
+
+
+def headline_section(run: Run, settings: Any) -> dict[str, Any] | None:
+    """Per group and overall: search success (share of outputs that met eps) beside ΔITA, identity preservation
+    and the detectors' measured shares, each with its interval."""
+    data = run.faces.copy()
+    metrics: dict[str, Metric] = {}
+    if SUCCESS in data and data[SUCCESS].notna().any():
+        data["_success"] = data[SUCCESS].astype(float)
+        metrics["search_success"] = Metric("_success", "rate")
+    for column, name in ((DELTA_ITA, "delta_ita"), (DELTA_ITA_ALIGNED, "delta_ita_aligned")):
+        if column in data and data[column].notna().any():
+            metrics[name] = Metric(column)
+    if IDENTITY in data and data[IDENTITY].notna().any():
+        data["_same_person"] = _identity_preserved(data)
+        metrics["identity_preserved"] = Metric("_same_person", "rate")
+    if not metrics:
+        return None
+    groups = run.group_by or None
+    frame = MetricFrame(data, metrics, groups, ITEM, n_boot=settings.n_boot, seed=settings.seed,
+                        confidence=settings.confidence)
+    overall = frame.overall.reset_index()
+    overall.insert(0, "group", "all")
+    rows = records(frame.by_group, run.group_by) if groups else []
+    table = records(overall) + rows
+    return clean({"metrics": list(metrics), "groups": ["all"] + sorted({r["group"] for r in rows}),
+                  "cells": {f"{r['group']}|{r['metric']}": r for r in table}, "same_person": SAME_PERSON})
+
+
+def missing_section(run: Run, settings: Any) -> dict[str, Any] | None:
+    """Detection rate of the skin-tone detector on originals and outputs per group, and how far mean ΔITA could
+    move if the pairs it missed were not missing at random (worst-case bounds over the observed ΔITA range, the
+    tipping offset at which the mean's sign flips, and the mean at a few offsets)."""
+    data = run.faces
+    out_face, in_face = face_column("out", SKIN_TONE), face_column("in", SKIN_TONE)
+    if out_face not in data or DELTA_ITA not in data:
+        return None
+    groups = run.group_by or None
+    rates = {side: records(detection_rates(data, data[column].fillna(False).astype(bool), groups,
+                                           settings.confidence))
+             for side, column in (("outputs", out_face), ("originals", in_face)) if column in data}
+    pairs = records(detection_rates(data, data[DELTA_ITA].notna(), groups))
+    sensitivity = records(missing_sensitivity(data, DELTA_ITA, groups, deltas=(-20.0, -10.0, 10.0, 20.0)))
+    return clean({"rates": rates, "pairs": pairs, "sensitivity": sensitivity,
+                  "aligned_available": DELTA_ITA_ALIGNED in data and bool(data[DELTA_ITA_ALIGNED].notna().any())})
+
+
+def _run_images(run: Run, column: str, limit: int) -> list[tuple[str, np.ndarray]]:
+    firsts = run.faces.drop_duplicates(ITEM).sort_values(ITEM).head(limit)
+    out = []
+    for item, relative in zip(firsts[ITEM], firsts[column]):
+        path = run.image(relative)
+        if path is not None and path.is_file():
+            with Image.open(path) as image:
+                out.append((str(item), np.asarray(image.convert("RGB"))))
+    return out
+
+
+def validation_section(run: Run, settings: Any) -> dict[str, Any] | None:
+    """:func:`validate_skin_tone` on up to :data:`VALIDATION_FACES` of this run's originals and their first
+    outputs: the planted change at the run's resolution, the resolution check at 32–256 px. Faces count as in the
+    generator frame only when the run used ``skin-tone-aligned``."""
+    names = [c["name"] for c in classifier_cards(run)]
+    if SKIN_TONE not in names and ALIGNED not in names:
+        return None
+    from audit.classifiers.skin_tone_validation import (
+        ValidationFace,
+        validate_skin_tone,
+    )
+
+    aligned = ALIGNED in names
+    faces = [ValidationFace(f"{kind}:{item}", image, aligned)
+             for kind, column in (("original", "path_truth"), ("output", "path_out"))
+             if column in run.faces for item, image in _run_images(run, column, VALIDATION_FACES)]
+    if not faces:
+        return None
+    side = faces[0].image.shape[0]
+    result = validate_skin_tone(faces, shifts=VALIDATION_SHIFTS, n_boot=min(settings.n_boot, 500),
+                                seed=settings.seed, confidence=settings.confidence, planted_sides=(side,))
+    return clean(result)
+
+
+def instrument_sections(run: Run, settings: Any) -> dict[str, Any]:
+    """Every section of this module, under the keys the report templates read."""
+    return {"scope": scope_section(run), "headline": headline_section(run, settings),
+            "missing": missing_section(run, settings), "instrument_validation": validation_section(run, settings)}
