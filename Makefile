@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-quick examples test bench bench-report browser models clean-venv
+.PHONY: demo demo-quick examples test bench bench-report gpu-check browser models clean-venv
 
 $(STAMP): pyproject.toml requirements.lock requirements-nodeps.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench: $(STAMP)
 
 bench-report: $(STAMP)
 	$(PY) benchmarks/report_scale.py --out benchmarks/RESULTS.md
+
+# On a CUDA machine: CUDA tests, search throughput (DCGAN, random 1024 px StyleGAN2), a 20-input
+# audit, one summary table (about 5 min). Without CUDA: one line, exit 0.
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py
 
 # Headless Chromium for tests/test_report_browser.py (Debian's chromium; needs root and apt-get).
 browser:

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from pulse_engine.allocator import keep_large_buffers
 from pulse_engine.device import resolve_device
 from pulse_engine.errors import PulseAuditError
 from pulse_engine.generators import REGISTRY, load_generator, parse_generator_spec
@@ -353,6 +354,7 @@ def study(
 
 def main() -> None:
     """Console entry point."""
+    keep_large_buffers()  # CPU searches at 1024 px: reuse large buffers instead of page-faulting them anew
     try:
         app()
     except PulseAuditError as exc:

@@ -6,68 +6,40 @@ Throughput is image-steps per second: one step = forward synthesis, downsampling
 the latent, Adam update and sphere projection for one image. FLOPs are counted analytically: the
 transposed convolutions' multiply-adds (2 FLOPs each) for the forward pass, the same again for the
 backward pass to the input (weights are frozen, so no weight gradients), plus the separable
-downsampling filter forward and backward. Elementwise work (BN-folded bias, ReLU, tanh, Adam) is
-not counted, so the fraction of peak understates the work done.
+downsampling filter forward and backward; torch's FlopCounterMode count is printed beside it as a
+check. Elementwise work (BN-folded bias, ReLU, sigmoid, Adam) is not counted, so the fraction of
+peak understates the work done.
 
-The peak is the best of three fp32 GEMM measurements on the same threads: torch.mm (MKL), a 1×1
-convolution run by oneDNN (a GEMM), and NumPy's OpenBLAS run in a subprocess without the
-OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE overrides this workplace sets (so it picks its native kernel).
+Each batch size is timed for the optimised search path and, in the same process and alternating
+with it, for the plain loop: the same search over the generator's ``nn.Sequential`` as loaded (NCHW,
+BatchNorm not folded). glibc's malloc is set up as ``pulse-audit`` sets it
+(``pulse_engine.allocator``) unless ``--malloc-default``; both paths share the setting.
+
+The peak is the best of three fp32 GEMM measurements on the same threads (see
+``instruments.cpu_gemm_peaks``): torch.mm (MKL), a oneDNN 1×1 convolution, NumPy's OpenBLAS.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from instruments import (
+    append_results,
+    cpu_gemm_peaks,
+    machine,
+    peak_rss_gb,
+    search_step_flops,
+)
 
+from pulse_engine.allocator import keep_large_buffers
 from pulse_engine.downsample import BicubicDownsample
 from pulse_engine.generators.dcgan import DCGANGenerator, load_dcgan_digiface
 from pulse_engine.search import SearchConfig, pulse_search
-
-NUMPY_PEAK = """
-import time, numpy as np
-n = 3072
-a = np.random.rand(n, n).astype(np.float32); b = np.random.rand(n, n).astype(np.float32)
-a @ b; best = 0.0
-for _ in range(5):
-    t = time.perf_counter(); a @ b; best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
-print(best)
-"""
-
-
-def best_rate(fn, flop: float, repeats: int = 5) -> float:
-    """Best GFLOP/s of ``fn`` over ``repeats`` timed calls after two warm-ups."""
-    fn(), fn()
-    best = 0.0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = max(best, flop / (time.perf_counter() - start) / 1e9)
-    return best
-
-
-def gemm_peaks(threads: int) -> dict[str, float]:
-    """fp32 GEMM GFLOP/s of each available implementation."""
-    n = 3072
-    a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
-    peaks = {"torch.mm (MKL)": best_rate(lambda: torch.mm(a, b, out=c), 2 * n**3)}
-    x, w = torch.randn(1, n, 48, 64), torch.randn(n, n, 1, 1)
-    peaks["oneDNN 1×1 conv GEMM"] = best_rate(lambda: F.conv2d(x, w), 2 * n * n * 48 * 64)
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    env["OPENBLAS_NUM_THREADS"] = str(threads)
-    done = subprocess.run([sys.executable, "-c", NUMPY_PEAK], capture_output=True, text=True, env=env)
-    if done.returncode == 0:
-        peaks["NumPy OpenBLAS (native kernel)"] = float(done.stdout.strip())
-    return peaks
 
 
 def flops_per_image_step(model: DCGANGenerator, factor: int) -> float:
@@ -84,10 +56,11 @@ def flops_per_image_step(model: DCGANGenerator, factor: int) -> float:
     return total + 2 * 2 * down
 
 
-def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                 platform.processor())
-    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+def timed_rate(model: DCGANGenerator, low: torch.Tensor, steps: int) -> float:
+    """Image-steps/s of one ``steps``-step search over the batch ``low``."""
+    start = time.perf_counter()
+    pulse_search(model, low, SearchConfig(steps=steps, restarts=1), batch_size=len(low))
+    return len(low) * steps / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -95,52 +68,63 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--factor", type=int, default=4)
     parser.add_argument("--steps", type=int, default=100, help="steps per timed search")
-    parser.add_argument("--repeats", type=int, default=3, help="timed searches per batch size (median kept)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed searches per path and batch size (median kept)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--plain", action="store_true",
-                        help="baseline: run the generator's plain nn.Sequential (NCHW, BatchNorm not folded)")
+    parser.add_argument("--no-plain", action="store_true", help="skip the plain-loop baseline")
+    parser.add_argument("--malloc-default", action="store_true", help="keep glibc's default malloc settings")
     parser.add_argument("--out", type=Path, help="append a results section to this Markdown file")
     args = parser.parse_args()
+    malloc = "malloc: glibc defaults (--malloc-default)" if args.malloc_default else keep_large_buffers()
     torch.set_num_threads(args.threads)
-    model = load_dcgan_digiface()
-    if args.plain:
-        model._fused_layers = 0  # synthesize_w then runs self.main, the layout as loaded
-    peaks = gemm_peaks(args.threads)
+    paths = {"optimised": load_dcgan_digiface()}
+    if not args.no_plain:
+        paths["plain"] = load_dcgan_digiface()
+        paths["plain"]._fused_layers = 0  # synthesize_w then runs self.main, the layout as loaded
+    peaks = cpu_gemm_peaks(args.threads)
     peak = max(peaks.values())
+    model = paths["optimised"]
     flops = flops_per_image_step(model, args.factor)
     side = model.resolution // args.factor
     rows = []
     for batch in args.batches:
         low = BicubicDownsample(args.factor)(torch.rand(batch, 3, model.resolution, model.resolution))
         assert low.shape[-1] == side
-        config = SearchConfig(steps=args.steps, restarts=1)
-        pulse_search(model, low, SearchConfig(steps=5), batch_size=batch)  # warm-up
-        rates = []
+        counted = search_step_flops(model, low) / batch
+        rates: dict[str, list[float]] = {name: [] for name in paths}
+        for name, path in paths.items():
+            pulse_search(path, low, SearchConfig(steps=5), batch_size=batch)  # warm-up
         for _ in range(args.repeats):
-            start = time.perf_counter()
-            pulse_search(model, low, config, batch_size=batch)
-            rates.append(batch * args.steps / (time.perf_counter() - start))
-        rate = statistics.median(rates)
-        rows.append((batch, rate, rate * flops / 1e9))
-        print(f"batch {batch:3d}: {rate:8.1f} image-steps/s, {rate * flops / 1e9:6.1f} GFLOP/s, "
-              f"{100 * rate * flops / 1e9 / peak:5.1f}% of peak", flush=True)
-    base = rows[0][1]
-    variant = "plain nn.Sequential baseline" if args.plain else "optimised search path"
-    lines = [f"\n## {datetime.date.today().isoformat()} — {machine()} — {variant}\n",
-             f"Search: dcgan-digiface, ×{args.factor} ({side}→{model.resolution} px), {args.steps} steps per "
-             f"search, median of {args.repeats}; {flops / 1e6:.1f} MFLOP per image-step (analytic).\n",
+            for name, path in paths.items():
+                rates[name].append(timed_rate(path, low, args.steps))
+        median = {name: statistics.median(values) for name, values in rates.items()}
+        rows.append((batch, median, rates))
+        text = ", ".join(f"{name} {median[name]:8.1f} image-steps/s ({100 * median[name] * flops / 1e9 / peak:5.1f}% "
+                         f"of peak)" for name in paths)
+        print(f"batch {batch:3d}: {text}; FlopCounterMode {counted / 1e6:.1f} MFLOP/image-step", flush=True)
+    base = rows[0][1]["optimised"]
+    lines = [f"\n## {datetime.date.today().isoformat()} — {machine()} — PULSE search, optimised vs plain loop\n",
+             (f"Search: dcgan-digiface, ×{args.factor} ({side}→{model.resolution} px), {args.steps} steps per "
+              f"search, median of {args.repeats} alternating runs per path; {flops / 1e6:.1f} MFLOP per image-step "
+              f"(analytic; FlopCounterMode: {counted / 1e6:.1f}). {malloc}. "
+              f"Peak RSS of the process: {peak_rss_gb():.2f} GB.\n"),
              "fp32 GEMM peaks (GFLOP/s): " + "; ".join(f"{k} {v:.1f}" for k, v in peaks.items())
-             + f". Peak used: **{peak:.1f}**.\n",
-             "| batch | image-steps/s | GFLOP/s | % of peak | vs batch 1 |", "|---|---|---|---|---|"]
-    lines += [f"| {b} | {r:.1f} | {g:.1f} | {100 * g / peak:.1f}% | {r / base:.2f}× |" for b, r, g in rows]
+             + f". Peak used: **{peak:.1f}**.\n"]
+    plain = "plain" in paths
+    lines += [("| batch | image-steps/s (runs) | GFLOP/s | % of peak | vs batch 1 |"
+               + (" plain loop image-steps/s (runs) | plain % of peak | optimised ÷ plain |" if plain else "")),
+              "|---|---|---|---|---|" + ("---|---|---|" if plain else "")]
+    for batch, median, rates in rows:
+        gflops = median["optimised"] * flops / 1e9
+        line = (f"| {batch} | {median['optimised']:.1f} ({', '.join(f'{r:.4g}' for r in rates['optimised'])}) | "
+                f"{gflops:.1f} | {100 * gflops / peak:.1f}% | {median['optimised'] / base:.2f}× |")
+        if plain:
+            line += (f" {median['plain']:.1f} ({', '.join(f'{r:.4g}' for r in rates['plain'])}) | "
+                     f"{100 * median['plain'] * flops / 1e9 / peak:.1f}% | {median['optimised'] / median['plain']:.2f}× |")
+        lines.append(line)
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
-        if not args.out.exists():
-            args.out.write_text("# Benchmark results\n\nAppended by `make bench` "
-                                "(`benchmarks/pulse_search.py`); newest last.\n")
-        with open(args.out, "a") as handle:
-            handle.write(text)
+        append_results(args.out, text)
 
 
 if __name__ == "__main__":
