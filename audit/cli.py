@@ -105,9 +105,9 @@ def demo(
     showcase_only: Annotated[bool, typer.Option(help="Only the showcase portraits, no audit.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
-    """The embedded default: showcase portraits at ×4 and ×8, then the known-answer audit (demo set
-    through dcgan-digiface, three skew-trained generators, bicubic and oracle, with reports, model
-    cards and comparisons)."""
+    """The embedded default: showcase portraits at ×4 and ×8, then the known-answer study (demo set through
+    skew-trained generators at ×4 and ×16, dcgan-digiface and oracle; reports, model cards, comparisons) whose
+    page states whether the outputs follow the generators' training composition."""
     from .showcase import run_showcase
 
     parse_generator_spec(generator)
@@ -120,7 +120,8 @@ def demo(
     from .demo_audit import run_demo_audit
 
     index = run_demo_audit(out, quick, device, progress_factory=row_progress)
-    console.print(f"audit written: open {index} (reports, model cards and comparisons)", soft_wrap=True)
+    console.print(f"audit written: open {index} (the study first, then showcase, reports, model cards)",
+                  soft_wrap=True)
 
 
 @app.command()

@@ -1,13 +1,13 @@
-"""``make demo``'s audit stage: the known-answer experiment on the embedded demo set.
+"""``make demo``'s audit stage: the known-answer study on the embedded demo set.
 
-The demo face set goes through PULSE over ``dcgan-digiface`` and over three small DCGANs trained on
-DigiFace renders whose skin tones were skewed light, balanced and dark (``datasets/generators``),
-and through ``bicubic`` and ``oracle`` (the classifiers' own noise floor), at ×4 and ×8 (the
-skew-trained generators also at ×16, where the 2×2 input no longer pins the colour), with every
-offline classifier; then one report per run, one model card per generator and comparisons of the
-three skew-trained generators. Uninformative inputs (per-group average faces) are searched at
-2×2 px for the 32 px generators (×16) and 4×4 px for the 64 px one, so that they carry almost no
-colour. ``quick`` runs a reduced plan for CI.
+The question: does the skin tone of PULSE's outputs follow the generator's training composition, and at
+which downscale factor? The study's generators (:data:`STUDY_GENERATORS`: small DCGANs trained on
+DigiFace renders whose skin tones were skewed, ``datasets/generators``; their training composition is
+read from each card) search the demo set at every factor of :data:`STUDY_FACTORS`, with uninformative
+inputs (per-group average faces, 2×2 px at ×16) where only the prior can speak. Beside them,
+``dcgan-digiface`` at ×4 and ``oracle`` (the classifiers' own noise floor) get reports and model cards.
+The front page is the study (:mod:`reports.study`): the answer first, sized by its power calculation,
+then the showcase portraits and links to every run's report and card. ``quick`` runs a reduced plan for CI.
 """
 
 from __future__ import annotations
@@ -18,13 +18,17 @@ from pathlib import Path
 
 from PIL import Image
 
-from reports.html import render
-
 from .classifiers import REGISTRY as CLASSIFIERS
 from .harness import AuditConfig, run_audit
 
 GENERATORS_DIR = Path(__file__).resolve().parents[1] / "datasets" / "generators"
 SKEWED = ("light-skewed", "balanced", "dark-skewed")
+# The study's generators, name → generator spec. Swap in other families here (e.g. 3 compositions × 3
+# training seeds, or a prior-shift family); doses come from each generator's card.
+STUDY_GENERATORS = {name: f"dcgan-file:{GENERATORS_DIR / name}" for name in SKEWED}
+QUICK_GENERATORS = ("light-skewed", "dark-skewed")
+STUDY_FACTORS, QUICK_FACTORS = (4, 16), (4,)  # ×16: 32 → 2 px, where the input no longer pins the colour
+STUDY_BASELINE = "balanced"
 
 
 @dataclass(frozen=True)
@@ -38,19 +42,15 @@ class DemoRun:
     resolution: int = 0
     ucpr_size: int = 4
     model: str = ""  # which model card the run belongs to ("" = none)
+    study: bool = False  # part of the dose–response study
 
 
 def demo_plan(quick: bool) -> list[DemoRun]:
     """The runs of the full demo (or of the quick CI variant)."""
-    skewed = {name: f"dcgan-file:{GENERATORS_DIR / name}" for name in SKEWED}
-    factors = (4,) if quick else (4, 8)
-    names = ("light-skewed", "dark-skewed") if quick else SKEWED
-    # ×16 (32 → 2 px) too: at ×4 and ×8 the LR input still fixes the skin colour within eps
-    plan = [DemoRun(f"{name}-x{f}", "pulse", skewed[name], f, ucpr_size=2, model=name)
-            for f in (factors if quick else (*factors, 16)) for name in names]
-    plan += [DemoRun(f"digiface-x{f}", "pulse", factor=f, model="dcgan-digiface") for f in factors]
-    if not quick:
-        plan += [DemoRun(f"bicubic-x{f}", "bicubic", factor=f, resolution=64) for f in factors]
+    names = QUICK_GENERATORS if quick else tuple(STUDY_GENERATORS)
+    plan = [DemoRun(f"{name}-x{f}", "pulse", STUDY_GENERATORS[name], f, ucpr_size=2, model=name, study=True)
+            for f in (QUICK_FACTORS if quick else STUDY_FACTORS) for name in names]
+    plan.append(DemoRun("digiface-x4", "pulse", factor=4, model="dcgan-digiface"))
     plan.append(DemoRun("oracle", "oracle", resolution=64))
     return plan
 
@@ -62,8 +62,8 @@ def offline_classifiers(quick: bool) -> tuple[str, ...]:
 
 
 def showcase_generators(out: Path, quick: bool, device: str) -> dict[str, Path]:
-    """The showcase portraits (Obama first) through each skew-trained generator at ×4 and ×8
-    (8×8 and 4×4 inputs for these 32 px models); returns each generator's showcase page."""
+    """The showcase portraits (Obama first) through each study generator at ×4 and ×8 (8×8 and 4×4 inputs for
+    these 32 px models); returns each generator's showcase page."""
     from pulse_engine.device import resolve_device
     from pulse_engine.generators import load_generator
     from pulse_engine.search import SearchConfig
@@ -71,53 +71,89 @@ def showcase_generators(out: Path, quick: bool, device: str) -> dict[str, Path]:
     from .showcase import run_showcase
 
     config = SearchConfig(steps=30 if quick else 100, restarts=1 if quick else 3)
-    names = ("light-skewed", "dark-skewed") if quick else SKEWED
-    return {name: run_showcase(load_generator(f"dcgan-file:{GENERATORS_DIR / name}", resolve_device(device)),
+    names = QUICK_GENERATORS if quick else tuple(STUDY_GENERATORS)
+    return {name: run_showcase(load_generator(STUDY_GENERATORS[name], resolve_device(device)),
                                out / "showcase" / name, config, samples=1 if quick else 3) for name in names}
 
 
-def run_demo_audit(out: Path, quick: bool = False, device: str = "auto",
-                   progress_factory: Callable | None = None) -> Path:
-    """Run the plan, then reports, cards and comparisons; returns the index page."""
-    from reports.analysis import Settings
-    from reports.card import write_card
-    from reports.compare_report import write_compare
-    from reports.report import write_report
-
+def run_plan(out: Path, quick: bool, device: str, progress_factory: Callable | None) -> dict[str, Path]:
+    """Run (or resume) every run of the plan; returns name → run folder."""
     classifiers = offline_classifiers(quick)
-    common = dict(dataset="demo", group_by=("skin_tone",), per_group=2 if quick else 4, samples=1 if quick else 2,
-                  restarts=1, steps=30 if quick else 100, classifiers=classifiers, device=device, seed=0)
+    common = {"dataset": "demo", "group_by": ("skin_tone",), "per_group": 2, "samples": 1, "restarts": 1,
+              "steps": 30 if quick else 100, "classifiers": classifiers, "device": device, "seed": 0}
     folders: dict[str, Path] = {}
     for run in demo_plan(quick):
         config = AuditConfig(**common, upsampler=run.upsampler, generator=run.generator, factor=run.factor,
-                             resolution=run.resolution, ucpr=(0 if run.upsampler != "pulse" else 3 if quick else 8),
+                             resolution=run.resolution, ucpr=(0 if run.upsampler != "pulse" else 3 if quick else 6),
                              ucpr_size=run.ucpr_size, out=str(out / "runs" / run.name))
         if progress_factory is None:
             folders[run.name] = run_audit(config)
         else:
             with progress_factory(f"demo {run.name}") as progress:
                 folders[run.name] = run_audit(config, progress)
+    return folders
+
+
+def run_demo_audit(out: Path, quick: bool = False, device: str = "auto",
+                   progress_factory: Callable | None = None) -> Path:
+    """Run the plan, then reports, cards, comparisons and the study; returns the study page (the front page)."""
+    from reports.analysis import Settings
+    from reports.card import write_card
+    from reports.compare_report import write_compare
+    from reports.report import write_report
+    from reports.study import load_study_runs, write_study
+
+    plan = demo_plan(quick)
+    folders = run_plan(out, quick, device, progress_factory)
     settings = Settings.from_options(300 if quick else 1000, 0, 0.05, "holm", [], 2 if quick else 4)
     oracle = folders["oracle"]
-    reports = {name: write_report(folder, None, settings, oracle if "digiface" in name or "bicubic" in name
-                                  else None)["html"] for name, folder in folders.items()}
+    reports = {name: write_report(folder, None, settings, oracle if "digiface" in name else None)["html"]
+               for name, folder in folders.items()}
     cards = {}
-    for model in dict.fromkeys(run.model for run in demo_plan(quick) if run.model):
-        runs = [folders[run.name] for run in demo_plan(quick) if run.model == model]
+    for model in dict.fromkeys(run.model for run in plan if run.model):
+        runs = [folders[run.name] for run in plan if run.model == model]
         cards[model] = write_card(runs, out / "cards" / model, None, settings)[0]["html"]
     comparisons = {}
-    for factor in sorted({run.factor for run in demo_plan(quick) if run.model in SKEWED}):
-        runs = [folders[run.name] for run in demo_plan(quick) if run.model in SKEWED and run.factor == factor]
-        comparisons[f"skew-trained generators, ×{factor}"] = write_compare(
+    for factor in sorted({run.factor for run in plan if run.study}):
+        runs = [folders[run.name] for run in plan if run.study and run.factor == factor]
+        comparisons[f"study generators side by side, ×{factor}"] = write_compare(
             runs, out / "compare" / f"skewed-x{factor}", settings)["html"]
     showcases = showcase_generators(out, quick, device)
-    grids = {name: Image.open(page.parent / "grid_x4.png") for name, page in showcases.items()}
+    study_runs = load_study_runs([folders[run.name] for run in plan if run.study])
+    extras = demo_sections(out, quick, reports, cards, comparisons, showcases)
+    baseline = STUDY_BASELINE if any(r.generator == STUDY_BASELINE for r in study_runs) else None
+    return write_study(study_runs, out, settings, baseline, extras)["html"]
+
+
+def demo_sections(out: Path, quick: bool, reports: dict[str, Path], cards: dict[str, Path],
+                  comparisons: dict[str, Path], showcases: dict[str, Path]) -> dict:
+    """What the study page shows below the study: the showcase grids (Obama first) and every link."""
+    def link(path: Path) -> str:
+        return str(path.relative_to(out))
+
+    grids = [{"title": f"{name} (32 px; ×4 input 8×8)", "image": Image.open(page.parent / "grid_x4.png"),
+              "link": link(page), "link_text": "×4 and ×8, with search success and LR error"}
+             for name, page in showcases.items()]
     if (out / "grid_x4.png").is_file():  # written by the showcase stage of `pulse-audit demo`
-        grids = {"dcgan-digiface (16×16 → 64×64)": Image.open(out / "grid_x4.png"), **grids}
-    page = out / "audit.html"
-    page.write_text(render("demo_index.html.j2", reports=reports, cards=cards, comparisons=comparisons,
-                           classifiers=classifiers, quick=quick, base=out, grids=grids, showcases=showcases))
-    return page
+        grids.insert(0, {"title": "dcgan-digiface (16×16 → 64×64)", "image": Image.open(out / "grid_x4.png"),
+                         "link": "index.html", "link_text": "×4 and ×8, with search success and LR error"})
+    return {"title": "pulse-audit demo" + (" (quick variant)" if quick else "")
+                     + ": does the skin tone of PULSE's outputs follow the generator's training data?",
+            "intro": "Faces: the embedded demo set (DCGAN renders and three public-domain portraits) whose skin-tone, "
+                     "gender and age labels are predicted by pulse-audit's own classifiers (datasets/demo/README.md). "
+                     "Generators: small DCGANs trained on renders with known skin-tone compositions "
+                     "(datasets/generators; the composition is read from each card). It measures the toolkit on a "
+                     "known answer, not people.",
+            "sections": [
+                {"title": "The showcase portraits through each generator (Obama first)",
+                 "text": "Rows: Obama, Biden, astronaut. Columns: the LR input, the truth, one output per seed. "
+                         "Three portraits show what the search does; the numbers are in the study above.",
+                 "images": grids},
+                {"title": "Every run: its report",
+                 "links": [{"href": link(p), "text": name} for name, p in reports.items()]},
+                {"title": "Model cards", "links": [{"href": link(p), "text": name} for name, p in cards.items()]},
+                {"title": "Side-by-side comparisons (paired over shared inputs)",
+                 "links": [{"href": link(p), "text": title} for title, p in comparisons.items()]}]}
 
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "reports" / "examples"

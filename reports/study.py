@@ -48,20 +48,28 @@ from reports.tables import clean
 SCHEMA = "pulse-audit-study/1"
 PRIMARY_METRICS = ("ucpr_ita", "delta_ita")  # the power panel's metric: the first one measured
 DOSE_AXES = {"composition": (0.1, "per +10 pp of light faces in training", "share of light faces in training"),
-             "shift": (1.0, "per unit of prior shift", "prior shift (latent units)")}
+             "shift": (1.0, "per prior SD of latent shift", "prior shift (SD along the skin-tone direction)")}
 
 
 # ------------------------------------------------------------------ runs → study runs (doses from cards)
 def generator_card(run: Run) -> dict[str, Any] | None:
-    """The full generator card (``card.json``) beside the generator weights recorded in run.json, if readable."""
-    gen = run.meta.get("generator") or {}
-    for entry in gen.get("weights", []):
-        card = Path(str(entry.get("path", ""))).parent / "card.json"
+    """The generator's full card, from the files recorded in run.json: a ``card.json`` listed among its weights
+    (a prior-shift member lists its own card), else the ``card.json`` beside its first weights file."""
+    paths = [Path(str(entry.get("path", ""))) for entry in (run.meta.get("generator") or {}).get("weights", [])]
+    listed = [p for p in paths if p.name == "card.json"]
+    for card in [*listed, *(p.parent / "card.json" for p in paths[:1])]:
         try:
             return json.loads(card.read_text())
         except (OSError, ValueError):
             continue
     return None
+
+
+def shift_dose(card: Mapping[str, Any] | None) -> float | None:
+    """The prior shift of a shifted-family member's card (``alpha``, in prior SDs), None for other cards."""
+    card = card or {}
+    value = card.get("alpha", ((card.get("training_data") or {}).get("prior_shift_sd")))
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def composition_dose(card: Mapping[str, Any] | None, summary: str = "") -> tuple[float, str]:
@@ -94,9 +102,9 @@ def study_run(run: Run, dose: float | None = None, design: str | None = None, na
     card = generator_card(run)
     model = model_info(run)
     gen = run.meta.get("generator") or {}
-    shift = (card or {}).get("prior_shift")
-    if isinstance(shift, Mapping):
-        card_dose, card_design, text = float(shift.get("dose", math.nan)), "shift", str(shift.get("summary", ""))
+    shift = shift_dose(card)
+    if shift is not None:
+        card_dose, card_design, text = shift, "shift", f"prior shift {shift:+g} SD"
     else:
         card_dose, text = composition_dose(card, str(gen.get("training_data", "")))
         card_design = "composition"
@@ -199,7 +207,7 @@ def contrast_sentence(c: Mapping[str, Any], metric: Mapping[str, Any], settings:
               f"{pval(test['p_adjusted'])} after {_adjustment(settings)}")
     if test["verdict"] == "finding":
         return f"{head}: {values}."
-    return f"{head}: not detected ({values}; detectable: {_value_text(test['mde'], metric)})."
+    return f"{head}: not detected ({values}; detectable: {_size_text(test['mde'], metric)})."
 
 
 # ------------------------------------------------------------------ the study
@@ -240,7 +248,7 @@ def build_study(runs: Sequence[StudyRun], settings: Settings | None = None, base
             cell: dict[str, Any] = {"summary": summary.__dict__ if summary else None}
             vb, vr = (values[base.name, m.key], values[run.name, m.key]) if base else (None, None)
             if base is not None and base is not run and vb is not None and vr is not None:
-                c = contrast(base, run, vb, vr, **kw)
+                c = contrast(base, run, vb, vr, **kw, statistic=m.statistic)
                 test_id = secondary.add(c.test(f"{m.name}: {run.name} − {base.name}", m.unit or "share"))
                 contrasts.append({"metric": m.key, "run": run.name, "baseline": base.name, "difference": c.estimate,
                                   "ci_low": c.ci_low, "ci_high": c.ci_high, "method": c.method, "test_id": test_id,

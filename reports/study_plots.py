@@ -66,7 +66,7 @@ def metric_figure(study: Mapping[str, Any], metric: Mapping[str, Any]) -> Image.
     if dosed:
         design = rows[0]["design"]
         ax.set_xlabel("share of light faces in the generator's training data (%)" if design == "composition"
-                      else "prior shift (latent units)")
+                      else "prior shift along the skin-tone direction (prior SDs)")
     else:
         ax.set_xticks(range(len(rows)), [r["name"] for r in rows], rotation=30, ha="right")
     unit = "%" if rate else metric["unit"].strip()

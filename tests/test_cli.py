@@ -109,7 +109,8 @@ def test_quick_demo_audit_links_reports_cards_and_comparison(tmp_path):
     out = tmp_path / "demo"
     done = cli("demo", "--quick", "--device", "cpu", "--out", out)
     assert done.returncode == 0, done.stderr
-    index = (out / "audit.html").read_text()
+    index = (out / "study.html").read_text()
+    assert "The answer" in index and (out / "study.json").is_file()
     for target in ("compare/skewed-x4/compare.html", "runs/oracle/report/report.html",
                    "cards/light-skewed/card.html", "runs/digiface-x4/report/report.html",
                    "showcase/light-skewed/index.html"):

@@ -28,6 +28,7 @@ from pulse_engine.errors import PulseAuditError
 SKIN, ITA_BAND = "skin-tone", "ita_band"
 DELTA_ITA, IDENTITY_DISTANCE, SUCCESS, GROUP = "delta_ita", "identity_distance", "ups_success", "group"
 SAME_PERSON = 0.6  # identity distance below which the identity model reads the same person
+MIN_RATE_UNITS = 5  # a t-test of a share on fewer units (inputs) per run is not trusted: "not testable"
 
 
 @dataclass(frozen=True)
@@ -214,12 +215,18 @@ def pair_units(a: StudyRun, b: StudyRun, va: pd.Series, vb: pd.Series) -> tuple[
 
 
 def contrast(base: StudyRun, run: StudyRun, vbase: pd.Series, vrun: pd.Series, alpha: float = 0.05,
-             power: float = 0.8, confidence: float = 0.95) -> Contrast:
-    """run − base: paired over shared units under one condition, Welch otherwise."""
-    if base.condition == run.condition:
-        a, b = pair_units(base, run, vbase, vrun)
-        return paired_contrast(a, b, alpha, power, confidence)
-    return welch_contrast(vbase.to_numpy(float), vrun.to_numpy(float), alpha, power, confidence)
+             power: float = 0.8, confidence: float = 0.95, statistic: str = "mean") -> Contrast:
+    """run − base: paired over shared units under one condition, Welch otherwise. A share ("rate") measured on
+    fewer than ``MIN_RATE_UNITS`` units in either run is not tested (the t approximation is not trusted)."""
+    paired = base.condition == run.condition
+    a, b = pair_units(base, run, vbase, vrun) if paired else (vbase.to_numpy(float), vrun.to_numpy(float))
+    if statistic == "rate" and min(np.isfinite(a).sum(), np.isfinite(b).sum()) < MIN_RATE_UNITS:
+        return Contrast(float(np.nanmean(b) - np.nanmean(a)) if len(a) and len(b) else math.nan, math.nan,
+                        math.nan, math.nan, math.nan, math.nan, math.nan, int(min(len(a), len(b))), math.nan,
+                        "paired t-test over shared inputs" if paired else "Welch t-test",
+                        f"a share on fewer than {MIN_RATE_UNITS} inputs per run: too few to test")
+    return paired_contrast(a, b, alpha, power, confidence) if paired else welch_contrast(a, b, alpha, power,
+                                                                                          confidence)
 
 
 @dataclass(frozen=True)
