@@ -23,9 +23,21 @@ from .harness import AuditConfig, run_audit
 
 GENERATORS_DIR = Path(__file__).resolve().parents[1] / "datasets" / "generators"
 SKEWED = ("light-skewed", "balanced", "dark-skewed")
-# The study's generators, name → generator spec. Swap in other families here (e.g. 3 compositions × 3
-# training seeds, or a prior-shift family); doses come from each generator's card.
-STUDY_GENERATORS = {name: f"dcgan-file:{GENERATORS_DIR / name}" for name in SKEWED}
+TRAINED = tuple(f"{c}{s}" for c in SKEWED for s in ("", "-seed1", "-seed2"))  # 3 compositions × 3 training seeds
+SHIFT_FAMILY, SHIFT_MEMBERS = "digiface-shift", ("alpha-2", "alpha+0", "alpha+2")  # one generator, shifted prior
+
+
+def known_answer_generators() -> dict[str, str]:
+    """The study's generators that are committed, name → spec: the skew-trained DCGANs (composition from each
+    card) and the prior-shift family members (shift from each card). Swap families by editing the names above."""
+    trained = {name: f"dcgan-file:{GENERATORS_DIR / name}" for name in TRAINED
+               if (GENERATORS_DIR / name / "card.json").is_file()}
+    shifted = {f"{SHIFT_FAMILY}-{m}": f"shifted:{GENERATORS_DIR / SHIFT_FAMILY / m}" for m in SHIFT_MEMBERS
+               if (GENERATORS_DIR / SHIFT_FAMILY / m / "card.json").is_file()}
+    return trained | (shifted if len(shifted) == len(SHIFT_MEMBERS) else {})
+
+
+STUDY_GENERATORS = known_answer_generators()
 QUICK_GENERATORS = ("light-skewed", "dark-skewed")
 STUDY_FACTORS, QUICK_FACTORS = (4, 16), (4,)  # ×16: 32 → 2 px, where the input no longer pins the colour
 STUDY_BASELINE = "balanced"
@@ -48,43 +60,56 @@ class DemoRun:
 def demo_plan(quick: bool) -> list[DemoRun]:
     """The runs of the full demo (or of the quick CI variant)."""
     names = QUICK_GENERATORS if quick else tuple(STUDY_GENERATORS)
-    plan = [DemoRun(f"{name}-x{f}", "pulse", STUDY_GENERATORS[name], f, ucpr_size=2, model=name, study=True)
+    plan = [DemoRun(f"{name}-x{f}", "pulse", STUDY_GENERATORS[name], f,
+                    ucpr_size=4 if name.startswith(SHIFT_FAMILY) else 2, model=name, study=True)
             for f in (QUICK_FACTORS if quick else STUDY_FACTORS) for name in names]
-    plan.append(DemoRun("digiface-x4", "pulse", factor=4, model="dcgan-digiface"))
+    if quick or not any(name.startswith(SHIFT_FAMILY) for name in names):  # else its alpha+0 member is this run
+        plan.append(DemoRun("digiface-x4", "pulse", factor=4, model="dcgan-digiface"))
     plan.append(DemoRun("oracle", "oracle", resolution=64))
     return plan
 
 
+def uninformative_count(run: DemoRun, quick: bool) -> int:
+    """Outputs per average face: only at the largest factor of the study (the average faces are the same 2×2
+    (or 4×4) inputs at every factor, so searching them again would repeat the work), and on the digiface run."""
+    if run.upsampler != "pulse":
+        return 0
+    if quick:
+        return 3
+    return 4 if not run.study or run.factor == max(STUDY_FACTORS) else 0
+
+
 def offline_classifiers(quick: bool) -> tuple[str, ...]:
-    """Every classifier whose assets are present (GEAR only after ``make models``)."""
-    wanted = ("skin-tone", "age-gender") if quick else ("skin-tone", "age-gender", "identity", "gear")
+    """The classifiers the study reads, where their assets are present (GEAR, a perceived-race model, only after
+    ``make models``); the quick variant keeps its historical pair."""
+    wanted = ("skin-tone", "age-gender") if quick else ("skin-tone", "identity", "gear")
     return tuple(name for name in wanted if not CLASSIFIERS[name].missing_assets())
 
 
 def showcase_generators(out: Path, quick: bool, device: str) -> dict[str, Path]:
-    """The showcase portraits (Obama first) through each study generator at ×4 and ×8 (8×8 and 4×4 inputs for
-    these 32 px models); returns each generator's showcase page."""
+    """The showcase portraits (Obama first) through one generator per training composition at ×4 and ×8 (8×8 and
+    4×4 inputs for these 32 px models); returns each generator's showcase page."""
     from pulse_engine.device import resolve_device
     from pulse_engine.generators import load_generator
     from pulse_engine.search import SearchConfig
 
     from .showcase import run_showcase
 
-    config = SearchConfig(steps=30 if quick else 100, restarts=1 if quick else 3)
-    names = QUICK_GENERATORS if quick else tuple(STUDY_GENERATORS)
+    config = SearchConfig(steps=30 if quick else 100, restarts=1)
+    names = QUICK_GENERATORS if quick else tuple(name for name in SKEWED if name in STUDY_GENERATORS)
     return {name: run_showcase(load_generator(STUDY_GENERATORS[name], resolve_device(device)),
-                               out / "showcase" / name, config, samples=1 if quick else 3) for name in names}
+                               out / "showcase" / name, config, samples=1 if quick else 2) for name in names}
 
 
 def run_plan(out: Path, quick: bool, device: str, progress_factory: Callable | None) -> dict[str, Path]:
     """Run (or resume) every run of the plan; returns name → run folder."""
     classifiers = offline_classifiers(quick)
-    common = {"dataset": "demo", "group_by": ("skin_tone",), "per_group": 2, "samples": 1, "restarts": 1,
-              "steps": 30 if quick else 100, "classifiers": classifiers, "device": device, "seed": 0}
+    common = {"dataset": "demo", "group_by": ("skin_tone",), "per_group": 2 if quick else 1, "samples": 1,
+              "restarts": 1, "steps": 30 if quick else 100, "classifiers": classifiers, "device": device, "seed": 0}
     folders: dict[str, Path] = {}
     for run in demo_plan(quick):
         config = AuditConfig(**common, upsampler=run.upsampler, generator=run.generator, factor=run.factor,
-                             resolution=run.resolution, ucpr=(0 if run.upsampler != "pulse" else 3 if quick else 6),
+                             resolution=run.resolution, ucpr=uninformative_count(run, quick),
                              ucpr_size=run.ucpr_size, out=str(out / "runs" / run.name))
         if progress_factory is None:
             folders[run.name] = run_audit(config)

@@ -295,7 +295,7 @@ def build_study(runs: Sequence[StudyRun], settings: Settings | None = None, base
              "settings": {**settings.stats(), "adjustment": _adjustment(settings)}, "baseline": baseline,
              "metrics": list(metric_dicts.values()), "runs": rows, "contrasts": contrasts, "trends": trends,
              "tests": tests}
-    study["power"] = power_panel(runs, trends, settings)
+    study["power"] = power_panels(runs, trends, settings)
     study["answer"] = answer(trends, metric_dicts, settings)
     return clean(study)
 
@@ -324,37 +324,48 @@ def answer(trends: Sequence[Mapping[str, Any]], metrics: Mapping[str, Mapping[st
             "other_found": [t["sentence"] for t in found if t["metric"] not in order]}
 
 
-def power_panel(runs: Sequence[StudyRun], trends: Sequence[Mapping[str, Any]], settings: Settings
-                ) -> dict[str, Any] | None:
-    """Power of the dose–response test at the largest factor (where the input carries least information) for the
-    first primary metric measured there: the detectable slope, and the power to detect the *known* slope of the
-    generators' own samples (their mean ITA by dose, from the cards) with the observed noise."""
-    candidates = [t for t in trends if t["metric"] in PRIMARY_METRICS and t["test"]["verdict"] != "not testable"]
-    if not candidates:
-        return None
-    top = max(t["factor"] for t in candidates)
-    t = min((t for t in candidates if t["factor"] == top), key=lambda t: PRIMARY_METRICS.index(t["metric"]))
+def power_panels(runs: Sequence[StudyRun], trends: Sequence[Mapping[str, Any]], settings: Settings
+                 ) -> list[dict[str, Any]]:
+    """One power panel per dose design: at the design's largest factor (where the input carries least
+    information), for the first primary metric tested there, the detectable slope and the power to detect the
+    *known* slope of the generators' own samples (their mean ITA by dose, from the cards) with the observed noise,
+    and how many units would reach the power goal."""
+    panels = []
+    for design in DOSE_AXES:
+        candidates = [t for t in trends if t["design"] == design and t["metric"] in PRIMARY_METRICS
+                      and t["test"]["verdict"] != "not testable"]
+        if candidates:
+            top = max(t["factor"] for t in candidates)
+            t = min((t for t in candidates if t["factor"] == top), key=lambda t: PRIMARY_METRICS.index(t["metric"]))
+            panels.append(power_panel(runs, t, settings))
+    return panels
+
+
+def power_panel(runs: Sequence[StudyRun], t: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
+    """The power panel of one trend (see :func:`power_panels`)."""
     scale = DOSE_AXES[t["design"]][0]
     doses = np.array(t["doses"], float)
     known = {r.name: r.info.get("generator_samples_ita") for r in runs if r.name in t["runs"]}
-    panel = {"metric": t["metric"], "condition": t["condition"], "factor": top, "design": t["design"],
+    panel = {"metric": t["metric"], "condition": t["condition"], "factor": t["factor"], "design": t["design"],
              "n_units": t["n_units"], "residual_sd": t["residual_sd"], "mde": t["mde_display"], "per": t["per"],
              "alpha": settings.alpha, "power_goal": settings.power, "known_slope": None, "power_at_known": None,
-             "units_needed": None}
+             "units_needed": None, "known_source": ""}
     ita = np.array([known[n] if known.get(n) is not None else np.nan for n in t["runs"]], float)
-    if np.isfinite(ita).sum() >= 2 and np.unique(doses[np.isfinite(ita)]).size >= 2:
-        ok = np.isfinite(ita)
-        x, y = doses[ok], ita[ok]
-        slope = float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
-        se = t["residual_sd"] / math.sqrt(float(((doses - doses.mean()) ** 2).sum())) if t["design"] == "composition" \
-            else t["residual_sd"] / math.sqrt(t["n_units"])
-        panel["known_slope"] = slope * scale
-        panel["power_at_known"] = t_power(abs(slope) / se, t["df"], settings.alpha) if se > 0 else None
-        panel["units_needed"] = (generators_for_power(slope, t["residual_sd"], doses, settings.alpha, settings.power)
-                                 if t["design"] == "composition" else
-                                 inputs_for_power(slope, t["residual_sd"], settings.alpha, settings.power))
-        panel["known_source"] = (f"the generators' own samples (mean ITA from their cards, {len(x)} generators) move "
-                                 f"{signed(slope * scale)}° {t['per']}")
+    ok = np.isfinite(ita)
+    if ok.sum() < 2 or np.unique(doses[ok]).size < 2:
+        return panel
+    x, y = doses[ok], ita[ok]
+    slope = float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
+    if t["design"] == "composition":
+        se = t["residual_sd"] / math.sqrt(float(((doses - doses.mean()) ** 2).sum()))
+        needed = generators_for_power(slope, t["residual_sd"], doses, settings.alpha, settings.power)
+    else:
+        se = t["residual_sd"] / math.sqrt(t["n_units"])
+        needed = inputs_for_power(slope, t["residual_sd"], settings.alpha, settings.power)
+    panel.update(known_slope=slope * scale, units_needed=needed,
+                 power_at_known=t_power(abs(slope) / se, t["df"], settings.alpha) if se > 0 else None,
+                 known_source=f"the generators' own samples (mean ITA from their cards, {len(x)} generators) move "
+                              f"{signed(slope * scale)}° {t['per']}")
     return panel
 
 
