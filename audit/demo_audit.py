@@ -1,13 +1,14 @@
 """``make demo``'s audit stage: the known-answer study on the embedded demo set.
 
 The question: does the skin tone of PULSE's outputs follow the generator's training composition, and at
-which downscale factor? The study's generators (:data:`STUDY_GENERATORS`: small DCGANs trained on
-DigiFace renders whose skin tones were skewed, ``datasets/generators``; their training composition is
-read from each card) search the demo set at every factor of :data:`STUDY_FACTORS`, with uninformative
-inputs (per-group average faces, 2×2 px at ×16) where only the prior can speak. Beside them,
-``dcgan-digiface`` at ×4 and ``oracle`` (the classifiers' own noise floor) get reports and model cards.
-The front page is the study (:mod:`reports.study`): the answer first, sized by its power calculation,
-then the showcase portraits and links to every run's report and card. ``quick`` runs a reduced plan for CI.
+which downscale factor? The study's generators (:func:`known_answer_generators`: small DCGANs trained on
+DigiFace renders with skewed skin-tone compositions, several training seeds each, and a prior-shift family
+of one generator, as committed in ``datasets/generators``; doses are read from each card) search the demo
+set at every factor of :data:`STUDY_FACTORS`, plus uninformative inputs (per-group average faces, 2×2 px
+for the 32 px generators) at the largest factor, where only the prior can speak. ``oracle`` (the
+classifiers' own noise floor) and, without a shift family, ``dcgan-digiface`` at ×4 get reports too.
+The front page is the study (:mod:`reports.study`): the answer first, with its power calculation, then
+the showcase portraits and links to every run's report and model card. ``quick`` is a reduced plan for CI.
 """
 
 from __future__ import annotations
