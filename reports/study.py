@@ -212,10 +212,10 @@ def contrast_sentence(c: Mapping[str, Any], metric: Mapping[str, Any], settings:
 
 # ------------------------------------------------------------------ the study
 def _baseline_for(run: StudyRun, runs: Sequence[StudyRun], baseline: str) -> StudyRun | None:
-    """The baseline named by run name or generator name: the one under ``run``'s condition if any, else the first."""
-    named = [r for r in runs if baseline in (r.name, r.generator)]
-    same = [r for r in named if r.condition == run.condition]
-    return (same or named or [None])[0]
+    """The baseline of ``run``: the run named ``baseline`` (paired when under the same condition, else unpaired),
+    or the run of the generator named ``baseline`` under ``run``'s condition (None when there is none)."""
+    named = next((r for r in runs if r.name == baseline), None)
+    return named or next((r for r in runs if r.generator == baseline and r.condition == run.condition), None)
 
 
 def _metric_dict(m: Headline) -> dict[str, Any]:

@@ -261,3 +261,19 @@ def test_study_command(synthetic_runs, tmp_path):
     assert all(t["test"]["verdict"] == "not testable" for t in study["trends"]) or not study["trends"]
     alone = CliRunner().invoke(app, ["study", str(synthetic_runs[0]), "--out", str(tmp_path / "s1")])
     assert alone.exit_code != 0
+
+
+def test_demo_plan_is_data_driven(monkeypatch):
+    from audit import demo_audit
+
+    monkeypatch.setattr(demo_audit, "STUDY_GENERATORS", {"a": "dcgan-file:A", "b": "dcgan-file:B",
+                                                         "digiface-shift-alpha+0": "shifted:S"})
+    plan = demo_audit.demo_plan(quick=False)
+    study = [r for r in plan if r.study]
+    assert {(r.model, r.factor) for r in study} == {(g, f) for g in ("a", "b", "digiface-shift-alpha+0")
+                                                    for f in demo_audit.STUDY_FACTORS}
+    assert "digiface-x4" not in {r.name for r in plan}  # the shift family's alpha+0 member is that run
+    counts = {r.name: demo_audit.uninformative_count(r, quick=False) for r in study}
+    top = max(demo_audit.STUDY_FACTORS)
+    assert all((n > 0) == name.endswith(f"-x{top}") for name, n in counts.items())
+    assert {r.ucpr_size for r in study if r.model.startswith("digiface-shift")} == {4}
