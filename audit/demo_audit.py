@@ -83,7 +83,7 @@ def uninformative_count(run: DemoRun, quick: bool) -> int:
 def offline_classifiers(quick: bool) -> tuple[str, ...]:
     """The classifiers the study reads, where their assets are present (GEAR, a perceived-race model, only after
     ``make models``); the quick variant keeps its historical pair."""
-    wanted = ("skin-tone", "age-gender") if quick else ("skin-tone", "identity", "gear")
+    wanted = ("skin-tone", "age-gender") if quick else ("skin-tone", "skin-tone-aligned", "identity", "gear")
     return tuple(name for name in wanted if not CLASSIFIERS[name].missing_assets())
 
 

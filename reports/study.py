@@ -46,7 +46,8 @@ from reports.run_data import Run, dataset_info, load_run, model_info
 from reports.tables import clean
 
 SCHEMA = "pulse-audit-study/1"
-PRIMARY_METRICS = ("ucpr_ita", "delta_ita")  # the power panel's metric: the first one measured
+PRIMARY_METRICS = ("ucpr_ita_aligned", "ucpr_ita", "delta_ita_aligned", "delta_ita")  # power panel: first measured
+SKIN_METRICS = (*PRIMARY_METRICS, "lighter", "darker", "ucpr_lightest")  # the answer's metrics, in this order
 DOSE_AXES = {"composition": (0.1, "per +10 pp of light faces in training", "share of light faces in training"),
              "shift": (1.0, "per prior SD of latent shift", "prior shift (SD along the skin-tone direction)")}
 
@@ -300,28 +301,43 @@ def build_study(runs: Sequence[StudyRun], settings: Settings | None = None, base
     return clean(study)
 
 
+DESIGN_LABELS = {"composition": "Generators trained on different skin-tone compositions",
+                 "shift": "One generator with its prior shifted along a skin-tone direction"}
+
+
+def _factors(factors: Sequence[int]) -> str:
+    return ", ".join(f"×{f}" for f in factors)
+
+
 def answer(trends: Sequence[Mapping[str, Any]], metrics: Mapping[str, Mapping[str, Any]], settings: Settings
            ) -> dict[str, Any]:
-    """The first screen: where the dose–response was found and where not (skin-tone metrics first)."""
-    order = {k: i for i, k in enumerate(("delta_ita", "ucpr_ita", "lighter", "darker", "ucpr_lightest"))}
-    ranked = sorted(trends, key=lambda t: (order.get(t["metric"], len(order)), t["factor"]))
-    found = [t for t in ranked if t["test"]["verdict"] == "finding"]
-    skin = [t for t in ranked if t["metric"] in order]
-    factors_found = sorted({t["factor"] for t in found if t["metric"] in order})
-    factors_tested = sorted({t["factor"] for t in skin if t["test"]["verdict"] != "not testable"})
-    if factors_found:
-        quiet = [f for f in factors_tested if f not in factors_found]
-        lead = (f"The outputs' skin tone follows the dose at ×{', ×'.join(map(str, factors_found))}"
-                + (f"; no dose–response was detected at ×{', ×'.join(map(str, quiet))}." if quiet else "."))
-    elif factors_tested:
-        lead = (f"No dose–response of the outputs' skin tone was detected at any factor tested "
-                f"(×{', ×'.join(map(str, factors_tested))}); the sentences below give the slopes that would have "
-                "been detected.")
-    else:
-        lead = "No dose–response could be tested (see the reasons below)."
-    return {"lead": lead, "found": [t["sentence"] for t in found if t["metric"] in order],
-            "not_found": [t["sentence"] for t in skin if t["test"]["verdict"] != "finding"],
-            "other_found": [t["sentence"] for t in found if t["metric"] not in order]}
+    """The first screen: per dose design, at which factors the skin-tone metrics follow the dose; the sentences
+    of the findings, then those of the primary metrics where nothing was detected or nothing could be tested."""
+    order = {k: i for i, k in enumerate(SKIN_METRICS)}
+    ranked = sorted(trends, key=lambda t: (t["design"], order.get(t["metric"], len(order)), t["factor"]))
+    lead = []
+    for design, label in DESIGN_LABELS.items():
+        skin = [t for t in ranked if t["design"] == design and t["metric"] in order]
+        if not skin:
+            continue
+        units = max(len(t["runs"]) for t in skin)
+        found = sorted({t["factor"] for t in skin if t["test"]["verdict"] == "finding"})
+        tested = sorted({t["factor"] for t in skin if t["test"]["verdict"] != "not testable"})
+        head = f"{label} ({units} per factor): "
+        if found:
+            quiet = [f for f in tested if f not in found]
+            lead.append(head + f"the outputs' skin tone follows the dose at {_factors(found)}"
+                        + (f"; no dose–response was detected at {_factors(quiet)}." if quiet else "."))
+        elif tested:
+            lead.append(head + f"no dose–response of the outputs' skin tone was detected at {_factors(tested)}.")
+        else:
+            lead.append(head + "no dose–response could be tested (reasons below).")
+    return {"lead": lead or ["No run has a dose: nothing to test for a dose–response."],
+            "found": [t["sentence"] for t in ranked if t["metric"] in order and t["test"]["verdict"] == "finding"],
+            "not_found": [t["sentence"] for t in ranked if t["metric"] in PRIMARY_METRICS
+                          and t["test"]["verdict"] != "finding"],
+            "other_found": [t["sentence"] for t in ranked if t["metric"] not in order
+                            and t["test"]["verdict"] == "finding"]}
 
 
 def power_panels(runs: Sequence[StudyRun], trends: Sequence[Mapping[str, Any]], settings: Settings

@@ -238,6 +238,8 @@ def test_study_renders_from_synthetic_runs(synthetic_runs, tmp_path):
     assert delta["design"] == "composition" and delta["n_units"] == 6
     assert delta["test"]["verdict"] == "finding" and delta["slope"] > 0
     assert study["answer"]["found"][0] == delta["sentence"] and "rises with the dose" in delta["sentence"]
+    assert study["answer"]["lead"] == ["Generators trained on different skin-tone compositions (6 per factor): the "
+                                       "outputs' skin tone follows the dose at ×4."]
     for t in study["trends"]:  # every verdict is one of three, and "not testable" is never counted
         assert t["test"]["verdict"] in ("finding", "not detected", "not testable")
         assert (t["test"]["p_value"] is None) == (t["test"]["verdict"] == "not testable")

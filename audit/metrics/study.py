@@ -25,8 +25,9 @@ from audit.stats.intervals import wilson_interval
 from audit.stats.trend import Trend, generator_trend, paired_trend, permutation_trend
 from pulse_engine.errors import PulseAuditError
 
-SKIN, ITA_BAND = "skin-tone", "ita_band"
-DELTA_ITA, IDENTITY_DISTANCE, SUCCESS, GROUP = "delta_ita", "identity_distance", "ups_success", "group"
+SKIN, ALIGNED, ITA_BAND = "skin-tone", "skin-tone-aligned", "ita_band"
+DELTA_ITA, DELTA_ITA_ALIGNED = "delta_ita", "delta_ita_aligned"  # output − truth ITA° per skin-tone instrument
+IDENTITY_DISTANCE, SUCCESS, GROUP = "identity_distance", "ups_success", "group"
 SAME_PERSON = 0.6  # identity distance below which the identity model reads the same person
 MIN_RATE_UNITS = 5  # a t-test of a share on fewer units (inputs) per run is not trusted: "not testable"
 
@@ -91,9 +92,12 @@ def _band_move(run: StudyRun, direction: int) -> pd.Series | None:
     return _per_input(run.faces, moved)
 
 
-def _delta_ita(run: StudyRun) -> pd.Series | None:
-    return _per_input(run.faces, pd.to_numeric(run.faces[DELTA_ITA], errors="coerce")) if DELTA_ITA in run.faces \
-        else None
+def delta_ita(column: str) -> Callable[[StudyRun], pd.Series | None]:
+    """Per input: mean ΔITA (output − truth ITA°) of one skin-tone instrument's column."""
+    def values(run: StudyRun) -> pd.Series | None:
+        return _per_input(run.faces, pd.to_numeric(run.faces[column], errors="coerce")) if column in run.faces \
+            else None
+    return values
 
 
 def _identity(run: StudyRun) -> pd.Series | None:
@@ -123,11 +127,14 @@ def _ucpr_lightest(run: StudyRun) -> pd.Series | None:
     return _ucpr_units(run, np.where(band >= 0, (band == 0).astype(float), np.nan))
 
 
-def _ucpr_ita(run: StudyRun) -> pd.Series | None:
-    column = value_column("out", SKIN, "ita")
-    if run.ucpr is None or column not in run.ucpr:
-        return None
-    return _ucpr_units(run, pd.to_numeric(run.ucpr[column], errors="coerce").to_numpy(float))
+def ucpr_ita(classifier: str) -> Callable[[StudyRun], pd.Series | None]:
+    """Per (average face, seed): the output's ITA° read by one skin-tone instrument."""
+    def values(run: StudyRun) -> pd.Series | None:
+        column = value_column("out", classifier, "ita")
+        if run.ucpr is None or column not in run.ucpr:
+            return None
+        return _ucpr_units(run, pd.to_numeric(run.ucpr[column], errors="coerce").to_numpy(float))
+    return values
 
 
 def preserved_in_group(group: str) -> Callable[[StudyRun], pd.Series | None]:
@@ -144,7 +151,10 @@ def preserved_in_group(group: str) -> Callable[[StudyRun], pd.Series | None]:
 
 HEADLINES = (
     Headline("delta_ita", "ΔITA", "°", "mean", "output − input ITA, mean over inputs; positive = lighter output",
-             _delta_ita),
+             delta_ita(DELTA_ITA)),
+    Headline("delta_ita_aligned", "ΔITA (aligned frame)", "°", "mean",
+             "output − input ITA in fixed regions of the generator's face frame (no detector); positive = lighter",
+             delta_ita(DELTA_ITA_ALIGNED)),
     Headline("lighter", "became lighter", "", "rate", "share of outputs in a lighter ITA band than their input",
              lambda run: _band_move(run, 1)),
     Headline("darker", "became darker", "", "rate", "share of outputs in a darker ITA band than their input",
@@ -153,7 +163,10 @@ HEADLINES = (
              "share of outputs of uninformative (average-face) inputs in the lightest ITA band (very light)",
              _ucpr_lightest),
     Headline("ucpr_ita", "UCPR: output ITA", "°", "mean",
-             "mean ITA of the outputs of uninformative (average-face) inputs; higher = lighter", _ucpr_ita),
+             "mean ITA of the outputs of uninformative (average-face) inputs; higher = lighter", ucpr_ita(SKIN)),
+    Headline("ucpr_ita_aligned", "UCPR: output ITA (aligned frame)", "°", "mean",
+             "mean ITA of the outputs of uninformative inputs in fixed face-frame regions (no detector); higher = "
+             "lighter", ucpr_ita(ALIGNED)),
     Headline("identity", "identity preserved", "", "rate",
              f"share of outputs the identity model reads as the input's person (distance < {SAME_PERSON})",
              _identity),
