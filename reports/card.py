@@ -189,8 +189,10 @@ def mct_json(card: dict[str, Any], images: Sequence[dict[str, Any]]) -> dict[str
 
 
 def write_card(run_dirs: Sequence[Path], out: Path | None = None, info_path: Path | None = None,
-               settings: Settings = Settings()) -> tuple[dict[str, Path], bool]:
-    """Write README.md, card.html and model_card.json; returns (paths, whether the info template was created)."""
+               settings: Settings | None = None) -> tuple[dict[str, Path], bool]:
+    """Write README.md, card.html and model_card.json (``settings``: default :class:`Settings`); returns (paths,
+    whether the info template was created)."""
+    settings = settings or Settings()
     runs = [load_run(p) for p in run_dirs]
     out = Path(out) if out else runs[0].root / "card"
     info, created = ensure_info(Path(info_path) if info_path else out / "card.yaml")
