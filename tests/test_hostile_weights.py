@@ -185,8 +185,8 @@ def build_corpus(root: Path) -> list[dict]:
         add(name, path, expect)
 
     # pickles (NVlabs path) --------------------------------------------------------------------
-    raw("nested_tuple_key", nested_key_pickle(), "nests objects more than 64 levels")
-    raw("nested_list", nested_list_pickle(), "nests objects more than 64 levels")
+    raw("nested_tuple_key", nested_key_pickle(), "levels deep")
+    raw("nested_list", nested_list_pickle(), "levels deep")
     raw("frozenset_bytestorage", FROZENSET_BYTESTORAGE, "global 'torch.ByteStorage'")
     raw("os_system", pickle.dumps({"G_ema": Reduce(__import__("os").system, f"touch {root}/PWNED")}), "posix.system")
     raw("builtins_eval", pickle.dumps(Reduce(eval, ("1",))), "builtins.eval")
@@ -240,7 +240,7 @@ def build_corpus(root: Path) -> list[dict]:
     torch.save({"g_ema": stride0}, root / "stride0.pt")
     add("rosinality_stride0_4GB", root / "stride0.pt", "needs more elements than its storage")
     zip_with_pickle(root / "zip_nested.pt", nested_key_pickle())
-    add("zip_nested_tuple_key", root / "zip_nested.pt", "nests objects more than 64 levels")
+    add("zip_nested_tuple_key", root / "zip_nested.pt", "levels deep")
     zip_with_pickle(root / "zip_record_lie.pt", storage_pid_pickle(2**31 - 1), {"0": b"\0" * 16})
     add("zip_storage_size_lie", root / "zip_record_lie.pt", "declares 2,147,483,647 elements")
     zip_with_pickle(root / "zip_os_system.pt", pickle.dumps(Reduce(__import__("os").system, "true"), 2))

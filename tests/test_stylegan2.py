@@ -1,7 +1,8 @@
 """StyleGAN2: layout, numerical equality with the original implementations, loaders and errors.
 
 Reference data in tests/data/stylegan2/ was produced by running the original code (never part of
-this repository) with :func:`make_reference_data` at the bottom of this file:
+this repository) with :func:`make_reference_data` at the bottom of this file (the files with
+non-default filters as ``README.md`` there and the tests using them say):
 
 - ``rosinality_{1024,256}_config_f.json``: ``model.Generator(size, 512, 8, channel_multiplier=2)``
   of rosinality/stylegan2-pytorch (bef283a) built on the meta device: state-dict keys and shapes.
@@ -209,6 +210,30 @@ def test_nvlabs_pickle_reproduces_original(fused):
 def relative_error(ours: torch.Tensor, expected: np.ndarray) -> float:
     """max |ours − expected| / max |expected| (the 1e-5 relative tolerance of the fidelity checks)."""
     return max_diff(ours, expected) / float(np.abs(expected).max())
+
+
+def test_rosinality_stored_blur_kernels_of_another_size_reproduce_original(tmp_path):
+    """rosinality_blur_expected.npz: rosinality's Generator(16, 16, 2, blur_kernel=[1, 2, 1]) (bef283a,
+    channels {4: 16, 8: 16, 16: 8}, CPU ops) with ``seeded_rosinality_state(keys, 3)`` and every blur
+    kernel its own random asymmetric 3×3 (torch.rand seeded 11 in sorted key order, + 0.05, sum 4),
+    run on ``reference_inputs(3, 2, 16, 16)``; our loader infers the 3-tap size and uses the values."""
+    ref = np.load(DATA / "rosinality_blur_expected.npz")
+    keys = [(k, tuple(v)) for k, v in json.loads(str(ref["keys"]))]
+    state = seeded_rosinality_state(keys, 3)
+    gen = torch.Generator().manual_seed(11)
+    for key, shape in sorted(keys):
+        if key.endswith(".kernel"):
+            r = torch.rand(shape, generator=gen) + 0.05
+            state[key] = r / r.sum() * 4
+    torch.save({"g_ema": state}, tmp_path / "blur.pt")
+    model = read_stylegan2_weights(tmp_path / "blur.pt").eval()
+    assert model.blur_kernel == (1, 1, 1) and model.convs[0].conv.blur.kernel.shape == (3, 3)
+    _, w, noise = reference_inputs(3, 2, 16, 16)
+    with torch.no_grad():
+        for fused in (True, False):
+            assert relative_error(model.set_fused(fused).synthesis(w, noise), ref["image"]) < 1e-5
+        model.convs[0].conv.blur.kernel.copy_(make_blur_kernel((1, 2, 1), 4))
+        assert relative_error(model.synthesis(w, noise), ref["image"]) > 1e-4
 
 
 def test_nvlabs_stored_filters_demodulation_and_layer_features_reproduce_original():

@@ -62,6 +62,8 @@ class StyleGAN2Generator(SearchableGenerator):
         conv_clamp: NVlabs ``conv_clamp`` (e.g. 256 for models trained with stylegan2-ada-pytorch's
             mixed precision); None = no clamping (rosinality, and NVlabs models converted from TF).
         mapping_width: hidden width of the mapping network (NVlabs ``layer_features``); None = style_dim.
+        rgb_blur_kernel: taps of the filter upsampling the skip image (None = ``blur_kernel``, as
+            NVlabs; rosinality always uses [1, 3, 3, 1] there, whatever its ``blur_kernel``).
         nvlabs_demod: demodulate as NVlabs does (see :class:`ModulatedConv2d`); False = rosinality.
         card: provenance for reports.
 
@@ -76,7 +78,8 @@ class StyleGAN2Generator(SearchableGenerator):
     def __init__(self, size: int, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2,
                  channels: Mapping[int, int] | None = None, blur_kernel: Sequence[float] = DEFAULT_BLUR,
                  lr_mlp: float = 0.01, conv_clamp: float | None = None, mapping_width: int | None = None,
-                 nvlabs_demod: bool = False, card: GeneratorCard | None = None) -> None:
+                 nvlabs_demod: bool = False, rgb_blur_kernel: Sequence[float] | None = None,
+                 card: GeneratorCard | None = None) -> None:
         super().__init__()
         log_size = int(math.log2(size)) if size >= 1 else 0
         if size < 4 or 2**log_size != size:
@@ -85,6 +88,7 @@ class StyleGAN2Generator(SearchableGenerator):
         self.style_dim, self.n_mlp, self.log_size = style_dim, n_mlp, log_size
         self.lr_mlp, self.conv_clamp, self.blur_kernel = lr_mlp, conv_clamp, tuple(blur_kernel)
         self.mapping_width, self.nvlabs_demod = mapping_width or style_dim, nvlabs_demod
+        self.rgb_blur_kernel = tuple(rgb_blur_kernel or blur_kernel)
         if channels is None:
             self.channel_multiplier: int | None = channel_multiplier
             channels = config_f_channels(size, channel_multiplier)
@@ -119,7 +123,7 @@ class StyleGAN2Generator(SearchableGenerator):
                                          blur_kernel=blur_kernel, clamp=conv_clamp, nvlabs_demod=nvlabs_demod))
             self.convs.append(StyledConv(out_channel, out_channel, 3, style_dim, blur_kernel=blur_kernel,
                                          clamp=conv_clamp, nvlabs_demod=nvlabs_demod))
-            self.to_rgbs.append(ToRGB(out_channel, style_dim, blur_kernel=blur_kernel, clamp=conv_clamp))
+            self.to_rgbs.append(ToRGB(out_channel, style_dim, blur_kernel=self.rgb_blur_kernel, clamp=conv_clamp))
             in_channel = out_channel
 
         # The Gaussian fit of W lives in non-persistent buffers: it follows .to(device) but never
@@ -145,7 +149,8 @@ class StyleGAN2Generator(SearchableGenerator):
         """Constructor arguments that rebuild this architecture (for reports and caches)."""
         return dict(size=self.size, style_dim=self.style_dim, n_mlp=self.n_mlp, channels=dict(self.channels),
                     lr_mlp=self.lr_mlp, conv_clamp=self.conv_clamp, blur_kernel=self.blur_kernel,
-                    mapping_width=self.mapping_width, nvlabs_demod=self.nvlabs_demod)
+                    mapping_width=self.mapping_width, nvlabs_demod=self.nvlabs_demod,
+                    rgb_blur_kernel=self.rgb_blur_kernel)
 
     # --- mapping and latent space -------------------------------------------------------------
 

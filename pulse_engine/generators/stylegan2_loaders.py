@@ -109,10 +109,11 @@ def infer_rosinality_config(state: Mapping[str, Any], path: Path) -> dict[str, A
         channels[8 * 2**k] = shape(f"convs.{2 * k}.conv.weight", 5)[1]
     _check_limits(path, **{f"channels at {res} px": c for res, c in channels.items()})
     config: dict[str, Any] = dict(size=size, style_dim=style_dim, n_mlp=n_mlp)
-    if n_blocks:  # the blur kernel's side is architecture; its values are loaded as stored
-        taps = shape("convs.0.conv.blur.kernel", 2)[0]
+    if n_blocks:  # the blur kernels' sides are architecture; their values are loaded as stored
+        taps, rgb_taps = shape("convs.0.conv.blur.kernel", 2)[0], shape("to_rgbs.0.upsample.kernel", 2)[0]
         _check_limits(path, blur_taps=taps)
-        config["blur_kernel"] = (1,) * taps
+        _check_limits(path, blur_taps=rgb_taps)
+        config.update(blur_kernel=(1,) * taps, rgb_blur_kernel=(1,) * rgb_taps)
     for multiplier in (2, 1, 4):
         if config_f_channels(size, multiplier) == channels:
             return {**config, "channel_multiplier": multiplier}
@@ -407,6 +408,6 @@ def load_stylegan2(weights: Path | None = None, device: torch.device | str = "cp
         notes=(f"format: {model.source_format}", f"architecture: {_describe(model)}",
                f"W+ vectors: {model.n_latent}; noise maps: {model.num_layers}",
                f"Gaussian fit: {fit.samples} z samples (seed 0), cached at {cache}",
-               "licence of this file unknown; NVIDIA's published StyleGAN2 weights (and conversions of "
-               "them) are non-commercial (NVIDIA Source Code License-NC / CC BY-NC)"))
+               ("licence of this file unknown; NVIDIA's published StyleGAN2 weights (and conversions of "
+                "them) are non-commercial (NVIDIA Source Code License-NC / CC BY-NC)")))
     return model
