@@ -205,6 +205,12 @@ def build_corpus(root: Path) -> list[dict]:
         nested = [nested]
     raw("moderately_nested_no_generator", pickle.dumps(OrderedDict(a=nested)), "has no NVlabs 'G_ema' generator")
     storage = torch.TypedStorage(wrap_storage=torch.zeros(1).untyped_storage(), dtype=torch.float32, _internal=True)
+    class Restated:  # Tensor.__setstate__ would set_() the checked tensor to a 2^40-element view
+        def __reduce__(self):
+            return (torch._utils._rebuild_tensor_v2, (storage, 0, (1,), (1,), False, OrderedDict()),
+                    (storage, 0, (1 << 20, 1 << 20), (0, 0)))
+
+    raw("build_on_tensor", pickle.dumps({"G_ema": Restated()}), "BUILD opcode")
     raw("stride0_view", pickle.dumps(Reduce(torch._utils._rebuild_tensor_v2, storage, 0, (65536, 65536), (0, 0),
                                             False, OrderedDict())), "needs more elements than its storage")
 
@@ -316,7 +322,7 @@ def corpus_results(tmp_path_factory):
 
 def test_every_hostile_file_is_refused_with_one_bounded_line(corpus_results):
     cases, results, _, _ = corpus_results
-    assert len(cases) >= 49 and set(results) == {c["name"] for c in cases}
+    assert len(cases) >= 50 and set(results) == {c["name"] for c in cases}
     failures = []
     for case in cases:
         got = results[case["name"]]

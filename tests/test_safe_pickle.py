@@ -250,6 +250,15 @@ def test_tensor_view_past_its_storage_is_refused():
     outside = Reduce(torch._utils._rebuild_tensor_v2, storage, 0, (1000,), (1,), False, OrderedDict())
     with pytest.raises(pickle.UnpicklingError, match="needs more elements than its storage holds"):
         restricted_load(io.BytesIO(pickle.dumps(outside)))
+    # a BUILD opcode cannot re-view a checked tensor through Tensor.__setstate__ (set_ with file sizes)
+    class Restated:
+        def __reduce__(self):
+            return (torch._utils._rebuild_tensor_v2, (storage, 0, (1,), (1,), False, OrderedDict()),
+                    (storage, 0, (1 << 20, 1 << 20), (0, 0)))
+
+    restated = Restated()
+    with pytest.raises(pickle.UnpicklingError, match="BUILD opcode"):
+        restricted_load(io.BytesIO(pickle.dumps(restated)))
     # a stride-0 view repeating one stored element a million times is refused as well
     repeated = Reduce(torch._utils._rebuild_tensor_v2, storage, 0, (1000, 1000), (0, 0), False, OrderedDict())
     with pytest.raises(pickle.UnpicklingError, match="needs more elements"):

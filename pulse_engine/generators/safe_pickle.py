@@ -258,9 +258,21 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any] | type] = {
 }
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` that resolves only the globals in ``allowed`` (default
-    :data:`ALLOWED_GLOBALS`, see the module docstring) and refuses persistent IDs."""
+class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its BUILD can be guarded
+    """Unpickler that resolves only the globals in ``allowed`` (default :data:`ALLOWED_GLOBALS`, see
+    the module docstring), refuses persistent IDs, and refuses a BUILD opcode aimed at a tensor
+    (``Tensor.__setstate__`` would call ``set_`` with sizes from the file, re-viewing or growing the
+    storage after :func:`_rebuild_tensor_v2` checked it). The pure-Python implementation is
+    iterative like the C one; its speed does not matter next to the opcode scan."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def load_build(self) -> None:
+        if len(self.stack) >= 2 and isinstance(self.stack[-2], torch.Tensor):
+            raise pickle.UnpicklingError("state applied to a tensor (BUILD opcode) is not allowed")
+        pickle._Unpickler.load_build(self)
+
+    dispatch[pickle.BUILD[0]] = load_build
 
     def __init__(self, handle: IO[bytes], allowed: Mapping[tuple[str, str], Any] | None = None) -> None:
         super().__init__(handle)
