@@ -254,6 +254,36 @@ def doctor() -> None:
             out.print(f"          {escape(check.detail)}", style="yellow")
 
 
+@app.command("validate-instrument")
+def validate_instrument(
+    out: Annotated[Path, typer.Option(help="Output folder for validation.json.")] = Path("runs/instrument"),
+    faces: Annotated[int, typer.Option(help="Generated demo faces to use (the showcase portraits are added).")] = 24,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap replicates for intervals (faces resampled).")] = 1000,
+) -> None:
+    """Validate the skin-tone instruments: planted CIELAB recolouring, 32–256 px, detector vs aligned frame."""
+    from .classifiers.skin_tone_validation import validate_skin_tone, validation_faces
+
+    result = validate_skin_tone(validation_faces(limit=faces), n_boot=n_boot)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "validation.json").write_text(json.dumps(result, indent=1, allow_nan=True) + "\n")
+    planted = Table("instrument", "px", "faces measured", "slope (95% CI)", "bias ° (95% CI)", "mean |error| °",
+                    title="planted recolouring: measured vs planted ΔITA")
+    for row in result["planted"]:
+        if "slope" in row:
+            planted.add_row(row["instrument"], str(row["side"]), f"{row['faces_measured']}/{row['faces']}",
+                            f"{row['slope']:.2f} ({row['slope_ci'][0]:.2f} to {row['slope_ci'][1]:.2f})",
+                            f"{row['bias']:+.2f} ({row['bias_ci'][0]:+.2f} to {row['bias_ci'][1]:+.2f})",
+                            f"{row['mae']:.2f}")
+    sizes = Table("instrument", "px", "measured", "mean ITA°", "paired change vs largest", "selection",
+                  title="resolution: the same faces at each size")
+    for row in result["resolution"]:
+        sizes.add_row(row["instrument"], str(row["side"]), f"{row['share_measured']:.0%}", f"{row['mean_ita']:.1f}",
+                      f"{row['paired_difference']:+.2f} (max {row['max_abs_difference']:.1f})",
+                      f"{row['selection']:+.2f}")
+    Console().print(planted, sizes)
+    console.print(f"{result['limits']} Numbers in {out / 'validation.json'}", soft_wrap=True)
+
+
 def report_settings(n_boot: int, seed: int, alpha: float, adjust: str, positive: list[str] | None = None,
                     per_group: int = 4):
     """Statistical settings of report, card and compare (validated in :mod:`reports.analysis`)."""

@@ -224,3 +224,65 @@ def test_jpeg_baseline_is_near_but_not_equal_to_the_truth():
     assert torch.equal(out.image, expected) and torch.equal(again.image, out.image)
     error = (out.image - truth).abs()
     assert 0 < error.mean() < 0.02  # a real, small re-encoding change
+
+
+def test_validate_instrument_command_writes_json(tmp_path):
+    from typer.testing import CliRunner
+
+    from audit.cli import app
+
+    done = CliRunner().invoke(app, ["validate-instrument", "--faces", "2", "--n-boot", "100", "--out", str(tmp_path)])
+    assert done.exit_code == 0, done.output
+    result = json.loads((tmp_path / "validation.json").read_text())
+    assert {r["instrument"] for r in result["resolution"]} == {"skin-tone", "skin-tone-aligned"}
+    assert "slope" in done.output and "selection" in done.output
+
+
+# ------------------------------------------------------------------ report sections
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    from reports.run_data import load_run
+    from reports.synthetic import Plant, synthetic_run
+
+    root = synthetic_run(tmp_path_factory.mktemp("instrument") / "run", inputs=70, samples=2,
+                         plant=Plant(no_face=0.2))
+    return load_run(root)
+
+
+def test_scope_notices_say_what_is_not_measured(synthetic):
+    import copy
+
+    from reports.instrument import scope_section
+
+    scope = scope_section(synthetic)
+    assert scope["race_classifiers"] and not scope["notices"]
+    blind = copy.copy(synthetic)
+    blind.meta = {**synthetic.meta, "classifiers": [c for c in synthetic.meta["classifiers"]
+                                                    if "race" not in c.get("attributes", {})]}
+    notices = scope_section(blind)["notices"]
+    assert any("No perceived-race classifier" in n and "doctor" in n for n in notices)
+    assert any("grouped by their race label" in n and "never measured" in n for n in notices)
+
+
+def test_headline_and_missing_sections_match_pandas(synthetic):
+    from reports.analysis import Settings
+    from reports.instrument import SAME_PERSON, headline_section, missing_section
+
+    settings = Settings(n_boot=200)
+    faces = synthetic.faces
+    headline = headline_section(synthetic, settings)
+    assert {"search_success", "delta_ita", "identity_preserved"} <= set(headline["metrics"])
+    cell = headline["cells"]["all|identity_preserved"]
+    distance = faces["identity_distance"].dropna()
+    assert cell["value"] == pytest.approx((distance < SAME_PERSON).mean()) and cell["n"] == len(distance)
+    assert headline["cells"]["all|search_success"]["value"] == pytest.approx(faces["ups_success"].mean())
+    assert headline["cells"]["Black|delta_ita"]["value"] == pytest.approx(
+        faces.loc[faces["label_race"] == "Black", "delta_ita"].mean())
+    missing = missing_section(synthetic, settings)
+    outputs = {r["group"]: r for r in missing["rates"]["outputs"]}
+    assert outputs["all"]["rate"] == pytest.approx(faces["out_skin-tone_face"].mean())
+    assert outputs["all"]["rate"] < 0.9  # 20 % of faces planted as missed
+    row = next(r for r in missing["sensitivity"] if r["group"] == "all")
+    assert row["lower"] <= row["mean_observed"] <= row["upper"]
