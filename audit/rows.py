@@ -8,7 +8,7 @@ once some image has the value, or always when the classifier declares ``value_na
 when C could not read the image. Comparisons of the two sides: ``identity_distance`` (Euclidean
 distance of the ``identity`` embeddings; same person below 0.6), ``psnr``/``ssim`` against the true
 image, and ``delta_ita`` (output − truth
-ITA° of ``skin-tone``; ``delta_ita_aligned`` of ``skin-tone-aligned``).
+ITA° of ``skin-tone``, wrapped into (−180°, 180°]; ``delta_ita_aligned`` of ``skin-tone-aligned``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .classifiers.skin_tone import ita_change
 from .metrics.image_quality import psnr, ssim
 from .records import Classifier, Prediction
 from .run_store import classifier_column
@@ -82,7 +83,7 @@ def comparisons(classifiers: Sequence[Classifier], truth: Sequence[Prediction],
             row["identity_distance"] = None if distance is None else float(distance)
         if classifier.name in DELTA_ITA_COLUMNS:
             both = "ita" in a.values and "ita" in b.values
-            row[DELTA_ITA_COLUMNS[classifier.name]] = float(b.values["ita"]) - float(a.values["ita"]) if both else None
+            row[DELTA_ITA_COLUMNS[classifier.name]] = ita_change(b.values["ita"], a.values["ita"]) if both else None
     return row
 
 

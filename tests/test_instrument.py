@@ -14,7 +14,7 @@ import pytest
 from skimage.color import lab2rgb, rgb2lab
 
 from audit.classifiers import build_classifier
-from audit.classifiers.skin_tone import lab_to_srgb, srgb_to_lab
+from audit.classifiers.skin_tone import ita_change, lab_to_srgb, srgb_to_lab
 from audit.classifiers.skin_tone_aligned import (
     DEFAULT_FRAME,
     FaceFrame,
@@ -23,7 +23,6 @@ from audit.classifiers.skin_tone_aligned import (
     read_frame,
 )
 from audit.classifiers.skin_tone_validation import (
-    angle_difference,
     recolour,
     summarise_planted,
     validate_skin_tone,
@@ -66,10 +65,10 @@ def test_recolour_shifts_lab_by_the_planted_amount():
     assert np.median(moved[:, 2]) == pytest.approx(4.0, abs=0.3)
 
 
-def test_angle_difference_wraps():
-    assert angle_difference(-170.0, 170.0) == pytest.approx(20.0)
-    assert angle_difference(170.0, -170.0) == pytest.approx(-20.0)
-    assert angle_difference(30.0, 10.0) == pytest.approx(20.0)
+def test_ita_change_wraps():
+    assert ita_change(-170.0, 170.0) == pytest.approx(20.0)
+    assert ita_change(170.0, -170.0) == pytest.approx(-20.0)
+    assert ita_change(30.0, 10.0) == pytest.approx(20.0)
 
 
 def flat_face(frame: FaceFrame, side: int, skin: tuple[int, int, int]) -> np.ndarray:

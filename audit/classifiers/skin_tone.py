@@ -97,6 +97,12 @@ def ita_degrees(lightness: np.ndarray | float, b_star: np.ndarray | float) -> np
     return np.degrees(np.arctan2(np.asarray(lightness) - 50.0, b_star))
 
 
+def ita_change(after: float, before: float) -> float:
+    """ΔITA = ``after − before`` in degrees, wrapped into (−180, 180] (ITA° is an angle: crossing b* < 0 at
+    L* = 50 must not read as a 360° change)."""
+    return float(180.0 - (180.0 - (after - before)) % 360.0)
+
+
 # ---------------------------------------------------------------- ITA bands and Monk swatches
 ITA_BANDS = ("very light", "light", "intermediate", "tan", "brown", "dark")
 ITA_LOWER_EDGES = (55.0, 41.0, 28.0, 10.0, -30.0)

@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw
 
 from ..faces import PREDICTOR_68, main_face, model_file
 from .skin_tone import build as build_skin_tone
-from .skin_tone import ita_degrees, lab_to_srgb, srgb_to_lab
+from .skin_tone import ita_change, ita_degrees, lab_to_srgb, srgb_to_lab
 from .skin_tone_aligned import FaceFrame, default_frame, measure_in_frame
 
 PLANTED_SHIFTS = ((-12.0, 0.0), (-6.0, 0.0), (0.0, 0.0), (6.0, 0.0), (12.0, 0.0), (0.0, -5.0), (0.0, 5.0),
@@ -110,11 +110,6 @@ def region_colour(image: np.ndarray, region: np.ndarray) -> tuple[float, float]:
     return float(ita_degrees(lightness, b_star)), float(b_star)
 
 
-def angle_difference(after: float, before: float) -> float:
-    """``after − before`` in degrees, wrapped into (−180, 180] (ITA° is an angle)."""
-    return float(180.0 - (180.0 - (after - before)) % 360.0)
-
-
 def resize(image: np.ndarray, side: int) -> np.ndarray:
     if image.shape[0] == side:
         return image
@@ -162,11 +157,11 @@ def planted_rows(faces: Sequence[ValidationFace], sides: Sequence[int], shifts: 
         originals = {(n, s): instruments.measure(n, resize(face.image, s)) for n in names for s in sides}
         for d_lightness, d_b in shifts:
             shifted = recolour(face.image, region, d_lightness, d_b)
-            planted = angle_difference(region_colour(shifted, region)[0], before)
+            planted = ita_change(region_colour(shifted, region)[0], before)
             for side in sides:
                 small = resize(shifted, side)
                 for name in names:
-                    measured = angle_difference(instruments.measure(name, small), originals[(name, side)])
+                    measured = ita_change(instruments.measure(name, small), originals[(name, side)])
                     rows.append({"face": face.name, "aligned": face.aligned, "instrument": name, "side": side,
                                  "d_L": d_lightness, "d_b": d_b, "b_star": b_star, "planted": planted,
                                  "measured": measured})
