@@ -7,7 +7,7 @@ shift) within each condition, tested with the replicates as units (:mod:`audit.s
 
 Two multiple-testing families, each adjusted on its own (Holm by default): the dose–response tests
 (primary: the study's question) and the contrasts against the baseline (secondary). A sentence states
-a finding only when its test rejects after adjustment; otherwise it says "not detected" with the
+a finding only when its test rejects after adjustment; otherwise it says "nothing detected" with the
 smallest slope or difference that would have been detected, or "not testable" with the reason.
 Numbers live in ``study.json``; ``study.html`` and ``study.md`` are rendered from the same dict.
 """
@@ -36,7 +36,7 @@ from audit.metrics.study import (
     headlines,
     summarise,
 )
-from audit.stats.multitest import adjust
+from audit.stats.multitest import report_tests
 from audit.stats.tests import TestResult
 from audit.stats.trend import generators_for_power, inputs_for_power, t_power
 from pulse_engine.errors import PulseAuditError
@@ -118,7 +118,8 @@ def study_run(run: Run, dose: float | None = None, design: str | None = None, na
 
 # ------------------------------------------------------------------ tests and verdicts
 class Family:
-    """Tests adjusted together; each gets an id with the family's prefix."""
+    """Tests adjusted together (:func:`audit.stats.multitest.report_tests`); each gets an id with the family's
+    prefix. Not-testable results stay out of the family."""
 
     def __init__(self, prefix: str, name: str) -> None:
         self.prefix, self.name = prefix, name
@@ -129,15 +130,11 @@ class Family:
         return f"{self.prefix}{len(self.results)}"
 
     def table(self, settings: Settings) -> list[dict[str, Any]]:
-        p = np.array([r.p_value for r in self.results], float)
-        adjusted = adjust(p, settings.adjustment) if len(p) else p
-        size = int(np.isfinite(p).sum())
-        rows = []
-        for i, (r, q) in enumerate(zip(self.results, adjusted)):
-            verdict = "finding" if q < settings.alpha else "not detected" if math.isfinite(q) else "not testable"
-            rows.append(clean({"id": f"{self.prefix}{i + 1}", **r.as_dict(), "p_adjusted": q, "verdict": verdict,
-                               "family": self.name, "family_size": size}))
-        return rows
+        if not self.results:
+            return []
+        table = report_tests(self.results, method=settings.adjustment, alpha=settings.alpha)
+        return [clean({"id": f"{self.prefix}{i + 1}", **row, "family": self.name})
+                for i, row in enumerate(table.to_dict(orient="records"))]
 
 
 def _adjustment(settings: Settings) -> str:
@@ -185,14 +182,16 @@ def trend_sentence(t: Mapping[str, Any], metric: Mapping[str, Any], settings: Se
     where = f"At {t['condition']}, {metric['name']}"
     test = t["test"]
     if test["verdict"] == "not testable":
-        return f"{where}: dose–response not testable ({test['notes']})."
+        return f"{where}: dose–response not testable ({test['reason']})."
     slope = _value_text(t["slope_display"], metric, True)
     interval = _interval_text(t["ci_low_display"], t["ci_high_display"], metric, True)
     adj = f"{pval(test['p_adjusted'])} after {_adjustment(settings)} over {test['family_size']} trend tests"
     if test["verdict"] == "finding":
         direction = "rises" if t["slope"] > 0 else "falls"
-        return (f"{where} {direction} with the dose: {slope} {per} (95% CI {interval}; t-test on the slope over "
-                f"{t['n_units']} {units}, {adj}).")
+        unit = metric["unit"] or " pp"
+        adjusted = ci(test["adjusted_ci_low"], test["adjusted_ci_high"], unit=unit)
+        return (f"{where} {direction} with the dose: {slope} {per} (95% CI {interval}, {adjusted} at the adjusted "
+                f"level; t-test on the slope over {t['n_units']} {units}, {adj}).")
     return (f"{where}: no dose–response detected ({slope} {per}, 95% CI {interval}; {adj}). A slope of "
             f"{_size_text(t['mde_display'], metric)} {per} or more would have been detected with "
             f"{pct(settings.power, 0)} power.")
@@ -202,13 +201,13 @@ def contrast_sentence(c: Mapping[str, Any], metric: Mapping[str, Any], settings:
     test = c["test"]
     head = f"{metric['name']}, {c['run']} − {c['baseline']}"
     if test["verdict"] == "not testable":
-        return f"{head}: not testable ({test['notes']})."
+        return f"{head}: not testable ({test['reason']})."
     values = (f"{_value_text(c['difference'], metric, True)}, 95% CI "
               f"{_interval_text(c['ci_low'], c['ci_high'], metric, True)}; {c['method']}, "
               f"{pval(test['p_adjusted'])} after {_adjustment(settings)}")
     if test["verdict"] == "finding":
         return f"{head}: {values}."
-    return f"{head}: not detected ({values}; detectable: {_size_text(test['mde'], metric)})."
+    return f"{head}: nothing detected ({values}; detectable: {_size_text(c['mde'], metric)})."
 
 
 # ------------------------------------------------------------------ the study
@@ -250,9 +249,12 @@ def build_study(runs: Sequence[StudyRun], settings: Settings | None = None, base
             vb, vr = (values[base.name, m.key], values[run.name, m.key]) if base else (None, None)
             if base is not None and base is not run and vb is not None and vr is not None:
                 c = contrast(base, run, vb, vr, **kw, statistic=m.statistic)
-                test_id = secondary.add(c.test(f"{m.name}: {run.name} − {base.name}", m.unit or "share"))
+                test_id = secondary.add(c.test(f"{m.name}: {run.name} − {base.name}", m.unit or "pp",
+                                               1.0 if m.unit else 100.0, settings.confidence,
+                                               f"{run.name} − {base.name}" + ("" if m.unit else " (pp)")))
                 contrasts.append({"metric": m.key, "run": run.name, "baseline": base.name, "difference": c.estimate,
-                                  "ci_low": c.ci_low, "ci_high": c.ci_high, "method": c.method, "test_id": test_id,
+                                  "ci_low": c.ci_low, "ci_high": c.ci_high, "mde": c.mde, "method": c.method,
+                                  "test_id": test_id,
                                   "paired": base.condition == run.condition})
                 cell["contrast"] = test_id
             cells[m.key] = cell
@@ -273,7 +275,9 @@ def build_study(runs: Sequence[StudyRun], settings: Settings | None = None, base
                 continue
             scale, per, axis = DOSE_AXES[ct.design]
             label = condition_label(cond[1], cond[2], cond[0], many_inputs)
-            test_id = primary.add(ct.trend.test(f"{m.name}: dose–response at {label}", m.unit or "share"))
+            test_id = primary.add(ct.trend.test(f"{m.name}: dose–response at {label}", m.unit or "pp",
+                                                (1.0 if m.unit else 100.0) * scale, settings.confidence,
+                                                effect_label=f"slope {per}"))
             tr = ct.trend
             trends.append({"metric": m.key, "condition": label, "factor": cond[1], "resolution": cond[2],
                            "design": ct.design, "runs": list(ct.runs), "doses": list(ct.doses),

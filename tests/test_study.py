@@ -241,8 +241,11 @@ def test_study_renders_from_synthetic_runs(synthetic_runs, tmp_path):
     assert study["answer"]["lead"] == ["Generators trained on different skin-tone compositions (6 per factor): the "
                                        "outputs' skin tone follows the dose at ×4."]
     for t in study["trends"]:  # every verdict is one of three, and "not testable" is never counted
-        assert t["test"]["verdict"] in ("finding", "not detected", "not testable")
+        assert t["test"]["verdict"] in ("finding", "nothing detected", "not testable")
         assert (t["test"]["p_value"] is None) == (t["test"]["verdict"] == "not testable")
+        if t["test"]["verdict"] != "not testable":  # the interval at the adjusted level agrees with the verdict
+            low, high = t["test"]["adjusted_ci_low"], t["test"]["adjusted_ci_high"]
+            assert (low > 0 or high < 0) == (t["test"]["verdict"] == "finding")
     assert {c["run"] for c in study["contrasts"]} == {f"g{i}" for i in range(1, 6)}
     assert all(c["paired"] for c in study["contrasts"])  # one condition: paired over shared inputs
     html = paths["html"].read_text()

@@ -15,7 +15,7 @@ import numpy as np
 from scipy import stats
 
 from audit.stats.tests import TestResult
-from audit.stats.trend import detectable_ncp
+from audit.stats.trend import detectable_ncp, t_test_result
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,11 @@ class Contrast:
     def testable(self) -> bool:
         return math.isfinite(self.p_value)
 
-    def test(self, name: str, unit: str = "") -> TestResult:
-        return TestResult(name, self.statistic, self.df, self.p_value, self.method, self.n, self.mde, self.notes,
-                          self.estimate, unit)
+    def test(self, name: str, unit: str = "", scale: float = 1.0, confidence: float = 0.95,
+             effect_label: str = "difference B − A") -> TestResult:
+        """The contrast as a :class:`TestResult` (see :func:`audit.stats.trend.t_test_result`)."""
+        return t_test_result(name, self.estimate, self.se, self.df, self.p_value, self.n, self.mde, self.method,
+                             self.notes, unit, scale, confidence, "contrast", effect_label)
 
 
 def _contrast(estimate: float, se: float, df: float, n: int, method: str, alpha: float, power: float,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, stats
 
-from audit.stats.tests import TestResult
+from audit.stats.tests import TestResult, not_testable
 
 MAX_EXACT_PERMUTATIONS = 50_000  # enumerate every permutation up to this many (9 generators: 362 880 → sampled)
 
@@ -66,10 +66,32 @@ class Trend:
     def testable(self) -> bool:
         return math.isfinite(self.p_value)
 
-    def test(self, name: str, unit: str = "") -> TestResult:
-        """The trend as a :class:`TestResult` (for a multiple-testing family); effect and MDE are slopes."""
-        return TestResult(name, self.statistic, self.df, self.p_value, self.method, self.n_units, self.mde,
-                          self.notes, self.slope, unit)
+    def test(self, name: str, unit: str = "", scale: float = 1.0, confidence: float = 0.95, kind: str = "trend",
+             effect_label: str = "slope per unit dose") -> TestResult:
+        """The trend as a :class:`TestResult` for a multiple-testing family: effect, MDE and intervals are slopes
+        × ``scale`` in ``unit`` (e.g. 100 and "pp" for shares), with the t interval at any level for adjusted
+        intervals; not testable (out of the family) with its reason."""
+        return t_test_result(name, self.slope, self.se, self.df, self.p_value, self.n_units, self.mde, self.method,
+                             self.notes, unit, scale, confidence, kind, effect_label)
+
+
+def t_test_result(name: str, estimate: float, se: float, df: float, p_value: float, n: int, mde: float, method: str,
+                  notes: str, unit: str, scale: float, confidence: float, kind: str, effect_label: str) -> TestResult:
+    """A t-based estimate as a :class:`TestResult` whose interval at level L is estimate ± t_{(1+L)/2, df}·se
+    (so it excludes 0 exactly when the test rejects at 1 − L)."""
+    if not math.isfinite(p_value):
+        return not_testable(name, kind, notes or "not run", n, unit=unit, effect_label=effect_label)
+
+    def interval_at(level: float) -> tuple[np.ndarray, np.ndarray]:
+        half = stats.t.isf((1 - level) / 2, df) * se
+        return np.array([scale * (estimate - half)]), np.array([scale * (estimate + half)])
+
+    low, high = interval_at(confidence)
+    component = {"label": "slope" if kind == "trend" else "difference", "effect": scale * estimate,
+                 "ci_low": float(low[0]), "ci_high": float(high[0]), "t": estimate / se}
+    return TestResult(name, estimate / se, df, p_value, method, n, scale * mde, notes, scale * estimate, unit, kind,
+                      "", effect_label, component["label"], float(low[0]), float(high[0]), confidence,
+                      (component,), interval_at=interval_at)
 
 
 def _untestable(n_units: int, method: str, why: str) -> Trend:
