@@ -24,24 +24,37 @@ from .harness import AuditConfig, run_audit
 
 GENERATORS_DIR = Path(__file__).resolve().parents[1] / "datasets" / "generators"
 SKEWED = ("light-skewed", "balanced", "dark-skewed")
-TRAINED = tuple(f"{c}{s}" for c in SKEWED for s in ("", "-seed1", "-seed2"))  # 3 compositions × 3 training seeds
-SHIFT_FAMILY, SHIFT_MEMBERS = "digiface-shift", ("alpha-2", "alpha+0", "alpha+2")  # one generator, shifted prior
+REPLICATES = GENERATORS_DIR / "skew-3x3"  # 3 compositions × 3 training seeds: <composition>-seed<k>
+SHIFT_FAMILIES = {"balanced-shift": 2, "digiface-shift": 4}  # one generator, shifted prior → UCPR input side (px)
+SHIFT_MEMBERS = ("alpha-2", "alpha+0", "alpha+2")
 
 
 def known_answer_generators() -> dict[str, str]:
-    """The study's generators that are committed, name → spec: the skew-trained DCGANs (composition from each
-    card) and the prior-shift family members (shift from each card). Swap families by editing the names above."""
-    trained = {name: f"dcgan-file:{GENERATORS_DIR / name}" for name in TRAINED
-               if (GENERATORS_DIR / name / "card.json").is_file()}
-    shifted = {f"{SHIFT_FAMILY}-{m}": f"shifted:{GENERATORS_DIR / SHIFT_FAMILY / m}" for m in SHIFT_MEMBERS
-               if (GENERATORS_DIR / SHIFT_FAMILY / m / "card.json").is_file()}
-    return trained | (shifted if len(shifted) == len(SHIFT_MEMBERS) else {})
+    """The study's committed generators, name → spec: the skew-trained DCGANs (the 3 × 3 replicates when
+    committed, else one per composition; compositions from each card) and the members of the first complete
+    prior-shift family (shifts from each card). Swap families by editing the names above."""
+    replicates = {f"{c}-seed{k}": REPLICATES / f"{c}-seed{k}" for c in SKEWED for k in range(3)}
+    trained = {name: folder for name, folder in replicates.items() if (folder / "card.json").is_file()}
+    trained = trained or {name: GENERATORS_DIR / name for name in SKEWED
+                          if (GENERATORS_DIR / name / "card.json").is_file()}
+    generators = {name: f"dcgan-file:{folder}" for name, folder in trained.items()}
+    for family in SHIFT_FAMILIES:
+        members = {f"{family}-{m}": GENERATORS_DIR / family / m for m in SHIFT_MEMBERS}
+        if all((folder / "card.json").is_file() for folder in members.values()):
+            return generators | {name: f"shifted:{folder}" for name, folder in members.items()}
+    return generators
+
+
+def ucpr_side(name: str) -> int:
+    """Side of the uninformative inputs for a study generator: 2 px for the 32 px ones, 4 px for 64 px."""
+    return next((side for family, side in SHIFT_FAMILIES.items() if name.startswith(family)), 2)
 
 
 STUDY_GENERATORS = known_answer_generators()
-QUICK_GENERATORS = ("light-skewed", "dark-skewed")
+ONE_PER_COMPOSITION = {name: f"dcgan-file:{GENERATORS_DIR / name}" for name in SKEWED}  # the showcase's
+QUICK_GENERATORS = {name: ONE_PER_COMPOSITION[name] for name in ("light-skewed", "dark-skewed")}  # reports/examples
 STUDY_FACTORS, QUICK_FACTORS = (4, 16), (4,)  # ×16: 32 → 2 px, where the input no longer pins the colour
-STUDY_BASELINE = "balanced"
+STUDY_BASELINE = "balanced-seed0" if "balanced-seed0" in STUDY_GENERATORS else "balanced"  # a generator name
 
 
 @dataclass(frozen=True)
@@ -60,11 +73,12 @@ class DemoRun:
 
 def demo_plan(quick: bool) -> list[DemoRun]:
     """The runs of the full demo (or of the quick CI variant)."""
-    names = QUICK_GENERATORS if quick else tuple(STUDY_GENERATORS)
-    plan = [DemoRun(f"{name}-x{f}", "pulse", STUDY_GENERATORS[name], f,
-                    ucpr_size=4 if name.startswith(SHIFT_FAMILY) else 2, model=name, study=True)
+    generators = QUICK_GENERATORS if quick else STUDY_GENERATORS
+    names = tuple(generators)
+    plan = [DemoRun(f"{name}-x{f}", "pulse", generators[name], f, ucpr_size=ucpr_side(name), model=name,
+                    study=True)
             for f in (QUICK_FACTORS if quick else STUDY_FACTORS) for name in names]
-    if quick or not any(name.startswith(SHIFT_FAMILY) for name in names):  # else its alpha+0 member is this run
+    if quick or not any(name.startswith("digiface-shift") for name in names):  # else its alpha+0 member is this run
         plan.append(DemoRun("digiface-x4", "pulse", factor=4, model="dcgan-digiface"))
     plan.append(DemoRun("oracle", "oracle", resolution=64))
     return plan
@@ -97,9 +111,9 @@ def showcase_generators(out: Path, quick: bool, device: str) -> dict[str, Path]:
     from .showcase import run_showcase
 
     config = SearchConfig(steps=30 if quick else 100, restarts=1)
-    names = QUICK_GENERATORS if quick else tuple(name for name in SKEWED if name in STUDY_GENERATORS)
-    return {name: run_showcase(load_generator(STUDY_GENERATORS[name], resolve_device(device)),
-                               out / "showcase" / name, config, samples=1 if quick else 2) for name in names}
+    generators = QUICK_GENERATORS if quick else ONE_PER_COMPOSITION
+    return {name: run_showcase(load_generator(spec, resolve_device(device)), out / "showcase" / name, config,
+                               samples=1 if quick else 2) for name, spec in generators.items()}
 
 
 def run_plan(out: Path, quick: bool, device: str, progress_factory: Callable | None) -> dict[str, Path]:

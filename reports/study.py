@@ -179,7 +179,7 @@ def trend_sentence(t: Mapping[str, Any], metric: Mapping[str, Any], settings: Se
     """One sentence about a dose–response test, worded by its verdict after adjustment."""
     per = t["per"]
     units = "generators" if t["design"] == "composition" else "inputs"
-    where = f"At {t['condition']}, {metric['name']}"
+    where = f"At {t['condition']}, across {ACROSS[t['design']]}, {metric['name']}"
     test = t["test"]
     if test["verdict"] == "not testable":
         return f"{where}: dose–response not testable ({test['reason']})."
@@ -265,8 +265,8 @@ def build_study(runs: Sequence[StudyRun], settings: Settings | None = None, base
                      "root": run.info.get("root", "")})
     many_inputs = len({r.inputs for r in runs}) > 1
     trends = []
-    for cond in conditions(runs):
-        members = [r for r in runs if r.condition == cond]
+    for cond, design in [(c, d) for c in conditions(runs) for d in DOSE_AXES]:
+        members = [r for r in runs if r.condition == cond and r.design == design]
         if sum(math.isfinite(r.dose) for r in members) < 2:
             continue
         for m in metrics:
@@ -275,7 +275,7 @@ def build_study(runs: Sequence[StudyRun], settings: Settings | None = None, base
                 continue
             scale, per, axis = DOSE_AXES[ct.design]
             label = condition_label(cond[1], cond[2], cond[0], many_inputs)
-            test_id = primary.add(ct.trend.test(f"{m.name}: dose–response at {label}", m.unit or "pp",
+            test_id = primary.add(ct.trend.test(f"{m.name}: dose–response ({design}) at {label}", m.unit or "pp",
                                                 (1.0 if m.unit else 100.0) * scale, settings.confidence,
                                                 effect_label=f"slope {per}"))
             tr = ct.trend
@@ -305,6 +305,7 @@ def build_study(runs: Sequence[StudyRun], settings: Settings | None = None, base
     return clean(study)
 
 
+ACROSS = {"composition": "training compositions", "shift": "prior shifts"}
 DESIGN_LABELS = {"composition": "Generators trained on different skin-tone compositions",
                  "shift": "One generator with its prior shifted along a skin-tone direction"}
 

@@ -47,7 +47,7 @@ def _panel(ax: Any, study: Mapping[str, Any], metric: Mapping[str, Any], rows: l
         err = np.nan_to_num(np.vstack([np.clip(ys - lo, 0, None), np.clip(hi - ys, 0, None)]))
         label = f"×{factor} ({resolution // factor if factor else '?'} px input → {resolution} px)"
         trend = next((t for t in study["trends"] if t["metric"] == metric["key"] and t["factor"] == factor
-                      and t["resolution"] == resolution), None)
+                      and t["resolution"] == resolution and t["design"] == mine[0]["design"]), None)
         if trend:
             verdict = trend["test"]["verdict"]
             label += f": {verdict}" + (f", {pval(trend['test']['p_adjusted'])} adj." if verdict != "not testable"
