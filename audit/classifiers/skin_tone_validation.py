@@ -134,16 +134,24 @@ class _Instruments:
     def __init__(self, frame: FaceFrame) -> None:
         self.detector = build_skin_tone(None, "cpu")
         self.frame = frame
-        self.seen: dict[tuple[str, bytes], float] = {}
+        self.frame_key = hashlib.sha1(frame.landmarks.tobytes()).hexdigest()
 
     def measure(self, instrument: str, image: np.ndarray) -> float:
-        """ITA° of ``image`` by ``instrument`` (each distinct image is measured once)."""
-        key = (instrument, hashlib.sha1(image.tobytes() + str(image.shape).encode()).digest())
-        if key not in self.seen:
+        """ITA° of ``image`` by ``instrument``; a distinct image is measured once per process (reports of runs on
+        the same inputs share their originals and recolourings)."""
+        digest = hashlib.sha1(image.tobytes() + str(image.shape).encode()).digest()
+        key = (instrument, self.frame_key if instrument != "skin-tone" else "", digest)
+        if key not in _MEASURED:
             prediction = (self.detector.predict_one(image) if instrument == "skin-tone"
                           else measure_in_frame(image, self.frame))
-            self.seen[key] = float(prediction.values["ita"]) if "ita" in prediction.values else float("nan")
-        return self.seen[key]
+            if len(_MEASURED) >= _MEASURED_MAX:
+                _MEASURED.clear()
+            _MEASURED[key] = float(prediction.values["ita"]) if "ita" in prediction.values else float("nan")
+        return _MEASURED[key]
+
+
+_MEASURED: dict[tuple[str, str, bytes], float] = {}
+_MEASURED_MAX = 100_000
 
 
 def _face_region(face: ValidationFace, frame: FaceFrame, predictor: Path) -> np.ndarray | None:
