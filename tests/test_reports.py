@@ -5,6 +5,7 @@ comparisons, and the three commands end to end on runs made by the real harness.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -260,3 +261,32 @@ def test_commands_end_to_end_on_harness_runs(harness_runs, tmp_path):
     done = cli("report", tmp_path)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2 and len(lines) == 1 and "is not a run folder" in lines[0]
+
+
+def test_validity_battery_fast_subset():
+    """The battery of benchmarks/validity.py (its own generator, whole reports) with 8 reports per design instead
+    of 200. Thresholds allow for that Monte-Carlo error: pooled over the 7 null designs (56 reports) the share of
+    reports stating any finding is ≤ α + 0.02 + 3 SE ≈ 0.17; every interval kind pooled over designs covers ≥ 0.88
+    (rates and shares, whose per-report intervals are correlated) or ≥ 0.85 (test intervals, counted per test,
+    simultaneous over its components); no zero-width interval; the planted ΔITA shift is found in most reports and
+    names the shifted group; the planted flip is found and, in most reports where it is, named right (the class
+    that gains or the group that loses)."""
+    from benchmarks.validity import NULLS, PLANTED, run_design
+
+    reports = 8
+    nulls = [run_design(d, reports, seed=1000) for d in NULLS]
+    found = sum(r["finding_rate"] * reports for r in nulls) / (reports * len(NULLS))
+    assert found <= 0.07 + 3 * math.sqrt(0.07 * 0.93 / (reports * len(NULLS))), found
+    pooled: dict[str, list[float]] = {}
+    for r in nulls:
+        for kind, (cov, count) in r["coverage"].items():
+            hits = pooled.setdefault(kind.split(" (true rate")[0], [0.0, 0.0])
+            hits[0] += cov * count
+            hits[1] += count
+    for kind, (hits, count) in pooled.items():
+        assert hits / count >= (0.85 if kind.startswith("test") else 0.88), (kind, hits / count)
+    assert all(r["zero_width"] == 0 for r in nulls)
+    assert nulls[-1]["not_testable"] >= 6 and nulls[-1]["finding_rate"] == 0  # no faces: not testable, no finding
+    flip, shift = (run_design(d, reports, seed=2000) for d in PLANTED)
+    assert shift["detection"] >= 0.75 and shift["direction"] == 1.0
+    assert flip["detection"] >= 0.25 and flip["direction"] >= 0.75

@@ -184,7 +184,7 @@ def score_max_test(counts: np.ndarray, reference: np.ndarray, labels: Sequence[s
     i = m.driver
     se0 = np.sqrt(m.null * (1 - m.null) / n)
     mde = 100 * (m.critical(1 - alpha) + stats.norm.ppf(power)) * float(se0.max())
-    return TestResult(name, m.statistic, len(x) - 1, m.p_value, f"max-|T| score, exact multinomial Monte-Carlo "
+    return TestResult(name, m.statistic, math.nan, m.p_value, f"max-|T| score, exact multinomial Monte-Carlo "
                       f"({n_sim} draws)", units, mde, note, 100 * (m.estimate[i] - m.null[i]), "pp", kind, "",
                       effect_label, kept[i], low[i], high[i], confidence,
                       _components(kept, 100 * (m.estimate - m.null), low, high, m.t), n, interval_at)
