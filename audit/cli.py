@@ -181,7 +181,12 @@ def run(
         console.print(f"interrupted: the rows stored so far are kept in {settings.out}; run the same command "
                       "to resume", soft_wrap=True)
         raise typer.Exit(130) from None
-    sampling = json.loads((folder_out / "run.json").read_text()).get("sampling", {})
+    meta = json.loads((folder_out / "run.json").read_text())
+    sampling = meta.get("sampling", {})
+    if not any("race" in card.get("attributes", {}) for card in meta.get("classifiers", [])):
+        console.print("[yellow]no perceived-race classifier ran: the outputs' race is not measured"
+                      + (" (inputs are only grouped by their race label)" if "race" in settings.group_by else "")
+                      + "; `pulse-audit doctor` shows how to add gear, fairface or deepface[/]", soft_wrap=True)
     for line in sampling.get("summary", [])[1:]:
         console.print(f"[yellow]{escape(line)}[/]", highlight=False, soft_wrap=True)
     table = read_results(folder_out)
