@@ -161,8 +161,32 @@ def run_demo_audit(out: Path, quick: bool = False, device: str = "auto",
     showcases = showcase_generators(out, quick, device)
     study_runs = load_study_runs([folders[run.name] for run in plan if run.study])
     extras = demo_sections(out, quick, reports, cards, comparisons, showcases)
+    extras["sections"].insert(0, validation_section(out, plan, reports))
     baseline = STUDY_BASELINE if any(r.generator == STUDY_BASELINE for r in study_runs) else None
     return write_study(study_runs, out, settings, baseline, extras)["html"]
+
+
+def validation_section(out: Path, plan: list[DemoRun], reports: dict[str, Path]) -> dict:
+    """The skin-tone instrument's validation on the images of the study's most uninformative runs (from their
+    reports), with links to every report's full validation."""
+    import json
+
+    from reports.study import validation_summary
+
+    top = max(run.factor for run in plan if run.study)
+    texts = {}
+    for run in plan:
+        if run.study and run.factor == top and run.name in reports:
+            report = json.loads(reports[run.name].with_name("report.json").read_text())
+            texts[run.name] = validation_summary(report)
+    shown = {name: text for name, text in texts.items() if text}
+    first = next(iter(shown), None)
+    text = (f"On the images of {first}: {shown[first]} Every run's report carries the same validation on its own "
+            "images (section 'Skin-tone instrument validation') beside the detection rates and how far mean ΔITA "
+            "could move if missed faces were not missing at random." if first else
+            "No run report of this demo carries a skin-tone validation.")
+    return {"title": "Is the instrument valid? Skin-tone validation", "text": text,
+            "links": [{"href": str(reports[name].relative_to(out)), "text": f"report of {name}"} for name in shown]}
 
 
 def demo_sections(out: Path, quick: bool, reports: dict[str, Path], cards: dict[str, Path],

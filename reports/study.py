@@ -390,6 +390,23 @@ def power_panel(runs: Sequence[StudyRun], t: Mapping[str, Any], settings: Settin
     return panel
 
 
+def validation_summary(report: Mapping[str, Any]) -> str:
+    """One paragraph of a run report's skin-tone instrument validation (planted colour change and resolution), or
+    "" when the report has none."""
+    v = report.get("instrument_validation") or {}
+    parts = []
+    for row in v.get("planted", []):
+        slope_ci, bias_ci = row.get("slope_ci") or [None, None], row.get("bias_ci") or [None, None]
+        parts.append(f"{row['instrument']} at {row['side']} px: measured ΔITA vs planted ΔITA slope "
+                     f"{num(row.get('slope'))} (95% CI {ci(*slope_ci)}; 1 is ideal), bias {signed(row.get('bias'))}° "
+                     f"(95% CI {ci(*bias_ci, unit='°')}), over {row.get('faces_measured')} of {row.get('faces')} images")
+    reference = max(v.get("sides") or [0])
+    for row in (r for r in v.get("resolution", []) if r.get("side") != reference):
+        parts.append(f"{row['instrument']} at {row['side']} px vs {reference} px: paired change "
+                     f"{signed(row.get('paired_difference'))}°, {pct(row.get('share_measured'))} of images measured")
+    return "; ".join(parts) + "." if parts else ""
+
+
 # ------------------------------------------------------------------ writing
 def load_study_runs(run_dirs: Sequence[Path], doses: Mapping[str, float] | None = None,
                     designs: Mapping[str, str] | None = None) -> list[StudyRun]:

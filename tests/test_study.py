@@ -238,8 +238,8 @@ def test_study_renders_from_synthetic_runs(synthetic_runs, tmp_path):
     assert delta["design"] == "composition" and delta["n_units"] == 6
     assert delta["test"]["verdict"] == "finding" and delta["slope"] > 0
     assert study["answer"]["found"][0] == delta["sentence"] and "rises with the dose" in delta["sentence"]
-    assert study["answer"]["lead"] == ["Generators trained on different skin-tone compositions (6 per factor): the "
-                                       "outputs' skin tone follows the dose at ×4."]
+    lead = "Generators trained on different skin-tone compositions (6 per factor): the outputs' skin tone follows"
+    assert study["answer"]["lead"] == [lead + " the dose at ×4."]
     for t in study["trends"]:  # every verdict is one of three, and "not testable" is never counted
         assert t["test"]["verdict"] in ("finding", "nothing detected", "not testable")
         assert (t["test"]["p_value"] is None) == (t["test"]["verdict"] == "not testable")
@@ -282,3 +282,17 @@ def test_demo_plan_is_data_driven(monkeypatch):
     top = max(demo_audit.STUDY_FACTORS)
     assert all((n > 0) == name.endswith(f"-x{top}") for name, n in counts.items())
     assert {r.ucpr_size for r in study if r.model.startswith("digiface-shift")} == {4}
+
+
+def test_validation_summary_quotes_the_report():
+    from reports.study import validation_summary
+
+    report = {"instrument_validation": {"sides": [32, 256], "planted": [
+        {"instrument": "skin-tone", "side": 32, "slope": 0.95, "slope_ci": [0.8, 1.1], "bias": -3.2,
+         "bias_ci": [-6.0, -1.0], "faces_measured": 11, "faces": 12}], "resolution": [
+        {"instrument": "skin-tone", "side": 32, "paired_difference": 0.8, "share_measured": 0.8},
+        {"instrument": "skin-tone", "side": 256, "paired_difference": 0.0, "share_measured": 0.9}]}}
+    text = validation_summary(report)
+    assert "slope 0.95 (95% CI 0.8 to 1.1" in text and "bias −3.2°" in text and "11 of 12 images" in text
+    assert "32 px vs 256 px: paired change +0.8°" in text and "256 px vs 256 px" not in text
+    assert validation_summary({}) == ""
