@@ -242,7 +242,8 @@ def build_corpus(root: Path) -> list[dict]:
     # rosinality / torch zip and legacy files ------------------------------------------------------
     one = torch.zeros(1)
     stride0 = {"style.1.weight": one.expand(32768, 32768), "input.input": one.expand(1, 512, 4, 4),
-               "to_rgbs.0.conv.weight": one.expand(1, 3, 512, 1, 1), "convs.0.conv.weight": one.expand(1, 512, 512, 3, 3)}
+               "to_rgbs.0.conv.weight": one.expand(1, 3, 512, 1, 1),
+               "convs.0.conv.weight": one.expand(1, 512, 512, 3, 3)}
     torch.save({"g_ema": stride0}, root / "stride0.pt")
     add("rosinality_stride0_4GB", root / "stride0.pt", "needs more elements than its storage")
     zip_with_pickle(root / "zip_nested.pt", nested_key_pickle())

@@ -40,7 +40,7 @@ import math
 import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import numpy as np
 import torch
@@ -265,7 +265,7 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its 
     storage after :func:`_rebuild_tensor_v2` checked it). The pure-Python implementation is
     iterative like the C one; its speed does not matter next to the opcode scan."""
 
-    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch: ClassVar[dict] = dict(pickle._Unpickler.dispatch)
 
     def load_build(self) -> None:
         if len(self.stack) >= 2 and isinstance(self.stack[-2], torch.Tensor):
@@ -318,18 +318,19 @@ def flatten_module_state(obj: PersistentObject, prefix: str = "") -> dict[str, t
         for group in ("_parameters", "_buffers"):
             entries = module.state.get(group) or {}
             if not isinstance(entries, Mapping):
-                raise pickle.UnpicklingError(f"{at}{group} is not a dict")
+                raise pickle.UnpicklingError(f"{short_repr(at + group)} is not a dict")
             for key, value in entries.items():
                 if value is None or (group == "_buffers" and isinstance(skip, (set, frozenset)) and key in skip):
                     continue
                 if not isinstance(value, torch.Tensor):
-                    raise pickle.UnpicklingError(f"{at}{short_repr(key)} is a {type(value).__name__}, not a tensor")
+                    raise pickle.UnpicklingError(f"{short_repr(f'{at}{key}')} is a {type(value).__name__}, "
+                                                 "not a tensor")
                 flat[f"{at}{key}"] = value.detach()
         modules = module.state.get("_modules") or {}
         for key, sub in reversed(list(modules.items()) if isinstance(modules, Mapping) else []):
             if sub is None:
                 continue
             if not isinstance(sub, PersistentObject) or not isinstance(key, str):
-                raise pickle.UnpicklingError(f"submodule {at}{short_repr(key)} is a {type(sub).__name__}")
+                raise pickle.UnpicklingError(f"submodule {short_repr(f'{at}{key}')} is a {type(sub).__name__}")
             pending.append((sub, f"{at}{key}."))
     return flat

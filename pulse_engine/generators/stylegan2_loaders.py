@@ -308,7 +308,8 @@ def convert_nvlabs_state(flat: Mapping[str, torch.Tensor], expected: Mapping[str
         used.add(nv_key)
     for key in flat:
         if key not in used and not _UNUSED_NVLABS.fullmatch(key):
-            raise WeightsError(f"{path}: unexpected tensor {short_repr(key)} in G_ema (not a StyleGAN2 skip generator?)")
+            raise WeightsError(f"{path}: unexpected tensor {short_repr(key)} in G_ema "
+                               "(not a StyleGAN2 skip generator?)")
     return state, flat.get("mapping.w_avg")
 
 
@@ -340,7 +341,8 @@ def read_nvlabs_pickle(path: Path) -> StyleGAN2Generator:
                            f"({type(exc).__name__}{': ' + detail if detail else ''})") from None
     g_ema = snapshot.get("G_ema") if isinstance(snapshot, dict) else None
     if not isinstance(g_ema, PersistentObject) or g_ema.class_name != "Generator":
-        found = ", ".join(map(short_repr, list(snapshot)[:6])) if isinstance(snapshot, dict) else type(snapshot).__name__
+        found = (", ".join(map(short_repr, list(snapshot)[:6])) if isinstance(snapshot, dict)
+                 else type(snapshot).__name__)
         raise WeightsError(f"{path} has no NVlabs 'G_ema' generator (found {found[:300]}); expected a "
                            "stylegan2-ada-pytorch network pickle")
     if _is_stylegan3(g_ema):
