@@ -77,8 +77,9 @@ def run_ours(generator: StyleGAN1Generator, reference: torch.Tensor, steps: int)
 
 
 def original_runner(path: Path, state: dict[str, torch.Tensor], fit: GaussianFit,
-                    reference: torch.Tensor) -> Callable[[int], Marks]:
-    """A function running ``steps`` steps of the original PULSE loop (see module docstring)."""
+                    reference: torch.Tensor) -> tuple[Callable[[int], Marks], torch.nn.Module]:
+    """A function running ``steps`` steps of the original PULSE loop (see module docstring), and
+    the original's synthesis network holding ``state``."""
     sys.path.insert(0, str(path))
     try:
         stylegan = importlib.import_module("stylegan")
@@ -123,7 +124,16 @@ def original_runner(path: Path, state: dict[str, torch.Tensor], fit: GaussianFit
             marks.append(mark())
         return marks
 
-    return run
+    return run, synthesis
+
+
+@torch.no_grad()
+def largest_difference(ours: StyleGAN1Generator, original: torch.nn.Module, seed: int) -> float:
+    """Max |difference| of the two synthesis outputs for one random w and noise (checks the weights match)."""
+    gen = torch.Generator().manual_seed(seed + 2)
+    w = torch.randn(1, *ours.latent_shape, generator=gen)
+    noise = [torch.randn(1, *shape, generator=gen) for shape in ours.noise_shapes]
+    return float((ours.synthesis(w, noise) - original(w, noise)).abs().max())
 
 
 def per_step(marks: Marks) -> list[tuple[float, float, float, int]]:
@@ -159,8 +169,12 @@ def main() -> None:
     reference = BicubicDownsample(args.factor)(images).clamp(0, 1)
 
     variants: dict[str, Callable[[int], Marks]] = {}
+    check = "original PULSE not run (no --original)"
     if args.original is not None:
-        variants["original PULSE"] = original_runner(args.original, state, fit, reference)
+        variants["original PULSE"], original = original_runner(args.original, state, fit, reference)
+        check = (f"same weights check: the two synthesis networks differ by at most "
+                 f"{largest_difference(ours, original, args.seed):.2e} on one random w and noise")
+        print(check, flush=True)
     variants["pulse-audit"] = lambda steps: run_ours(ours, reference, steps)
 
     results: dict[tuple[str, str], dict] = {}
@@ -176,7 +190,8 @@ def main() -> None:
                 entry["peak"] = max(entry["peak"], peak_rss_gb())
                 walls = [s[0] for s in steps]
                 print(f"{phase:18s} {name:15s} {statistics.median(walls):6.3f} s/step "
-                      f"(sys {statistics.median(s[2] for s in steps):.3f} s, "
+                      f"(CPU {statistics.median(s[1] + s[2] for s in steps):.3f} s, "
+                      f"sys {statistics.median(s[2] for s in steps):.3f} s, "
                       f"{statistics.median(s[3] for s in steps):.0f} faults)", flush=True)
 
     flops = search_step_flops(ours, reference)
@@ -190,7 +205,7 @@ def main() -> None:
               f"({1024 // args.factor} px), seeded random weights (seed {args.seed}) shared by both codes, "
               f"{args.repeats} runs of {args.steps} steps per variant and phase (first step of each run dropped), "
               f"variants alternating. {flops / 1e9:.1f} GFLOP per step (FlopCounterMode, conv + matmul, "
-              "forward + input gradients).\n"),
+              f"forward + input gradients); {check}.\n"),
              "fp32 GEMM peaks (GFLOP/s): " + "; ".join(f"{k} {v:.1f}" for k, v in peaks.items())
              + f". Peak used: **{peak:.1f}**.\n",
              ("| malloc | code | s/step median (min–max) | CPU s/step (user + system) | system s/step "
