@@ -94,12 +94,13 @@ def search_step_flops(generator: SearchableGenerator, low: torch.Tensor) -> floa
 
 
 def machine() -> str:
-    """CPU model, core count, torch version and thread count, for results headings."""
+    """CPU model, core count, torch version, thread count (and OMP_WAIT_POLICY if set), for results headings."""
     model = platform.processor()
     if Path("/proc/cpuinfo").exists():
         with open("/proc/cpuinfo") as handle:
             model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), model)
-    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    wait = f", OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}" if "OMP_WAIT_POLICY" in os.environ else ""
+    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads{wait}"
 
 
 def reset_peak_rss() -> bool:
