@@ -54,16 +54,17 @@ DOSE_AXES = {"composition": (0.1, "per +10 pp of light faces in training", "shar
 
 # ------------------------------------------------------------------ runs → study runs (doses from cards)
 def generator_card(run: Run) -> dict[str, Any] | None:
-    """The generator's full card, from the files recorded in run.json: a ``card.json`` listed among its weights
-    (a prior-shift member lists its own card), else the ``card.json`` beside its first weights file."""
+    """The generator's full card, from the files recorded in run.json: among the ``card.json`` files listed with its
+    weights, a prior-shift member's own card (it lists its base's card too), else the first; without any, the
+    ``card.json`` beside its first weights file."""
     paths = [Path(str(entry.get("path", ""))) for entry in (run.meta.get("generator") or {}).get("weights", [])]
-    listed = [p for p in paths if p.name == "card.json"]
-    for card in [*listed, *(p.parent / "card.json" for p in paths[:1])]:
+    cards = []
+    for card in [p for p in paths if p.name == "card.json"] or [p.parent / "card.json" for p in paths[:1]]:
         try:
-            return json.loads(card.read_text())
+            cards.append(json.loads(card.read_text()))
         except (OSError, ValueError):
             continue
-    return None
+    return next((c for c in cards if shift_dose(c) is not None), cards[0] if cards else None)
 
 
 def shift_dose(card: Mapping[str, Any] | None) -> float | None:

@@ -296,3 +296,23 @@ def test_validation_summary_quotes_the_report():
     assert "slope 0.95 (95% CI 0.8 to 1.1" in text and "bias −3.2°" in text and "11 of 12 images" in text
     assert "32 px vs 256 px: paired change +0.8°" in text and "256 px vs 256 px" not in text
     assert validation_summary({}) == ""
+
+
+def test_doses_come_from_the_generator_cards(tmp_path):
+    from types import SimpleNamespace
+
+    from reports.study import composition_dose, generator_card, shift_dose
+
+    (tmp_path / "base").mkdir()
+    (tmp_path / "member").mkdir()
+    (tmp_path / "base" / "card.json").write_text(json.dumps(
+        {"name": "balanced", "training_data": {"composition_requested": {"light": 0.5, "dark": 0.5}}}))
+    (tmp_path / "member" / "card.json").write_text(json.dumps({"name": "balanced-shift-alpha+2", "alpha": 2.0}))
+    weights = [tmp_path / "base" / "weights.pt", tmp_path / "base" / "card.json", tmp_path / "direction.pt",
+               tmp_path / "member" / "card.json"]  # a shift member lists its base's files, then its own card
+    run = SimpleNamespace(meta={"generator": {"weights": [{"path": str(p)} for p in weights]}})
+    assert shift_dose(generator_card(run)) == 2.0
+    run.meta["generator"]["weights"] = [{"path": str(p)} for p in weights[:1]]  # only weights: the card beside them
+    card = generator_card(run)
+    assert shift_dose(card) is None and composition_dose(card) == (0.5, "light 50% · dark 50%")
+    assert composition_dose(None, "5600 images: light 4760 (85%), dark 840 (15%)") == (0.85, "light 85% · dark 15%")
