@@ -87,3 +87,11 @@ def test_summary_table_formats_rates_fractions_and_missing_values():
     assert table[3] == "| search | 4 | 123.5 image-steps/s | 50.0 | 25.0% | 12.5% | 1.23 |  |"
     assert table[4] == "| search | 16 | — | — | — | — | — | out of memory |"
     assert table[5] == "| audit | 10 | 0.5 rows/s | — | — | — | — | 20 rows |"
+
+
+def test_audit_step_runs_the_cli_on_a_random_stylegan2(tmp_path):
+    path = gpu_check.random_stylegan2_checkpoint(tmp_path / "r.pt", size=16, style_dim=8, n_mlp=2,
+                                                 channels={4: 4, 8: 4, 16: 4})
+    row = gpu_check.run_audit(path, torch.device("cpu"), 2, tmp_path / "audit")
+    assert row.note.startswith("20 rows in "), row.note
+    assert row.unit == "rows/s" and row.rate > 0
