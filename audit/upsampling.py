@@ -69,13 +69,13 @@ def prepare_inputs(paths: Sequence[Path], resolution: int, factor: int, lr_given
     """
     if not lr_given:
         check_factor(resolution, factor)
-    items, failures, seen = [], [], {}
-    paths = [Path(os.path.normpath(path)) for path in paths]
-    for path, name in zip(paths, output_names(paths)):
-        same = seen.setdefault(os.path.realpath(path), path)
+    items, failures, unique = [], [], {}
+    for path in map(Path, map(os.path.normpath, paths)):
+        same = unique.setdefault(os.path.realpath(path), path)
         if same is not path:
             failures.append((path, f"{path}: the same file as {same}, which is upsampled once"))
-            continue
+    kept = list(unique.values())
+    for path, name in zip(kept, output_names(kept)):
         try:
             truth, low = prepare_file(path, resolution, factor, lr_given, crop)
         except InputImageError as exc:
