@@ -237,7 +237,7 @@ def build_report(run: Run, settings: Settings = Settings(), oracle: Run | None =
               "attributes": attributes, "shifts": shifts, "upsampler": upsampler_section(run, settings),
               "monk": monk_section(attributes), "tests": tests.table(settings),
               "samples": sample_rows(run, run.group_by or _first_truth(attributes), settings.per_group)}
-    report |= instrument_sections(run, settings)
+    report |= instrument_sections(run, settings, oracle)
     report["findings"] = findings(report)
     return clean(report)
 

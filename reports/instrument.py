@@ -88,9 +88,10 @@ def _identity_preserved(frame: pd.DataFrame) -> pd.Series:
     return (distance < SAME_PERSON).astype(float).where(distance.notna())
 
 
-def headline_section(run: Run, settings: Any) -> dict[str, Any] | None:
-    """Per group and overall: search success (share of outputs that met eps) beside ΔITA, identity preservation
-    and the detectors' measured shares, each with its interval."""
+def headline_section(run: Run, settings: Any, groups: list[str] | None = None) -> dict[str, Any] | None:
+    """Per group and overall: search success (share of outputs that met eps) beside ΔITA and identity
+    preservation, each with its interval; ``groups`` overrides the run's group columns (a baseline run is
+    summarised by the audited run's groups)."""
     data = run.faces.copy()
     metrics: dict[str, Metric] = {}
     if SUCCESS in data and data[SUCCESS].notna().any():
@@ -104,12 +105,13 @@ def headline_section(run: Run, settings: Any) -> dict[str, Any] | None:
         metrics["identity_preserved"] = Metric("_same_person", "rate")
     if not metrics:
         return None
-    groups = run.group_by or None
+    group_by = run.group_by if groups is None else [g for g in groups if g in data]
+    groups = group_by or None
     frame = MetricFrame(data, metrics, groups, ITEM, n_boot=settings.n_boot, seed=settings.seed,
                         confidence=settings.confidence)
     overall = frame.overall.reset_index()
     overall.insert(0, "group", "all")
-    rows = records(frame.by_group, run.group_by) if groups else []
+    rows = records(frame.by_group, group_by) if groups else []
     table = records(overall) + rows
     return clean({"metrics": list(metrics), "groups": ["all"] + sorted({r["group"] for r in rows}),
                   "cells": {f"{r['group']}|{r['metric']}": r for r in table}, "same_person": SAME_PERSON})
@@ -168,7 +170,20 @@ def validation_section(run: Run, settings: Any) -> dict[str, Any] | None:
     return clean(result)
 
 
-def instrument_sections(run: Run, settings: Any) -> dict[str, Any]:
+def baseline_section(run: Run, baseline: Run | None, settings: Any) -> dict[str, Any] | None:
+    """The headline metrics of a baseline run on the same inputs (``jpeg``: re-encoded truth; ``bicubic``), by
+    the audited run's groups: mean ΔITA and identity preservation there are measurement noise, not bias."""
+    if baseline is None:
+        return None
+    section = headline_section(baseline, settings, run.group_by)
+    if section is None:
+        return None
+    upsampler = baseline.meta.get("upsampler", {}).get("name", baseline.config.get("upsampler", "?"))
+    return {**section, "name": baseline.name, "upsampler": upsampler, "zero_by_construction": upsampler == "oracle"}
+
+
+def instrument_sections(run: Run, settings: Any, baseline: Run | None = None) -> dict[str, Any]:
     """Every section of this module, under the keys the report templates read."""
     return {"scope": scope_section(run), "headline": headline_section(run, settings),
+            "baseline_headline": baseline_section(run, baseline, settings),
             "missing": missing_section(run, settings), "instrument_validation": validation_section(run, settings)}

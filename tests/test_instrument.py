@@ -285,3 +285,14 @@ def test_headline_and_missing_sections_match_pandas(synthetic):
     assert outputs["all"]["rate"] < 0.9  # 20 % of faces planted as missed
     row = next(r for r in missing["sensitivity"] if r["group"] == "all")
     assert row["lower"] <= row["mean_observed"] <= row["upper"]
+
+
+def test_baseline_section_summarises_the_baseline_by_the_runs_groups(synthetic):
+    from reports.analysis import Settings
+    from reports.instrument import baseline_section, headline_section
+
+    settings = Settings(n_boot=200)
+    assert baseline_section(synthetic, None, settings) is None
+    same = baseline_section(synthetic, synthetic, settings)
+    assert same["cells"] == headline_section(synthetic, settings)["cells"]
+    assert same["upsampler"] == "pulse" and not same["zero_by_construction"]
