@@ -100,7 +100,8 @@ def ita_degrees(lightness: np.ndarray | float, b_star: np.ndarray | float) -> np
 def ita_change(after: float, before: float) -> float:
     """ΔITA = ``after − before`` in degrees, wrapped into (−180, 180] (ITA° is an angle: crossing b* < 0 at
     L* = 50 must not read as a 360° change)."""
-    return float(180.0 - (180.0 - (after - before)) % 360.0)
+    change = float(after) - float(before)
+    return change if -180.0 < change <= 180.0 else float(180.0 - (180.0 - change) % 360.0)
 
 
 # ---------------------------------------------------------------- ITA bands and Monk swatches
