@@ -13,8 +13,8 @@ process exits, so the resident size stays near its high-water mark. Worse, glibc
 ``posix_memalign`` (torch's CPU allocator) cannot reuse a freed block of exactly the requested
 size, so the heap grows by a few copies of a large buffer before freed neighbours merge into
 reusable blocks; for a 1024 px StyleGAN1 at batch 1 the peak RSS grows by about 1 GB (measured
-figures in ``benchmarks/RESULTS.md``). Set
-``PULSE_AUDIT_MALLOC=default`` to keep glibc's own behaviour. Off Linux-glibc nothing is changed.
+figures in ``benchmarks/RESULTS.md``). Set ``PULSE_AUDIT_MALLOC=default`` to keep glibc's own
+behaviour. Off Linux-glibc nothing is changed.
 """
 
 from __future__ import annotations
