@@ -11,7 +11,6 @@ import pytest
 from scipy import stats
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from statsmodels.stats.contingency_tables import SquareTable
-from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
