@@ -314,8 +314,14 @@ def run_design(design: Design, reports: int, seed: int = 0, n_boot: int = 100) -
             "zero_width": tally.zero_width}
 
 
-def coverage_goal(kind: str) -> float:
-    return 0.90 if "< 1 %" in kind else 0.93
+def coverage_goal(kind: str) -> tuple[float, float, str]:
+    """(low, high, text) of the coverage goal of an interval kind: 95 ± 2 %; ≥ 90 % where the true rate is below
+    1 %; at least 93 % for intervals at the Holm-adjusted level (wider than 95 % by construction)."""
+    if "< 1 %" in kind:
+        return 0.90, 1.0, "≥ 0.90"
+    if "adjusted" in kind:
+        return 0.93, 1.0, "≥ 0.93 (wider by design)"
+    return 0.93, 0.97, "0.93–0.97"
 
 
 def markdown(results: list[dict[str, Any]], seconds: float) -> str:
@@ -337,14 +343,13 @@ def markdown(results: list[dict[str, Any]], seconds: float) -> str:
         lines.append(f"| {d.name} | {r['reports']} | {r['tests']:.1f} | {r['not_testable']:.1f} | "
                      f"{r['finding_rate']:.3f}{met} | {goal} | {planted[0]} | {planted[1]} | {r['zero_width']} |")
     lines += ["", "Coverage of every interval kind (95 % intervals; goal 95 ± 2 %, ≥ 90 % where the true rate is "
-              "below 1 %; test intervals count a test as covered when every component's interval covers its "
-              "true value):", "", "| design | interval kind | intervals | coverage | goal |", "|---|---|---:|---:|---|"]
+              "below 1 %; a test counts as covered when every component's interval covers its true value, so "
+              "these are simultaneous over the test's components):", "",
+              "| design | interval kind | intervals | coverage | goal |", "|---|---|---:|---:|---|"]
     for r in results:
         for kind, (cov, count) in sorted(r["coverage"].items()):
-            goal = coverage_goal(kind)
-            ok = cov >= goal and ("< 1 %" in kind or "simultaneous" in kind or "adjusted" in kind or cov <= 0.97)
-            target = "≥ 0.90" if "< 1 %" in kind else "≥ 0.95 (simultaneous)" if (
-                "simultaneous" in kind or "adjusted" in kind) else "0.93–0.97"
+            low, high, target = coverage_goal(kind)
+            ok = low <= cov <= high
             lines.append(f"| {r['design'].name} | {kind} | {count} | {cov:.3f}{' ✓' if ok else ' ✗'} | {target} |")
     return "\n".join(lines) + "\n"
 
