@@ -167,6 +167,9 @@ def run(
     batch_size: Annotated[int, typer.Option(help="Outputs upsampled and stored together.")] = DEFAULTS.batch_size,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = DEFAULTS.device,
     out: Annotated[Path, typer.Option(help="Run folder; the same command on it resumes the run.")] = Path(DEFAULTS.out),
+    new_run: Annotated[bool, typer.Option(
+        help="Discard the rows stored in --out and start a new run there (e.g. after its inputs changed).")]
+        = DEFAULTS.new_run,
     config: Annotated[Path | None, typer.Option(help="TOML file of these options; command-line options win.")] = None,
 ) -> None:
     """Audit an upsampler on a labelled face set: writes OUT/run.json, OUT/results.parquet, OUT/images/."""

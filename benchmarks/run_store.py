@@ -1,0 +1,161 @@
+"""Time the run store: rows appended in flushes of 16, then a resume, for runs of several sizes.
+
+    python benchmarks/run_store.py [--rows 2000 20000 100000] [--flush 16] [--window 50] [--out benchmarks/RESULTS.md]
+
+Rows are synthetic but shaped like an audit's (111 columns: ids, labels, paths, search diagnostics, timings,
+three classifiers on both sides, comparisons). For each run size a fresh run folder (under the system temp
+folder) receives the rows through :meth:`audit.run_store.RunStore.append`, ``--flush`` rows per call, as the
+harness does; every call is timed. Reported per size: the median time per flush over the first and the last
+``--window`` flushes, the total, the closing of the session (``results.parquet`` written once), and a resume
+(:meth:`RunStore.open` of the finished folder, which reads the stored keys). Images are not written (they cost
+the same per row whatever the run's size). Medians, because other processes share the machine; the spread is
+printed beside them. A section is appended to ``--out`` when given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from audit.run_store import RunStore  # noqa: E402
+
+RACES = ("White", "Black", "East Asian", "Indian", "Southeast Asian", "Latino_Hispanic", "Middle Eastern")
+MONK = tuple(f"MST{i}" for i in range(1, 11))
+AGES = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+")
+SEARCH = ("success", "lr_l2", "best_step", "steps", "restarts_used", "seed", "seconds", "lr_linf", "loss",
+          "geocross", "radius")
+
+
+def synthetic_row(index: int, samples: int = 2) -> dict:
+    """Row ``index`` of a run with ``samples`` outputs per input (values vary, the columns do not)."""
+    item, sample = f"val/{index // samples:06d}.jpg", index % samples
+    frac = (index * 7919 % 1000) / 1000
+    row = {"item_id": item, "sample": sample, "input_kind": "face", "group": RACES[index % 7], "error": "",
+           "label_race": RACES[index % 7], "label_gender": "Female" if index % 3 else "Male",
+           "label_age": AGES[index % 9], "label_source_race": "annotated", "label_source_gender": "annotated",
+           "label_source_age": "annotated", "path_source": f"/data/fairface/{item}",
+           "path_truth": f"images/{item}/truth.png", "path_lr": f"images/{item}/lr.png",
+           "path_out": f"images/{item}/out_{sample}.png", "t_upsample_s": 1.5 + frac, "t_classify_s": 0.3 * frac}
+    row |= {f"ups_{key}": (frac if key in ("lr_l2", "seconds", "lr_linf", "loss", "geocross", "radius") else index % 100) for key in SEARCH}
+    row["ups_success"] = bool(index % 4)
+    for side in ("in", "out"):
+        shift = frac if side == "out" else 1 - frac
+        row |= {f"{side}_skin-tone_face": True, f"{side}_skin-tone_monk": MONK[index % 10],
+                f"{side}_skin-tone_ita": 60 * shift - 20, f"{side}_skin-tone_lightness": 70 * shift,
+                f"{side}_skin-tone_hue": 50 * shift}
+        row |= {f"{side}_skin-tone_monk_p_{m}": shift / 10 for m in MONK}
+        row |= {f"{side}_age-gender_face": True, f"{side}_age-gender_gender": "Female",
+                f"{side}_age-gender_gender_p_Female": shift, f"{side}_age-gender_gender_p_Male": 1 - shift,
+                f"{side}_age-gender_age": AGES[index % 9], f"{side}_age-gender_age_years": 20 + 40 * shift}
+        row |= {f"{side}_age-gender_age_p_{a}": shift / 9 for a in AGES}
+        row |= {f"{side}_age-gender_race": RACES[index % 7]}
+        row |= {f"{side}_age-gender_race_p_{r}": shift / 7 for r in RACES}
+        row |= {f"{side}_identity_face": bool(index % 5)}
+    row |= {"identity_distance": 0.4 + frac / 2, "delta_ita": frac * 10 - 5, "psnr": 20 + frac, "ssim": frac}
+    return row
+
+
+def machine() -> str:
+    """CPU model, core count, Python and pyarrow versions."""
+    import pyarrow
+
+    try:
+        with open("/proc/cpuinfo") as handle:
+            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")),
+                         platform.processor())
+    except OSError:
+        model = platform.processor()
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, pyarrow {pyarrow.__version__}"
+
+
+def load() -> str:
+    """The 1-minute load average, to read the figures against."""
+    return f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "?"
+
+
+def quartiles(times: list[float]) -> tuple[float, float, float]:
+    """(25th percentile, median, 75th percentile) in ms."""
+    q1, median, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
+    return q1 * 1e3, median * 1e3, q3 * 1e3
+
+
+def measure(rows: int, flush: int, window: int, folder: Path) -> dict:
+    """Append ``rows`` rows in flushes of ``flush`` to a fresh run in ``folder``, then resume it."""
+    root = folder / f"run-{rows}"
+    times = []
+    began = time.perf_counter()
+    store = RunStore.open(root, {"benchmark": rows})
+    for start in range(0, rows, flush):
+        batch = [synthetic_row(i) for i in range(start, min(rows, start + flush))]
+        tic = time.perf_counter()
+        store.append(batch)
+        times.append(time.perf_counter() - tic)
+    tic = time.perf_counter()
+    store.close()
+    closing = time.perf_counter() - tic
+    total = time.perf_counter() - began
+    tic = time.perf_counter()
+    resumed = RunStore.open(root, {"benchmark": rows})
+    resume = time.perf_counter() - tic
+    assert len(resumed.done) == rows, "the resumed store does not hold every row"
+    resumed.close()
+    columns = 1 + len(synthetic_row(0))  # + run_id
+    return {"rows": rows, "columns": columns, "flushes": len(times), "start": quartiles(times[:window]),
+            "end": quartiles(times[-window:]), "total": total, "close": closing, "resume": resume, "load": load()}
+
+
+def table(results: list[dict], flush: int, window: int) -> str:
+    """The Markdown table of ``results``."""
+    intro = (f"Rows of {results[0]['columns']} columns appended in flushes of {flush}; per-flush time = median "
+             f"(25th–75th percentile) of the first / last {window} flushes, in ms. Resume = `RunStore.open` of "
+             "the finished run (reads the stored keys). Close = `results.parquet` written once.")
+    header = ("| rows | flushes | per flush, start | per flush, end | end / start | append total | close | resume "
+              "| resume per 1,000 rows | load avg |")
+    lines = [intro, "", header, "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        (a1, am, a3), (b1, bm, b3) = r["start"], r["end"]
+        line = (f"| {r['rows']:,} | {r['flushes']:,} | {am:.2f} ({a1:.2f}–{a3:.2f}) | {bm:.2f} ({b1:.2f}–{b3:.2f})"
+                f" | {bm / am:.2f}× | {r['total'] - r['close']:.1f} s | {r['close']:.1f} s | {r['resume']:.2f} s"
+                f" | {1e6 * r['resume'] / r['rows']:.0f} ms | {r['load']} |")
+        lines.append(line)
+    smallest, largest = results[0], results[-1]
+    ratio = largest["end"][1] / smallest["end"][1]
+    verdict = (f"Per-flush time at the end of the {largest['rows']:,}-row run / at the end of the "
+               f"{smallest['rows']:,}-row run: **{ratio:.2f}×** (goal ≤ 1.5×).")
+    lines += ["", verdict]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[2000, 20000, 100000])
+    parser.add_argument("--flush", type=int, default=16)
+    parser.add_argument("--window", type=int, default=50)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--title", default="", help="text after the date in the section title")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="store-bench-") as folder:
+        results = []
+        for rows in args.rows:
+            results.append(measure(rows, args.flush, args.window, Path(folder)))
+            print(table(results, args.flush, args.window).splitlines()[-3], flush=True)
+    text = table(results, args.flush, args.window)
+    print(text)
+    if args.out:
+        title = f"## {datetime.date.today().isoformat()} — run store: {machine()}{args.title}"
+        with open(args.out, "a") as handle:
+            handle.write(f"\n{title}\n\n{text}\n")
+
+
+if __name__ == "__main__":
+    main()
