@@ -371,6 +371,8 @@ def stored_keys(folder: Path, run_id: str) -> tuple[set[Key], int]:
 def read_parts(root: Path) -> pa.Table:
     """All rows of the parts of run folder ``root``, checked against its ``run.json``."""
     root = Path(root)
+    if not part_files(root / "parts"):
+        return concat([])
     return concat(list(_scan_parts(root / "parts", read_run_record(root).get("run_id", ""))))
 
 
