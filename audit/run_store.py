@@ -331,7 +331,7 @@ def _read_part(part: Path, columns: Sequence[str] | None = None) -> pa.Table:
                 if name not in schema.names or not check(schema.field(name).type):
                     raise PulseAuditError(f"{part}: not a result part of this store (no {name} column of {kind}); "
                                           "move it out of the parts folder")
-            table = handle.read(columns=list(columns) if columns else None)
+            table = handle.read(columns=list(columns) if columns else None, use_threads=False)  # a few rows
     except (OSError, pa.ArrowException) as exc:
         raise PulseAuditError(f"{part}: unreadable result part ({exc}); move it away to redo its rows") from exc
     if any(table.column(name).null_count for name, _, _ in KEY_COLUMNS):
