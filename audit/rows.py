@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .classifiers.skin_tone import ita_change
-from .metrics.image_quality import psnr, ssim
+from .image_quality import psnr, ssim
 from .records import Classifier, Prediction
 from .run_store import classifier_column
 

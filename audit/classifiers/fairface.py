@@ -36,7 +36,7 @@ from pulse_engine.generators import weights_home
 from pulse_engine.generators.checkpoint import load_state_strict, load_torch_file, sha256_file
 
 from ..faces import MMOD_DETECTOR, PREDICTOR_5, missing_model_files, model_file
-from ..facesets.fairface import AGE_BINS, GENDERS, RACE4, RACE7
+from ..vocabulary import AGE_BINS, GENDERS, RACE4, RACE7
 from ..records import Classifier, ClassifierCard, Prediction
 from .resnet34 import ResNet34
 

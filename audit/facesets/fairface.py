@@ -12,15 +12,8 @@ from pathlib import Path
 from pulse_engine.errors import PulseAuditError
 
 from ..records import AttributeSpec, FaceItem
+from ..vocabulary import AGE_BIN_LOWER, AGE_BINS, GENDERS, RACE4, RACE7, RACE7_TO_RACE4
 from . import LoadedFaceSet, card_path, csv_rows, label_error, normal_id
-
-RACE7 = ("White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern")
-RACE4 = ("White", "Black", "Asian", "Indian")
-RACE7_TO_RACE4 = {"White": "White", "Black": "Black", "East Asian": "Asian", "Southeast Asian": "Asian",
-                  "Indian": "Indian", "Latino_Hispanic": "", "Middle Eastern": ""}
-GENDERS = ("Male", "Female")
-AGE_BINS = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70")
-AGE_BIN_LOWER = (0, 3, 10, 20, 30, 40, 50, 60, 70)  # years; each bin runs up to the next one's lower edge
 
 SPLITS = {"val": ("val",), "train": ("train",), "both": ("train", "val")}
 LICENCE = "CC BY 4.0 (FairFace labels and images, per the FairFace README)"

@@ -8,7 +8,7 @@ from audit.metrics.classifier import corrected_shares, noise_floor, project_to_s
 from audit.metrics.continuous import PairedShift, mean_per_input, upsampler_metrics
 from audit.metrics.distribution import DistributionFit, first_sample
 from audit.metrics.frame import Metric, MetricFrame
-from audit.metrics.image_quality import psnr, ssim
+from audit.image_quality import psnr, ssim
 from audit.stats.multitest import report_tests
 
 __all__ = [
