@@ -143,7 +143,8 @@ def run(
     per_group: Annotated[int, typer.Option(
         help="Faces drawn per group (seeded); 0 = every face.")] = DEFAULTS.per_group,
     group_by: Annotated[str, typer.Option(
-        help="Attribute, or comma list for an intersection (race,gender).")] = ",".join(DEFAULTS.group_by),
+        help="Attribute, or comma list for an intersection (race,gender); default: the face set's "
+             "(demo: skin_tone; race where labelled).")] = ",".join(DEFAULTS.group_by),
     factor: Annotated[int, typer.Option(help="Downscale factor from R to the LR input.")] = DEFAULTS.factor,
     samples: Annotated[int, typer.Option(
         help="Outputs per input (seeded; deterministic upsamplers repeat).")] = DEFAULTS.samples,

@@ -70,7 +70,7 @@ class AuditConfig:
     resolution: int = 0
     classifiers: tuple[str, ...] = ("skin-tone", "age-gender", "identity")
     per_group: int = 200
-    group_by: tuple[str, ...] = ("race",)
+    group_by: tuple[str, ...] = ()  # () = the face set's default (demo: skin_tone; race where labelled)
     factor: int = 8
     samples: int = 1
     seed: int = 0
@@ -137,7 +137,6 @@ class AuditConfig:
                   (self.per_group >= 0 and self.ucpr >= 0, "--per-group and --ucpr must be ≥ 0"),
                   (self.ucpr_size >= 1, "--ucpr-size must be ≥ 1"),
                   (self.crop in CROP_MODES, f"--crop must be one of {', '.join(CROP_MODES)}"),
-                  (bool(self.group_by) or not (self.per_group or self.ucpr), "--group-by needs an attribute"),
                   (not (self.upsampler in TRUTH_UPSAMPLERS and self.ucpr),
                    f"the {self.upsampler} upsampler has no truth for UCPR inputs")]
         for ok, message in checks:
@@ -291,6 +290,9 @@ def run_audit(config: AuditConfig, progress: ProgressFn | None = None) -> Path:
     config.validate()
     device = resolve_device(config.device)
     faceset = load_faceset(config.dataset)
+    config = dataclasses.replace(config, group_by=faceset.grouping(config.group_by))
+    if not config.group_by and (config.per_group or config.ucpr):
+        raise PulseAuditError(f"face set {faceset.name} has no attribute to group by; name one with --group-by")
     items, sampling = sample_faces(faceset, config.group_by, config.per_group, config.seed)
     upsampler = build_upsampler(config.upsampler, config.generator, config.folder or None, config.search_config(),
                                 device, config.resolution or None, config.batch_size)

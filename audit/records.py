@@ -66,6 +66,13 @@ class FaceSet:
     card: Path | None = None
     licence: str = ""
     citation: str = ""
+    default_group_by: tuple[str, ...] = ()  # grouping when a run names none (else race, else the first attribute)
+
+    def grouping(self, group_by: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """``group_by`` if given, else this set's default grouping attribute(s)."""
+        if group_by or self.default_group_by:
+            return tuple(group_by or self.default_group_by)
+        return ("race",) if "race" in self.attributes else tuple(self.attributes)[:1]
 
 
 @dataclass

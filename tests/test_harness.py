@@ -430,3 +430,17 @@ def test_ucpr_inputs_take_a_configurable_side():
     assert ucpr_inputs(averages)[0].low.shape == (3, 4, 4)
     with pytest.raises(PulseAuditError, match="--ucpr-size 5"):
         ucpr_inputs(averages, side=5)
+
+
+def test_demo_runs_with_default_grouping(tmp_path):
+    """`pulse-audit run --dataset demo` names no --group-by: the demo set groups by its skin_tone labels
+    (it has no race label), and the resolved grouping is what run.json records."""
+    out = run_audit(AuditConfig(dataset="demo", upsampler="bicubic", per_group=1, classifiers="none",
+                                device="cpu", out=str(tmp_path / "run")))
+    table = read_results(out)
+    meta = json.loads((out / "run.json").read_text())
+    manifest = Path(harness.__file__).parents[1] / "datasets" / "demo" / "manifest.csv"
+    demo_tones = {line.split(",")[2] for line in manifest.read_text().splitlines()[1:]}
+    groups = set(table.column("group").to_pylist())
+    assert groups and groups <= demo_tones and len(groups) == table.num_rows
+    assert "skin_tone" in json.dumps(meta)

@@ -127,7 +127,7 @@ def _as_loaded(faceset: FaceSet, options: dict[str, str]) -> LoadedFaceSet:
         faceset.options = {**faceset.options, **options}
         return faceset
     return LoadedFaceSet(faceset.name, faceset.root, faceset.attributes, faceset.items, faceset.card,
-                         faceset.licence, faceset.citation, options=dict(options))
+                         faceset.licence, faceset.citation, faceset.default_group_by, options=dict(options))
 
 
 # ---- helpers shared by the loaders -------------------------------------------------------------

@@ -30,6 +30,7 @@ def load_demo_set() -> LoadedFaceSet:
     """The committed demo set (``datasets/demo``), named ``demo``."""
     faces = load_folder(DEMO_DIR)
     faces.name = "demo"
+    faces.default_group_by = ("skin_tone",)
     return faces
 
 
