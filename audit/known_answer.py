@@ -36,20 +36,17 @@ from .stats import bootstrap_interval
 from .upsamplers import PulseUpsampler
 
 GENERATORS_DIR = Path(__file__).resolve().parents[1] / "datasets" / "generators"
+TRAINED_DIR = GENERATORS_DIR / "skew-3x3"
 COMPOSITIONS = {"light-skewed": 0.85, "balanced": 0.5, "dark-skewed": 0.15}
-"""Committed skew-trained generators: folder prefix → share of light faces in their training data."""
+"""Skew-trained replicate generators: name prefix → share of light faces in their training data."""
 SEEDS = (0, 1, 2)
 
 
-def trained_generators() -> dict[str, tuple[float, int]]:
-    """Committed skew-trained generator folders → (light share, seed); seed 0 is the unsuffixed folder."""
-    found = {}
-    for prefix, share in COMPOSITIONS.items():
-        for seed in SEEDS:
-            name = prefix if seed == 0 else f"{prefix}-seed{seed}"
-            if (GENERATORS_DIR / name / "card.json").is_file():
-                found[name] = (share, seed)
-    return found
+def trained_generators() -> dict[Path, tuple[float, int]]:
+    """Folders of the committed 3 × 3 skew-trained generators (``skew-3x3/<composition>-seed<k>``) that exist
+    → (light share, seed)."""
+    return {TRAINED_DIR / f"{prefix}-seed{seed}": (share, seed) for prefix, share in COMPOSITIONS.items()
+            for seed in SEEDS if (TRAINED_DIR / f"{prefix}-seed{seed}" / "card.json").is_file()}
 
 
 def average_face_inputs(resolution: int, side: int, dataset: str = "demo") -> list[UpsampleInput]:
@@ -144,8 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     sides, config = [int(s) for s in args.sides.split(",")], SearchConfig(steps=args.steps)
     family = json.loads((GENERATORS_DIR / args.family / "family.json").read_text())
     shift = dose_response({m["spec"]: m["alpha"] for m in family["members"]}, sides, args.samples, config)
-    trained = dose_response({f"dcgan-file:{GENERATORS_DIR / name}": share
-                             for name, (share, _) in trained_generators().items()}, sides, args.samples, config)
+    trained = dose_response({f"dcgan-file:{folder}": share for folder, (share, _) in trained_generators().items()},
+                            sides, args.samples, config)
     trained["generator"] = trained["generator"].str.rsplit("/", n=1).str[-1]
     text = [f"## Prior-shift family `{args.family}`", "", *markdown_table(shift, "alpha (SD)"), "",
             "## Skew-trained generators", "", *markdown_table(trained, "light share"), ""]
