@@ -55,53 +55,59 @@ def average_face_inputs(resolution: int, side: int, dataset: str = "demo") -> li
     return ucpr_inputs(average_faces(items, ("skin_tone",), resolution), side)
 
 
+MEASURES = {"ita_aligned": "skin-tone-aligned", "ita": "skin-tone"}
+"""Output columns → classifier: ITA° in the generator's fixed face frame (every output measured, no detector;
+the primary measure) and ITA° where dlib's detector finds a face (NaN otherwise)."""
+
+
 def output_ita(generator: SearchableGenerator, inputs: Sequence[UpsampleInput], samples: int,
-               config: SearchConfig, tone=None) -> pd.DataFrame:
-    """PULSE outputs of ``generator`` (``samples`` per input) measured by ``skin-tone``: one row per output
-    with ``item_id``, ``sample``, ``success`` and ``ita`` (NaN: no face measured)."""
-    tone = tone or build_classifier("skin-tone")
+               config: SearchConfig, measures: dict | None = None) -> pd.DataFrame:
+    """PULSE outputs of ``generator`` (``samples`` per input), measured: one row per output with ``item_id``,
+    ``sample``, ``success`` and one column per :data:`MEASURES` entry (NaN: not measured)."""
+    measures = measures or {column: build_classifier(name) for column, name in MEASURES.items()}
     outputs = PulseUpsampler(generator, config, batch_size=64).upsample(inputs, samples)
     rows = []
     for inp, row in zip(inputs, outputs):
-        measured = tone.predict([np.asarray(to_image(out.image)) for out in row])
+        images = [np.asarray(to_image(out.image)) for out in row]
+        values = {column: [p.values.get("ita", np.nan) for p in tone.predict(images)]
+                  for column, tone in measures.items()}
         rows += [{"item_id": inp.item_id, "sample": k, "success": bool(out.diagnostics["success"]),
-                  "ita": m.values.get("ita", np.nan)} for k, (out, m) in enumerate(zip(row, measured))]
+                  **{column: values[column][k] for column in measures}} for k, out in enumerate(row)]
     return pd.DataFrame(rows)
 
 
 def dose_response(specs: dict[str, float], sides: Sequence[int], samples: int, config: SearchConfig,
-                  dataset: str = "demo") -> pd.DataFrame:
-    """Output rows (see :func:`output_ita`) of every generator spec at every LR side, with columns
-    ``generator`` (the spec's key), ``dose`` and ``side``."""
-    tone, frames, inputs = build_classifier("skin-tone"), [], {}
+                  dataset: str = "demo", columns: Sequence[str] = tuple(MEASURES)) -> pd.DataFrame:
+    """Output rows (see :func:`output_ita`, measured for ``columns`` of :data:`MEASURES`) of every generator spec at
+    every LR side, with columns ``generator`` (the spec's key), ``dose`` and ``side``."""
+    measures, frames, inputs = {column: build_classifier(MEASURES[column]) for column in columns}, [], {}
     for spec, dose in specs.items():
         generator = load_generator(spec)
         for side in sides:
             key = (generator.resolution, side)
             inputs.setdefault(key, average_face_inputs(generator.resolution, side, dataset))
-            frame = output_ita(generator, inputs[key], samples, config, tone)
+            frame = output_ita(generator, inputs[key], samples, config, measures)
             frames.append(frame.assign(generator=spec, dose=dose, side=side))
     return pd.concat(frames, ignore_index=True)
 
 
-def slope(dose: np.ndarray, value: np.ndarray) -> float:
-    """Least-squares slope of ``value`` on ``dose`` over the finite values."""
-    ok = np.isfinite(value)
-    return float(np.polyfit(dose[ok], value[ok], 1)[0])
-
-
 def unit_means(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per generator and side: dose, mean output ITA over measured outputs, share measured, share met eps."""
-    return (rows.groupby(["side", "generator"], sort=False)
-            .agg(dose=("dose", "first"), ita=("ita", "mean"), measured=("ita", lambda s: s.notna().mean()),
-                 success=("success", "mean"), outputs=("ita", "size")).reset_index())
+    """Per side and generator: dose, outputs, share that met eps, and per measure the mean ITA over measured
+    outputs and the share measured (``<column>_measured``)."""
+    groups = rows.groupby(["side", "generator"], sort=False)
+    table = groups.agg(dose=("dose", "first"), outputs=("success", "size"), success=("success", "mean"))
+    for column in (c for c in MEASURES if c in rows):
+        table[column] = groups[column].mean()
+        table[f"{column}_measured"] = groups[column].count() / table["outputs"]
+    return table.reset_index()
 
 
-def slope_interval(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
-    """Slope of output ITA on dose with a 95 % bootstrap interval that resamples outputs within each generator
-    (rows of one side)."""
-    data = rows[np.isfinite(rows["ita"])]
-    dose, ita = data["dose"].to_numpy(float), data["ita"].to_numpy(float)
+def slope_interval(rows: pd.DataFrame, column: str = "ita_aligned", n_boot: int = 1000,
+                   seed: int = 0) -> tuple[float, float, float]:
+    """Slope of output ITA (``column``) on dose with a 95 % bootstrap interval that resamples outputs within each
+    generator (rows of one side)."""
+    data = rows[np.isfinite(rows[column])]
+    dose, ita = data["dose"].to_numpy(float), data[column].to_numpy(float)
 
     def fit(w: np.ndarray) -> np.ndarray:
         mx, my = (w @ dose) / w.sum(axis=1), (w @ ita) / w.sum(axis=1)
@@ -114,17 +120,20 @@ def slope_interval(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> tup
 
 
 def markdown_table(rows: pd.DataFrame, dose_name: str) -> list[str]:
-    """Per side: each generator's mean output ITA, then the slope on dose with its interval."""
-    lines = [f"| LR side | generator | {dose_name} | outputs | met eps | face measured | mean output ITA° |",
-             "|---|---|---|---|---|---|---|"]
+    """Per side: each generator's mean output ITA (both measures), then the slopes on dose with intervals."""
+    lines = [(f"| LR side | generator | {dose_name} | outputs | met eps | mean ITA° in frame | mean ITA° where "
+             "detected | detected |"), "|---|---|---|---|---|---|---|---|"]
     for _, unit in unit_means(rows).iterrows():
-        lines.append(f"| {unit['side']}×{unit['side']} | `{unit['generator']}` | {unit['dose']:+g} | {unit['outputs']} | "
-                     f"{unit['success']:.0%} | {unit['measured']:.0%} | {unit['ita']:+.1f} |")
-    lines += ["", (f"| LR side | slope of output ITA° per unit {dose_name} (95 % CI, outputs resampled within "
-              "generators) |"), "|---|---|"]
+        lines.append(f"| {unit['side']}×{unit['side']} | `{unit['generator']}` | {unit['dose']:+g} | "
+                     f"{unit['outputs']} | {unit['success']:.0%} | {unit['ita_aligned']:+.1f} | {unit['ita']:+.1f} | "
+                     f"{unit['ita_measured']:.0%} |")
+    lines += ["", (f"| LR side | slope of output ITA° per unit {dose_name}, in frame (95 % CI) | where detected "
+                   "(95 % CI) |"), "|---|---|---|"]
     for side, part in rows.groupby("side"):
-        est, low, high = slope_interval(part)
-        lines.append(f"| {side}×{side} | {est:+.2f} ({low:+.2f} to {high:+.2f}) |")
+        slopes = [slope_interval(part, column) for column in MEASURES]
+        lines.append(f"| {side}×{side} | " + " | ".join(f"{e:+.2f} ({lo:+.2f} to {hi:+.2f})" for e, lo, hi in slopes)
+                     + " |")
+    lines += ["", "Intervals resample outputs within each generator (generators fixed)."]
     return lines
 
 
