@@ -4,8 +4,9 @@ low-resolution input goes from uninformative to informative.
 Inputs are the demo set's per-skin-tone-group average faces (the UCPR inputs) at ``side``×``side`` px:
 at 2×2 they carry almost nothing beyond the average colour of four blocks, so the output's skin tone
 is left to the generator's prior; at 8×8 and above the LR constraint pins the colour of every block,
-and the prior's effect must shrink (attenuation). Outputs are measured with the ``skin-tone``
-classifier (ITA°; NaN when no face is measured). Generators are the units: a prior-shift family
+and the prior's effect must shrink (attenuation). Outputs are measured in the generator's fixed face
+frame (``skin-tone-aligned``: every output measured, no detector, so no selection) and, where dlib finds a
+face, by ``skin-tone`` (:data:`MEASURES`). Generators are the units: a prior-shift family
 (:mod:`pulse_engine.generators.shifted`, dose = alpha) or DCGANs trained on skewed compositions with
 several seeds each (dose = light share of the training faces).
 

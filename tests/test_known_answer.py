@@ -7,10 +7,12 @@
     harness from the colour formula: ITA(L* + ΔL*, b*) − ITA(L*, b*) at each face's measured median L*, b*.
 (c) PULSE over a prior-shift family (``datasets/generators/balanced-shift``: the 32 px balanced generator with its
     latent shifted by alpha SD along a skin-tone direction; the measured prior ITA of its samples rises with alpha)
-    on the demo's per-group average faces: at 2×2 (uninformative) the mean output ITA rises strictly with alpha and
-    its slope on alpha is positive (bootstrap interval); at 8×8 (informative: the LR image pins the colour of
-    every 4×4 block) the slope is less than half as large, with disjoint intervals (attenuation).
-(d) PULSE over nine DCGANs trained on 85 / 50 / 15 % light faces with three seeds each (``datasets/generators``), the
+    on the demo's per-group average faces, alpha −2, 0, +2: at 2×2 (uninformative) the mean output ITA rises strictly
+    with alpha and its slope on alpha is positive (bootstrap interval); at 8×8 (informative: the LR image pins the
+    colour of every 4×4 block) the slope is less than half as large, with disjoint intervals (attenuation).
+    Output ITA in (c) and (d) is measured in the generator's face frame (``skin-tone-aligned``), so every output
+    counts: the detector misses dark outputs far more often than light ones (datasets/generators/DIAGNOSIS.md).
+(d) PULSE over nine DCGANs trained on 85 / 50 / 15 % light faces with three seeds each (``datasets/generators/skew-3x3``), the
     generators as units: at 2×2 the per-composition mean output ITA is ordered light > balanced > dark and the
     regression of the nine generators' mean output ITA on their light share has a positive slope (one-sided t test
     on 7 df, so composition is tested against seed-to-seed variation); at 8×8 the slope is less than half as large.

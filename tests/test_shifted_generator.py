@@ -17,7 +17,7 @@ from pulse_engine.generators.shifted import CARD_FORMAT, ShiftedGenerator
 from pulse_engine.search import SearchConfig, pulse_search
 
 REPO = Path(__file__).resolve().parents[1]
-FAMILIES = ("digiface-shift",)
+FAMILIES = ("balanced-shift", "digiface-shift")
 
 
 def test_offset_is_added_to_every_latent_and_nothing_else_changes():
