@@ -162,9 +162,17 @@ def paired_effect(rows: pd.DataFrame, side: int) -> pd.Series:
 
 
 @pytest.fixture(scope="module")
-def shift_rows() -> pd.DataFrame:
+def one_thread():
+    """Torch on one CPU thread for the searches (tiny batches: a second thread only adds synchronisation)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def shift_rows(one_thread) -> pd.DataFrame:
     """PULSE outputs of every member of the 32 px prior-shift family on the demo's average faces at 2×2 and 8×8."""
-    torch.set_num_threads(2)
     specs = {spec: alpha for spec, alpha in family_specs(SHIFT_FAMILY).items() if alpha in SHIFT_ALPHAS}
     assert len(specs) == len(SHIFT_ALPHAS)
     return dose_response(specs, (UNINFORMATIVE_SIDE, INFORMATIVE_SIDE), SAMPLES, SearchConfig(steps=STEPS),
@@ -190,9 +198,8 @@ def test_prior_shift_effect_attenuates_as_the_input_becomes_informative(shift_ro
 
 # ------------------------------------------------------------------------------------------------ (d) trained 3 × 3
 @pytest.fixture(scope="module")
-def trained_rows() -> pd.DataFrame:
+def trained_rows(one_thread) -> pd.DataFrame:
     """PULSE outputs of the nine skew-trained generators (3 compositions × 3 seeds) at 2×2 and 8×8."""
-    torch.set_num_threads(2)
     specs = {f"dcgan-file:{folder}": share for folder, (share, _) in trained_generators().items()}
     assert len(specs) == 9
     return dose_response(specs, (UNINFORMATIVE_SIDE, INFORMATIVE_SIDE), SAMPLES, SearchConfig(steps=STEPS),
