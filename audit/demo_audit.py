@@ -222,6 +222,8 @@ def demo_sections(out: Path, quick: bool, reports: dict[str, Path], cards: dict[
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "reports" / "examples"
 EXAMPLE_FILES = {  # file in the quick demo's output → name in reports/examples
+    "study.json": "study-quick.json",
+    "study.md": "study-quick.md",
     "runs/digiface-x4/report/report.html": "report-digiface-x4.html",
     "runs/digiface-x4/report/report.md": "report-digiface-x4.md",
     "runs/digiface-x4/report/report.json": "report-digiface-x4.json",
