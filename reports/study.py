@@ -264,7 +264,7 @@ def build_study(runs: Sequence[StudyRun], settings: Settings | None = None, base
                      "design": run.design, "factor": run.factor, "resolution": run.resolution,
                      "condition": list(run.condition), "baseline": base.name if base else None, "cells": cells,
                      "root": run.info.get("root", "")})
-    many_inputs = len({r.inputs for r in runs}) > 1
+    many_inputs = len({json.loads(r.inputs)["dataset"] for r in runs}) > 1  # name the face set only if several
     trends = []
     for cond, design in [(c, d) for c in conditions(runs) for d in DOSE_AXES]:
         members = [r for r in runs if r.condition == cond and r.design == design]
