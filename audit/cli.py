@@ -48,7 +48,8 @@ def upsample(
     generator: Annotated[str, typer.Option(help="NAME[:WEIGHTS], see `pulse-audit generators`.")] = "dcgan-digiface",
     factor: Annotated[int, typer.Option(help="Downscale factor applied to HR inputs (ignored with --lr).")] = 4,
     restarts: Annotated[int, typer.Option(help="Maximum seeded attempts per image until LR error ≤ eps.")] = 3,
-    seed: Annotated[int, typer.Option(help="Base seed; per-sample seeds derive from (seed, file, sample, restart).")] = 0,
+    seed: Annotated[int, typer.Option(
+        help="Base seed; per-sample seeds derive from (seed, file, sample, restart).")] = 0,
     samples: Annotated[int, typer.Option(help="Independent outputs per input.")] = 1,
     steps: Annotated[int, typer.Option(help="Adam steps per attempt (PULSE: 100).")] = 100,
     eps: Annotated[float, typer.Option(help="Success threshold on mean squared LR error, [0,1] units.")] = 2e-3,
@@ -131,7 +132,8 @@ def run(
     dataset: Annotated[str, typer.Option(
         help="fairface:PATH, utkface:PATH, celeba:PATH, folder:PATH or demo.")] = DEFAULTS.dataset,
     upsampler: Annotated[str, typer.Option(
-        help="pulse, bicubic, nearest, oracle (true HR image), jpeg (re-encoded truth) or folder.")] = DEFAULTS.upsampler,
+        help="pulse, bicubic, nearest, oracle (true HR image), jpeg (re-encoded truth) or folder.",
+    )] = DEFAULTS.upsampler,
     generator: Annotated[str, typer.Option(
         help="NAME[:WEIGHTS] searched by pulse; its resolution is R for all.")] = DEFAULTS.generator,
     folder: Annotated[str, typer.Option(
@@ -314,7 +316,8 @@ def report(
     out: Annotated[Path | None, typer.Option(help="Output folder (default RUN/report).")] = None,
     oracle: Annotated[Path | None, typer.Option(
         "--baseline", "--oracle", help="Baseline run on the same inputs (jpeg: re-encoded truth, or bicubic at the "
-                                       "same factor): the classifiers' noise floor; oracle gives a floor of 0.")] = None,
+                                       "same factor): the classifiers' noise floor; oracle gives a floor of 0.",
+    )] = None,
     positive: Annotated[list[str] | None, typer.Option(
         help="ATTRIBUTE=CLASS for the McNemar 'class vs not' test (default race=White); repeatable.")] = None,
     per_group: Annotated[int, typer.Option(help="Inputs per group in the sample grids.")] = 4,

@@ -144,7 +144,8 @@ def family_markdown(family: dict[str, Any], checks: dict[str, Any], out: Path) -
         f"norm of the raw mean difference {checks['mean_latent_difference_norm']} (latent SD units)."), "",
         ("Measured prior (500 samples per member, latent seed 1; mean ITA° with 95 % bootstrap interval over samples "
         "with a measured face; shares above the upper / below the lower tercile cut point):"), "",
-        "| member | alpha (SD) | mean ITA° (95 % CI) | light share | dark share | measured |", "|---|---|---|---|---|---|",
+        "| member | alpha (SD) | mean ITA° (95 % CI) | light share | dark share | measured |",
+        "|---|---|---|---|---|---|",
         *rows, "", f"Rebuild: `{family['command']}`", ""])
 
 

@@ -88,7 +88,8 @@ def pulse_table(rows: pd.DataFrame, names: list[str]) -> list[str]:
 
 def paired_table(rows: pd.DataFrame, first: str, last: str) -> list[str]:
     """Markdown rows: per factor, the paired mean difference of output ITA ``first`` − ``last``."""
-    lines = [f"| factor | paired mean ITA° `{first}` − `{last}` (95 % CI) | inputs with both measured |", "|---|---|---|"]
+    lines = [f"| factor | paired mean ITA° `{first}` − `{last}` (95 % CI) | inputs with both measured |",
+             "|---|---|---|"]
     for factor, by_factor in rows.groupby("factor"):
         ita = by_factor.pivot_table(index="item_id", columns="generator", values=ITA_OUT, aggfunc="mean")
         stat = mean_ci((ita[first] - ita[last]).to_numpy())
@@ -112,7 +113,8 @@ def resolution_table(count: int = 300, seed: int = 7) -> list[str]:
             "mean difference 32 − 64 px (95 % CI) | SD of the difference | |difference| > 10° |"),
             "|---|---|---|---|---|---|---|---|",
             (f"| {count} | {np.isfinite(ita[64]).mean():.0%} | {np.isfinite(ita[32]).mean():.0%} | {both.sum()} | "
-            f"{ita[64][both].mean():+.1f} → {ita[32][both].mean():+.1f} | {fmt(mean_ci(diff))} | {diff.std(ddof=1):.1f} | "
+            f"{ita[64][both].mean():+.1f} → {ita[32][both].mean():+.1f} | {fmt(mean_ci(diff))} | "
+            f"{diff.std(ddof=1):.1f} | "
             f"{np.mean(np.abs(diff) > 10):.0%} |")]
 
 

@@ -91,7 +91,7 @@ def main() -> None:
         assert low.shape[-1] == side
         counted = search_step_flops(model, low) / batch
         rates: dict[str, list[float]] = {name: [] for name in paths}
-        for name, path in paths.items():
+        for path in paths.values():
             pulse_search(path, low, SearchConfig(steps=5), batch_size=batch)  # warm-up
         for _ in range(args.repeats):
             for name, path in paths.items():
@@ -119,7 +119,8 @@ def main() -> None:
                 f"{gflops:.1f} | {100 * gflops / peak:.1f}% | {median['optimised'] / base:.2f}× |")
         if plain:
             line += (f" {median['plain']:.1f} ({', '.join(f'{r:.4g}' for r in rates['plain'])}) | "
-                     f"{100 * median['plain'] * flops / 1e9 / peak:.1f}% | {median['optimised'] / median['plain']:.2f}× |")
+                     f"{100 * median['plain'] * flops / 1e9 / peak:.1f}% | "
+                     f"{median['optimised'] / median['plain']:.2f}× |")
         lines.append(line)
     text = "\n".join(lines) + "\n"
     print(text)

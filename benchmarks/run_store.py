@@ -6,8 +6,9 @@ Rows are synthetic but shaped like an audit's (111 columns: ids, labels, paths, 
 three classifiers on both sides, comparisons). For each run size a fresh run folder (under the system temp
 folder) receives the rows through :meth:`audit.run_store.RunStore.append`, ``--flush`` rows per call, as the
 harness does; every call is timed. Reported per size: the median time per flush over the first ``--window``
-flushes, over the ``--window`` flushes around row 2,000 and over the last ``--window`` flushes, the total, the closing of the session (``results.parquet`` written once), and a resume
-(:meth:`RunStore.open` of the finished folder, which reads the stored keys). Images are not written (they cost
+flushes, over the ``--window`` flushes around row 2,000 and over the last ``--window`` flushes, the total,
+the closing of the session (``results.parquet`` written once), and a resume (:meth:`RunStore.open` of the finished
+folder, which reads the stored keys). Images are not written (they cost
 the same per row whatever the run's size). Medians, because other processes share the machine; the spread is
 printed beside them; the verdict compares flushes of one run (at 2,000 rows and at its end), since the load
 of a shared machine changes between runs. A section is appended to ``--out`` when given.
@@ -47,7 +48,8 @@ def synthetic_row(index: int, samples: int = 2) -> dict:
            "label_source_age": "annotated", "path_source": f"/data/fairface/{item}",
            "path_truth": f"images/{item}/truth.png", "path_lr": f"images/{item}/lr.png",
            "path_out": f"images/{item}/out_{sample}.png", "t_upsample_s": 1.5 + frac, "t_classify_s": 0.3 * frac}
-    row |= {f"ups_{key}": (frac if key in ("lr_l2", "seconds", "lr_linf", "loss", "geocross", "radius") else index % 100) for key in SEARCH}
+    fractional = ("lr_l2", "seconds", "lr_linf", "loss", "geocross", "radius")
+    row |= {f"ups_{key}": (frac if key in fractional else index % 100) for key in SEARCH}
     row["ups_success"] = bool(index % 4)
     for side in ("in", "out"):
         shift = frac if side == "out" else 1 - frac
@@ -115,7 +117,8 @@ def measure(rows: int, flush: int, window: int, folder: Path) -> dict:
     at_2000 = max(0, min(len(times) - window, 2000 // flush - window // 2))
     return {"rows": rows, "columns": columns, "flushes": len(times), "start": quartiles(times[:window]),
             "at_2000": quartiles(times[at_2000:at_2000 + window]), "end": quartiles(times[-window:]),
-            "cpu_2000": quartiles(cpu[at_2000:at_2000 + window]), "cpu_end": quartiles(cpu[-window:]), "total": total, "close": closing, "resume": resume, "load": load()}
+            "cpu_2000": quartiles(cpu[at_2000:at_2000 + window]), "cpu_end": quartiles(cpu[-window:]),
+            "total": total, "close": closing, "resume": resume, "load": load()}
 
 
 def table(results: list[dict], flush: int, window: int) -> str:

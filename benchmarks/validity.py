@@ -33,7 +33,7 @@ import platform
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -326,7 +326,7 @@ def coverage_goal(kind: str) -> tuple[float, float, str]:
 
 def markdown(results: list[dict[str, Any]], seconds: float) -> str:
     """The RESULTS.md section: the finding-rate table and the coverage table."""
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"## {now} — validity battery — {platform.processor() or platform.machine()}, "
              f"{platform.python_implementation()} {platform.python_version()}", "",
              f"`benchmarks/validity.py`: reports built by `reports.analysis.build_report` from the battery's own "

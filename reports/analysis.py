@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
@@ -23,8 +23,20 @@ from audit.stats.tests import TestResult
 from pulse_engine.errors import PulseAuditError
 from reports.findings import findings
 from reports.instrument import instrument_sections
-from reports.run_data import (LR_ERROR, SUCCESS, AuditSpec, Run, ShiftSpec, audit_specs, classifier_cards, has_column,
-                              label_provenance, run_summary, sample_rows, shift_specs)
+from reports.run_data import (
+    LR_ERROR,
+    SUCCESS,
+    AuditSpec,
+    Run,
+    ShiftSpec,
+    audit_specs,
+    classifier_cards,
+    has_column,
+    label_provenance,
+    run_summary,
+    sample_rows,
+    shift_specs,
+)
 from reports.tables import clean, group_label, indexed_records, records
 
 SCHEMA = "pulse-audit-report/2"
@@ -229,7 +241,7 @@ def build_report(run: Run, settings: Settings = Settings(), oracle: Run | None =
             section["noise_floor"] = records(floor, audit.groups)
         attributes.append(section)
     shifts = [shift_section(run, spec, settings, tests) for spec in shift_specs(run)]
-    report = {"schema": SCHEMA, "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    report = {"schema": SCHEMA, "generated": datetime.now(UTC).isoformat(timespec="seconds"),
               "toolkit": {"name": "pulse-audit", "version": _version()},
               "settings": clean({**asdict(settings), "positive": dict(settings.positive)}),
               "run": clean(run_summary(run)), "oracle": oracle.name if oracle else None,

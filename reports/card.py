@@ -49,7 +49,8 @@ def evaluation(report: dict[str, Any]) -> dict[str, Any]:
               for s in report["shifts"]]
     return {"run": report["run"], "labels": report["labels"], "classifiers": report["classifiers"],
             "attributes": attributes, "shifts": shifts, "findings": report["findings"],
-            "n_tests": report["tests"][0]["family_size"] if report["tests"] else 0, "adjustment": report["tests"][0]["adjustment"] if report["tests"] else ""}
+            "n_tests": report["tests"][0]["family_size"] if report["tests"] else 0,
+            "adjustment": report["tests"][0]["adjustment"] if report["tests"] else ""}
 
 
 def check_one_model(reports: Sequence[dict[str, Any]]) -> None:

@@ -132,7 +132,8 @@ def parse_info(data: Any, where: str) -> dict[str, Any]:
         if value == "":
             continue
         if not isinstance(value, dict):
-            raise PulseAuditError(f"{where}: {part}: expected a mapping of {', '.join(SCHEMA[part])}, got {_kind(value)}")
+            raise PulseAuditError(f"{where}: {part}: expected a mapping of {', '.join(SCHEMA[part])}, "
+                                  f"got {_kind(value)}")
         for key, item in value.items():
             kind = SCHEMA[part].get(key)
             if kind is None:

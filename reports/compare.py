@@ -9,7 +9,7 @@ so they agree. All testable tests of a comparison form one family (Holm by defau
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import combinations
 from typing import Any
 
@@ -126,7 +126,10 @@ def verdict(p: dict[str, Any], test: dict[str, Any], labels: tuple[str, str]) ->
     if test["verdict"] == "not testable":
         return f"{what}: not testable for {b} vs {a} ({test['reason']}); not counted among the tests."
     if test["verdict"] == "finding":
-        word = ("more" if p["difference"] > 0 else "less") if p["kind"] == "preservation" else             ("higher" if p["difference"] > 0 else "lower")
+        if p["kind"] == "preservation":
+            word = "more" if p["difference"] > 0 else "less"
+        else:
+            word = "higher" if p["difference"] > 0 else "lower"
         tail = f"; {p['meaning']}" if p.get("meaning") else ""
         verb = f"keeps the label {word} often than" if p["kind"] == "preservation" else f"is {word} for it than for"
         return f"{what}: {b} {verb} {a} ({values}; Wald t {adj}{tail})."
@@ -180,7 +183,7 @@ def compare_runs(runs: Sequence[Run], settings: Settings = Settings()) -> dict[s
                   if spec.key in {s.key for s in shift_specs(r)}]
         joined = pd.concat(frames)
         hist[spec.key] = dict(histogram(joined, joined["_v"], ["_run"], settings.bins), name=spec.name, unit=spec.unit)
-    return clean({"schema": SCHEMA, "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    return clean({"schema": SCHEMA, "generated": datetime.now(UTC).isoformat(timespec="seconds"),
                   "settings": {**settings.stats(), "adjustment": settings.adjustment},
                   "runs": [{"label": lab, "name": r.name, "root": str(r.root), "model": model_info(r),
                             "dataset": dataset_info(r).get("name", ""), "inputs": int(r.faces[ITEM].nunique())}

@@ -400,7 +400,8 @@ def validation_summary(report: Mapping[str, Any]) -> str:
         slope_ci, bias_ci = row.get("slope_ci") or [None, None], row.get("bias_ci") or [None, None]
         parts.append(f"{row['instrument']} at {row['side']} px: measured ΔITA vs planted ΔITA slope "
                      f"{num(row.get('slope'))} (95% CI {ci(*slope_ci)}; 1 is ideal), bias {signed(row.get('bias'))}° "
-                     f"(95% CI {ci(*bias_ci, unit='°')}), over {row.get('faces_measured')} of {row.get('faces')} images")
+                     f"(95% CI {ci(*bias_ci, unit='°')}), over {row.get('faces_measured')} of "
+                     f"{row.get('faces')} images")
     reference = max(v.get("sides") or [0])
     for row in (r for r in v.get("resolution", []) if r.get("side") != reference):
         parts.append(f"{row['instrument']} at {row['side']} px vs {reference} px: paired change "

@@ -50,7 +50,8 @@ class HeldChild:
                 if exc.errno != errno.ENXIO:  # ENXIO: the child has not opened the pipe yet
                     raise
                 if self.process.poll() is not None:
-                    raise AssertionError(f"the child ended before its hold point: {self.process.communicate()}")
+                    raise AssertionError(
+                        f"the child ended before its hold point: {self.process.communicate()}") from None
                 if time.monotonic() > deadline:
                     raise AssertionError("the child did not reach its hold point in time") from exc
                 time.sleep(0.01)  # polls for progress; no outcome depends on this delay

@@ -315,7 +315,8 @@ def test_tfjs_interpreter_matches_numpy_on_every_op(tmp_path):
     from audit.classifiers.tfjs_graph import SUPPORTED_OPS, TFJSGraph
 
     rng = np.random.default_rng(0)
-    f16 = lambda a: a.astype(np.float16).astype(np.float64)  # what the file stores
+    def f16(a):  # what the file stores
+        return a.astype(np.float16).astype(np.float64)
     w1, b1 = rng.normal(0, 0.5, (3, 3, 3, 4)).astype(np.float32), rng.normal(0, 0.1, 4).astype(np.float32)
     w2, b2 = rng.normal(0, 0.5, (2, 2, 4, 5)).astype(np.float32), rng.normal(0, 0.1, 5).astype(np.float32)
     scale, offset = rng.uniform(0.5, 1.5, 5).astype(np.float32), rng.normal(0, 0.1, 5).astype(np.float32)
@@ -327,8 +328,9 @@ def test_tfjs_interpreter_matches_numpy_on_every_op(tmp_path):
                ("m1", m1, "float16"), ("c1", c1, None), ("m2", m2, None), ("c2", c2, "float16")]
     pool = {"ksize": {"list": {"i": ["1", "2", "2", "1"]}}, "strides": {"list": {"i": ["1", "2", "2", "1"]}},
             "data_format": {"s": b64("NHWC")}}
-    matmul = lambda fused: {"transpose_a": {"b": False}, "transpose_b": {"b": False},
-                            "fused_ops": {"list": {"s": [b64(f) for f in fused]}}, "num_args": {"i": "1"}}
+    def matmul(fused):
+        return {"transpose_a": {"b": False}, "transpose_b": {"b": False},
+                "fused_ops": {"list": {"s": [b64(f) for f in fused]}}, "num_args": {"i": "1"}}
     nodes = [tfjs_node("x", "Placeholder"),
              tfjs_node("conv1", "_FusedConv2D", ["x", "w1", "b1"], **conv_attrs("SAME", 2, ["BiasAdd", "Relu"])),
              tfjs_node("conv2", "_FusedConv2D", ["conv1", "w2", "b2"], **conv_attrs("VALID", 1, ["BiasAdd"])),

@@ -13,11 +13,11 @@ import torch
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-import gpu_check
-import instruments
-from pulse_search import flops_per_image_step
+import gpu_check  # noqa: E402  (found through the sys.path entry above)
+import instruments  # noqa: E402
+from pulse_search import flops_per_image_step  # noqa: E402
 
-from pulse_engine.downsample import BicubicDownsample
+from pulse_engine.downsample import BicubicDownsample  # noqa: E402
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the no-CUDA path does not apply")

@@ -27,8 +27,14 @@ from audit.inputs import average_faces, low_of, ucpr_inputs
 from audit.records import Classifier, ClassifierCard, FaceItem, Prediction, UpsampleInput
 from audit.rows import prediction_columns, safe_predict
 from audit.run_store import read_results
-from audit.upsamplers import (FolderUpsampler, InterpolateUpsampler, OracleUpsampler, PulseUpsampler,
-                              build_upsampler, output_error)
+from audit.upsamplers import (
+    FolderUpsampler,
+    InterpolateUpsampler,
+    OracleUpsampler,
+    PulseUpsampler,
+    build_upsampler,
+    output_error,
+)
 from pulse_engine.errors import PulseAuditError
 from pulse_engine.search import SearchConfig, pulse_search
 
@@ -215,7 +221,7 @@ def test_oracle_run_is_the_classifiers_noise_floor(tmp_path, fakes):
     assert len(rows) == 18  # 8 faces + 1 broken, 2 samples each
     broken = rows[("img/broken.png", 1)]
     assert "not a readable image" in broken["error"] and broken["label_race"] == "A"
-    for (item_id, sample), row in rows.items():
+    for (item_id, _sample), row in rows.items():
         if item_id == "img/broken.png":
             continue
         assert row["error"] == "" and row["label_source_race"] == "annotated"

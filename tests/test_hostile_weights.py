@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_safe_pickle import Reduce, load_fixture_tree, write_snapshot
+from test_stylegan2 import save_tiny_checkpoint
 
 from pulse_engine.generators.gaussian_fit import compute_fit
 from pulse_engine.generators.stylegan1 import TINY, StyleGAN1Mapping, StyleGAN1Synthesis, seeded_random_state
 from pulse_engine.generators.stylegan2_loaders import fit_cache_path, load_stylegan2
-from test_safe_pickle import Reduce, load_fixture_tree, write_snapshot
-from test_stylegan2 import save_tiny_checkpoint
 
 EXTRA_MEMORY = 1 << 30  # 1 GiB over the server's address space after importing torch
 CASE_SECONDS = 30

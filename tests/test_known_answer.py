@@ -13,7 +13,8 @@
     block) that paired effect is less than half as large, and significantly smaller (attenuation).
     Output ITA in (c) and (d) is measured in the generator's face frame (``skin-tone-aligned``), so every output
     counts: the detector misses dark outputs far more often than light ones (datasets/generators/DIAGNOSIS.md).
-(d) PULSE over nine DCGANs trained on 85 / 50 / 15 % light faces with three seeds each (``datasets/generators/skew-3x3``), the
+(d) PULSE over nine DCGANs trained on 85 / 50 / 15 % light faces with three seeds each
+(``datasets/generators/skew-3x3``), the
     generators as units: at 2×2 the per-composition mean output ITA is ordered light > balanced > dark and the
     regression of the nine generators' mean output ITA on their light share has a positive slope (one-sided t test
     on 7 df, so composition is tested against seed-to-seed variation); at 8×8 the slope is less than half as large.

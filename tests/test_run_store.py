@@ -18,15 +18,23 @@ import torch
 from held_child import HeldChild, python_command
 from PIL import Image
 
-from audit.provenance import git_commit, package_versions, run_provenance
 from audit import run_store
+from audit.provenance import git_commit, package_versions, run_provenance
 from audit.records import AttributeSpec, Classifier, ClassifierCard, FaceItem, FaceSet
-from audit.run_store import (RunStore, atomic_write, classifier_column, column_order, concat, read_results,
-                             rows_to_table, safe_id)
+from audit.run_store import (
+    RunStore,
+    atomic_write,
+    classifier_column,
+    column_order,
+    concat,
+    read_results,
+    rows_to_table,
+    safe_id,
+)
 from audit.upsamplers import OracleUpsampler
 from pulse_engine.errors import PulseAuditError
-from reports.run_data import load_run
 from pulse_engine.generators.checkpoint import sha256_file
+from reports.run_data import load_run
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -25,8 +25,14 @@ import pytest
 import torch
 
 from pulse_engine.errors import WeightsError
-from pulse_engine.generators.safe_pickle import (ALLOWED_GLOBALS, ForbiddenGlobal, PersistentObject,
-                                                 RestrictedUnpickler, child, restricted_load)
+from pulse_engine.generators.safe_pickle import (
+    ALLOWED_GLOBALS,
+    ForbiddenGlobal,
+    PersistentObject,
+    RestrictedUnpickler,
+    child,
+    restricted_load,
+)
 from pulse_engine.generators.stylegan2_loaders import read_nvlabs_pickle
 
 DATA = Path(__file__).parent / "data" / "stylegan2"

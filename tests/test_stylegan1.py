@@ -20,9 +20,16 @@ from pulse_engine.errors import PulseAuditError, WeightsError
 from pulse_engine.generators import REGISTRY
 from pulse_engine.generators import gaussian_fit as gaussian_fit_module
 from pulse_engine.generators.gaussian_fit import GaussianFit
-from pulse_engine.generators.stylegan1 import (FFHQ_1024, TINY, StyleGAN1Config, StyleGAN1Generator,
-                                               StyleGAN1Mapping, StyleGAN1Synthesis, load_stylegan1_ffhq,
-                                               seeded_random_state)
+from pulse_engine.generators.stylegan1 import (
+    FFHQ_1024,
+    TINY,
+    StyleGAN1Config,
+    StyleGAN1Generator,
+    StyleGAN1Mapping,
+    StyleGAN1Synthesis,
+    load_stylegan1_ffhq,
+    seeded_random_state,
+)
 from pulse_engine.generators.stylegan1_layers import blur_kernel_121
 
 DATA = Path(__file__).parent / "data" / "stylegan1"

@@ -39,9 +39,14 @@ from pulse_engine.generators import gaussian_fit as gaussian_fit_module
 from pulse_engine.generators.gaussian_fit import compute_fit
 from pulse_engine.generators.stylegan2 import StyleGAN2Generator
 from pulse_engine.generators.stylegan2_layers import ModulatedConv2d, make_blur_kernel, upfirdn2d
-from pulse_engine.generators.stylegan2_loaders import (fit_cache_path, load_stylegan2, nvlabs_name_table,
-                                                       read_rosinality_checkpoint, read_stylegan2_weights,
-                                                       _nvlabs_shape)
+from pulse_engine.generators.stylegan2_loaders import (
+    _nvlabs_shape,
+    fit_cache_path,
+    load_stylegan2,
+    nvlabs_name_table,
+    read_rosinality_checkpoint,
+    read_stylegan2_weights,
+)
 
 DATA = Path(__file__).parent / "data" / "stylegan2"
 TOL = 2e-5
@@ -443,7 +448,7 @@ def make_reference_data(rosinality_dir: Path, nvlabs_dir: Path, out: Path = DATA
     arrays = {}
     for name, cfg in sorted(TINY_ROSINALITY.items()):
         class Tiny(rosinality.Generator):
-            channels = property(lambda self: cfg["channels"], lambda self, value: None)
+            channels = property(lambda self, cfg=cfg: cfg["channels"], lambda self, value: None)
 
         g = Tiny(cfg["size"], cfg["style_dim"], cfg["n_mlp"]).eval()
         keys = [(k, tuple(v.shape)) for k, v in g.state_dict().items()]

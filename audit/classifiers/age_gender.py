@@ -32,8 +32,8 @@ from pulse_engine.errors import WeightsError
 from pulse_engine.generators.checkpoint import require_file, sha256_file
 
 from ..faces import PREDICTOR_5, Face, landmark_model, main_face, model_file, package_dir
-from ..vocabulary import AGE_BIN_LOWER, AGE_BINS, GENDERS
 from ..records import Classifier, ClassifierCard, Prediction
+from ..vocabulary import AGE_BIN_LOWER, AGE_BINS, GENDERS
 
 """Lower edges (whole years) of FairFace's age bins; the vocabulary of ``audit.vocabulary``."""
 _PACKAGE_GENDER = {"male": "Male", "female": "Female"}

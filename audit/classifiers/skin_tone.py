@@ -3,8 +3,9 @@
 Pipeline for one image: the largest face (dlib HOG, see :mod:`audit.faces`) → 68 landmarks →
 skin mask of both cheeks and the lower forehead, with eyes, brows, nostrils and mouth cut out
 (:func:`skin_mask`), drawn on the detector's working image (enlarged bicubically to ≥ 256 px, so that
-a 32 px face gets the same sub-pixel region as a 256 px one) → sRGB → CIELAB (D65) per pixel (:func:`srgb_to_lab`) → robust outlier
-removal (hair, highlights, deep shadows) → median L*, a*, b* → ITA° = atan2(L* − 50, b*)·180/π of
+a 32 px face gets the same sub-pixel region as a 256 px one) → sRGB → CIELAB (D65) per pixel
+(:func:`srgb_to_lab`) → robust outlier removal (hair, highlights, deep shadows) → median L*, a*, b* → ITA° =
+atan2(L* − 50, b*)·180/π of
 the **median** L* and b* (not the median of per-pixel ITA) → one of the 6 ITA bands and the Monk
 swatch nearest in CIE76 ΔE (Euclidean distance in L*a*b*).
 

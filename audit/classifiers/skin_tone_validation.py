@@ -7,8 +7,9 @@ faces in the generator's frame, ``skin-tone-aligned`` (fixed regions, no detecto
   its native size, then resized to each test side and measured. The *planted* ΔITA is computed without the
   instrument: ITA° of the median L*, b* over the recoloured region after minus before (so gamut clipping and
   8-bit rounding count as planted; ΔITA is wrapped into (−180°, 180°]). Faces whose skin has b* < 5 are outside
-  ITA's domain (:data:`MIN_B_STAR`) and left out of the summary. The region is the hull of the face's 68 landmarks (detected once on the
-  native image; the frame's landmarks for aligned faces without a detection) raised to cover the forehead.
+  ITA's domain (:data:`MIN_B_STAR`) and left out of the summary. The region is the hull of the face's 68
+  landmarks (detected once on the native image; the frame's landmarks for aligned faces without a detection) raised
+  to cover the forehead.
   Measured ΔITA = instrument(recoloured) − instrument(original). We fit measured = intercept + slope × planted
   and report the slope, the bias (mean of measured − planted) and the mean absolute error, with
   bootstrap intervals that resample faces (a face's shifts are not independent).

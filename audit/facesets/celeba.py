@@ -50,7 +50,7 @@ def load_celeba(root: Path) -> LoadedFaceSet:
         PulseAuditError: no known layout, a malformed attribute file (with its line number), a value
             other than 1 / -1, a count on line 1 that disagrees with the lines, or no image folder.
     """
-    for name, attr_candidates, image_candidates in LAYOUTS:
+    for name, attr_candidates, image_candidates in LAYOUTS:  # noqa: B007 (the found layout is used below)
         attr_file = next((root / c for c in attr_candidates if (root / c).is_file()), None)
         if attr_file is not None:
             break

@@ -92,7 +92,8 @@ def load_folder(root: Path, labels_source: str | None = None) -> LoadedFaceSet:
     return LoadedFaceSet(name=meta.get("name") or base.name, root=base, attributes=attributes, items=items,
                          card=own_card if own_card.is_file() else card_path("folder"),
                          licence=meta.get("licence", ""), citation=meta.get("citation", ""),
-                         options={"manifest": manifest.name} | ({"labels_source": labels_source} if labels_source else {}))
+                         options={"manifest": manifest.name}
+                         | ({"labels_source": labels_source} if labels_source else {}))
 
 
 def _read_sidecar(path: Path) -> dict[str, Any]:

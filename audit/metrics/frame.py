@@ -61,8 +61,9 @@ class MetricFrame:
     at the effective sample size (rows / design effect; the number of inputs when the rate is 0 or 1), a mean's is
     mean ± t·se with the cluster-robust se and df = inputs − strata (the overall row is stratified by group), a
     median's is the percentile interval of the bootstrap. A mean without variation (every value equal, or one input)
-    keeps its point as the interval, marked ``ci_method`` "none (no variation)" (printed as not estimable). ``n`` counts the rows with a value, ``n_clusters`` the
-    independent units (inputs); ``small`` flags n_clusters < ``min_n``. ``se`` and ``df`` of means and rates are
+    keeps its point as the interval, marked ``ci_method`` "none (no variation)" (printed as not estimable).
+    ``n`` counts the rows with a value, ``n_clusters`` the independent units (inputs); ``small`` flags n_clusters <
+    ``min_n``. ``se`` and ``df`` of means and rates are
     kept (see :meth:`design`) so that tests can use the same estimator.
     """
 

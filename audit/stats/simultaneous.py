@@ -84,7 +84,8 @@ class _MaxT:
 class WaldMaxT(_MaxT):
     """Max-|T| Wald test of θ = θ0 for k components from an estimate and its covariance.
 
-    Components with se = 0 carry no information and are left out (their statistic and interval are NaN); ``df`` is the reference t distribution's degrees of freedom (∞: normal)."""
+    Components with se = 0 carry no information and are left out (their statistic and interval are NaN);
+    ``df`` is the reference t distribution's degrees of freedom (∞: normal)."""
 
     def __init__(self, estimate: np.ndarray, cov: np.ndarray, null: np.ndarray | float = 0.0, df: float = math.inf,
                  n_sim: int = N_SIM, seed: int = 0) -> None:

@@ -33,10 +33,25 @@ from torch import nn
 from ..errors import WeightsError
 from .base import GeneratorCard, SearchableGenerator
 from .checkpoint import load_state_strict, load_torch_file, require_file, sha256_file
-from .gaussian_fit import (CHECK_Z, DEFAULT_SAMPLES, GaussianFit, fit_disagreement, fit_problem,
-                           load_or_compute_fit, resolve_fit_samples)
-from .stylegan1_layers import (FUSED_UPSAMPLE_FROM, LRELU_SLOPE, PIXEL_NORM_EPS, ConstantInputBlock,
-                               EqualizedConv2d, EqualizedLinear, UpsamplingBlock, blur_kernel_121)
+from .gaussian_fit import (
+    CHECK_Z,
+    DEFAULT_SAMPLES,
+    GaussianFit,
+    fit_disagreement,
+    fit_problem,
+    load_or_compute_fit,
+    resolve_fit_samples,
+)
+from .stylegan1_layers import (
+    FUSED_UPSAMPLE_FROM,
+    LRELU_SLOPE,
+    PIXEL_NORM_EPS,
+    ConstantInputBlock,
+    EqualizedConv2d,
+    EqualizedLinear,
+    UpsamplingBlock,
+    blur_kernel_121,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +65,8 @@ FFHQ_CARD = dict(
 
 WEIGHTS_HINT = ("download PULSE's StyleGAN1 FFHQ files from Google Drive (synthesis: id "
                 "1TCViX1YpQyRsklTVYEJwdbmK91vklCo8, mapping: id 14R6iHGf5iuVx3DMNsACAl7eBr7Vdpd0k; PULSE's "
-                "cache names end in _synthesis.pt / _mapping.pt) and save them in {folder} as synthesis.pt and mapping.pt")
+                "cache names end in _synthesis.pt / _mapping.pt) and save them in {folder} as synthesis.pt and "
+                "mapping.pt")
 
 
 @dataclass(frozen=True)

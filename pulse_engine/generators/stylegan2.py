@@ -34,8 +34,7 @@ from torch import nn
 
 from .base import GeneratorCard, SearchableGenerator
 from .gaussian_fit import GaussianFit
-from .stylegan2_layers import (DEFAULT_BLUR, ConstantInput, EqualLinear, ModulatedConv2d, PixelNorm, StyledConv,
-                               ToRGB)
+from .stylegan2_layers import DEFAULT_BLUR, ConstantInput, EqualLinear, ModulatedConv2d, PixelNorm, StyledConv, ToRGB
 
 
 def config_f_channels(size: int, channel_multiplier: int = 2) -> dict[int, int]:
