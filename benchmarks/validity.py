@@ -1,7 +1,7 @@
 """Report-level validity battery: how often a whole report states a false finding under nulls, how often every kind
 of interval covers the truth, and how planted effects are detected.
 
-Run tables come from this module's own generator (not ``reports/synthetic.py``) and go through the report logic
+Run tables come from this module's own generator (not ``tests/synthetic_run.py``) and go through the report logic
 (:func:`reports.analysis.build_report`: every test, the Holm family, the verdicts and the findings), so what is
 measured is what a reader of ``report.json`` would be told.
 

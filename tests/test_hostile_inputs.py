@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from synthetic_run import synthetic_run
 
 from audit.facesets import load_faceset
 from audit.harness import AuditConfig, run_audit
@@ -33,7 +34,6 @@ from reports.card import write_card
 from reports.card_info import MAX_DEPTH, ensure_info
 from reports.markdown_text import md, md_code
 from reports.report import write_report
-from reports.synthetic import synthetic_run
 
 ROOT = Path(__file__).resolve().parents[1]
 MEMORY_LIMIT = 1536 * 2**20  # bytes of address space for the reading subprocess (imports take ~650 MB)

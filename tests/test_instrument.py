@@ -242,8 +242,9 @@ def test_validate_instrument_command_writes_json(tmp_path):
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
+    from synthetic_run import Plant, synthetic_run
+
     from reports.run_data import load_run
-    from reports.synthetic import Plant, synthetic_run
 
     root = synthetic_run(tmp_path_factory.mktemp("instrument") / "run", inputs=70, samples=2,
                          plant=Plant(no_face=0.2))

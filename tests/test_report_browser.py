@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
+from synthetic_run import Plant, synthetic_run
 
 from reports.analysis import Settings
 from reports.card import write_card
 from reports.compare_report import write_compare
 from reports.report import write_report
-from reports.synthetic import Plant, synthetic_run
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from synthetic_run import Plant, synthetic_run
 
 from audit.facesets.fairface import RACE7
 from audit.metrics import AttributeAudit, PairedShift
@@ -25,7 +26,6 @@ from reports.compare import compare_runs
 from reports.formatting import pct, pval
 from reports.report import write_report
 from reports.run_data import load_run
-from reports.synthetic import Plant, synthetic_run
 
 SETTINGS = Settings(n_boot=300)
 MCT_FIELDS = {"schema_version", "model_details", "model_parameters", "quantitative_analysis", "considerations",
@@ -133,9 +133,10 @@ def test_tests_without_data_are_not_testable_and_stay_out_of_the_family(tmp_path
 def test_documents_show_provenance_and_are_self_contained(planted):
     _, report, paths = planted
     html, md = paths["html"].read_text(), paths["md"].read_text()
-    for text in (html, md):
+    provenance = "synthetic readings drawn by tests/synthetic_run.py, not a model (fairface)"
+    for text, shown in ((html, provenance), (md, provenance.replace("_", "\\_"))):  # Markdown escapes _
         assert "Where the labels come from" in text and "annotated" in text
-        assert "synthetic readings drawn by reports/synthetic.py, not a model (fairface)" in text
+        assert shown in text
         assert report["findings"]["found"][0]["text"].split(":")[0] in text
     assert "Content-Security-Policy" in html and "<script" not in html
     assert 'src="http' not in html and "<link" not in html and html.count('src="data:image/png;base64,') >= 8

@@ -216,8 +216,9 @@ def test_study_plan_from_toml(tmp_path):
 
 @pytest.fixture(scope="module")
 def synthetic_runs(tmp_path_factory):
+    from synthetic_run import Plant, synthetic_run
+
     from audit.facesets.fairface import RACE7
-    from reports.synthetic import Plant, synthetic_run
 
     root = tmp_path_factory.mktemp("study-runs")
     shifts = (0.0, 8.0, 16.0, 2.0, 10.0, 18.0)  # ΔITA grows with the dose, plus a seed offset

@@ -45,7 +45,7 @@ class Plant:
 
 def _classifier(name: str, attributes: dict[str, tuple[str, ...]], values: tuple[str, ...] = ()) -> Any:
     card = ClassifierCard(name, f"synthetic stand-in for {name}", "none (synthetic)", "n/a",
-                          f"synthetic readings drawn by reports/synthetic.py, not a model ({name})")
+                          f"synthetic readings drawn by tests/synthetic_run.py, not a model ({name})")
     return SimpleNamespace(name=name, card=card, attributes=attributes, value_names=values)
 
 
@@ -89,7 +89,7 @@ def _output_race(rng: np.random.Generator, race: str, plant: Plant) -> str:
 def _faceset(root: Path, items: list[FaceItem]) -> FaceSet:
     attributes = {"race": AttributeSpec("race", RACE7, "annotated", "", "synthetic labels"),
                   "gender": AttributeSpec("gender", GENDERS, "annotated", "", "synthetic labels")}
-    return FaceSet("synthetic-fairface", root, attributes, items, None, "synthetic (reports/synthetic.py)", "")
+    return FaceSet("synthetic-fairface", root, attributes, items, None, "synthetic (tests/synthetic_run.py)", "")
 
 
 def synthetic_run(root: Path, inputs: int = 140, samples: int = 1, seed: int = 0, plant: Plant = Plant(),
