@@ -32,6 +32,23 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"pulse-audit {version('pulse-audit')}")
+        except PackageNotFoundError:
+            print("pulse-audit (not installed as a package)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                   help="Print the version and exit.")] = False) -> None:
+    """Audit generative face upsamplers (PULSE over pluggable generators) for demographic skew."""
+
+
 def search_config(restarts: int, seed: int, steps: int, eps: float, loss: str, learning_rate: float,
                   sphere_radius: str) -> SearchConfig:
     """Build a SearchConfig, turning invalid settings into a one-line user error."""

@@ -123,3 +123,8 @@ def test_quick_demo_audit_links_reports_cards_and_comparison(tmp_path):
         if name.endswith(".json"):
             fresh, committed = (json.loads(p.read_text()) for p in (out / source, EXAMPLES_DIR / name))
             assert comparable(fresh) == comparable(committed), name
+
+
+def test_version_is_printed():
+    result = cli("--version")
+    assert result.returncode == 0 and result.stdout.strip().startswith("pulse-audit ")
