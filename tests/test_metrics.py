@@ -167,6 +167,21 @@ def test_audit_tests_match_statsmodels_on_one_sample_per_input(table, audit):
     assert (report["verdict"] == "finding").all()
 
 
+def test_preservation_gap_uses_the_null_variance_the_pooled_two_proportion_z_test():
+    """Two groups, one sample per input, rates 0.45 and 0.55: each group's variance is floored at the pooled rate's
+    (score-type), so the gap test is statsmodels' pooled z-test up to the CR1 factor (m − 1)/m of the variances."""
+    from statsmodels.stats.proportion import proportions_ztest
+
+    m, kept = 200, {"A": 90, "B": 110}
+    data = pd.DataFrame([{"item_id": f"{g}{i}", "sample": 0, "label": g, "out": g if i < kept[g] else other}
+                         for g, other in (("A", "B"), ("B", "A")) for i in range(m)])
+    gap = AttributeAudit(data, "label", "out", n_boot=20).preservation_test()
+    z, p_value = proportions_ztest([90, 110], [m, m])
+    assert gap.statistic == pytest.approx(abs(z) * math.sqrt((m - 1) / m), rel=1e-9)
+    assert gap.p_value == pytest.approx(p_value, abs=0.01)
+    assert [c["effect"] for c in gap.components] == pytest.approx([-5.0, 5.0])
+
+
 def test_every_test_interval_agrees_with_its_test_at_every_level(audit):
     """Reject at level γ ⇔ the effect's interval at 1 − γ excludes 0 (same estimator, same draws)."""
     for t in audit.tests():

@@ -573,3 +573,97 @@ def test_fpr_of_clustered_max_t_tests_under_the_null_with_correlated_samples():
 def test_kl_of_a_missing_share_is_nan_like_the_other_divergences():
     p, q = np.array([np.nan, np.nan]), np.array([0.5, 0.5])
     assert all(np.isnan(v) for v in divergences(p, q).values())
+
+
+# ---------------------------------------------------------------- variance floors of 0/1 means ----------------------
+def test_pooled_design_effect_recovers_the_known_design_effect_of_clustered_samples():
+    """Samples of an input repeat one draw with probability ρ, so two samples correlate by ρ and the design effect
+    of a share is 1 + (S − 1)ρ exactly; the pooled estimate over a row's classes finds it (and 1 when S = 1)."""
+    from audit.stats.clustered import clustered_mean, pooled_design_effect
+
+    rng, p, found = np.random.default_rng(11), np.array([0.8, 0.1, 0.06, 0.04]), {}
+    for samples, rho in ((1, 0.0), (4, 0.5)):
+        d = []
+        for _ in range(200):
+            y = np.eye(4)[_clustered_rows(rng, 100, samples, p, rho)]
+            cm = clustered_mean(y, np.repeat(np.arange(100), samples))
+            d.append(pooled_design_effect(cm.estimate, cm.se**2, np.full(4, 100 * samples)))
+        found[samples] = float(np.mean(d))
+    assert found[1] == pytest.approx(100 / 99, abs=0.02)  # CR1 of independent rows: p(1 − p)/(m − 1)
+    assert found[4] == pytest.approx(1 + 3 * 0.5, rel=0.05), found
+
+
+def test_null_floored_gap_test_of_two_groups_is_the_pooled_two_proportion_z_test():
+    """Binomial variances, rates on either side of ½: the floor at the pooled rate's variance replaces both, so the
+    max-|T| gap test of two groups is statsmodels' pooled two-proportion z-test (and the plain Wald test is not)."""
+    from statsmodels.stats.proportion import proportions_ztest
+
+    from audit.stats.clustered import null_floored_variance
+    from audit.stats.tests import wald_max_test
+
+    x, m = np.array([90.0, 165.0]), np.array([200.0, 300.0])
+    p = x / m
+    var = null_floored_variance(p, p * (1 - p) / m, m)
+    pooled = x.sum() / m.sum()
+    np.testing.assert_allclose(var, pooled * (1 - pooled) / m, rtol=1e-12)
+    w = m / m.sum()
+    contrast = np.eye(2) - w[None, :]
+    t = wald_max_test(contrast @ p, contrast @ np.diag(var) @ contrast.T, ["a", "b"], name="gap", kind="gap",
+                      effect_label="x", n=500)
+    z, p_value = proportions_ztest(x, m)
+    assert t.statistic == pytest.approx(abs(z), rel=1e-9)
+    assert t.p_value == pytest.approx(p_value, abs=0.01)  # Monte-Carlo reference, 20000 draws
+    low, high = t.interval_at(0.95)
+    assert (low[0] > 0 or high[0] < 0) == (t.p_value < 0.05)
+
+
+def _gap_test(rng, sizes, samples, rate, floored):
+    from audit.stats.clustered import clustered_mean, indicator_floor, null_floored_variance
+    from audit.stats.tests import wald_max_test
+
+    p, v = np.empty(len(sizes)), np.empty(len(sizes))
+    for g, n in enumerate(sizes):  # an input's samples repeat one draw with probability ½
+        y = _clustered_rows(rng, n, samples, np.array([1 - rate, rate]), 0.5).astype(float)
+        cm = clustered_mean(y, np.repeat(np.arange(n), samples))
+        p[g], v[g] = cm.estimate[0], cm.se[0] ** 2
+    m, c = sizes * samples, sizes.astype(float)
+    var = np.maximum(null_floored_variance(p, v, m) if floored else v, indicator_floor(p * m, m, c))
+    contrast = np.eye(len(p)) - (m / m.sum())[None, :]
+    return wald_max_test(contrast @ p, contrast @ np.diag(var) @ contrast.T, [str(g) for g in range(len(p))],
+                         name="gap", kind="gap", effect_label="x", n=int(c.sum()), df=float(c.sum() - len(c)),
+                         n_sim=2000)
+
+
+def test_fpr_of_the_group_rate_gap_test_with_a_small_group_near_rate_one():
+    """The battery's failure: equal rates 0.93 in 6 groups, one 5× smaller, 2 correlated samples per input. The
+    Wald test (observed variances) finds a gap far too often because a small group's rate near 1 by chance shrinks
+    its variance; the null-floored test keeps the level."""
+    sizes, runs = np.array([100, 100, 100, 20, 100, 100]), 300
+    rng = np.random.default_rng(8)
+    floored = np.mean([_gap_test(rng, sizes, 2, 0.93, True).p_value < ALPHA for _ in range(runs)])
+    rng = np.random.default_rng(8)
+    wald = np.mean([_gap_test(rng, sizes, 2, 0.93, False).p_value < ALPHA for _ in range(runs)])
+    assert floored <= ALPHA + se3(runs), floored
+    assert wald > ALPHA + se3(runs), wald  # the fault the floor removes
+
+
+def test_deff_floored_transition_intervals_cover_rare_transitions_with_4_correlated_samples():
+    """4 samples per input repeating one draw with probability ½ (design effect 2.5), rare transitions 1.5–3 %: a
+    cell's own design effect from a few clustered events is too small and its interval undercovers; floored at
+    the row's pooled design effect it covers (95 % ± 2)."""
+    from audit.stats.clustered import clustered_mean, deff_floored_variance
+    from audit.stats.intervals import effective_wilson_interval
+
+    rng, p = np.random.default_rng(4), np.array([0.9, 0.03, 0.025, 0.02, 0.015, 0.01])
+    n, samples, runs = 100, 4, 300
+    covered = {True: 0, False: 0}
+    for _ in range(runs):
+        y = np.eye(len(p))[_clustered_rows(rng, n, samples, p, 0.5)]
+        cm = clustered_mean(y, np.repeat(np.arange(n), samples))
+        for floored in covered:
+            var = deff_floored_variance(cm.estimate, cm.se**2, np.full(len(p), n * samples)) if floored else cm.se**2
+            low, high = effective_wilson_interval(cm.estimate, var, n * samples, n)
+            covered[floored] += int(((low <= p) & (p <= high))[1:].sum())
+    rate = {k: v / (runs * (len(p) - 1)) for k, v in covered.items()}
+    assert 0.93 <= rate[True] <= 0.97, rate
+    assert rate[False] < rate[True], rate

@@ -10,7 +10,8 @@ import pandas as pd
 from audit.metrics.columns import ITEM, SAMPLE, classifier_column, require, truth_column
 from audit.metrics.distribution import DistributionFit, first_sample, is_missing, one_hot
 from audit.metrics.frame import MIN_N, Metric, MetricFrame
-from audit.stats.clustered import ClusteredMean, clustered_mean, indicator_floor
+from audit.stats.clustered import (ClusteredMean, clustered_mean, deff_floored_variance, indicator_floor,
+                                    null_floored_variance)
 from audit.stats.divergences import DIVERGENCES
 from audit.stats.intervals import Bootstrap, effective_wilson_interval, percentile_interval
 from audit.stats.multitest import report_tests
@@ -108,7 +109,9 @@ class AttributeAudit:
     def transition_rates(self) -> pd.DataFrame:
         """Tidy transition table: input, output, count, rate = count / row total (P[output | input]) with a Wilson
         interval at the effective sample size (clustered by input: every sample counts, correlated samples count
-        less; never zero width), row_total, small (the input class has < min_n inputs)."""
+        less; never zero width), row_total, small (the input class has < min_n inputs). A cell's design effect is
+        at least its row's pooled one (≥ 1, see :func:`deff_floored_variance`): a rare transition's own, from a
+        few events, is too noisy and mostly too small."""
         k = len(self.categories)
         counts = self.transition().to_numpy()
         totals = counts.sum(axis=1, keepdims=True)
@@ -120,7 +123,8 @@ class AttributeAudit:
             rows = found & (self._truth_hot[:, i] > 0)
             if rows.any():
                 cm = clustered_mean(self._out_hot[rows], None if self._clusters is None else self._clusters[rows])
-                low[i], high[i] = effective_wilson_interval(rates[i], cm.se**2, totals[i, 0], cm.n_clusters,
+                var = deff_floored_variance(rates[i], cm.se**2, totals[i])
+                low[i], high[i] = effective_wilson_interval(rates[i], var, totals[i, 0], cm.n_clusters,
                                                             self.confidence)
         inputs = self._truth_hot[self._test_rows].sum(axis=0)
         idx = pd.MultiIndex.from_product([self.categories, self.categories], names=["input", "output"])
@@ -286,8 +290,10 @@ class AttributeAudit:
                              n=n_in, n_samples=int(rows.sum()), df=cm.df, **self._kw())
 
     def preservation_test(self) -> TestResult:
-        """Preservation rate of each group − the pooled rate (weights: the groups' shares of rows), max-|T| Wald
-        with each group's cluster-robust variance (groups are independent strata)."""
+        """Preservation rate of each group − the pooled rate (weights: the groups' shares of rows), max-|T| test
+        with each group's variance from :func:`null_floored_variance` (groups are independent strata): its
+        cluster-robust variance, but never below its value under the null of equal rates. The intervals are
+        gap ∓ c·se from that same covariance, so a test rejects exactly when one of them excludes 0."""
         name = f"{self.name}: preservation equal across groups"
         what = "group's preservation rate − pooled rate of all groups"
         design = self.frame.design("preservation").iloc[:-1]
@@ -297,7 +303,7 @@ class AttributeAudit:
             return not_testable(name, "preservation_gap", "fewer than two groups with an output label", n_in,
                                 n_rows, "pp", what)
         p, m, c = kept["value"].to_numpy(float), kept["n"].to_numpy(float), kept["n_clusters"].to_numpy(float)
-        var = np.maximum(kept["se"].to_numpy(float) ** 2, indicator_floor(p * m, m, c))
+        var = np.maximum(null_floored_variance(p, kept["se"].to_numpy(float) ** 2, m), indicator_floor(p * m, m, c))
         w = m / m.sum()
         contrast = np.eye(len(p)) - w[None, :]
         labels = [str(g) for g in kept.index]

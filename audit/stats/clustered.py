@@ -37,6 +37,41 @@ def indicator_floor(successes: np.ndarray, rows: np.ndarray, clusters: np.ndarra
     return np.where(m > 0, out, 0.0)
 
 
+def pooled_design_effect(rates: np.ndarray, variances: np.ndarray, rows: np.ndarray) -> float:
+    """Design effect of 0/1 means pooled over strata (or components): Σ m²·v / Σ m·p(1 − p), the ratio of the
+    observed to the independent-rows variance of the row totals, i.e. the per-stratum design effects averaged with
+    weights m·p(1 − p); at least 1 (clustered samples of an input vary together, never against each other). Pooling
+    steadies the estimate when a stratum has few events; 1 when no stratum varies."""
+    p, v, m = (np.asarray(a, float) for a in (rates, variances, rows))
+    binomial = float(np.sum(m * p * (1 - p)))
+    return max(1.0, float(np.sum(m * m * v)) / binomial) if binomial > 0 else 1.0
+
+
+def deff_floored_variance(rates: np.ndarray, variances: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Variance of each 0/1 mean (components of one clustered mean, e.g. the output classes of one input class),
+    at least D·p̂(1 − p̂)/m with D the components' :func:`pooled_design_effect`: a rare component's own design effect,
+    estimated from a few clustered events, is noisy and mostly too small. Equals the observed variance of
+    independent rows (D = 1 then)."""
+    p, v, m = (np.asarray(a, float) for a in (rates, variances, rows))
+    d = pooled_design_effect(p, v, m)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.maximum(v, np.where(m > 0, d * p * (1 - p) / m, 0.0))
+
+
+def null_floored_variance(rates: np.ndarray, variances: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Variance of each stratum's 0/1 mean for a test that all strata share one rate: the observed (cluster-robust)
+    variance, floored at its value under that null, D·p̄(1 − p̄)/m (p̄ the pooled row rate, D the
+    :func:`pooled_design_effect`). An observed rate near 0 or 1 by chance shrinks p̂(1 − p̂) and with it the Wald
+    variance, inflating |T| exactly where the data happen to look extreme; the null value does not (score-type
+    variance). Strata without rows keep their variance."""
+    p, v, m = (np.asarray(a, float) for a in (rates, variances, rows))
+    pooled = float(np.sum(p * m) / np.sum(m)) if np.sum(m) > 0 else 0.0
+    d = pooled_design_effect(p, v, m)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        null = np.where(m > 0, d * pooled * (1 - pooled) / m, 0.0)
+    return np.maximum(v, null)
+
+
 @dataclass(frozen=True)
 class ClusteredMean:
     """Row mean of ``values`` (n_rows × k) and its stratified cluster-robust covariance (see the module docstring).
