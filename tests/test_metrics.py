@@ -14,8 +14,20 @@ from statsmodels.stats.contingency_tables import SquareTable
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
-from audit.metrics import (NO_FACE, AttributeAudit, Metric, MetricFrame, PairedShift, corrected_shares, noise_floor,
-                           project_to_simplex, psnr, report_tests, ssim, upsampler_metrics)
+from audit.metrics import (
+    NO_FACE,
+    AttributeAudit,
+    Metric,
+    MetricFrame,
+    PairedShift,
+    corrected_shares,
+    noise_floor,
+    project_to_simplex,
+    psnr,
+    report_tests,
+    ssim,
+    upsampler_metrics,
+)
 from audit.metrics.columns import classifier_column, label_column, probability_columns, split_inputs, truth_column
 from audit.stats import divergences
 
@@ -70,7 +82,8 @@ def test_psnr_and_ssim_match_skimage():
 # ---------------------------------------------------------------- MetricFrame -----------------------------------------
 def test_metric_frame_matches_pandas_and_wilson(table):
     one = table[table["sample"] == 0]
-    frame = MetricFrame(one, {"success": Metric("ups_success", "rate"), "lr": Metric("ups_lr_l2", "median")}, "label_race",
+    frame = MetricFrame(one, {"success": Metric("ups_success", "rate"), "lr": Metric("ups_lr_l2", "median")},
+                        "label_race",
                         "item_id", n_boot=300)
     by = frame.by_group.set_index(["metric", "label_race"])
     ref = one.groupby("label_race")["ups_success"].agg(["mean", "sum", "count"])
@@ -91,7 +104,8 @@ def test_metric_frame_matches_pandas_and_wilson(table):
 def test_metric_frame_intersections_clusters_and_missing_groups(table):
     data = table.copy()
     data.loc[data.index[:3], "label_gender"] = ""  # one input without a gender label
-    frame = MetricFrame(data, {"success": Metric("ups_success", "rate")}, ["label_race", "label_gender"], "item_id", n_boot=300)
+    frame = MetricFrame(data, {"success": Metric("ups_success", "rate")}, ["label_race", "label_gender"], "item_id",
+                        n_boot=300)
     assert frame.n_dropped == 3 and frame.n_groups == 8
     by = frame.by_group.set_index(["label_race", "label_gender"])
     kept = data.iloc[3:]
@@ -100,7 +114,8 @@ def test_metric_frame_intersections_clusters_and_missing_groups(table):
     assert (by["ci_method"] == "wilson (effective n)").all()  # 3 samples per input: Wilson at the effective size
     np.testing.assert_array_equal(by.loc[ref.index, "n_clusters"],
                                   kept.groupby(["label_race", "label_gender"])["item_id"].nunique())
-    small = MetricFrame(data.iloc[:30], {"success": Metric("ups_success", "rate")}, "label_race", "item_id", n_boot=50).by_group
+    small = MetricFrame(data.iloc[:30], {"success": Metric("ups_success", "rate")}, "label_race", "item_id",
+                        n_boot=50).by_group
     assert small["small"].all()
 
 
@@ -314,7 +329,7 @@ def test_a_continuous_column_of_zeros_is_a_mean_not_a_rate():
     tests = PairedShift(data, "shift", "g", n_boot=50).tests()
     assert all(not t.testable and "no variance" in t.reason for t in tests)
     with pytest.raises(ValueError):
-        MetricFrame(data.assign(shift=0.5), {"shift": Metric("shift", "rate")}, "g", "item_id").by_group
+        _ = MetricFrame(data.assign(shift=0.5), {"shift": Metric("shift", "rate")}, "g", "item_id").by_group
 
 
 def test_a_constant_rate_with_several_samples_per_input_keeps_a_real_interval():

@@ -16,10 +16,30 @@ from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
-from audit.stats import (Bootstrap, benjamini_hochberg, bootstrap_interval, bowker, chebyshev, chi2_gof,
-                         chi2_independence, clopper_pearson_interval, divergences, holm, kl, mcnemar, mde_mcnemar,
-                         mde_w, noncentrality, pearson_chi2, report_tests, stuart_maxwell, total_variation,
-                         weighted_median, wilcoxon_signed_rank, wilson_interval)
+from audit.stats import (
+    Bootstrap,
+    benjamini_hochberg,
+    bootstrap_interval,
+    bowker,
+    chebyshev,
+    chi2_gof,
+    chi2_independence,
+    clopper_pearson_interval,
+    divergences,
+    holm,
+    kl,
+    mcnemar,
+    mde_mcnemar,
+    mde_w,
+    noncentrality,
+    pearson_chi2,
+    report_tests,
+    stuart_maxwell,
+    total_variation,
+    weighted_median,
+    wilcoxon_signed_rank,
+    wilson_interval,
+)
 
 ALPHA = 0.05
 

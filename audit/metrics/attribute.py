@@ -10,8 +10,13 @@ import pandas as pd
 from audit.metrics.columns import ITEM, SAMPLE, classifier_column, require, truth_column
 from audit.metrics.distribution import DistributionFit, first_sample, is_missing, one_hot
 from audit.metrics.frame import MIN_N, Metric, MetricFrame
-from audit.stats.clustered import (ClusteredMean, clustered_mean, deff_floored_variance, indicator_floor,
-                                    null_floored_variance)
+from audit.stats.clustered import (
+    ClusteredMean,
+    clustered_mean,
+    deff_floored_variance,
+    indicator_floor,
+    null_floored_variance,
+)
 from audit.stats.divergences import DIVERGENCES
 from audit.stats.intervals import Bootstrap, effective_wilson_interval, percentile_interval
 from audit.stats.multitest import report_tests
@@ -67,7 +72,8 @@ class AttributeAudit:
             self.categories.append(NO_FACE)
         d["_no_face"] = missing.astype(float)
         d["_preserved"] = np.where(out == "", np.nan, (d[truth].astype(str) == out.astype(str)).astype(float))
-        self.frame = MetricFrame(d, {"preservation": Metric("_preserved", "rate"), "no_face": Metric("_no_face", "rate")}, groups, cluster, n_boot,
+        self.frame = MetricFrame(d, {"preservation": Metric("_preserved", "rate"),
+                                     "no_face": Metric("_no_face", "rate")}, groups, cluster, n_boot,
                                  seed, confidence, min_n)
         self.data, self.groups = self.frame.data, groups
         self._truth_hot = one_hot(self.data[truth], self.categories)

@@ -2,22 +2,48 @@
 intervals that agree with them, minimum detectable effects, divergences and multiple-testing adjustment with three
 verdicts. Independent of the run table's schema (arrays in, numbers out)."""
 
-from audit.stats.clustered import (ClusteredMean, clustered_mean, deff_floored_variance, indicator_floor,
-                                    null_floored_variance, pooled_design_effect)
+from audit.stats.clustered import (
+    ClusteredMean,
+    clustered_mean,
+    deff_floored_variance,
+    indicator_floor,
+    null_floored_variance,
+    pooled_design_effect,
+)
 from audit.stats.divergences import DIVERGENCES, chebyshev, divergences, kl, pearson_chi2, total_variation
-from audit.stats.intervals import (Bootstrap, bootstrap_interval, clopper_pearson_interval, effective_size,
-                                   effective_wilson_interval, percentile_interval, weighted_median, wilson_bounds,
-                                   wilson_interval)
+from audit.stats.intervals import (
+    Bootstrap,
+    bootstrap_interval,
+    clopper_pearson_interval,
+    effective_size,
+    effective_wilson_interval,
+    percentile_interval,
+    weighted_median,
+    wilson_bounds,
+    wilson_interval,
+)
 from audit.stats.multitest import adjust, adjusted_levels, benjamini_hochberg, holm, report_tests, verdicts
 from audit.stats.power import mde_mcnemar, mde_shift, mde_w, noncentrality
 from audit.stats.simultaneous import ScoreMaxT, WaldMaxT
-from audit.stats.tests import (VERDICTS, TestResult, bowker, chi2_gof, chi2_independence, mcnemar, not_testable,
-                               score_max_test, stuart_maxwell, wald_max_test, wilcoxon_signed_rank)
+from audit.stats.tests import (
+    VERDICTS,
+    TestResult,
+    bowker,
+    chi2_gof,
+    chi2_independence,
+    mcnemar,
+    not_testable,
+    score_max_test,
+    stuart_maxwell,
+    wald_max_test,
+    wilcoxon_signed_rank,
+)
 
 __all__ = [
     "Bootstrap", "ClusteredMean", "DIVERGENCES", "ScoreMaxT", "TestResult", "VERDICTS", "WaldMaxT", "adjust",
     "adjusted_levels", "benjamini_hochberg", "bootstrap_interval", "bowker", "chebyshev", "chi2_gof",
-    "chi2_independence", "clopper_pearson_interval", "clustered_mean", "deff_floored_variance", "divergences", "effective_size",
+    "chi2_independence", "clopper_pearson_interval", "clustered_mean", "deff_floored_variance", "divergences",
+    "effective_size",
     "effective_wilson_interval", "holm", "indicator_floor", "kl", "mcnemar", "mde_mcnemar", "mde_shift", "mde_w",
     "noncentrality", "not_testable", "null_floored_variance", "pearson_chi2", "percentile_interval",
     "pooled_design_effect", "report_tests", "score_max_test",

@@ -6,8 +6,8 @@ covariance is the usual with-replacement survey estimator (Rao & Scott; Wolter, 
 Estimation*, ch. 6) for the stratified mean θ̂ = Σ_h (M_h/M)·θ̂_h with the stratum row counts M_h taken as fixed
 (strata are groups of inputs fixed by the sampling): with u_i = (t_i − θ̂_h·m_i)/M (m_i = rows of cluster i,
 θ̂_h its stratum's mean), V = Σ_h n_h/(n_h − 1) · Σ_{i∈h} u_i u_iᵀ over strata h with n_h ≥ 2 clusters; within a
-stratum this is the CR1 cluster-robust covariance of its mean (statsmodels' ``cov_type="cluster"``). It uses every sample
-and respects their clustering; degrees of freedom n_clusters − n_strata.
+stratum this is the CR1 cluster-robust covariance of its mean (statsmodels' ``cov_type="cluster"``). It uses every
+sample and respects their clustering; degrees of freedom n_clusters − n_strata.
 
 ``floor`` guards the variance where the data cannot show it (every sample of a stratum equal, e.g. 0 flips in 40
 outputs, or a stratum of one input): per stratum and component, the diagonal is raised to at least
