@@ -2,11 +2,11 @@
 
     python benchmarks/report_scale.py [--rows 20000] [--samples 2] [--out benchmarks/RESULTS.md]
 
-The run is written in the real run-store schema by the test support ``tests/synthetic_run.py`` (FairFace-like
-race labels, a ``fairface`` stand-in, ``skin-tone`` and ``identity`` columns, UCPR rows, a PNG per stored
-image); making it is not timed. The timed part is the command a user runs, in a fresh process (imports
-included), with default settings (2,000 bootstrap replicates), pinned to the first ``--cores`` CPUs when ``taskset`` exists. A section is appended
-to ``--out`` (the file is created when missing; other sections are never touched).
+The run is written in the real run-store schema by the test support ``tests/synthetic_run.py`` (FairFace-like race
+labels, a ``fairface`` stand-in, ``skin-tone`` and ``identity`` columns, UCPR rows, a PNG per stored image); making
+it is not timed. The timed part is the command a user runs, in a fresh process (imports included), with default
+settings (2,000 bootstrap replicates), pinned to the first ``--cores`` CPUs when ``taskset`` exists. A section is
+appended to ``--out`` (the file is created when missing; other sections are never touched).
 """
 
 from __future__ import annotations
