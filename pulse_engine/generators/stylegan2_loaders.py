@@ -3,9 +3,10 @@
 - **rosinality/stylegan2-pytorch** ``.pt``: read by :func:`.checkpoint.load_torch_file` (no
   ``torch.load``: scanned pickles, tensors and containers only, ``argparse.Namespace`` for the
   ``args`` of training checkpoints); the generator is the ``g_ema`` state dict (or a bare generator
-  state dict), ``latent_avg`` is kept when present. The architecture (size, style_dim, n_mlp,
-  channels, blur size) is inferred from key shapes, bounded by :data:`LIMITS`, compared with the
-  file on the ``meta`` device and only then built and loaded strictly; blur kernels as stored.
+  state dict), ``latent_avg`` is kept when present (it must hold style_dim numbers). The
+  architecture (size, style_dim, n_mlp, channels, blur size) is inferred from key shapes, bounded
+  by :data:`LIMITS`, compared with the file on the ``meta`` device and only then built and loaded
+  strictly; blur kernels as stored.
 - **NVlabs stylegan2-ada-pytorch** ``.pkl``: read with :mod:`.safe_pickle` (no code from the file is
   run, its embedded module source is never executed), ``G_ema``'s tensors flattened, its
   ``init_kwargs`` checked and bounded, and the parameters renamed onto rosinality's layout by
@@ -16,10 +17,12 @@
   stored noise. The stored resample filters the original uses (each upsampling conv's and each
   block's image upsampling filter) become our blur kernels as stored, times the gain 4 NVlabs
   applies at run time; the ones it never reads (b4's, the non-upsampling convs') are ignored as
-  it ignores them. Demodulation follows NVlabs (epsilon on the unscaled sum), mapping networks
-  with ``layer_features`` ≠ ``w_dim`` are built with that hidden width, ``conv_clamp`` is honoured,
-  and blocks NVlabs runs in fp16 run in fp32 here (NVlabs ``force_fp32=True``). StyleGAN3 pickles
-  are refused.
+  it ignores them; ``mapping.w_avg`` must have shape (w_dim,). Demodulation follows NVlabs
+  (epsilon on the unscaled sum), mapping networks with ``layer_features`` ≠ ``w_dim`` are built
+  with that hidden width, ``conv_clamp`` is honoured, and blocks NVlabs runs in fp16 run in fp32
+  here (NVlabs ``force_fp32=True``). Refused with one line before anything is built: StyleGAN3
+  pickles, ``z_dim`` ≠ ``w_dim`` (our mapping takes z of size w_dim), conditional generators,
+  other activations or architectures, non-integer layer counts.
 
 The format is recognised from the file's first bytes (zip or legacy torch magic → rosinality;
 other pickle → NVlabs). Weights holding NaN or infinities are refused. After loading, PULSE's
@@ -136,10 +139,15 @@ def read_rosinality_checkpoint(path: Path) -> StyleGAN2Generator:
     if not isinstance(state, Mapping):
         raise WeightsError(f"{path}: 'g_ema' is a {type(state).__name__}, not a state dict")
     config = infer_rosinality_config(state, path)
+    if latent_avg is not None and (not isinstance(latent_avg, torch.Tensor)
+                                   or latent_avg.numel() != config["style_dim"]):
+        found = tuple(latent_avg.shape) if isinstance(latent_avg, torch.Tensor) else type(latent_avg).__name__
+        raise WeightsError(f"{path}: latent_avg is {short_repr(found, 60)}, expected {config['style_dim']} numbers "
+                           "(style_dim); refusing a checkpoint whose parts disagree")
     described = _describe_config(config)
     model = build_and_load(lambda: StyleGAN2Generator(**config), state, path,
                            f"rosinality StyleGAN2 generator ({described})")
-    if isinstance(latent_avg, torch.Tensor) and latent_avg.numel() == model.style_dim:
+    if latent_avg is not None:
         model.latent_avg.copy_(tensor_state({"latent_avg": latent_avg}, path, "latent_avg")["latent_avg"]
                                .reshape(-1).float())
     model.source_format = "rosinality .pt (g_ema)"
@@ -179,7 +187,7 @@ def nvlabs_config(g_ema: PersistentObject, path: Path) -> dict[str, Any]:
     if kwargs.get("img_channels", 3) != 3:
         problems.append(f"img_channels={short_repr(kwargs['img_channels'])}")
     if z_dim != w_dim:
-        problems.append(f"z_dim={z_dim} differs from w_dim={w_dim}")
+        problems.append(f"z_dim={z_dim} differs from w_dim={w_dim} (this engine's mapping takes z of size w_dim)")
     if size < 4 or size & (size - 1):
         problems.append(f"img_resolution={size} is not a power of two")
     options = {}
@@ -204,9 +212,10 @@ def nvlabs_config(g_ema: PersistentObject, path: Path) -> dict[str, Any]:
     layer_features = mapping["layer_features"]
     if layer_features is not None and not (_is_int(layer_features) and 1 <= layer_features <= LIMITS["style_dim"]):
         problems.append(f"mapping layer_features={short_repr(layer_features, 40)}")
-    for key in ("num_layers", "lr_multiplier"):
-        if not _is_number(mapping[key]):
-            problems.append(f"mapping_kwargs.{key}={short_repr(mapping[key], 40)}")
+    if not _is_int(mapping["num_layers"]):
+        problems.append(f"mapping_kwargs.num_layers={short_repr(mapping['num_layers'], 40)} (not an integer)")
+    if not _is_number(mapping["lr_multiplier"]):
+        problems.append(f"mapping_kwargs.lr_multiplier={short_repr(mapping['lr_multiplier'], 40)}")
     for key in ("channel_base", "channel_max"):
         if not _is_int(synthesis[key]) or synthesis[key] < 1:
             problems.append(f"synthesis_kwargs.{key}={short_repr(synthesis[key], 40)}")
@@ -215,7 +224,7 @@ def nvlabs_config(g_ema: PersistentObject, path: Path) -> dict[str, Any]:
         problems.append(f"conv_clamp={short_repr(clamp, 40)}")
     if problems:
         raise WeightsError(f"{path}: unsupported NVlabs StyleGAN2 generator: {'; '.join(problems)}")
-    n_mlp = int(mapping["num_layers"])
+    n_mlp = mapping["num_layers"]
     _check_limits(path, n_mlp=n_mlp)
     base, top = synthesis["channel_base"], synthesis["channel_max"]
     channels = {2**i: min(base // 2**i, top) for i in range(2, size.bit_length())}
@@ -355,10 +364,13 @@ def read_nvlabs_pickle(path: Path) -> StyleGAN2Generator:
     with torch.device("meta"):
         expected = {k: v.shape for k, v in StyleGAN2Generator(**config).state_dict().items()}
     state, w_avg = convert_nvlabs_state(flat, expected, config["size"], config["n_mlp"], path)
+    if w_avg is not None and tuple(w_avg.shape) != (config["style_dim"],):
+        raise WeightsError(f"{path}: mapping.w_avg has shape {short_repr(tuple(w_avg.shape), 60)}, expected "
+                           f"({config['style_dim']},) (init_kwargs and tensors disagree)")
     model = build_and_load(lambda: StyleGAN2Generator(**config), state, path,
                            f"StyleGAN2 generator ({_describe_config(config)})")
-    if isinstance(w_avg, torch.Tensor) and w_avg.numel() == model.style_dim:
-        model.latent_avg.copy_(w_avg.reshape(-1).float())
+    if w_avg is not None:
+        model.latent_avg.copy_(w_avg.float())
     model.source_format = "NVlabs stylegan2-ada-pytorch .pkl (G_ema, restricted unpickler)"
     return model
 
