@@ -1,7 +1,8 @@
 """The ``pulse-audit`` command line.
 
-User errors (bad input, missing weights, bad options) print one line and exit with status 2;
-anything else is a bug and keeps its traceback.
+User errors (bad input, missing weights, invalid settings: any :class:`PulseAuditError`) print one line
+and exit with status 1, in one place (:class:`Commands`); status 2 is a usage error (an unknown option,
+a value outside its choices); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -21,15 +22,65 @@ from pulse_engine.device import resolve_device
 from pulse_engine.errors import PulseAuditError
 from pulse_engine.generators import REGISTRY, load_generator, parse_generator_spec
 from pulse_engine.search import SearchConfig
+from pulse_engine.sphere import RADIUS_RULES
 
 from .harness import AuditConfig, run_audit
+from .images import CROP_MODES
 from .progress import console, image_step_progress, row_progress
+from .stats.multitest import METHODS
+from .upsamplers import UPSAMPLERS, committed_generators
 
 DEFAULTS = AuditConfig()
+USER_ERROR = 1
+"""Exit status of a user error (one line on standard error)."""
+
+
+class Commands(typer.core.TyperGroup):
+    """The command group: a :class:`PulseAuditError` raised by any command becomes one line and exit status 1."""
+
+    def invoke(self, ctx: typer.Context):  # noqa: ANN201 - click's signature
+        try:
+            return super().invoke(ctx)
+        except PulseAuditError as exc:
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(USER_ERROR) from None
+
 
 app = typer.Typer(
-    help="Audit generative face upsamplers (PULSE over pluggable generators) for demographic skew.",
+    cls=Commands, help="Audit generative face upsamplers (PULSE over pluggable generators) for demographic skew.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+INPUTS, UPSAMPLING, SEARCH, CLASSIFYING, EXECUTION, RUN_FOLDER = (
+    "Inputs", "Upsampler", "PULSE search", "Classifiers", "Execution", "Run folder")
+"""Option groups of ``run --help``."""
+
+# Options that `upsample` and `run` share: declared once, with AuditConfig's defaults at both.
+Generator = Annotated[str, typer.Option(
+    help="NAME[:WEIGHTS] searched by pulse, see `pulse-audit generators`; its resolution is R.",
+    rich_help_panel=UPSAMPLING)]
+Factor = Annotated[int, typer.Option(
+    help="Downscale factor from R to the LR input.", rich_help_panel=INPUTS)]
+Crop = Annotated[Literal[CROP_MODES], typer.Option(
+    help="center: the central square of a non-square image; none: such an image is an error.",
+    rich_help_panel=INPUTS)]
+Samples = Annotated[int, typer.Option(
+    help="Outputs per input (seeded; deterministic upsamplers repeat).", rich_help_panel=UPSAMPLING)]
+Seed = Annotated[int, typer.Option(
+    help="Base seed of the sampling and the search; per-sample seeds derive from (seed, input, sample, restart).",
+    rich_help_panel=SEARCH)]
+Restarts = Annotated[int, typer.Option(
+    help="Maximum seeded PULSE attempts per output until LR error ≤ eps.", rich_help_panel=SEARCH)]
+Steps = Annotated[int, typer.Option(help="Adam steps per attempt (PULSE: 100).", rich_help_panel=SEARCH)]
+Eps = Annotated[float, typer.Option(
+    help="Success threshold on mean squared LR error, [0,1] units.", rich_help_panel=SEARCH)]
+Loss = Annotated[str, typer.Option(help="Loss string, terms L2, L1, GEOCROSS.", rich_help_panel=SEARCH)]
+LearningRate = Annotated[float, typer.Option(
+    "--learning-rate", "--lr-rate", help="Base learning rate of the search (PULSE: 0.4).", rich_help_panel=SEARCH)]
+SphereRadius = Annotated[Literal[RADIUS_RULES], typer.Option(
+    help="sqrt-dim (paper) or initial (reference code).", rich_help_panel=SEARCH)]
+BatchSize = Annotated[int, typer.Option(
+    help="Outputs searched (and, in a run, stored) together.", rich_help_panel=EXECUTION)]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel=EXECUTION)]
 
 
 def _print_version(value: bool) -> None:
@@ -49,44 +100,44 @@ def _options(version: Annotated[bool, typer.Option("--version", callback=_print_
     """Audit generative face upsamplers (PULSE over pluggable generators) for demographic skew."""
 
 
-def search_config(restarts: int, seed: int, steps: int, eps: float, loss: str, learning_rate: float,
-                  sphere_radius: str) -> SearchConfig:
-    """Build a SearchConfig, turning invalid settings into a one-line user error."""
-    try:
-        return SearchConfig(restarts=restarts, seed=seed, steps=steps, eps=eps, loss=loss,
-                            learning_rate=learning_rate, sphere_radius=sphere_radius)
-    except ValueError as exc:
-        raise PulseAuditError(str(exc)) from exc
+def _deprecated_lr(value: bool) -> bool:
+    if value:
+        console.print("[yellow]--lr is deprecated (it reads like a learning rate): use --inputs-are-low-res[/]",
+                      soft_wrap=True)
+    return value
 
 
 @app.command()
 def upsample(
-    inputs: Annotated[list[Path], typer.Argument(help="PNG/JPEG face images (HR to downscale, or LR with --lr).")],
-    generator: Annotated[str, typer.Option(help="NAME[:WEIGHTS], see `pulse-audit generators`.")] = "dcgan-digiface",
-    factor: Annotated[int, typer.Option(help="Downscale factor applied to HR inputs (ignored with --lr).")] = 4,
-    restarts: Annotated[int, typer.Option(help="Maximum seeded attempts per image until LR error ≤ eps.")] = 3,
-    seed: Annotated[int, typer.Option(
-        help="Base seed; per-sample seeds derive from (seed, file, sample, restart).")] = 0,
-    samples: Annotated[int, typer.Option(help="Independent outputs per input.")] = 1,
-    steps: Annotated[int, typer.Option(help="Adam steps per attempt (PULSE: 100).")] = 100,
-    eps: Annotated[float, typer.Option(help="Success threshold on mean squared LR error, [0,1] units.")] = 2e-3,
-    loss: Annotated[str, typer.Option(help="Loss string, terms L2, L1, GEOCROSS.")] = "100*L2+0.05*GEOCROSS",
-    learning_rate: Annotated[float, typer.Option("--lr-rate", help="Base learning rate (PULSE: 0.4).")] = 0.4,
-    sphere_radius: Annotated[str, typer.Option(help="sqrt-dim (paper) or initial (reference code).")] = "sqrt-dim",
-    lr: Annotated[bool, typer.Option("--lr", help="Inputs already are low-resolution; use them as they are.")] = False,
-    crop: Annotated[str, typer.Option(help="none: non-square input is an error; center: central square.")] = "none",
-    batch_size: Annotated[int, typer.Option(help="Images searched together.")] = 16,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    inputs: Annotated[list[Path], typer.Argument(
+        help="PNG/JPEG face images (HR to downscale, or LR with --inputs-are-low-res).")],
+    generator: Generator = DEFAULTS.generator,
+    factor: Factor = DEFAULTS.factor,
+    inputs_are_low_res: Annotated[bool, typer.Option(
+        help="The inputs already are low-resolution: search them as they are (--factor is ignored).",
+        rich_help_panel=INPUTS)] = False,
+    lr: Annotated[bool, typer.Option("--lr", hidden=True, callback=_deprecated_lr,
+                                     help="Deprecated name of --inputs-are-low-res.")] = False,
+    crop: Crop = DEFAULTS.crop,
+    samples: Samples = DEFAULTS.samples,
+    seed: Seed = DEFAULTS.seed,
+    restarts: Restarts = DEFAULTS.restarts,
+    steps: Steps = DEFAULTS.steps,
+    eps: Eps = DEFAULTS.eps,
+    loss: Loss = DEFAULTS.loss,
+    learning_rate: LearningRate = DEFAULTS.learning_rate,
+    sphere_radius: SphereRadius = DEFAULTS.sphere_radius,
+    batch_size: BatchSize = DEFAULTS.batch_size,
+    device: Device = DEFAULTS.device,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/upsample"),
 ) -> None:
     """Upsample faces with PULSE: writes OUT/<stem>/{lr,truth,sample<k>}.png and OUT/results.csv."""
     from .upsampling import prepare_inputs, search_items, write_outputs
 
-    config = search_config(restarts, seed, steps, eps, loss, learning_rate, sphere_radius)
-    if crop not in ("none", "center"):
-        raise PulseAuditError(f"--crop must be none or center, got {crop!r}")
+    config = SearchConfig(restarts=restarts, seed=seed, steps=steps, eps=eps, loss=loss, learning_rate=learning_rate,
+                          sphere_radius=sphere_radius)
     model = load_generator(generator, resolve_device(device))
-    prepared = prepare_inputs(inputs, model.resolution, factor, lr, crop)
+    prepared = prepare_inputs(inputs, model.resolution, factor, inputs_are_low_res or lr, crop)
     if not prepared.items:
         raise PulseAuditError(prepared.failures[0][1] if len(prepared.failures) == 1
                               else f"none of the {len(prepared.failures)} inputs is usable; first: "
@@ -104,13 +155,21 @@ def upsample(
 
 @app.command()
 def generators() -> None:
-    """List the generators and whether each one's weights are present."""
-    table = Table("name", "weights", "description")
+    """List the generators: whether each one's weights are present (whole paths), and the committed
+    generator folders (datasets/generators) that the folder entries load."""
+    committed = committed_generators()
     for entry in REGISTRY.values():
-        missing = entry.missing_files()
-        status = "[green]present[/]" if not missing else "[red]missing[/] " + ", ".join(map(str, missing))
-        table.add_row(entry.name, status, entry.summary)
-    Console().print(table)
+        print(f"{entry.name}: {entry.summary}")
+        if entry.card_format:
+            mine = [spec.partition(":")[2] for spec in committed if spec.startswith(entry.name + ":")]
+            print(f"  takes {entry.name}:FOLDER; committed:" if mine else f"  takes {entry.name}:FOLDER")
+            for folder in mine:
+                missing = ", ".join(map(str, entry.missing_files(Path(folder))))
+                print(f"    {entry.name}:{folder}" + (f" (missing: {missing})" if missing else ""))
+            continue
+        missing, location = entry.missing_files(), entry.default_location()
+        where = "built in" if location is None else str(location.resolve())
+        print(f"  present: {where}" if not missing else "  missing: " + ", ".join(map(str, missing)))
 
 
 @app.command()
@@ -131,7 +190,8 @@ def demo(
     parse_generator_spec(generator)
     model = load_generator(generator, resolve_device(device))
     # one attempt per seed (the grids show whether it met eps), so that the whole demo stays within 10 minutes
-    config = search_config(1, 0, 30 if quick else steps, 2e-3, "100*L2+0.05*GEOCROSS", 0.4, "sqrt-dim")
+    config = SearchConfig(restarts=1, seed=0, steps=30 if quick else steps, eps=DEFAULTS.eps, loss=DEFAULTS.loss,
+                          learning_rate=DEFAULTS.learning_rate, sphere_radius=DEFAULTS.sphere_radius)
     page = run_showcase(model, out, config, samples=1 if quick else samples, progress_factory=image_step_progress)
     console.print(f"showcase written: {page} (grids beside it)", soft_wrap=True)
     if showcase_only:
@@ -147,50 +207,52 @@ def demo(
 def run(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Option(
-        help="fairface:PATH, utkface:PATH, celeba:PATH, folder:PATH or demo.")] = DEFAULTS.dataset,
-    upsampler: Annotated[str, typer.Option(
-        help="pulse, bicubic, nearest, oracle (true HR image), jpeg (re-encoded truth) or folder.",
-    )] = DEFAULTS.upsampler,
-    generator: Annotated[str, typer.Option(
-        help="NAME[:WEIGHTS] searched by pulse; its resolution is R for all.")] = DEFAULTS.generator,
-    folder: Annotated[str, typer.Option(
-        help="Folder upsampler: outputs named <item stem>[_<k>].png.")] = DEFAULTS.folder,
-    resolution: Annotated[int, typer.Option(
-        help="Output side R in px for non-pulse upsamplers (0: the generator's).")] = DEFAULTS.resolution,
-    classifiers: Annotated[str, typer.Option(
-        help="Comma list of NAME[:WEIGHTS] (see `pulse-audit doctor`), or none.")] = ",".join(DEFAULTS.classifiers),
+        help="fairface:PATH, utkface:PATH, celeba:PATH, folder:PATH or demo.", rich_help_panel=INPUTS)]
+        = DEFAULTS.dataset,
     per_group: Annotated[int, typer.Option(
-        help="Faces drawn per group (seeded); 0 = every face.")] = DEFAULTS.per_group,
+        help="Faces drawn per group (seeded); 0 = every face.", rich_help_panel=INPUTS)] = DEFAULTS.per_group,
     group_by: Annotated[str, typer.Option(
         help="Attribute, or comma list for an intersection (race,gender); default: the face set's "
-             "(demo: skin_tone; race where labelled).")] = ",".join(DEFAULTS.group_by),
-    factor: Annotated[int, typer.Option(help="Downscale factor from R to the LR input.")] = DEFAULTS.factor,
-    samples: Annotated[int, typer.Option(
-        help="Outputs per input (seeded; deterministic upsamplers repeat).")] = DEFAULTS.samples,
-    seed: Annotated[int, typer.Option(help="Seed of the sampling and of the search.")] = DEFAULTS.seed,
-    restarts: Annotated[int, typer.Option(
-        help="Maximum seeded PULSE attempts per output until LR error ≤ eps.")] = DEFAULTS.restarts,
-    steps: Annotated[int, typer.Option(help="Adam steps per attempt (PULSE: 100).")] = DEFAULTS.steps,
-    eps: Annotated[float, typer.Option(help="Success threshold on mean squared LR error, [0,1] units.")] = DEFAULTS.eps,
-    loss: Annotated[str, typer.Option(help="Loss string, terms L2, L1, GEOCROSS.")] = DEFAULTS.loss,
-    learning_rate: Annotated[float, typer.Option(
-        "--lr-rate", help="Base learning rate (PULSE: 0.4).")] = DEFAULTS.learning_rate,
-    sphere_radius: Annotated[str, typer.Option(
-        help="sqrt-dim (paper) or initial (reference code).")] = DEFAULTS.sphere_radius,
-    ucpr: Annotated[int, typer.Option(help="UCPR: outputs per group-average face (0 = none).")] = DEFAULTS.ucpr,
-    ucpr_size: Annotated[int, typer.Option(
-        help="Side of the UCPR inputs in px (the benchmark's 4; must divide R).")] = DEFAULTS.ucpr_size,
+             "(demo: skin_tone; race where labelled).", rich_help_panel=INPUTS)] = ",".join(DEFAULTS.group_by),
+    factor: Factor = DEFAULTS.factor,
+    crop: Crop = DEFAULTS.crop,
     align: Annotated[bool, typer.Option(
-        help="FFHQ-align unaligned photos (dlib landmarks) before resizing.")] = DEFAULTS.align,
-    crop: Annotated[str, typer.Option(
-        help="center: central square of non-square images; none: they fail.")] = DEFAULTS.crop,
-    batch_size: Annotated[int, typer.Option(help="Outputs upsampled and stored together.")] = DEFAULTS.batch_size,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = DEFAULTS.device,
-    out: Annotated[Path, typer.Option(help="Run folder; the same command on it resumes the run.")] = Path(DEFAULTS.out),
+        help="FFHQ-align unaligned photos (dlib landmarks) before resizing.", rich_help_panel=INPUTS)]
+        = DEFAULTS.align,
+    ucpr: Annotated[int, typer.Option(
+        help="UCPR: outputs per group-average face (0 = none).", rich_help_panel=INPUTS)] = DEFAULTS.ucpr,
+    ucpr_size: Annotated[int, typer.Option(
+        help="Side of the UCPR inputs in px (the benchmark's 4; must divide R).", rich_help_panel=INPUTS)]
+        = DEFAULTS.ucpr_size,
+    upsampler: Annotated[Literal[UPSAMPLERS], typer.Option(
+        help="pulse, bicubic, nearest, oracle (true HR image), jpeg (re-encoded truth) or folder.",
+        rich_help_panel=UPSAMPLING)] = DEFAULTS.upsampler,
+    generator: Generator = DEFAULTS.generator,
+    folder: Annotated[str, typer.Option(
+        help="Folder upsampler: outputs named <item stem>[_<k>].png.", rich_help_panel=UPSAMPLING)] = DEFAULTS.folder,
+    resolution: Annotated[int, typer.Option(
+        help="Output side R in px for non-pulse upsamplers (0: the generator's).", rich_help_panel=UPSAMPLING)]
+        = DEFAULTS.resolution,
+    samples: Samples = DEFAULTS.samples,
+    seed: Seed = DEFAULTS.seed,
+    restarts: Restarts = DEFAULTS.restarts,
+    steps: Steps = DEFAULTS.steps,
+    eps: Eps = DEFAULTS.eps,
+    loss: Loss = DEFAULTS.loss,
+    learning_rate: LearningRate = DEFAULTS.learning_rate,
+    sphere_radius: SphereRadius = DEFAULTS.sphere_radius,
+    classifiers: Annotated[str, typer.Option(
+        help="Comma list of NAME[:WEIGHTS] (see `pulse-audit doctor`), or none.", rich_help_panel=CLASSIFYING)]
+        = ",".join(DEFAULTS.classifiers),
+    batch_size: BatchSize = DEFAULTS.batch_size,
+    device: Device = DEFAULTS.device,
+    out: Annotated[Path, typer.Option(
+        help="Run folder; the same command on it resumes the run.", rich_help_panel=RUN_FOLDER)] = Path(DEFAULTS.out),
     new_run: Annotated[bool, typer.Option(
-        help="Discard the rows stored in --out and start a new run there (e.g. after its inputs changed).")]
-        = DEFAULTS.new_run,
-    config: Annotated[Path | None, typer.Option(help="TOML file of these options; command-line options win.")] = None,
+        help="Discard the rows stored in --out and start a new run there (e.g. after its inputs changed).",
+        rich_help_panel=RUN_FOLDER)] = DEFAULTS.new_run,
+    config: Annotated[Path | None, typer.Option(
+        help="TOML file of these options; command-line options win.", rich_help_panel=RUN_FOLDER)] = None,
 ) -> None:
     """Audit an upsampler on a labelled face set: writes OUT/run.json, OUT/results.parquet, OUT/images/."""
     from .run_store import read_results
@@ -240,7 +302,8 @@ def train_generator(
     ngf: Annotated[int, typer.Option(help="Generator width.")] = 32,
     ndf: Annotated[int, typer.Option(help="Discriminator width.")] = 32,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 64,
-    learning_rate: Annotated[float, typer.Option("--lr-rate", help="Adam learning rate (both networks).")] = 2e-4,
+    learning_rate: Annotated[float, typer.Option(
+        "--learning-rate", "--lr-rate", help="Adam learning rate (both networks).")] = 2e-4,
     max_minutes: Annotated[float, typer.Option(help="Wall-time cap; training stops early there (0 = none).")] = 0.0,
     threads: Annotated[int, typer.Option(help="CPU threads for training.")] = 2,
     evaluate: Annotated[int, typer.Option(help="Samples whose skin tone goes into the card (0 = skip).")] = 500,
@@ -322,9 +385,9 @@ def report_settings(n_boot: int, seed: int, alpha: float, adjust: str, positive:
 
 
 NBoot = Annotated[int, typer.Option(help="Bootstrap replicates for intervals.")]
-Seed = Annotated[int, typer.Option(help="Seed of the bootstrap.")]
+BootSeed = Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")]
 Alpha = Annotated[float, typer.Option(help="Family-wise (holm) or false-discovery (bh) level.")]
-Adjust = Annotated[str, typer.Option(help="Multiple-testing adjustment across all tests: holm or bh.")]
+Adjust = Annotated[Literal[METHODS], typer.Option(help="Multiple-testing adjustment across all tests.")]
 
 
 @app.command()
@@ -338,7 +401,7 @@ def report(
     positive: Annotated[list[str] | None, typer.Option(
         help="ATTRIBUTE=CLASS for the McNemar 'class vs not' test (default race=White); repeatable.")] = None,
     per_group: Annotated[int, typer.Option(help="Inputs per group in the sample grids.")] = 4,
-    n_boot: NBoot = 2000, seed: Seed = 0, alpha: Alpha = 0.05, adjust: Adjust = "holm",
+    n_boot: NBoot = 2000, seed: BootSeed = 0, alpha: Alpha = 0.05, adjust: Adjust = "holm",
 ) -> None:
     """Write RUN/report/{report.html, report.md, report.json}: findings, tables, plots, tests."""
     from reports.report import write_report
@@ -354,7 +417,7 @@ def card(
     info: Annotated[Path | None, typer.Option(
         help="YAML with what the runs cannot know (default OUT/card.yaml; a template is written if missing).")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default first RUN/card).")] = None,
-    n_boot: NBoot = 2000, seed: Seed = 0, alpha: Alpha = 0.05, adjust: Adjust = "holm",
+    n_boot: NBoot = 2000, seed: BootSeed = 0, alpha: Alpha = 0.05, adjust: Adjust = "holm",
 ) -> None:
     """Write a model card (Mitchell et al.): README.md with YAML front matter, card.html, model_card.json (MCT)."""
     from reports.card import write_card
@@ -370,7 +433,7 @@ def card(
 def compare(
     runs: Annotated[list[Path], typer.Argument(metavar="RUN...", help="Run folders on the same inputs (2 or more).")],
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/compare"),
-    n_boot: NBoot = 2000, seed: Seed = 0, alpha: Alpha = 0.05, adjust: Adjust = "holm",
+    n_boot: NBoot = 2000, seed: BootSeed = 0, alpha: Alpha = 0.05, adjust: Adjust = "holm",
 ) -> None:
     """Compare generators on shared inputs: side-by-side tables, paired tests, one verdict per metric."""
     from reports.compare_report import write_compare
@@ -388,7 +451,7 @@ def study(
         help="TOML: shared run options at the top level and a [study] table naming the runs to make.")] = None,
     baseline: Annotated[str, typer.Option(help="Baseline: a run name or generator name (default: the first run).")]
         = "",
-    n_boot: NBoot = 2000, seed: Seed = 0, alpha: Alpha = 0.05, adjust: Adjust = "holm",
+    n_boot: NBoot = 2000, seed: BootSeed = 0, alpha: Alpha = 0.05, adjust: Adjust = "holm",
 ) -> None:
     """Runs side by side: headline metrics with intervals, contrasts against a baseline, and the dose–response on
     training composition tested with generators (seeds) as units."""
@@ -416,11 +479,7 @@ def study(
 def main() -> None:
     """Console entry point."""
     keep_large_buffers()  # CPU searches at 1024 px: reuse large buffers instead of page-faulting them anew
-    try:
-        app()
-    except PulseAuditError as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+    app()
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ from PIL import Image
 
 from .classifiers import REGISTRY as CLASSIFIERS
 from .harness import AuditConfig, run_audit
+from .upsamplers import GENERATORS_DIR
 
-GENERATORS_DIR = Path(__file__).resolve().parents[1] / "datasets" / "generators"
 SKEWED = ("light-skewed", "balanced", "dark-skewed")
 REPLICATES = GENERATORS_DIR / "skew-3x3"  # 3 compositions × 3 training seeds: <composition>-seed<k>
 SHIFT_FAMILIES = {"balanced-shift": 2, "digiface-shift": 4}  # one generator, shifted prior → UCPR input side (px)

@@ -15,6 +15,7 @@ from pulse_engine.errors import PulseAuditError
 from pulse_engine.generators import REGISTRY as GENERATORS
 
 from .classifiers import REGISTRY as CLASSIFIERS
+from .upsamplers import committed_generators
 
 OPTIONAL_PACKAGES: dict[str, tuple[str, str]] = {
     "dlib-bin": ("dlib", "face detection and landmarks (skin-tone mask, alignment, identity)"),
@@ -59,8 +60,15 @@ def classifier_checks() -> list[Check]:
 
 
 def generator_checks() -> list[Check]:
-    checks = []
+    """Each generator's weights; an entry that takes a folder (``NAME:FOLDER``) is ready with the folders
+    committed in ``datasets/generators`` (``pulse-audit generators`` lists them), or any folder you make."""
+    checks, committed = [], committed_generators()
     for entry in GENERATORS.values():
+        if entry.card_format:
+            count = sum(spec.startswith(entry.name + ":") for spec in committed)
+            checks.append(Check("generator", entry.name, True, f"{count} committed folders "
+                                "(pulse-audit generators lists them)", entry.summary))
+            continue
         missing = entry.missing_files()
         detail = "missing " + ", ".join(map(str, missing)) if missing else "ready"
         checks.append(Check("generator", entry.name, not missing, detail, entry.summary))

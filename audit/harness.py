@@ -123,11 +123,9 @@ class AuditConfig:
         return AuditConfig.from_mapping({**dataclasses.asdict(self), **overrides})
 
     def search_config(self) -> SearchConfig:
-        try:
-            return SearchConfig(restarts=self.restarts, seed=self.seed, steps=self.steps, eps=self.eps,
-                                loss=self.loss, learning_rate=self.learning_rate, sphere_radius=self.sphere_radius)
-        except ValueError as exc:
-            raise PulseAuditError(str(exc)) from exc
+        """The PULSE search settings (an invalid one raises :class:`pulse_engine.errors.ConfigError`)."""
+        return SearchConfig(restarts=self.restarts, seed=self.seed, steps=self.steps, eps=self.eps,
+                            loss=self.loss, learning_rate=self.learning_rate, sphere_radius=self.sphere_radius)
 
     def validate(self) -> None:
         """One-line errors for invalid combinations, before any work starts."""

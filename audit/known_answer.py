@@ -34,9 +34,8 @@ from .images import to_image
 from .inputs import average_faces, load_faceset, ucpr_inputs
 from .records import UpsampleInput
 from .stats import bootstrap_interval
-from .upsamplers import PulseUpsampler
+from .upsamplers import GENERATORS_DIR, PulseUpsampler
 
-GENERATORS_DIR = Path(__file__).resolve().parents[1] / "datasets" / "generators"
 TRAINED_DIR = GENERATORS_DIR / "skew-3x3"
 COMPOSITIONS = {"light-skewed": 0.85, "balanced": 0.5, "dark-skewed": 0.15}
 """Skew-trained replicate generators: name prefix → share of light faces in their training data."""

@@ -34,8 +34,8 @@ from .images import to_image
 from .metrics.columns import value_column
 from .run_store import read_results
 from .stats import bootstrap_interval
+from .upsamplers import GENERATORS_DIR
 
-GENERATORS_DIR = Path(__file__).resolve().parents[1] / "datasets" / "generators"
 ITA_OUT, ITA_IN = value_column("out", "skin-tone", "ita"), value_column("in", "skin-tone", "ita")
 
 

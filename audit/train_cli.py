@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from pulse_engine.errors import PulseAuditError
-from pulse_engine.generators.base import SearchableGenerator
+from pulse_engine.generators.base import DCGAN_CARD_FORMAT, SearchableGenerator
 from pulse_engine.generators.checkpoint import sha256_file
 from pulse_engine.generators.dcgan import load_dcgan_file
 from pulse_engine.training import TrainConfig, TrainResult, save_generator, train_dcgan, write_losses
@@ -120,7 +120,7 @@ def build_card(options: TrainOptions, source: SourceSet, counts: dict[str, int],
     config, size = options.config, int(sum(counts.values()))
     shares = ", ".join(f"{g} {n} ({n / size:.0%})" for g, n in counts.items())
     return {
-        "format": "pulse-audit generator card v1",
+        "format": DCGAN_CARD_FORMAT,
         "name": options.name or options.out.name,
         "family": "DCGAN",
         "folder": options.out.as_posix(),

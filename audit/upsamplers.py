@@ -30,7 +30,7 @@ from PIL import Image
 from pulse_engine.device import resolve_device
 from pulse_engine.downsample import downsample, factor_between
 from pulse_engine.errors import InputImageError, PulseAuditError
-from pulse_engine.generators import load_generator
+from pulse_engine.generators import folder_generators, load_generator
 from pulse_engine.generators.base import SearchableGenerator
 from pulse_engine.search import SearchConfig, search_samples
 
@@ -41,8 +41,15 @@ UPSAMPLERS = ("pulse", "bicubic", "nearest", "oracle", "jpeg", "folder")
 TRUTH_UPSAMPLERS = ("oracle", "jpeg")
 """Upsamplers that need the true HR image (none for uninformative UCPR inputs)."""
 JPEG_QUALITY = 90
+GENERATORS_DIR = Path(__file__).resolve().parents[1] / "datasets" / "generators"
+"""The generators committed with the toolkit (``dcgan-file`` and ``shifted`` folders, with their cards)."""
 ERROR_KEY = "error"
 FOLDER_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+
+def committed_generators() -> list[str]:
+    """``NAME:FOLDER`` specs of the generators committed in :data:`GENERATORS_DIR` (whole paths)."""
+    return folder_generators(GENERATORS_DIR)
 
 
 def failed_output(message: str) -> UpsampleOutput:

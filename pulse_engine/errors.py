@@ -44,6 +44,10 @@ class PulseAuditError(Exception):
     """Base class: the CLI prints ``str(error)`` as one line, without a traceback."""
 
 
+class ConfigError(PulseAuditError, ValueError):
+    """Invalid settings (an option out of range, an unknown name); a ValueError too, for library callers."""
+
+
 class WeightsError(PulseAuditError):
     """A weights file is missing, truncated, of another architecture, or unsafe to load."""
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .downsample import BicubicDownsample, factor_between
+from .errors import ConfigError
 from .generators.base import SearchableGenerator
 from .losses import LossSpec
 from .schedule import lr_multiplier
@@ -81,6 +82,12 @@ class SearchConfig:
     tile_latent: bool = False
 
     def __post_init__(self) -> None:
+        try:
+            self._check()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+
+    def _check(self) -> None:
         LossSpec.parse(self.loss)
         lr_multiplier(self.schedule, self.steps)
         if self.optimizer not in OPTIMIZERS:

@@ -33,9 +33,10 @@ def test_upsample_hr_rgba_and_grey_inputs(tmp_path, face_png):
 
 def test_upsample_lr_inputs_as_they_are(tmp_path, face_png):
     small = face_png("small.png", size=(8, 8))
-    done = cli("upsample", small, *FAST, "--lr", "--out", tmp_path / "o")
+    done = cli("upsample", small, *FAST, "--inputs-are-low-res", "--out", tmp_path / "o")
     assert done.returncode == 0, done.stderr
     assert Image.open(tmp_path / "o" / "small" / "sample0.png").size == (32, 32)
+    assert "deprecated" not in done.stderr
 
 
 def test_upsample_names_are_unique_and_inside_out(tmp_path, face_png):
@@ -70,7 +71,7 @@ def test_upsample_names_are_unique_and_inside_out(tmp_path, face_png):
 def test_user_errors_are_one_line(tmp_path, face_png, args, message):
     image = face_png("wide.png", size=(120, 80)) if "--crop" in args else face_png("square.png")
     done = cli("upsample", image, *FAST, *args, "--out", tmp_path / "o")
-    assert done.returncode == 2
+    assert done.returncode == 1  # a user error; 2 is left to usage errors (unknown option, value not a choice)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], done.stderr
     assert "Traceback" not in done.stderr
@@ -82,7 +83,7 @@ def test_center_crop_and_corrupt_file(tmp_path, face_png):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     done = cli("upsample", broken, *FAST, "--out", tmp_path / "o2")
-    assert done.returncode == 2 and "broken.png: not a readable image" in done.stderr
+    assert done.returncode == 1 and "broken.png: not a readable image" in done.stderr
 
 
 def test_generators_lists_every_entry():

@@ -262,7 +262,7 @@ def test_commands_end_to_end_on_harness_runs(harness_runs, tmp_path):
     assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["verdicts"]
     done = cli("report", tmp_path)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode == 2 and len(lines) == 1 and "is not a run folder" in lines[0]
+    assert done.returncode == 1 and len(lines) == 1 and "is not a run folder" in lines[0]
 
 
 def test_validity_battery_fast_subset():

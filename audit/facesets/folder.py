@@ -15,8 +15,8 @@ unless an optional sidecar ``labels.json`` beside the manifest declares them::
 
 Every key is optional. With declared ``values``, those are the vocabulary (in display order) and any
 other value is an error. Label source, most specific first: the attribute's ``source`` in the
-sidecar, the ``labels_source`` option (``--labels-source``), the sidecar's top-level ``source``,
-then ``annotated``.
+sidecar, the ``labels_source`` option (Python only: ``load_faceset(spec, labels_source=...)``),
+the sidecar's top-level ``source``, then ``annotated``.
 """
 
 from __future__ import annotations

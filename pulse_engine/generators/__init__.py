@@ -8,6 +8,7 @@ names it and says where to put it.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,10 +17,10 @@ from pathlib import Path
 import torch
 
 from ..errors import PulseAuditError
-from .base import GeneratorCard, SearchableGenerator
+from .base import DCGAN_CARD_FORMAT, SHIFTED_CARD_FORMAT, GeneratorCard, SearchableGenerator
 
 __all__ = ["GeneratorEntry", "REGISTRY", "GeneratorCard", "SearchableGenerator", "load_generator",
-           "weights_home", "parse_generator_spec"]
+           "weights_home", "parse_generator_spec", "folder_generators"]
 
 
 def weights_home() -> Path:
@@ -35,8 +36,11 @@ class GeneratorEntry:
         name: registry name.
         summary: one line for ``pulse-audit generators``.
         loader: "module:function" taking (weights: Path | None, device) and returning the generator.
-        default_location: where weights are looked for when none is given (None = shipped in a package).
+        default_location: where weights are looked for when none is given (None = shipped in a package,
+            or nowhere when the entry takes a folder).
         required_files: file names that must exist inside ``default_location`` when it is a folder.
+        card_format: for an entry whose spec must name a folder (``NAME:FOLDER``), the ``format`` of the
+            ``card.json`` such a folder holds ("" for the others).
     """
 
     name: str
@@ -44,10 +48,12 @@ class GeneratorEntry:
     loader: str
     default_location: Callable[[], Path | None]
     required_files: tuple[str, ...] = ()
+    card_format: str = ""
 
     def missing_files(self, weights: Path | None = None) -> list[Path]:
-        """Files this entry needs that are absent (empty when it can load)."""
-        location = weights or self.default_location()
+        """Files this entry needs that are absent (empty when it can load); an entry that takes a folder
+        and is given none lists its required files under ``FOLDER``."""
+        location = weights or self.default_location() or (Path("FOLDER") if self.card_format else None)
         if location is None:
             return []
         if self.required_files and (location.is_dir() or not location.suffix):
@@ -82,12 +88,29 @@ REGISTRY: dict[str, GeneratorEntry] = {
                        ".dcgan:load_tiny_dcgan", lambda: None),
         GeneratorEntry("dcgan-file", "DCGAN made by `pulse-audit train-generator`: dcgan-file:FOLDER with weights.pt "
                        "+ card.json (e.g. datasets/generators/balanced)",
-                       ".dcgan:load_dcgan_file", lambda: Path("FOLDER"), ("weights.pt", "card.json")),
+                       ".dcgan:load_dcgan_file", lambda: None, ("weights.pt", "card.json"),
+                       DCGAN_CARD_FORMAT),
         GeneratorEntry("shifted", "a generator with its latent prior shifted along a direction: shifted:FOLDER with "
                        "card.json (e.g. datasets/generators/digiface-shift/alpha+2)",
-                       ".shifted:load_shifted", lambda: Path("FOLDER"), ("card.json",)),
+                       ".shifted:load_shifted", lambda: None, ("card.json",), SHIFTED_CARD_FORMAT),
     )
 }
+
+
+def folder_generators(root: Path) -> list[str]:
+    """``NAME:FOLDER`` of every generator folder under ``root`` (sorted): a folder whose ``card.json``
+    (at most 1 MiB) has the ``format`` of a registry entry that takes a folder."""
+    entries = {entry.card_format: entry.name for entry in REGISTRY.values() if entry.card_format}
+    specs = []
+    for card in sorted(Path(root).rglob("card.json")):
+        try:
+            text = card.read_text() if card.stat().st_size <= 1 << 20 else "{}"
+            fmt = json.loads(text).get("format")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if fmt in entries:
+            specs.append(f"{entries[fmt]}:{card.parent}")
+    return specs
 
 
 def parse_generator_spec(spec: str) -> tuple[GeneratorEntry, Path | None]:

@@ -24,6 +24,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+DCGAN_CARD_FORMAT = "pulse-audit generator card v1"
+"""``format`` of the ``card.json`` beside the weights that ``pulse-audit train-generator`` writes (``dcgan-file``)."""
+SHIFTED_CARD_FORMAT = "pulse-audit shifted generator card v1"
+"""``format`` of a prior-shifted generator's ``card.json`` (``shifted``)."""
 
 @dataclass(frozen=True)
 class GeneratorCard:

@@ -25,10 +25,9 @@ from pathlib import Path
 import torch
 
 from ..errors import WeightsError
+from .base import SHIFTED_CARD_FORMAT as CARD_FORMAT
 from .base import GeneratorCard, SearchableGenerator
 from .checkpoint import load_torch_file, require_file, sha256_file
-
-CARD_FORMAT = "pulse-audit shifted generator card v1"
 
 
 class ShiftedGenerator(SearchableGenerator):
