@@ -1,30 +1,39 @@
 """The audit run: face set → stratified sample → inputs → upsampler → classifiers → run store.
 
-:func:`run_audit` is the work behind ``pulse-audit run``. Inputs are processed in chunks of about
-``batch_size`` upsampler outputs; each chunk's rows are stored as one atomic part, so a killed run
-started again with the same options continues where it stopped (see :mod:`audit.run_store`).
-Each chunk classifies the true HR image of its faces once and every output with each classifier
-(separate models, never the generator), on the 8-bit images that the store writes as PNG.
+:func:`run_audit` is the work behind ``pulse-audit run``. The driver (this module) plans the run's
+chunks, an engine computes them (:mod:`audit.pipeline` in this process; each chunk on an
+:class:`audit.chunk_worker.ChunkWorker`, which never touches the store), and the driver alone writes
+what they return: a chunk's images, then its rows as one atomic part, so a killed run started again with
+the same options continues where it stopped (see :mod:`audit.run_store`). Each chunk classifies the true
+HR image of its faces once and every output with each classifier (separate models, never the
+generator), on the 8-bit images that the store writes as PNG.
+
+Fixed chunks: chunk c is inputs [c·n, (c+1)·n) of the run's full, ordered list of inputs (skipped
+files, then the sampled faces, then the UCPR inputs, each list chunked on its own), with n =
+``batch_size // samples`` (at least 1): membership depends only on the options and the item order,
+never on what is stored. A search's last bits depend on which images share its batch, so this is what
+makes every session and every engine search exactly the same batches: a resumed run, a local run and
+a distributed run store the same rows. A chunk with some rows stored is searched whole again, and only
+its missing (item, sample) rows are stored (each exactly once).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 import tomllib
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import Any, TypeVar
 
 from pulse_engine.device import resolve_device
 from pulse_engine.errors import InputImageError, PulseAuditError
 from pulse_engine.search import SearchConfig
 
+from .chunk_worker import ChunkResult, ChunkTask, ChunkWorker, Job, WorkerSpec
 from .classifiers import build_classifier
-from .images import CROP_MODES, to_image
+from .images import CROP_MODES
 from .inputs import (
     UCPR_PREFIX,
     average_faces,
@@ -36,14 +45,20 @@ from .inputs import (
     sample_faces,
     ucpr_inputs,
 )
+from .pipeline import Engine, run_pipelined, run_sequential
 from .provenance import run_inputs, run_provenance
-from .records import Classifier, FaceItem, FaceSet, Prediction, UpsampleInput, Upsampler
-from .rows import comparisons, fidelity, safe_predict, side_columns
+from .records import FaceItem, FaceSet, Upsampler
 from .run_store import RunStore
-from .upsamplers import TRUTH_UPSAMPLERS, UPSAMPLERS, build_upsampler, output_error
+from .upsamplers import TRUTH_UPSAMPLERS, UPSAMPLERS, build_upsampler
 
 ProgressFn = Callable[[int, int], None]
 """Called with (rows stored, rows to store in this session) after each chunk."""
+T = TypeVar("T")
+ENGINES = ("local", "sequential")
+"""``local``: this process, the search overlapping the classification and encoding of the previous chunk;
+``sequential``: this process, one stage after the other (a reference for measurements)."""
+SESSION_OPTIONS = ("out", "new_run", "engine")
+"""Options that may differ between the sessions of one run (not part of its fingerprint)."""
 KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", tuple: "a list of names"}
 
 
@@ -60,7 +75,8 @@ class AuditConfig:
 
     Lists (``classifiers``, ``group_by``) also accept a comma-separated string; ``per_group`` 0
     keeps every item; ``resolution`` 0 means the generator's; ``ucpr`` 0 disables the UCPR inputs;
-    ``new_run`` discards the rows already stored in ``out`` and starts a new run there.
+    ``new_run`` discards the rows already stored in ``out`` and starts a new run there; ``engine`` is
+    where chunks are computed (:data:`ENGINES`; every engine stores the same rows).
     """
 
     dataset: str = "demo"
@@ -88,6 +104,7 @@ class AuditConfig:
     device: str = "auto"
     out: str = "runs/audit"
     new_run: bool = False
+    engine: str = "local"
 
     def __post_init__(self) -> None:
         for name in ("classifiers", "group_by"):
@@ -135,6 +152,7 @@ class AuditConfig:
                   (self.per_group >= 0 and self.ucpr >= 0, "--per-group and --ucpr must be ≥ 0"),
                   (self.ucpr_size >= 1, "--ucpr-size must be ≥ 1"),
                   (self.crop in CROP_MODES, f"--crop must be one of {', '.join(CROP_MODES)}"),
+                  (self.engine in ENGINES, f"unknown engine {self.engine!r}; known: {', '.join(ENGINES)}"),
                   (not (self.upsampler in TRUTH_UPSAMPLERS and self.ucpr),
                    f"the {self.upsampler} upsampler has no truth for UCPR inputs")]
         for ok, message in checks:
@@ -143,31 +161,18 @@ class AuditConfig:
         self.search_config()
 
     def fingerprint(self) -> dict[str, Any]:
-        """The options that must match for a run to be resumed (all but the output folder and ``new_run``)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("out", "new_run")}
-
-
-@dataclass
-class Job:
-    """One input to upsample, or the error that prevents it, with the samples still to store."""
-
-    kind: str
-    item_id: str
-    samples: list[int]
-    labels: dict[str, str] = field(default_factory=dict)
-    source: str = ""
-    input: UpsampleInput | None = None
-    error: str = ""
+        """The options that must match for a run to be resumed (all but :data:`SESSION_OPTIONS`)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in SESSION_OPTIONS}
 
 
 class Audit:
-    """One audit session: turns jobs into stored rows."""
+    """One audit session: plans the run's fixed chunks and stores what an engine computes from them."""
 
-    def __init__(self, config: AuditConfig, faceset: FaceSet, upsampler: Upsampler, classifiers: Sequence[Classifier],
-                 store: RunStore, aligner: Any = None, progress: ProgressFn | None = None) -> None:
+    def __init__(self, config: AuditConfig, faceset: FaceSet, upsampler: Upsampler, store: RunStore,
+                 aligner: Any = None, progress: ProgressFn | None = None) -> None:
         self.config, self.faceset, self.upsampler = config, faceset, upsampler
-        self.classifiers, self.store, self.aligner, self.progress = list(classifiers), store, aligner, progress
-        self.done = self.total = 0
+        self.store, self.aligner, self.progress = store, aligner, progress
+        self.done = self.total = self.chunks = 0
 
     def report(self, rows: int) -> None:
         """Count stored rows and tell the progress callback."""
@@ -175,89 +180,48 @@ class Audit:
         if self.progress is not None:
             self.progress(self.done, self.total)
 
+    def write(self, result: ChunkResult) -> None:
+        """Store one chunk's result: its images first, then its rows as one part (the driver is the store's
+        only writer)."""
+        for relative, data in result.images.items():
+            self.store.write_image(relative, data)
+        before = len(self.store.done)
+        self.store.append(result.rows)
+        self.report(len(self.store.done) - before)
+
     def pending(self, item_id: str, samples: int) -> list[int]:
         return [k for k in range(samples) if (item_id, k) not in self.store.done]
 
     def face_job(self, item: FaceItem) -> Job:
         job = Job("face", item.item_id, self.pending(item.item_id, self.config.samples), dict(item.labels),
                   str(item.path))
-        if job.samples:
-            try:
-                job.input = prepare_face(item, self.upsampler.resolution, self.config.factor, self.config.crop,
-                                         self.aligner)
-            except InputImageError as exc:
-                job.error = str(exc)
+        try:
+            job.input = prepare_face(item, self.upsampler.resolution, self.config.factor, self.config.crop,
+                                     self.aligner)
+        except InputImageError as exc:
+            job.error = str(exc)
         return job
 
-    def run(self, jobs: Iterable[Job], samples: int) -> None:
-        """Store ``jobs`` (``samples`` outputs each) in chunks of about ``batch_size`` outputs."""
-        chunk: list[Job] = []
-        for job in jobs:
-            chunk += [job] if job.samples else []
-            if len(chunk) >= max(1, self.config.batch_size // samples):
-                self.report(self.store_chunk(chunk, samples))
-                chunk = []
-        if chunk:
-            self.report(self.store_chunk(chunk, samples))
+    def tasks(self, units: Sequence[T], samples: int, key: Callable[[T], str], job: Callable[[T], Job]
+              ) -> Iterator[ChunkTask]:
+        """Chunk c holds ``units[c·n : (c+1)·n]`` (n = ``batch_size // samples``, at least 1), whatever is
+        stored; a chunk with rows still missing becomes a task with all its units (``job`` prepares each)."""
+        size = max(1, self.config.batch_size // samples)
+        for start in range(0, len(units), size):
+            members = units[start:start + size]
+            self.chunks += 1
+            if any(self.pending(key(unit), samples) for unit in members):
+                yield ChunkTask(self.chunks - 1, samples, [job(unit) for unit in members])
 
-    def store_chunk(self, chunk: list[Job], samples: int) -> int:
-        """Upsample, classify and store one chunk; returns the number of rows stored."""
-        ready = [job for job in chunk if job.input is not None and not job.error]
-        began = time.perf_counter()
-        outputs = self.upsampler.upsample([job.input for job in ready], samples) if ready else []
-        t_upsample = (time.perf_counter() - began) / max(1, len(ready) * samples)
-        rows = [self.base_row(job, k) | {"error": job.error} for job in chunk if job.error for k in job.samples]
-        pairs = [(job, k, outs[k]) for job, outs in zip(ready, outputs) for k in job.samples]
-        rows += [self.base_row(job, k) | {"error": output_error(o)} for job, k, o in pairs if output_error(o)]
-        usable = [(job, k, o) for job, k, o in pairs if not output_error(o)]
-        jobs = list({id(job): job for job, _, _ in usable}.values())
-        began = time.perf_counter()
-        truths = self.classify_truths(jobs)
-        outs = self.classify([o.image for _, _, o in usable])
-        t_classify = (time.perf_counter() - began) / max(1, len(usable))
-        inputs = {job.item_id: self.save_inputs(job) for job in jobs}
-        for i, (job, k, out) in enumerate(usable):
-            row = self.base_row(job, k) | inputs[job.item_id] | {"error": ""}
-            row["path_out"] = self.store.save_image(job.item_id, f"out_{k}", out.image)
-            row |= {f"ups_{key}": v for key, v in out.diagnostics.items()} | {"t_upsample_s": t_upsample,
-                                                                           "t_classify_s": t_classify}
-            out_preds = [p[i] for p in outs]
-            row |= side_columns("out", self.classifiers, out_preds)
-            if job.item_id in truths:
-                row |= side_columns("in", self.classifiers, truths[job.item_id])
-                row |= comparisons(self.classifiers, truths[job.item_id], out_preds)
-            if job.input.truth is not None:
-                row |= fidelity(out.image, job.input.truth)
-            rows.append(row)
-        self.store.append(rows)
-        return len(rows)
+    def plan(self, items: Sequence[FaceItem], skipped: Sequence[Job]) -> Iterator[ChunkTask]:
+        """Every task of the run in order: skipped files, faces, then UCPR inputs."""
+        def same(job: Job) -> Job:
+            return job
 
-    def classify_truths(self, jobs: Sequence[Job]) -> dict[str, list[Prediction]]:
-        """Item id → one Prediction per classifier of its true HR image (inputs that have one)."""
-        with_truth = [job for job in jobs if job.input is not None and job.input.truth is not None]
-        predictions = self.classify([job.input.truth for job in with_truth])
-        return {job.item_id: [p[j] for p in predictions] for j, job in enumerate(with_truth)}
-
-    def base_row(self, job: Job, sample: int) -> dict[str, Any]:
-        """Ids, kind, group, dataset labels with their provenance, and the source file."""
-        row: dict[str, Any] = {"item_id": job.item_id, "sample": sample, "input_kind": job.kind,
-                               "group": group_key(job.labels, self.config.group_by) if job.labels else "",
-                               "path_source": job.source}
-        for name, spec in self.faceset.attributes.items():
-            row[f"label_{name}"] = job.labels.get(name, "")
-            row[f"label_source_{name}"] = spec.source
-        return row
-
-    def save_inputs(self, job: Job) -> dict[str, str]:
-        """Write the truth (if any) and LR images of a job; their paths relative to the run folder."""
-        truth = job.input.truth
-        return {"path_truth": self.store.save_image(job.item_id, "truth", truth) if truth is not None else "",
-                "path_lr": self.store.save_image(job.item_id, "lr", job.input.low)}
-
-    def classify(self, images: Sequence[Any]) -> list[list[Prediction]]:
-        """Per classifier, one Prediction per image (the 8-bit RGB version that is stored)."""
-        arrays = [np.asarray(to_image(image)) for image in images]
-        return [safe_predict(c, arrays) if arrays else [] for c in self.classifiers]
+        yield from self.tasks(skipped, self.config.samples, lambda job: job.item_id, same)
+        yield from self.tasks(items, self.config.samples, lambda item: item.item_id, self.face_job)
+        if self.config.ucpr:
+            yield from self.tasks(list(self.ucpr_jobs(items)), self.config.ucpr, lambda job: job.item_id, same)
 
     def ucpr_groups(self, items: Sequence[FaceItem]) -> dict[str, dict[str, str]]:
         """Group → labels, for the groups of the items labelled in every ``group_by`` attribute."""
@@ -302,15 +266,27 @@ def run_audit(config: AuditConfig, progress: ProgressFn | None = None) -> Path:
     aligner = load_aligner() if config.align else None
     provenance = lambda: run_provenance(faceset, upsampler, classifiers, sampling, config.seed)  # noqa: E731
     inputs = run_inputs(faceset, items, upsampler, classifiers)
+    spec = worker_spec(config, faceset)
+    engine = make_engine(config, spec, ChunkWorker(upsampler, classifiers, dict(spec.label_sources), config.group_by))
     with RunStore.open(Path(config.out), config.fingerprint(), provenance, inputs, config.new_run) as store:
-        audit = Audit(config, faceset, upsampler, classifiers, store, aligner, progress)
+        audit = Audit(config, faceset, upsampler, store, aligner, progress)
         skipped = [Job("skipped", s.item_id, audit.pending(s.item_id, config.samples), {}, str(s.path), error=s.reason)
                    for s in getattr(faceset, "skipped", [])]
         audit.total = audit.pending_rows(items, skipped)
         audit.report(0)
-        audit.run(skipped, config.samples)
-        audit.run((audit.face_job(item) for item in items), config.samples)
-        if config.ucpr:
-            audit.run(audit.ucpr_jobs(items), config.ucpr)
+        engine(audit.plan(items, skipped), audit.write)
     return Path(config.out)
+
+
+def worker_spec(config: AuditConfig, faceset: FaceSet) -> WorkerSpec:
+    """What a chunk worker of this run is built from, elsewhere (:meth:`ChunkWorker.from_spec`)."""
+    return WorkerSpec(config.upsampler, config.generator, config.folder or None, config.search_config(),
+                      config.device, config.resolution or None, config.batch_size, config.classifiers,
+                      tuple((name, spec.source) for name, spec in faceset.attributes.items()), config.group_by)
+
+
+def make_engine(config: AuditConfig, spec: WorkerSpec, worker: ChunkWorker) -> Engine:
+    """The engine ``config.engine`` names: ``local`` and ``sequential`` run ``worker`` in this process (an
+    engine elsewhere builds its workers from ``spec``)."""
+    return partial(run_sequential if config.engine == "sequential" else run_pipelined, worker)
 

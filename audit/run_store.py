@@ -17,6 +17,9 @@ Images are written before the part that references them, and a part is written o
 already stored; a SIGKILL at any instant therefore loses at most the rows of the flush in flight,
 never a completed row, and never duplicates one. Leftover temporary files are removed on open.
 An OS error while writing (disk full, permissions) is a one-line error; what was stored stays.
+One process writes a run (the driver, :mod:`audit.harness`): compute may happen elsewhere (chunk workers
+return rows and PNG bytes), but only the driver writes them, images (:meth:`RunStore.write_image`) before
+the part of their rows.
 
 Resume: the options and the inputs (SHA-256 of the weights files, the face set's items and labels:
 :func:`audit.provenance.run_inputs`) must equal those in ``run.json``, else the run is refused with one
@@ -50,6 +53,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
+from PIL import Image
 
 from pulse_engine.errors import PulseAuditError
 
@@ -122,6 +126,22 @@ def safe_id(item_id: str, max_chars: int = 120) -> str:
     if safe != item_id or len(safe) > max_chars:
         safe = safe[:max_chars] + "-" + uuid.uuid5(uuid.NAMESPACE_URL, item_id).hex[:8]
     return safe
+
+
+IMAGE_PATH = re.compile(r"images/[A-Za-z0-9_-][A-Za-z0-9._-]*/[A-Za-z0-9_-][A-Za-z0-9._-]*\.png")
+"""What a run-relative image path looks like (:func:`image_path`): one folder below ``images/``, no escape."""
+
+
+def image_path(item_id: str, name: str) -> str:
+    """Path, relative to the run folder, of image ``name`` (e.g. ``out_0``) of ``item_id``."""
+    return f"images/{safe_id(item_id)}/{name}.png"
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """The PNG bytes the store writes for an 8-bit image (a tensor's: ``png_bytes(to_image(tensor))``)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def classifier_column(side: str, classifier: str, *parts: str) -> str:
@@ -241,14 +261,18 @@ class RunStore:
 
     def image_path(self, item_id: str, name: str) -> str:
         """Path, relative to the run folder, of image ``name`` (e.g. ``out_0``) of ``item_id``."""
-        return f"images/{safe_id(item_id)}/{name}.png"
+        return image_path(item_id, name)
 
     def save_image(self, item_id: str, name: str, image: torch.Tensor) -> str:
         """Atomically write a (3, H, W) [0, 1] tensor as PNG; returns its relative path."""
-        relative = self.image_path(item_id, name)
-        buffer = io.BytesIO()
-        to_image(image).save(buffer, format="PNG")
-        atomic_write(self.root / relative, buffer.getvalue())
+        return self.write_image(self.image_path(item_id, name), png_bytes(to_image(image)))
+
+    def write_image(self, relative: str, data: bytes) -> str:
+        """Atomically write already-encoded image bytes (e.g. a chunk worker's :func:`png_bytes`) at
+        ``relative``, a path of :func:`image_path`'s form (anything else is refused); returns it."""
+        if not IMAGE_PATH.fullmatch(relative):
+            raise PulseAuditError(f"refusing to write image {relative!r}: not a path images/<safe id>/<name>.png")
+        atomic_write(self.root / relative, data)
         return relative
 
     def append(self, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -1,0 +1,118 @@
+"""Local engines: run a run's chunk tasks on a :class:`audit.chunk_worker.ChunkWorker` in this process.
+
+An engine takes the tasks (in chunk order) and ``write``, and calls ``write(result)`` in the calling
+thread for every task's :class:`~audit.chunk_worker.ChunkResult`; the caller (the harness) is the only
+writer of the run store. Both engines here hand results over in task order, so what is stored, and in
+which parts, never depends on thread timing.
+
+- :func:`run_sequential`: search, then classify and encode, then write, one chunk after the other.
+- :func:`run_pipelined` (``--engine local``): a search thread and a finishing thread (classification and
+  PNG encoding), so that chunk c is searched while chunk c−1 is finished and written, and chunk c+1
+  planned; torch, onnxruntime and the image codecs release the GIL while they compute. A task is taken
+  from ``tasks`` only when fewer than :data:`DEPTH` chunks are unwritten, so memory stays bounded.
+
+Errors: an exception while computing chunk c reaches the caller when chunk c's turn comes, after every
+earlier chunk was written (as in the sequential engine); an exception while planning (from ``tasks``) is
+raised once the chunks already handed over are written. The threads are then stopped: on an ordinary
+exception after the chunk they are working on (so nothing else uses the worker afterwards); on a
+KeyboardInterrupt at once (they are daemon threads: they never keep an interrupted process alive).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .chunk_worker import ChunkResult, ChunkTask, ChunkWorker
+
+Write = Callable[[ChunkResult], None]
+Engine = Callable[[Iterable[ChunkTask], Write], None]
+"""Runs every task and calls ``write`` with each result, in the caller's thread."""
+DEPTH = 2
+"""Chunks handed to the pipelined stages and not yet written (one searched, one finished)."""
+_END = object()
+
+
+def run_sequential(worker: ChunkWorker, tasks: Iterable[ChunkTask], write: Write) -> None:
+    """Each task in turn: search, classify and encode, write."""
+    for task in tasks:
+        write(worker.run(task))
+
+
+class _Stage:
+    """A daemon thread applying ``step`` to what arrives in its inbox, in order, into ``outbox``; an
+    exception becomes the item (passed on untouched by later stages)."""
+
+    def __init__(self, step: Callable[[Any], Any], outbox: queue.Queue, stop: threading.Event, name: str) -> None:
+        self.inbox: queue.Queue = queue.Queue()
+        self.step, self.outbox, self.stop = step, outbox, stop
+        self.thread = threading.Thread(target=self.loop, name=name, daemon=True)
+        self.thread.start()
+
+    def loop(self) -> None:
+        while True:
+            item = self.inbox.get()
+            if item is _END:
+                self.outbox.put(_END)
+                return
+            if self.stop.is_set():
+                continue
+            if not isinstance(item, BaseException):
+                try:
+                    item = self.step(item)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller in the chunk's turn
+                    item = exc
+            self.outbox.put(item)
+
+
+def run_pipelined(worker: ChunkWorker, tasks: Iterable[ChunkTask], write: Write, depth: int = DEPTH) -> None:
+    """Search, finishing and writing overlap (see the module docstring); results are written in task order."""
+    results: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    finishing = _Stage(worker.finish, results, stop, "audit-finish")
+    searching = _Stage(worker.search, finishing.inbox, stop, "audit-search")
+    in_flight = 0
+
+    def write_next() -> None:
+        nonlocal in_flight
+        result = results.get()
+        in_flight -= 1
+        if isinstance(result, BaseException):
+            raise result
+        write(result)
+
+    try:
+        planned = iter(tasks)
+        while True:
+            while in_flight >= depth:
+                write_next()
+            try:
+                task = next(planned)
+            except StopIteration:
+                break
+            except Exception:
+                while in_flight:
+                    write_next()
+                raise
+            searching.inbox.put(task)
+            in_flight += 1
+        while in_flight:
+            write_next()
+    except Exception:
+        _stop(searching, finishing, stop, wait=True)
+        raise
+    except BaseException:
+        _stop(searching, finishing, stop, wait=False)
+        raise
+    _stop(searching, finishing, stop, wait=True)
+
+
+def _stop(searching: _Stage, finishing: _Stage, stop: threading.Event, wait: bool) -> None:
+    """End both threads: work not started is dropped; with ``wait``, return once they have ended."""
+    stop.set()
+    searching.inbox.put(_END)
+    if wait:
+        searching.thread.join()
+        finishing.thread.join()
