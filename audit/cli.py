@@ -24,7 +24,7 @@ from pulse_engine.generators import REGISTRY, load_generator, parse_generator_sp
 from pulse_engine.search import SearchConfig
 from pulse_engine.sphere import RADIUS_RULES
 
-from .harness import AuditConfig, run_audit
+from .harness import ENGINES, AuditConfig, run_audit
 from .images import CROP_MODES
 from .progress import console, image_step_progress, row_progress
 from .stats.multitest import METHODS
@@ -246,6 +246,18 @@ def run(
         = ",".join(DEFAULTS.classifiers),
     batch_size: BatchSize = DEFAULTS.batch_size,
     device: Device = DEFAULTS.device,
+    engine: Annotated[Literal[ENGINES], typer.Option(
+        help="Where chunks are computed: local (this process), sequential (same, stages in turn), ray (Ray "
+             "actors; pip install 'pulse-audit[ray]'). Every engine stores the same rows.",
+        rich_help_panel=EXECUTION)] = DEFAULTS.engine,
+    ray_address: Annotated[str, typer.Option(
+        help="Ray cluster to join (HOST:PORT, ray://HOST:PORT or auto); default: a local one for this run.",
+        rich_help_panel=EXECUTION)] = DEFAULTS.ray_address,
+    workers: Annotated[int, typer.Option(
+        help="Ray actors, each holding the models once (0: one per GPU, else one per CPU).",
+        rich_help_panel=EXECUTION)] = DEFAULTS.workers,
+    gpus_per_worker: Annotated[float, typer.Option(
+        help="GPUs per Ray actor (0: CPU actors).", rich_help_panel=EXECUTION)] = DEFAULTS.gpus_per_worker,
     out: Annotated[Path, typer.Option(
         help="Run folder; the same command on it resumes the run.", rich_help_panel=RUN_FOLDER)] = Path(DEFAULTS.out),
     new_run: Annotated[bool, typer.Option(

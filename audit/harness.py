@@ -47,6 +47,7 @@ from .inputs import (
 )
 from .pipeline import Engine, run_pipelined, run_sequential
 from .provenance import run_inputs, run_provenance
+from .ray_engine import RayOptions, check_ray, ray_engine
 from .records import FaceItem, FaceSet, Upsampler
 from .run_store import RunStore
 from .upsamplers import TRUTH_UPSAMPLERS, UPSAMPLERS, build_upsampler
@@ -54,10 +55,11 @@ from .upsamplers import TRUTH_UPSAMPLERS, UPSAMPLERS, build_upsampler
 ProgressFn = Callable[[int, int], None]
 """Called with (rows stored, rows to store in this session) after each chunk."""
 T = TypeVar("T")
-ENGINES = ("local", "sequential")
+ENGINES = ("local", "sequential", "ray")
 """``local``: this process, the search overlapping the classification and encoding of the previous chunk;
-``sequential``: this process, one stage after the other (a reference for measurements)."""
-SESSION_OPTIONS = ("out", "new_run", "engine")
+``sequential``: this process, one stage after the other (a reference for measurements); ``ray``: Ray actors
+(:mod:`audit.ray_engine`, with ``ray_address``, ``workers`` and ``gpus_per_worker``)."""
+SESSION_OPTIONS = ("out", "new_run", "engine", "ray_address", "workers", "gpus_per_worker")
 """Options that may differ between the sessions of one run (not part of its fingerprint)."""
 KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", tuple: "a list of names"}
 
@@ -105,6 +107,9 @@ class AuditConfig:
     out: str = "runs/audit"
     new_run: bool = False
     engine: str = "local"
+    ray_address: str = ""
+    workers: int = 0
+    gpus_per_worker: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("classifiers", "group_by"):
@@ -153,6 +158,9 @@ class AuditConfig:
                   (self.ucpr_size >= 1, "--ucpr-size must be ≥ 1"),
                   (self.crop in CROP_MODES, f"--crop must be one of {', '.join(CROP_MODES)}"),
                   (self.engine in ENGINES, f"unknown engine {self.engine!r}; known: {', '.join(ENGINES)}"),
+                  (self.workers >= 0 and self.gpus_per_worker >= 0, "--workers and --gpus-per-worker must be ≥ 0"),
+                  (self.engine == "ray" or not (self.ray_address or self.workers or self.gpus_per_worker),
+                   "--ray-address, --workers and --gpus-per-worker need --engine ray"),
                   (not (self.upsampler in TRUTH_UPSAMPLERS and self.ucpr),
                    f"the {self.upsampler} upsampler has no truth for UCPR inputs")]
         for ok, message in checks:
@@ -250,6 +258,8 @@ class Audit:
 def run_audit(config: AuditConfig, progress: ProgressFn | None = None) -> Path:
     """Run or resume the audit ``config`` describes; returns the run folder."""
     config.validate()
+    if config.engine == "ray":
+        check_ray(config.ray_address)  # before anything loads: a missing Ray or an unreachable cluster is one line
     device = resolve_device(config.device)
     faceset = load_faceset(config.dataset)
     config = dataclasses.replace(config, group_by=faceset.grouping(config.group_by))
@@ -288,5 +298,7 @@ def worker_spec(config: AuditConfig, faceset: FaceSet) -> WorkerSpec:
 def make_engine(config: AuditConfig, spec: WorkerSpec, worker: ChunkWorker) -> Engine:
     """The engine ``config.engine`` names: ``local`` and ``sequential`` run ``worker`` in this process (an
     engine elsewhere builds its workers from ``spec``)."""
+    if config.engine == "ray":
+        return ray_engine(RayOptions(config.ray_address, config.workers, config.gpus_per_worker), spec)
     return partial(run_sequential if config.engine == "sequential" else run_pipelined, worker)
 
