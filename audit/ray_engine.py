@@ -143,28 +143,22 @@ def ray_engine(options: RayOptions, spec: WorkerSpec) -> Engine:
 def connected(ray: ModuleType, address: str) -> Iterator[None]:
     """Join the cluster at ``address``, or start a private local one, for the duration of the block."""
     quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
-    saved = {name: os.environ.get(name) for name in AUTH_VARIABLES}
-    if not address and not any(saved.values()):
-        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)  # token auth without writing ~/.ray/auth_token
+    if not address and not any(os.environ.get(name) for name in AUTH_VARIABLES):
+        # Ray's token auth without writing ~/.ray/auth_token: one token for this process and its children
+        # (Ray caches the first token it reads, so later local clusters of this process reuse it)
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)
     try:
-        try:
-            if address:
-                ray.init(address=address, **quiet)
-            else:
-                ray.init(address="local", include_dashboard=False, **quiet)
-        except (ConnectionError, RuntimeError, OSError, ValueError) as exc:
-            where = f"join the Ray cluster at {address}" if address else "start a local Ray cluster"
-            raise PulseAuditError(f"cannot {where}: {first_line(exc)}") from None
-        try:
-            yield
-        finally:
-            ray.shutdown()
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            ray.init(address="local", include_dashboard=False, **quiet)
+    except (ConnectionError, RuntimeError, OSError, ValueError) as exc:
+        where = f"join the Ray cluster at {address}" if address else "start a local Ray cluster"
+        raise PulseAuditError(f"cannot {where}: {first_line(exc)}") from None
+    try:
+        yield
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        ray.shutdown()
 
 
 def start_actors(ray: ModuleType, options: RayOptions, spec: WorkerSpec) -> list[Any]:
