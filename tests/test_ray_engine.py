@@ -177,7 +177,8 @@ def test_missing_ray_and_unreachable_address_are_one_line(tmp_path, ray_tmp):
     done = subprocess.run([sys.executable, "-c", without_ray, *run, "--engine", "ray"], capture_output=True,
                           text=True, cwd=REPO, timeout=300)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode == USER_ERROR and len(lines) == 1 and "pip install 'pulse-audit[ray]'" in lines[0], done.stderr
+    assert done.returncode == USER_ERROR and len(lines) == 1, done.stderr
+    assert "pip install 'pulse-audit[ray]'" in lines[0]
     assert not (tmp_path / "run").exists()
     with socket.socket() as closed:  # a bound port that does not listen: connections are refused
         closed.bind(("127.0.0.1", 0))
