@@ -87,6 +87,16 @@ class Searched:
     outputs: list[list[UpsampleOutput]]
     seconds: float
 
+    @staticmethod
+    def ready_jobs(task: ChunkTask) -> list[Job]:
+        """The jobs of ``task`` that are searched: those with an input and no error."""
+        return [job for job in task.jobs if job.input is not None and not job.error]
+
+    @classmethod
+    def of(cls, task: ChunkTask, outputs: list[list[UpsampleOutput]], seconds: float) -> Searched:
+        """``task`` after a search made elsewhere returned ``outputs`` (per ready job) in ``seconds``."""
+        return cls(task, cls.ready_jobs(task), outputs, seconds)
+
 
 @dataclass(frozen=True)
 class WorkerSpec:
@@ -116,12 +126,13 @@ class ChunkWorker:
         self.label_sources, self.group_by = dict(label_sources), tuple(group_by)
 
     @classmethod
-    def from_spec(cls, spec: WorkerSpec) -> ChunkWorker:
-        """Build the upsampler (loading the generator) and the classifiers that ``spec`` names."""
+    def from_spec(cls, spec: WorkerSpec, classify: bool = True) -> ChunkWorker:
+        """Build the upsampler (loading the generator) and, with ``classify``, the classifiers that ``spec``
+        names (without, the worker can only :meth:`search`)."""
         device = resolve_device(spec.device)
         upsampler = build_upsampler(spec.upsampler, spec.generator, spec.folder, spec.search, device,
                                     spec.resolution, spec.batch_size)
-        classifiers = [build_classifier(name, str(device)) for name in spec.classifiers]
+        classifiers = [build_classifier(name, str(device)) for name in spec.classifiers] if classify else []
         return cls(upsampler, classifiers, dict(spec.label_sources), spec.group_by)
 
     def run(self, task: ChunkTask) -> ChunkResult:
@@ -129,8 +140,8 @@ class ChunkWorker:
         return self.finish(self.search(task))
 
     def search(self, task: ChunkTask) -> Searched:
-        """Upsample every usable input of the chunk, ``task.samples`` outputs each."""
-        ready = [job for job in task.jobs if job.input is not None and not job.error]
+        """Upsample every usable input of the chunk (:meth:`Searched.of`), ``task.samples`` outputs each."""
+        ready = Searched.ready_jobs(task)
         began = time.perf_counter()
         outputs = self.upsampler.upsample([job.input for job in ready], task.samples) if ready else []
         return Searched(task, ready, outputs, time.perf_counter() - began)

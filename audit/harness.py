@@ -45,7 +45,7 @@ from .inputs import (
     sample_faces,
     ucpr_inputs,
 )
-from .pipeline import Engine, run_pipelined, run_sequential
+from .pipeline import Engine, run_local, run_sequential
 from .provenance import run_inputs, run_provenance
 from .ray_engine import RayOptions, check_ray, ray_engine
 from .records import FaceItem, FaceSet, Upsampler
@@ -56,9 +56,9 @@ ProgressFn = Callable[[int, int], None]
 """Called with (rows stored, rows to store in this session) after each chunk."""
 T = TypeVar("T")
 ENGINES = ("local", "sequential", "ray")
-"""``local``: this process, the search overlapping the classification and encoding of the previous chunk;
-``sequential``: this process, one stage after the other (a reference for measurements); ``ray``: Ray actors
-(:mod:`audit.ray_engine`, with ``ray_address``, ``workers`` and ``gpus_per_worker``)."""
+"""``local``: this machine, the search (in a child process) overlapping the classification and encoding of
+the previous chunk; ``sequential``: this process, one stage after the other (a reference for measurements);
+``ray``: Ray actors (:mod:`audit.ray_engine`, with ``ray_address``, ``workers`` and ``gpus_per_worker``)."""
 SESSION_OPTIONS = ("out", "new_run", "engine", "ray_address", "workers", "gpus_per_worker")
 """Options that may differ between the sessions of one run (not part of its fingerprint)."""
 KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", tuple: "a list of names"}
@@ -296,9 +296,12 @@ def worker_spec(config: AuditConfig, faceset: FaceSet) -> WorkerSpec:
 
 
 def make_engine(config: AuditConfig, spec: WorkerSpec, worker: ChunkWorker) -> Engine:
-    """The engine ``config.engine`` names: ``local`` and ``sequential`` run ``worker`` in this process (an
-    engine elsewhere builds its workers from ``spec``)."""
+    """The engine ``config.engine`` names: ``sequential`` runs ``worker`` in this process, ``local`` too but
+    with the search in a child process built from ``spec``; ``ray`` builds its workers from ``spec`` on Ray
+    actors."""
     if config.engine == "ray":
         return ray_engine(RayOptions(config.ray_address, config.workers, config.gpus_per_worker), spec)
-    return partial(run_sequential if config.engine == "sequential" else run_pipelined, worker)
+    if config.engine == "sequential":
+        return partial(run_sequential, worker)
+    return partial(run_local, spec, worker)
 

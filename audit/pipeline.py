@@ -1,37 +1,45 @@
-"""Local engines: run a run's chunk tasks on a :class:`audit.chunk_worker.ChunkWorker` in this process.
+"""Local engines: run a run's chunk tasks in this machine, the driver writing every result.
 
 An engine takes the tasks (in chunk order) and ``write``, and calls ``write(result)`` in the calling
 thread for every task's :class:`~audit.chunk_worker.ChunkResult`; the caller (the harness) is the only
-writer of the run store. Both engines here hand results over in task order, so what is stored, and in
+writer of the run store. The engines here hand results over in task order, so what is stored, and in
 which parts, never depends on thread timing.
 
-- :func:`run_sequential`: search, then classify and encode, then write, one chunk after the other.
-- :func:`run_pipelined` (``--engine local``): a search thread and a finishing thread (classification and
-  PNG encoding), so that chunk c is searched while chunk c−1 is finished and written, and chunk c+1
-  planned; torch, onnxruntime and the image codecs release the GIL while they compute. A task is taken
-  from ``tasks`` only when fewer than :data:`DEPTH` chunks are unwritten, so memory stays bounded.
+- :func:`run_sequential` (``--engine sequential``): search, then classify and encode, then write, one
+  chunk after the other, all in this thread.
+- :func:`run_pipelined`: a search thread and a finishing thread (classification and PNG encoding), so
+  that chunk c is searched while chunk c−1 is finished and written, and chunk c+1 planned. A task is
+  taken from ``tasks`` only when fewer than :data:`DEPTH` chunks are unwritten, so memory stays bounded.
+- :func:`run_local` (``--engine local``, the default): :func:`run_pipelined` with the search in a child
+  process (:mod:`audit.search_process`), because some classifiers (dlib's) hold the GIL while they
+  compute and would stall a search thread; in threads only when there is no search worth a process.
 
 Errors: an exception while computing chunk c reaches the caller when chunk c's turn comes, after every
 earlier chunk was written (as in the sequential engine); an exception while planning (from ``tasks``) is
-raised once the chunks already handed over are written. The threads are then stopped: on an ordinary
-exception after the chunk they are working on (so nothing else uses the worker afterwards); on a
-KeyboardInterrupt at once (they are daemon threads: they never keep an interrupted process alive).
+raised once the chunks already handed over are written. The stages are then stopped: a search process
+at once; the threads, on an ordinary exception, after the chunk they are working on (so nothing else
+uses the worker afterwards), on a KeyboardInterrupt at once (they are daemon threads: they never keep
+an interrupted process alive).
 """
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .chunk_worker import ChunkResult, ChunkTask, ChunkWorker
+from .chunk_worker import ChunkResult, ChunkTask, ChunkWorker, Searched, WorkerSpec
+from .search_process import SearchProcess
 
 Write = Callable[[ChunkResult], None]
 Engine = Callable[[Iterable[ChunkTask], Write], None]
 """Runs every task and calls ``write`` with each result, in the caller's thread."""
 DEPTH = 2
 """Chunks handed to the pipelined stages and not yet written (one searched, one finished)."""
+SEARCHING = ("pulse",)
+"""Upsamplers whose work is a search worth a process of its own (the others interpolate or read files)."""
 _END = object()
 
 
@@ -67,12 +75,29 @@ class _Stage:
             self.outbox.put(item)
 
 
-def run_pipelined(worker: ChunkWorker, tasks: Iterable[ChunkTask], write: Write, depth: int = DEPTH) -> None:
-    """Search, finishing and writing overlap (see the module docstring); results are written in task order."""
+def run_local(spec: WorkerSpec, worker: ChunkWorker, tasks: Iterable[ChunkTask], write: Write) -> None:
+    """``--engine local``: :func:`run_pipelined`, with the search in a child process built from ``spec``
+    (:mod:`audit.search_process`) when there is a search to overlap (a :data:`SEARCHING` upsampler and at
+    least two chunks to compute; else starting a Python would cost more than it saves)."""
+    planned = iter(tasks)
+    head = list(itertools.islice(planned, 2))
+    if spec.upsampler not in SEARCHING or len(head) < 2:
+        run_pipelined(worker, itertools.chain(head, planned), write)
+        return
+    with SearchProcess(spec) as searcher:
+        run_pipelined(worker, itertools.chain(head, planned), write, search=searcher.search, cancel=searcher.kill)
+
+
+def run_pipelined(worker: ChunkWorker, tasks: Iterable[ChunkTask], write: Write, depth: int = DEPTH,
+                  search: Callable[[ChunkTask], Searched] | None = None, cancel: Callable[[], None] = lambda: None
+                  ) -> None:
+    """Search, finishing and writing overlap (see the module docstring); results are written in task order.
+    ``search`` replaces ``worker.search`` (e.g. :meth:`SearchProcess.search`); ``cancel`` stops it at once
+    when the run stops early (e.g. :meth:`SearchProcess.kill`)."""
     results: queue.Queue = queue.Queue()
     stop = threading.Event()
     finishing = _Stage(worker.finish, results, stop, "audit-finish")
-    searching = _Stage(worker.search, finishing.inbox, stop, "audit-search")
+    searching = _Stage(search or worker.search, finishing.inbox, stop, "audit-search")
     in_flight = 0
 
     def write_next() -> None:
@@ -101,9 +126,11 @@ def run_pipelined(worker: ChunkWorker, tasks: Iterable[ChunkTask], write: Write,
         while in_flight:
             write_next()
     except Exception:
+        cancel()
         _stop(searching, finishing, stop, wait=True)
         raise
     except BaseException:
+        cancel()
         _stop(searching, finishing, stop, wait=False)
         raise
     _stop(searching, finishing, stop, wait=True)

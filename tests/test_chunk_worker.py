@@ -1,25 +1,34 @@
 """The chunk worker and the local engines: the worker's results are exactly what a run stores, the
-pipelined engine stores what the sequential one does, resume with a partly stored chunk is exact, and
-the pipeline's order, overlap, bounds and errors (checked with events, never with timers)."""
+pipelined engine stores what the sequential one does, resume with a partly stored chunk is exact, the
+pipeline's order, overlap, bounds and errors (checked with events, never with timers), and the search
+process's errors and death with its run."""
 
 from __future__ import annotations
 
 import math
 import pickle
+import signal
 import threading
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from test_harness import config, fakes, rows_by_key  # noqa: F401 - fakes is a fixture
+import torch
+from held_child import HeldChild, python_command
+from test_harness import config, fakes, make_faceset, rows_by_key  # noqa: F401 - fakes is a fixture
 
 import audit.chunk_worker as chunk_worker
 import audit.harness as harness
-from audit.chunk_worker import ChunkResult, ChunkTask, ChunkWorker, Job
+from audit.chunk_worker import ChunkResult, ChunkTask, ChunkWorker, Job, WorkerSpec
 from audit.harness import run_audit
 from audit.pipeline import DEPTH, run_pipelined, run_sequential
+from audit.records import UpsampleInput
 from audit.run_store import read_results
+from audit.search_process import SearchProcess
+from audit.upsamplers import build_upsampler
 from pulse_engine.errors import PulseAuditError
+from pulse_engine.search import SearchConfig
 
 TIMING = ("t_upsample_s", "t_classify_s", "ups_batch_seconds", "ups_seconds")
 HANG_GUARD_S = 120  # only ever reached when the code under test is broken
@@ -224,3 +233,67 @@ def test_an_interrupt_while_writing_returns_at_once():
     for thread in threading.enumerate():
         if thread.name.startswith("audit-"):
             thread.join(HANG_GUARD_S)  # the stages end by themselves once released
+
+
+# ------------------------------------------------------------------------------------------ the search process
+
+
+def test_the_search_process_reports_its_errors_in_one_line(tmp_path):
+    """An error while building the child's upsampler, or in a search, is raised here in the chunk's turn;
+    a child that dies is a one-line error (and the run can be resumed)."""
+    spec = WorkerSpec("pulse", "no-such-generator", None, SearchConfig(steps=2, restarts=1), "cpu", None, 4, (), (),
+                      ())
+    with pytest.raises(PulseAuditError, match="no-such-generator"), SearchProcess(spec) as searcher:
+        searcher.search(ChunkTask(0, 1, []))
+    good = WorkerSpec("pulse", "dcgan-tiny", None, SearchConfig(steps=2, restarts=1), "cpu", None, 4, (), (), ())
+    task = ChunkTask(0, 2, [Job("face", "x", [0, 1], input=UpsampleInput("x", torch.rand(3, 8, 8)))])
+    with SearchProcess(good) as searcher:
+        here = ChunkWorker(build_upsampler("pulse", "dcgan-tiny", None, good.search, "cpu", None, 4), [], {}, ())
+        there = searcher.search(task)
+        assert [[torch.equal(a.image, b.image) for a, b in zip(x, y)]
+                for x, y in zip(there.outputs, here.search(task).outputs)] == [[True, True]]
+        bad = ChunkTask(1, 1, [Job("face", "y", [0], input=UpsampleInput("y", torch.rand(3, 5, 5)))])
+        with pytest.raises(Exception, match="5"):  # 32 px is not a multiple of 5: the search's own error
+            searcher.search(bad)
+        searcher.process.kill()
+        with pytest.raises(PulseAuditError, match="search process ended unexpectedly.*resume"):
+            searcher.search(task)
+
+
+def _search_children(parent: int) -> list[int]:
+    """Pids of the search processes started by ``parent`` (from their command lines)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if "audit.search_process import serve" in command and f", {parent})" in command:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc (Linux)")
+def test_the_search_process_dies_with_a_killed_run(tmp_path):
+    dataset = make_faceset(tmp_path / "set", count=4, broken=False)
+    command = [*python_command("audit.cli"), "run", "--dataset", f"folder:{dataset}", "--generator", "dcgan-tiny",
+               "--classifiers", "skin-tone", "--per-group", "0", "--factor", "4", "--steps", "5", "--restarts", "1",
+               "--batch-size", "1", "--device", "cpu", "--out", str(tmp_path / "run")]
+    child = HeldChild(command, tmp_path / "gate", "part", 2)
+    child.wait_held()
+    searchers = _search_children(child.process.pid)
+    assert len(searchers) == 1
+    child.signal(signal.SIGKILL)
+    deadline = time.monotonic() + HANG_GUARD_S
+    while Path(f"/proc/{searchers[0]}").exists() and not _reaped(searchers[0]):
+        assert time.monotonic() < deadline, "the search process outlived its run"
+        time.sleep(0.01)  # polls for progress; no outcome depends on this delay
+
+
+def _reaped(pid: int) -> bool:
+    """Whether ``pid`` is gone or a zombie (dead, waiting for init to reap it)."""
+    try:
+        return (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
