@@ -12,7 +12,8 @@ rows are checked to be equal (timing columns aside): both engines do the same wo
 Per run: wall time of :func:`audit.harness.run_audit` (start-up, loading, sampling, the chunks, the store,
 ``results.parquet``), and, from the chunk results the engine hands to the driver, the summed wall time of
 each stage (search, classification, PNG encoding; the driver's writes are timed around its ``write``). The
-share of wall time that is not the search is ``1 − search / wall``. In the pipelined run the search shares
+share of wall time that is not the search is ``1 − search / wall``; CPU seconds (this process and the
+search process) show whether both engines did the same amount of work. In the pipelined run the search shares
 the cores with the classification, so its own search time grows; the second share,
 ``1 − sequential search / pipelined wall``, counts that slow-down as overhead too (the honest figure on a
 CPU where both stages compete for the same cores). The engine is observed by wrapping the harness's
@@ -85,15 +86,23 @@ def timed_run(config: AuditConfig) -> dict:
     real = harness.make_engine
     harness.make_engine = observed.wrap(real)
     load = os.getloadavg()[0]
+    cpu = cpu_seconds()
     began = time.perf_counter()
     try:
         run_audit(config)
     finally:
         harness.make_engine = real
     wall = time.perf_counter() - began
-    return {"engine": config.engine, "wall": wall, **observed.stages, "chunks": observed.chunks,
+    return {"engine": config.engine, "wall": wall, "cpu": cpu_seconds() - cpu, **observed.stages,
+            "chunks": observed.chunks,
             "before": observed.began - began, "after": began + wall - observed.ended, "load": load,
             "load_after": os.getloadavg()[0], "rows": read_results(Path(config.out)).to_pylist()}
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its ended children (the search process)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def same_rows(a: list[dict], b: list[dict]) -> bool:
@@ -121,7 +130,7 @@ def main() -> None:
                 pair[engine] = timed_run(audit_config(Path(tmp) / f"{engine}-{repeat}", engine, args.per_group,
                                                       args.samples))
                 r = pair[engine]
-                print(f"{engine:10s} wall {r['wall']:6.1f} s  search {r['search']:6.1f}  "
+                print(f"{engine:10s} wall {r['wall']:6.1f} s  cpu {r['cpu']:6.1f} s  search {r['search']:6.1f}  "
                       f"classify {r['classify']:5.1f}  encode {r['encode']:4.2f}  write {r['write']:4.2f}  "
                       f"before chunks {r['before']:4.1f}  after {r['after']:4.2f}  "
                       f"load {r['load']:.1f}→{r['load_after']:.1f}", flush=True)
@@ -143,18 +152,20 @@ def report(runs: list[dict], args: argparse.Namespace) -> str:
              "chunks of ≤ 16 outputs), defaults otherwise (100 steps, 3 restarts); sequential and pipelined "
              "engines in one process after an untimed warm-up run; both stored equal rows (timings aside). "
              "Stage times are sums over the chunks; non-search share = 1 − search / wall.\n",
-             "| run | engine | load avg (1 min, before→after) | wall (s) | search (s) | classify (s) | encode (s) "
-             "| driver writes (s) | before first chunk (s) | non-search share | same, vs the sequential search |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| run | engine | load avg (1 min, before→after) | wall (s) | CPU (s) | search (s) | classify (s) "
+             "| encode (s) | driver writes (s) | before first chunk (s) | non-search share "
+             "| same, vs the sequential search |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, pair in enumerate(runs):
         for engine in ENGINES:
             r = pair[engine]
             vs_seq = 1 - pair["sequential"]["search"] / r["wall"]
             lines.append(f"| {i + 1} | {engine} | {r['load']:.1f}→{r['load_after']:.1f} | {r['wall']:.1f} | "
-                         f"{r['search']:.1f} | {r['classify']:.1f} | {r['encode']:.2f} | {r['write']:.2f} | "
+                         f"{r['cpu']:.1f} | {r['search']:.1f} | {r['classify']:.1f} | {r['encode']:.2f} | "
+                         f"{r['write']:.2f} | "
                          f"{r['before']:.1f} | {1 - r['search'] / r['wall']:.1%} | {vs_seq:.1%} |")
         speedup = pair["sequential"]["wall"] / pair["local"]["wall"]
-        lines.append(f"| {i + 1} | pipelined vs sequential | | {speedup:.2f}× faster | | | | | | | |")
+        lines.append(f"| {i + 1} | pipelined vs sequential | | {speedup:.2f}× faster | | | | | | | | |")
     return "\n".join(lines) + "\n"
 
 
