@@ -6,9 +6,9 @@
     audits = attribute_audits(run)     # "<attribute>/<classifier>" → AttributeAudit (tidy frames, tests)
     analyze("face.png")                # classifier name → Prediction for one image
 
-Column names are plain identifiers (``in_<classifier>_<attribute>``, ``out_…``, ``label_<attribute>``,
-``ups_<diagnostic>``; no spaces), e.g. ``run.table["out_skin-tone_ita"]``; class-probability
-columns ``…_p_<class>`` keep the class's spelling (``out_skin-tone_ita_band_p_very light``). This
+Column names have no white space (``in_<classifier>_<attribute>``, ``out_…``, ``label_<attribute>``,
+``ups_<diagnostic>``), e.g. ``run.table["out_skin-tone_ita"]``; class-probability columns ``…_p_<class>``
+write spaces in the class as ``_`` (``out_skin-tone_ita_band_p_very_light``); :mod:`audit.schema` forms them. This
 module sits on the workflow floor: it only gathers entry points of the floors below (ARCHITECTURE.md).
 """
 

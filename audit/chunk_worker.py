@@ -34,6 +34,22 @@ from .inputs import group_key
 from .records import Classifier, Prediction, UpsampleInput, UpsampleOutput, Upsampler
 from .rows import comparisons, fidelity, safe_predict, side_columns
 from .run_store import image_path, png_bytes
+from .schema import (
+    ERROR,
+    GROUP,
+    INPUT_KIND,
+    ITEM,
+    PATH_LR,
+    PATH_OUT,
+    PATH_SOURCE,
+    PATH_TRUTH,
+    SAMPLE,
+    T_CLASSIFY,
+    T_UPSAMPLE,
+    label_column,
+    label_source_column,
+    upsampler_column,
+)
 from .upsamplers import build_upsampler, output_error
 
 
@@ -153,9 +169,9 @@ class ChunkWorker:
         classification time per usable output."""
         task, ready = searched.task, searched.ready
         t_upsample = searched.seconds / max(1, len(ready) * task.samples)
-        rows = [self.base_row(job, k) | {"error": job.error} for job in task.jobs if job.error for k in job.samples]
+        rows = [self.base_row(job, k) | {ERROR: job.error} for job in task.jobs if job.error for k in job.samples]
         pairs = [(job, k, outs[k]) for job, outs in zip(ready, searched.outputs) for k in job.samples]
-        rows += [self.base_row(job, k) | {"error": output_error(o)} for job, k, o in pairs if output_error(o)]
+        rows += [self.base_row(job, k) | {ERROR: output_error(o)} for job, k, o in pairs if output_error(o)]
         usable = [(job, k, o) for job, k, o in pairs if not output_error(o)]
         jobs = list({id(job): job for job, _, _ in usable}.values())
         began = time.perf_counter()
@@ -171,10 +187,10 @@ class ChunkWorker:
         truth_png = dict(zip((job.item_id for job in with_truth), truth_images))
         inputs = {job.item_id: self.input_images(job, truth_png.get(job.item_id), images) for job in jobs}
         for i, (job, k, out) in enumerate(usable):
-            row = self.base_row(job, k) | inputs[job.item_id] | {"error": ""}
-            row["path_out"] = encode(image_path(job.item_id, f"out_{k}"), out_images[i], images)
-            row |= {f"ups_{key}": v for key, v in out.diagnostics.items()} | {"t_upsample_s": t_upsample,
-                                                                           "t_classify_s": t_classify}
+            row = self.base_row(job, k) | inputs[job.item_id] | {ERROR: ""}
+            row[PATH_OUT] = encode(image_path(job.item_id, f"out_{k}"), out_images[i], images)
+            row |= {upsampler_column(key): v for key, v in out.diagnostics.items()} | {T_UPSAMPLE: t_upsample,
+                                                                                      T_CLASSIFY: t_classify}
             out_preds = outs[i]
             row |= side_columns("out", self.classifiers, out_preds)
             if job.item_id in truths:
@@ -188,18 +204,18 @@ class ChunkWorker:
 
     def base_row(self, job: Job, sample: int) -> dict[str, Any]:
         """Ids, kind, group, dataset labels with their provenance, and the source file."""
-        row: dict[str, Any] = {"item_id": job.item_id, "sample": sample, "input_kind": job.kind,
-                               "group": group_key(job.labels, self.group_by) if job.labels else "",
-                               "path_source": job.source}
+        row: dict[str, Any] = {ITEM: job.item_id, SAMPLE: sample, INPUT_KIND: job.kind,
+                               GROUP: group_key(job.labels, self.group_by) if job.labels else "",
+                               PATH_SOURCE: job.source}
         for name, source in self.label_sources.items():
-            row[f"label_{name}"] = job.labels.get(name, "")
-            row[f"label_source_{name}"] = source
+            row[label_column(name)] = job.labels.get(name, "")
+            row[label_source_column(name)] = source
         return row
 
     def input_images(self, job: Job, truth: Image.Image | None, images: dict[str, bytes]) -> dict[str, str]:
         """Encode the truth (if any) and LR images of a job into ``images``; their run-relative paths."""
-        return {"path_truth": encode(image_path(job.item_id, "truth"), truth, images) if truth is not None else "",
-                "path_lr": encode(image_path(job.item_id, "lr"), to_image(job.input.low), images)}
+        return {PATH_TRUTH: encode(image_path(job.item_id, "truth"), truth, images) if truth is not None else "",
+                PATH_LR: encode(image_path(job.item_id, "lr"), to_image(job.input.low), images)}
 
     def classify(self, images: Sequence[Image.Image]) -> list[list[Prediction]]:
         """Per image, one Prediction per classifier (of the 8-bit RGB version that is stored)."""

@@ -27,6 +27,7 @@ from pulse_engine.sphere import RADIUS_RULES
 from .harness import ENGINES, AuditConfig, run_audit
 from .images import CROP_MODES
 from .progress import console, image_step_progress, row_progress
+from .schema import ERROR, SUCCESS
 from .stats.multitest import METHODS
 from .upsamplers import UPSAMPLERS, committed_generators
 
@@ -288,10 +289,10 @@ def run(
     for line in sampling.get("summary", [])[1:]:
         console.print(f"[yellow]{escape(line)}[/]", highlight=False, soft_wrap=True)
     table = read_results(folder_out)
-    failed = sum(1 for error in table.column("error").to_pylist() if error)
+    failed = sum(1 for error in table.column(ERROR).to_pylist() if error)
     missed = ""
-    if "ups_success" in table.column_names:
-        flags = [flag for flag in table.column("ups_success").to_pylist() if flag is not None]
+    if SUCCESS in table.column_names:
+        flags = [flag for flag in table.column(SUCCESS).to_pylist() if flag is not None]
         missed = f", {flags.count(False)} of {len(flags)} outputs missed eps (kept; failed rows have no output)"
     console.print(f"{table.num_rows} rows ({failed} failed){missed} in {folder_out / 'results.parquet'}; "
                   f"settings and provenance in {folder_out / 'run.json'}", soft_wrap=True)

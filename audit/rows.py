@@ -1,8 +1,8 @@
-"""The flat columns that one classifier reading contributes to a result row.
+"""The flat columns that one classifier reading contributes to a result row (names: :mod:`audit.schema`).
 
 For a classifier C on side S (``in`` = the true HR image, ``out`` = the upsampler's output):
 ``S_C_face`` (bool), per attribute A ``S_C_A`` (most probable class, "" without a face) and
-``S_C_A_p_<class>`` (probability, null without a face) for every class of C's vocabulary,
+``S_C_A_p_<class>`` (probability, null without a face; spaces in the class as ``_``) for every class of C's vocabulary,
 ``S_C_<value>`` for continuous values (e.g. ``ita`` in degrees, ``age_years``; a column appears
 once some image has the value, or always when the classifier declares ``value_names``) and ``S_C_error``
 when C could not read the image. Comparisons of the two sides: ``identity_distance`` (Euclidean
@@ -22,10 +22,21 @@ import torch
 from .classifiers.skin_tone import ita_change
 from .image_quality import psnr, ssim
 from .records import Classifier, Prediction
-from .run_store import classifier_column
+from .schema import (
+    DELTA_ITA,
+    DELTA_ITA_ALIGNED,
+    IDENTITY_DISTANCE,
+    PSNR,
+    SSIM,
+    classifier_column,
+    error_column,
+    face_column,
+    probability_column,
+    value_column,
+)
 
 IDENTITY = "identity"
-DELTA_ITA_COLUMNS = {"skin-tone": "delta_ita", "skin-tone-aligned": "delta_ita_aligned"}
+DELTA_ITA_COLUMNS = {"skin-tone": DELTA_ITA, "skin-tone-aligned": DELTA_ITA_ALIGNED}
 """Skin-tone classifier → its output − truth ITA° column."""
 
 
@@ -46,20 +57,18 @@ def safe_predict(classifier: Classifier, arrays: list[np.ndarray]) -> list[Predi
 
 def prediction_columns(side: str, classifier: Classifier, prediction: Prediction) -> dict[str, Any]:
     """The columns of one prediction (see the module docstring)."""
-    def col(*parts: str) -> str:
-        return classifier_column(side, classifier.name, *parts)
-
-    row: dict[str, Any] = {col("face"): bool(prediction.face_found)}
+    name = classifier.name
+    row: dict[str, Any] = {face_column(side, name): bool(prediction.face_found)}
     attributes = {**{a: () for a in prediction.probabilities}, **classifier.attributes}
     for attr, classes in attributes.items():
         probs = prediction.probabilities.get(attr, {})
-        row[col(attr)] = prediction.label(attr)
+        row[classifier_column(side, name, attr)] = prediction.label(attr)
         for cls in dict.fromkeys([*classes, *probs]):
-            row[col(attr, "p", cls)] = float(probs[cls]) if cls in probs else None
-    row |= {col(key): None for key in getattr(classifier, "value_names", ())}  # declared, so always a column
-    row |= {col(key): float(value) for key, value in prediction.values.items()}
+            row[probability_column(side, name, attr, cls)] = float(probs[cls]) if cls in probs else None
+    row |= {value_column(side, name, key): None for key in getattr(classifier, "value_names", ())}  # always a column
+    row |= {value_column(side, name, key): float(value) for key, value in prediction.values.items()}
     if prediction.error:
-        row[col("error")] = prediction.error
+        row[error_column(side, name)] = prediction.error
     return row
 
 
@@ -80,7 +89,7 @@ def comparisons(classifiers: Sequence[Classifier], truth: Sequence[Prediction],
         if classifier.name == IDENTITY:
             both = a.embedding is not None and b.embedding is not None
             distance = np.linalg.norm(np.asarray(a.embedding, float) - np.asarray(b.embedding, float)) if both else None
-            row["identity_distance"] = None if distance is None else float(distance)
+            row[IDENTITY_DISTANCE] = None if distance is None else float(distance)
         if classifier.name in DELTA_ITA_COLUMNS:
             both = "ita" in a.values and "ita" in b.values
             row[DELTA_ITA_COLUMNS[classifier.name]] = ita_change(b.values["ita"], a.values["ita"]) if both else None
@@ -96,4 +105,4 @@ def fidelity(output: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
     output against the true HR image, both (3, R, R) in [0, 1]."""
     a = output.detach().clamp(0, 1).permute(1, 2, 0).double().cpu().numpy()
     b = truth.detach().clamp(0, 1).permute(1, 2, 0).double().cpu().numpy()
-    return {"psnr": min(psnr(a, b), PSNR_CAP_DB), "ssim": ssim(a, b)}
+    return {PSNR: min(psnr(a, b), PSNR_CAP_DB), SSIM: ssim(a, b)}

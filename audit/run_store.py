@@ -45,7 +45,7 @@ import re
 import select
 import shutil
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,13 +55,13 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from pulse_engine.errors import PulseAuditError
+from pulse_engine.errors import PulseAuditError, short_repr
 
 from .images import to_image
 from .provenance import git_commit, package_versions, utc_now
+from .schema import ERROR, ITEM, RUN_ID, SAMPLE, TABLE_SCHEMA, column_order
 
 RUN_JSON, RESULTS = "run.json", "results.parquet"
-LEADING_COLUMNS = ("run_id", "item_id", "sample", "input_kind", "group", "error")
 Key = tuple[str, int]
 HOLD_VARIABLE = "PULSE_AUDIT_TEST_HOLD"
 """Test hook, ``<point>:<n>:<fifo>``: the process stops the n-th time it reaches ``point`` (``write``: a
@@ -144,39 +144,17 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def classifier_column(side: str, classifier: str, *parts: str) -> str:
-    """Column name ``<side>_<classifier>_<part>_…``; side is ``in`` (true HR) or ``out`` (output),
-    e.g. ``out_age-gender_gender_p_female``, ``in_skin-tone_ita``, ``out_identity_face``."""
-    return "_".join((side, classifier, *parts))
-
-
 def rows_to_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
     """A table with the union of the rows' keys as columns (absent values are null)."""
     names = list(dict.fromkeys(name for row in rows for name in row))
     return pa.table({name: [row.get(name) for row in rows] for name in names})
 
 
-def column_order(names: Iterable[str]) -> list[str]:
-    """Canonical column order: ids, labels, paths, upsampler diagnostics, timings, input-side and
-    output-side classifier columns, comparisons."""
-    prefixes = ("label_", "label_source_", "path_", "ups_", "t_", "in_", "out_")
-
-    def rank(name: str) -> tuple[int, str]:
-        if name in LEADING_COLUMNS:
-            return LEADING_COLUMNS.index(name), ""
-        for i, prefix in enumerate(prefixes):
-            if name.startswith(prefix) and not (prefix == "label_" and name.startswith("label_source_")):
-                return len(LEADING_COLUMNS) + i, name
-        return len(LEADING_COLUMNS) + len(prefixes), name
-
-    return sorted(names, key=rank)
-
-
 def concat(tables: Sequence[pa.Table]) -> pa.Table:
     """Concatenate parts whose columns may differ (missing → null; int promoted to float if mixed)."""
     if not tables:
-        return pa.table({"run_id": pa.array([], pa.string()), "item_id": pa.array([], pa.string()),
-                         "sample": pa.array([], pa.int64()), "error": pa.array([], pa.string())})
+        return pa.table({RUN_ID: pa.array([], pa.string()), ITEM: pa.array([], pa.string()),
+                         SAMPLE: pa.array([], pa.int64()), ERROR: pa.array([], pa.string())})
     table = pa.concat_tables(tables, promote_options="permissive")
     return table.select(column_order(table.column_names))
 
@@ -230,15 +208,24 @@ class RunStore:
         session = {"started": utc_now(), "git_commit": git_commit(), "packages": package_versions()}
         if run_file.exists():
             record = read_run_record(root)
+            cls._check_schema(root, record.get("table_schema", 1))
             cls._check_config(root, record.get("config", {}), config)
             cls._check_inputs(root, record.setdefault("inputs", inputs), inputs)
             record.setdefault("sessions", []).append(session)
         else:
             record = {"run_id": f"{root.name}-{uuid.uuid4().hex[:8]}", "created": session["started"],
-                      "config": config, "inputs": inputs, **session, **provenance(), "sessions": [session]}
+                      "table_schema": TABLE_SCHEMA, "config": config, "inputs": inputs, **session, **provenance(),
+                      "sessions": [session]}
         done, next_part = stored_keys(root / "parts", record["run_id"])
         atomic_write(run_file, json.dumps(record, indent=2, default=str).encode())
         return cls(root, record["run_id"], lock, done, next_part)
+
+    @staticmethod
+    def _check_schema(root: Path, stored: Any) -> None:
+        if stored != TABLE_SCHEMA:
+            raise PulseAuditError(f"{root} holds a run with the column names of table schema {short_repr(stored)} "
+                                  f"(this version writes schema {TABLE_SCHEMA}, see audit/schema.py), so it cannot be "
+                                  "resumed (reports still read it): use a new --out, or --new-run to discard its rows")
 
     @staticmethod
     def _check_config(root: Path, stored: Mapping[str, Any], config: Mapping[str, Any]) -> None:
@@ -277,12 +264,12 @@ class RunStore:
 
     def append(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Store rows (each with ``item_id`` and ``sample``) not stored yet, as one atomic part."""
-        fresh = [dict(row, run_id=self.run_id) for row in rows if (row["item_id"], row["sample"]) not in self.done]
+        fresh = [dict(row, run_id=self.run_id) for row in rows if (row[ITEM], row[SAMPLE]) not in self.done]
         if not fresh:
             return
         write_parquet(rows_to_table(fresh), self.root / "parts" / f"part-{self.next_part:06d}.parquet")
         self.next_part += 1
-        self.done.update((row["item_id"], row["sample"]) for row in fresh)
+        self.done.update((row[ITEM], row[SAMPLE]) for row in fresh)
         hold_point("part")
 
     def consolidate(self) -> Path:
@@ -316,8 +303,8 @@ class RunStore:
 
 
 PART_NAME = re.compile(r"part-(\d{6})\.parquet")
-KEY_COLUMNS = (("item_id", "strings", pa.types.is_string), ("sample", "integers", pa.types.is_integer),
-               ("run_id", "strings", pa.types.is_string))
+KEY_COLUMNS = ((ITEM, "strings", pa.types.is_string), (SAMPLE, "integers", pa.types.is_integer),
+               (RUN_ID, "strings", pa.types.is_string))
 PARTS_DIGEST = b"pulse_audit_parts"
 """Key of ``results.parquet``'s metadata that identifies the parts it was made from."""
 
@@ -369,11 +356,11 @@ def _scan_parts(folder: Path, run_id: str, columns: Sequence[str] | None = None)
     seen: dict[Key, str] = {}
     for part in part_files(folder):
         table = _read_part(part, columns)
-        foreign = set(pc.unique(table.column("run_id")).to_pylist()) - {run_id}
+        foreign = set(pc.unique(table.column(RUN_ID)).to_pylist()) - {run_id}
         if foreign:
             raise PulseAuditError(f"{part}: rows of another run ({min(foreign)!r}; this run is {run_id!r}); "
                                   "move it out of the parts folder")
-        for key in zip(table.column("item_id").to_pylist(), table.column("sample").to_pylist()):
+        for key in zip(table.column(ITEM).to_pylist(), table.column(SAMPLE).to_pylist()):
             if key in seen:
                 where = "twice" if seen[key] == part.name else f"also in {seen[key]}"
                 raise PulseAuditError(f"{part}: item {key[0]!r} sample {key[1]} is stored {where} (a copied part?); "
@@ -387,7 +374,7 @@ def stored_keys(folder: Path, run_id: str) -> tuple[set[Key], int]:
     only the key columns."""
     done: set[Key] = set()
     for table in _scan_parts(folder, run_id, [name for name, _, _ in KEY_COLUMNS]):
-        done.update(zip(table.column("item_id").to_pylist(), table.column("sample").to_pylist()))
+        done.update(zip(table.column(ITEM).to_pylist(), table.column(SAMPLE).to_pylist()))
     numbers = [int(PART_NAME.fullmatch(p.name)[1]) for p in part_files(folder)]
     return done, max(numbers, default=0) + 1
 

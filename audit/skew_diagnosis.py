@@ -31,7 +31,7 @@ from pulse_engine.generators import load_generator
 from .classifiers import build_classifier
 from .harness import AuditConfig, run_audit
 from .images import to_image
-from .metrics.columns import value_column
+from .metrics.columns import INPUT_KIND, ITEM, value_column
 from .run_store import read_results
 from .stats import bootstrap_interval
 from .upsamplers import GENERATORS_DIR
@@ -64,7 +64,7 @@ def pulse_rows(names: list[str], factors: list[int], root: Path, steps: int = 10
                                  out=str(root / f"{name}-x{factor}"))
             run_audit(config)
             rows = read_results(root / f"{name}-x{factor}").to_pandas()
-            frames.append(rows[rows["input_kind"] == "face"].assign(generator=name, factor=factor))
+            frames.append(rows[rows[INPUT_KIND] == "face"].assign(generator=name, factor=factor))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -74,7 +74,7 @@ def pulse_table(rows: pd.DataFrame, names: list[str]) -> list[str]:
              "mean output ITA° (95 % CI) | mean ΔITA° (95 % CI) | output ITA° on common support (n) |"),
              "|---|---|---|---|---|---|---|---|---|"]
     for factor, by_factor in rows.groupby("factor"):
-        ita = by_factor.pivot_table(index="item_id", columns="generator", values=ITA_OUT, aggfunc="mean")
+        ita = by_factor.pivot_table(index=ITEM, columns="generator", values=ITA_OUT, aggfunc="mean")
         common = ita.dropna()
         for name in names:
             card = json.loads((GENERATORS_DIR / name / "card.json").read_text())["samples_skin_tone"]
@@ -91,7 +91,7 @@ def paired_table(rows: pd.DataFrame, first: str, last: str) -> list[str]:
     lines = [f"| factor | paired mean ITA° `{first}` − `{last}` (95 % CI) | inputs with both measured |",
              "|---|---|---|"]
     for factor, by_factor in rows.groupby("factor"):
-        ita = by_factor.pivot_table(index="item_id", columns="generator", values=ITA_OUT, aggfunc="mean")
+        ita = by_factor.pivot_table(index=ITEM, columns="generator", values=ITA_OUT, aggfunc="mean")
         stat = mean_ci((ita[first] - ita[last]).to_numpy())
         lines.append(f"| ×{factor} | {fmt(stat)} | {stat[3]} |")
     return lines

@@ -19,13 +19,12 @@ import pandas as pd
 
 from audit.metrics import AttributeAudit, PairedShift, noise_floor, report_tests, upsampler_metrics
 from audit.metrics.columns import label_column
+from audit.schema import LR_ERROR, PSNR, SSIM, SUCCESS
 from audit.stats.tests import TestResult
 from pulse_engine.errors import PulseAuditError
 from reports.findings import findings
 from reports.instrument import instrument_sections
 from reports.run_data import (
-    LR_ERROR,
-    SUCCESS,
     AuditSpec,
     Run,
     ShiftSpec,
@@ -205,7 +204,7 @@ def shift_section(run: Run, spec: ShiftSpec, settings: Settings, tests: Tests) -
 def upsampler_section(run: Run, settings: Settings) -> dict[str, Any] | None:
     success = SUCCESS if has_column(run, SUCCESS) else None
     lr_error = LR_ERROR if has_column(run, LR_ERROR) else None
-    fidelity = {name: name for name in ("psnr", "ssim") if has_column(run, name)}  # against the true HR image
+    fidelity = {name: name for name in (PSNR, SSIM) if has_column(run, name)}  # against the true HR image
     if success is None and lr_error is None and not fidelity:
         return None
     frame = upsampler_metrics(run.faces.assign(**({SUCCESS: run.faces[SUCCESS].astype(float)} if success else {})),

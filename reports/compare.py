@@ -18,10 +18,11 @@ import pandas as pd
 from audit.metrics.columns import ITEM, SAMPLE
 from audit.metrics.distribution import first_sample, is_missing
 from audit.metrics.paired_runs import paired_difference, per_input_mean
+from audit.schema import GROUP
 from pulse_engine.errors import PulseAuditError
 from reports.analysis import Settings, Tests, build_report, histogram
 from reports.formatting import ci, mde, pct, pval, signed
-from reports.run_data import GROUP, Run, audit_specs, dataset_info, model_info, shift_specs
+from reports.run_data import Run, audit_specs, dataset_info, model_info, shift_specs
 from reports.tables import clean
 
 SCHEMA = "pulse-audit-compare/1"

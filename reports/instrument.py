@@ -18,14 +18,9 @@ from PIL import Image
 from audit.metrics import Metric, MetricFrame
 from audit.metrics.columns import ITEM, face_column
 from audit.metrics.missing import detection_rates, missing_sensitivity
-from reports.run_data import (
-    DELTA_ITA,
-    DELTA_ITA_ALIGNED,
-    IDENTITY,
-    SUCCESS,
-    Run,
-    classifier_cards,
-)
+from audit.schema import DELTA_ITA, DELTA_ITA_ALIGNED, PATH_OUT, PATH_TRUTH, SUCCESS
+from audit.schema import IDENTITY_DISTANCE as IDENTITY
+from reports.run_data import Run, classifier_cards
 from reports.tables import clean, records
 
 SAME_PERSON = 0.6
@@ -160,7 +155,7 @@ def validation_section(run: Run, settings: Any) -> dict[str, Any] | None:
 
     aligned = ALIGNED in names
     faces = [ValidationFace(f"{kind}:{item}", image, aligned)
-             for kind, column in (("original", "path_truth"), ("output", "path_out"))
+             for kind, column in (("original", PATH_TRUTH), ("output", PATH_OUT))
              if column in run.faces for item, image in _run_images(run, column, VALIDATION_FACES)]
     if not faces:
         return None

@@ -3,8 +3,8 @@
 Rows come from ``results.parquet`` when it holds every stored part, else from the parts themselves
 (:func:`audit.run_store.read_results`), so a killed or still running audit can be reported on.
 
-Everything that knows the run store's layout and its provenance keys lives here; column names of the
-classifier outputs come from :mod:`audit.metrics.columns`. Reports, cards and comparisons see a :class:`Run`
+Everything that knows the run store's layout and its provenance keys lives here; column names come from
+:mod:`audit.schema`. Reports, cards and comparisons see a :class:`Run`
 and the specs below, never raw keys.
 """
 
@@ -17,15 +17,24 @@ from typing import Any
 
 import pandas as pd
 
-from audit.metrics.columns import ITEM, SAMPLE, classifier_column, label_column, split_inputs, value_column
-from audit.run_store import read_results
+from audit.metrics.columns import split_inputs
+from audit.run_store import RUN_JSON, read_results
+from audit.schema import (
+    DELTA_ITA,
+    DELTA_ITA_ALIGNED,
+    ITEM,
+    PATH_LR,
+    PATH_OUT,
+    PATH_TRUTH,
+    SAMPLE,
+    classifier_column,
+    label_column,
+    value_column,
+)
+from audit.schema import IDENTITY_DISTANCE as IDENTITY
 from pulse_engine.errors import PulseAuditError
 
-RUN_JSON = "run.json"
-IMAGE_COLUMNS = {"lr": "path_lr", "truth": "path_truth", "out": "path_out"}
-SUCCESS, LR_ERROR = "ups_success", "ups_lr_l2"
-DELTA_ITA, DELTA_ITA_ALIGNED, IDENTITY = "delta_ita", "delta_ita_aligned", "identity_distance"
-GROUP = "group"  # each input's sampling group (the --group-by values joined)
+IMAGE_COLUMNS = {"lr": PATH_LR, "truth": PATH_TRUTH, "out": PATH_OUT}
 
 
 @dataclass(frozen=True)

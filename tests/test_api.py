@@ -18,8 +18,9 @@ def test_notebook_flow_runs_loads_analyses_and_classifies(tmp_path):
                                                classifiers="skin-tone", device="cpu", out=str(tmp_path / "run")))
     run = audit.load_run(folder)
     assert isinstance(run.table, pd.DataFrame) and len(run.table) > 0
-    # identifiers without spaces, except class-probability columns, which keep the class's spelling
-    assert not any(" " in column for column in run.table.columns if "_p_" not in column)
+    # no column name has white space: class-probability columns spell "very light" as very_light
+    assert not any(any(c.isspace() for c in column) for column in run.table.columns)
+    assert "out_skin-tone_ita_band_p_very_light" in run.table.columns  # every class of the vocabulary
     audits = audit.attribute_audits(folder)
     assert set(audits) == {"ita_band/skin-tone", "monk/skin-tone"}
     assert all(isinstance(a, AttributeAudit) for a in audits.values())

@@ -21,16 +21,8 @@ from PIL import Image
 from audit import run_store
 from audit.provenance import git_commit, package_versions, run_provenance
 from audit.records import AttributeSpec, Classifier, ClassifierCard, FaceItem, FaceSet
-from audit.run_store import (
-    RunStore,
-    atomic_write,
-    classifier_column,
-    column_order,
-    concat,
-    read_results,
-    rows_to_table,
-    safe_id,
-)
+from audit.run_store import RunStore, atomic_write, concat, read_results, rows_to_table, safe_id
+from audit.schema import column_order, probability_column, value_column
 from audit.upsamplers import OracleUpsampler
 from pulse_engine.errors import PulseAuditError
 from pulse_engine.generators.checkpoint import sha256_file
@@ -69,8 +61,8 @@ def test_safe_id_is_a_plain_name_and_never_collides():
 
 
 def test_classifier_column_names():
-    assert classifier_column("out", "age-gender", "gender", "p", "female") == "out_age-gender_gender_p_female"
-    assert classifier_column("in", "skin-tone", "ita") == "in_skin-tone_ita"
+    assert probability_column("out", "age-gender", "gender", "female") == "out_age-gender_gender_p_female"
+    assert value_column("in", "skin-tone", "ita") == "in_skin-tone_ita"
 
 
 def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path):

@@ -1,58 +1,28 @@
-"""Adapter from "attribute + classifier + side" to the run table's flat column names.
+"""The metrics' view of the run table: which columns to audit, and which rows are faces.
 
-The run table (one row per input × sample) names its columns:
-``label_<attr>`` / ``label_source_<attr>`` (dataset labels and their provenance), ``ups_<diagnostic>``,
-``<side>_<classifier>_face`` (bool), ``<side>_<classifier>_<attr>`` (label string),
-``<side>_<classifier>_<attr>_p_<class>`` (probability), ``<side>_<classifier>_<value>`` (continuous output),
-with side ``in`` (classifier on the original) or ``out`` (on the upsampled output). Everything else in
-:mod:`audit.metrics` takes plain column names; only this module knows the pattern.
+Column names come from :mod:`audit.schema` (re-exported here for the metrics); everything else in
+:mod:`audit.metrics` takes plain column names.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-SIDES = ("in", "out")
-ITEM = "item_id"
-SAMPLE = "sample"
-INPUT_KIND = "input_kind"  # "face" (a labelled face), "ucpr" (an uninformative average face), "skipped"
+from audit.schema import (
+    INPUT_KIND,
+    ITEM,
+    SAMPLE,
+    SIDES,
+    classifier_column,
+    face_column,
+    label_column,
+    label_source_column,
+    probability_columns,
+    value_column,
+)
 
-
-def label_column(attribute: str) -> str:
-    """Dataset label of ``attribute``, e.g. ``label_race``."""
-    return f"label_{attribute}"
-
-
-def label_source_column(attribute: str) -> str:
-    """Provenance of the dataset label ("annotated" / "predicted"), e.g. ``label_source_race``."""
-    return f"label_source_{attribute}"
-
-
-def _side(side: str) -> str:
-    if side not in SIDES:
-        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
-    return side
-
-
-def classifier_column(side: str, classifier: str, attribute: str) -> str:
-    """Label a classifier gave on one side, e.g. ``out_fairface_race``."""
-    return f"{_side(side)}_{classifier}_{attribute}"
-
-
-def value_column(side: str, classifier: str, value: str) -> str:
-    """Continuous classifier output, e.g. ``in_skin-tone_ita``."""
-    return f"{_side(side)}_{classifier}_{value}"
-
-
-def face_column(side: str, classifier: str) -> str:
-    """Whether the classifier found a face, e.g. ``out_fairface_face``."""
-    return f"{_side(side)}_{classifier}_face"
-
-
-def probability_columns(data: pd.DataFrame, side: str, classifier: str, attribute: str) -> dict[str, str]:
-    """Class → probability column for one classifier/attribute/side, in the table's column order."""
-    prefix = f"{classifier_column(side, classifier, attribute)}_p_"
-    return {c[len(prefix):]: c for c in data.columns if c.startswith(prefix)}
+__all__ = ["INPUT_KIND", "ITEM", "SAMPLE", "SIDES", "classifier_column", "face_column", "label_column",
+           "label_source_column", "probability_columns", "require", "split_inputs", "truth_column", "value_column"]
 
 
 def truth_column(attribute: str, classifier: str, truth: str = "label") -> str:

@@ -9,6 +9,7 @@ import pandas as pd
 
 from audit.metrics.columns import ITEM, require
 from audit.metrics.frame import MIN_N, Metric, MetricFrame
+from audit.schema import LR_ERROR, SUCCESS
 from audit.stats.tests import TestResult, not_testable, wald_max_test
 
 
@@ -72,7 +73,7 @@ class PairedShift:
 
 
 def upsampler_metrics(data: pd.DataFrame, groups: str | Sequence[str] | None = None, cluster: str | None = ITEM, *,
-                      success: str | None = "ups_success", lr_error: str | None = "ups_lr_l2",
+                      success: str | None = SUCCESS, lr_error: str | None = LR_ERROR,
                       extra: Mapping[str, Metric | str] | None = None, **kwargs: object) -> MetricFrame:
     """MetricFrame of the upsampler's diagnostics per group: ``success_rate`` (mean of the bool ``success`` column;
     Wilson interval with one sample per input), ``lr_error_mean`` / ``lr_error_median`` (LR-consistency error, in

@@ -20,14 +20,13 @@ import pandas as pd
 
 from audit.classifiers.skin_tone import ITA_BANDS  # lightest band first
 from audit.metrics.columns import ITEM, SAMPLE, classifier_column, value_column
+from audit.schema import DELTA_ITA, DELTA_ITA_ALIGNED, GROUP, IDENTITY_DISTANCE, SUCCESS
 from audit.stats.contrasts import Contrast, paired_contrast, welch_contrast
 from audit.stats.intervals import wilson_interval
 from audit.stats.trend import Trend, generator_trend, paired_trend, permutation_trend
 from pulse_engine.errors import PulseAuditError
 
 SKIN, ALIGNED, ITA_BAND = "skin-tone", "skin-tone-aligned", "ita_band"
-DELTA_ITA, DELTA_ITA_ALIGNED = "delta_ita", "delta_ita_aligned"  # output − truth ITA° per skin-tone instrument
-IDENTITY_DISTANCE, SUCCESS, GROUP = "identity_distance", "ups_success", "group"
 SAME_PERSON = 0.6  # identity distance below which the identity model reads the same person
 MIN_RATE_UNITS = 5  # a t-test of a share on fewer units (inputs) per run is not trusted: "not testable"
 

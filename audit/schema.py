@@ -1,0 +1,134 @@
+"""The run table's column names, in one place: the harness writes them with these helpers and every reader
+(:mod:`audit.metrics`, :mod:`reports.run_data`) finds them with the same helpers.
+
+One row per input × sample (``results.parquet``; the run's settings and provenance are in ``run.json``):
+
+=====================================  =======  ==========================================================
+column                                 kind     meaning
+=====================================  =======  ==========================================================
+``run_id``                             string   the run's id (``run.json``'s ``run_id``)
+``item_id``, ``sample``                string,  the input and the sample (output) number: the row's key
+                                       integer
+``input_kind``                         string   ``face`` (a labelled face), ``ucpr`` (a group-average face),
+                                                ``skipped`` (a file that could not be read)
+``group``                              string   the input's sampling group (the ``--group-by`` values joined)
+``error``                              string   why the row has no output ("" when it has one)
+``label_<attr>``                       string   the face set's label ("" when unlabelled)
+``label_source_<attr>``                string   ``annotated`` or ``predicted``
+``path_source|truth|lr|out``           string   the source file; images relative to the run folder
+``ups_<diagnostic>``                   any      the upsampler's diagnostics (``ups_success``, ``ups_lr_l2`` …)
+``t_upsample_s``, ``t_classify_s``     float    seconds per output
+``<side>_<clf>_face``                  bool     classifier ``clf`` found a face; side ``in`` (the true image)
+                                                or ``out`` (the upsampler's output)
+``<side>_<clf>_<attr>``                string   the most probable class ("" without a face)
+``<side>_<clf>_<attr>_p_<class>``      float    that class's probability; ``<class>`` with every run of
+                                                white space as ``_`` (:func:`class_token`)
+``<side>_<clf>_<value>``               float    a continuous reading (``ita`` in degrees, ``age_years``)
+``<side>_<clf>_error``                 string   why ``clf`` could not read the image
+``identity_distance``                  float    identity-embedding distance, truth ↔ output
+``delta_ita``, ``delta_ita_aligned``   float    output − truth ITA° of ``skin-tone`` / ``skin-tone-aligned``
+``psnr``, ``ssim``                     float    fidelity to the true image
+=====================================  =======  ==========================================================
+
+No column name contains white space, so every column is usable as a pandas label and in ``DataFrame.query``
+(with backticks where a classifier's name has a hyphen). Schema 1 (before this module) kept spaces in
+class-probability columns; :func:`probability_columns` reads both, and a schema-1 run cannot be resumed
+(:data:`TABLE_SCHEMA`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+TABLE_SCHEMA = 2
+"""Version of the column names, recorded in ``run.json`` (``table_schema``); a run with another is not resumed."""
+
+SIDES = ("in", "out")
+RUN_ID, ITEM, SAMPLE, INPUT_KIND, GROUP, ERROR = "run_id", "item_id", "sample", "input_kind", "group", "error"
+LEADING_COLUMNS = (RUN_ID, ITEM, SAMPLE, INPUT_KIND, GROUP, ERROR)
+PATH_SOURCE, PATH_TRUTH, PATH_LR, PATH_OUT = "path_source", "path_truth", "path_lr", "path_out"
+T_UPSAMPLE, T_CLASSIFY = "t_upsample_s", "t_classify_s"
+SUCCESS, LR_ERROR = "ups_success", "ups_lr_l2"
+IDENTITY_DISTANCE, DELTA_ITA, DELTA_ITA_ALIGNED, PSNR, SSIM = (
+    "identity_distance", "delta_ita", "delta_ita_aligned", "psnr", "ssim")
+PREFIXES = ("label_", "label_source_", "path_", "ups_", "t_", "in_", "out_")
+"""Column families in the table's order, after :data:`LEADING_COLUMNS` and before the comparisons."""
+
+
+def label_column(attribute: str) -> str:
+    """Dataset label of ``attribute``, e.g. ``label_race``."""
+    return f"label_{attribute}"
+
+
+def label_source_column(attribute: str) -> str:
+    """Provenance of the dataset label ("annotated" / "predicted"), e.g. ``label_source_race``."""
+    return f"label_source_{attribute}"
+
+
+def upsampler_column(diagnostic: str) -> str:
+    """An upsampler diagnostic, e.g. ``ups_lr_l2``."""
+    return f"ups_{diagnostic}"
+
+
+def _side(side: str) -> str:
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    return side
+
+
+def classifier_column(side: str, classifier: str, attribute: str) -> str:
+    """Label a classifier gave on one side, e.g. ``out_fairface_race``."""
+    return f"{_side(side)}_{classifier}_{attribute}"
+
+
+def value_column(side: str, classifier: str, value: str) -> str:
+    """Continuous classifier output, e.g. ``in_skin-tone_ita``."""
+    return f"{_side(side)}_{classifier}_{value}"
+
+
+def face_column(side: str, classifier: str) -> str:
+    """Whether the classifier found a face, e.g. ``out_fairface_face``."""
+    return f"{_side(side)}_{classifier}_face"
+
+
+def error_column(side: str, classifier: str) -> str:
+    """Why the classifier could not read the image, e.g. ``out_identity_error``."""
+    return f"{_side(side)}_{classifier}_error"
+
+
+def class_token(label: str) -> str:
+    """A class as it appears in a column name: every run of white space becomes ``_`` (``very light`` →
+    ``very_light``)."""
+    return re.sub(r"\s+", "_", str(label).strip())
+
+
+def probability_column(side: str, classifier: str, attribute: str, label: str) -> str:
+    """Probability of class ``label``, e.g. ``out_skin-tone_ita_band_p_very_light``."""
+    return f"{classifier_column(side, classifier, attribute)}_p_{class_token(label)}"
+
+
+def probability_columns(columns: Iterable[str], side: str, classifier: str, attribute: str,
+                        classes: Sequence[str] = ()) -> dict[str, str]:
+    """Class → probability column among ``columns`` (in their order), for one classifier/attribute/side.
+
+    A column is matched to a class of ``classes`` in either spelling (schema 2's token, or schema 1's raw
+    class with its spaces); a column of a class not listed is returned under its suffix.
+    """
+    prefix = f"{classifier_column(side, classifier, attribute)}_p_"
+    spelled = {class_token(c): c for c in classes} | {c: c for c in classes}
+    return {spelled.get(c[len(prefix):], c[len(prefix):]): c for c in columns if c.startswith(prefix)}
+
+
+def column_order(names: Iterable[str]) -> list[str]:
+    """Canonical column order: ids, labels, paths, upsampler diagnostics, timings, input-side and
+    output-side classifier columns, comparisons."""
+    def rank(name: str) -> tuple[int, str]:
+        if name in LEADING_COLUMNS:
+            return LEADING_COLUMNS.index(name), ""
+        for i, prefix in enumerate(PREFIXES):
+            if name.startswith(prefix) and not (prefix == "label_" and name.startswith("label_source_")):
+                return len(LEADING_COLUMNS) + i, name
+        return len(LEADING_COLUMNS) + len(PREFIXES), name
+
+    return sorted(names, key=rank)
