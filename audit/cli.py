@@ -225,7 +225,7 @@ def run(
     ucpr_size: Annotated[int, typer.Option(
         help="Side of the UCPR inputs in px (the benchmark's 4; must divide R).", rich_help_panel=INPUTS)]
         = DEFAULTS.ucpr_size,
-    upsampler: Annotated[Literal[UPSAMPLERS], typer.Option(
+    upsampler: Annotated[Literal[tuple(UPSAMPLERS)], typer.Option(
         help="pulse, bicubic, nearest, oracle (true HR image), jpeg (re-encoded truth) or folder.",
         rich_help_panel=UPSAMPLING)] = DEFAULTS.upsampler,
     generator: Generator = DEFAULTS.generator,

@@ -13,6 +13,7 @@ from importlib import metadata
 
 from pulse_engine.errors import PulseAuditError
 from pulse_engine.generators import REGISTRY as GENERATORS
+from pulse_engine.registry import Registry
 
 from .classifiers import REGISTRY as CLASSIFIERS
 from .upsamplers import committed_generators
@@ -44,35 +45,33 @@ class Check:
     purpose: str
 
 
-def classifier_checks() -> list[Check]:
+def entry_checks(kind: str, registry: Registry) -> list[Check]:
+    """Each entry's :meth:`~pulse_engine.registry.Entry.missing` (what is missing and where it goes)."""
     checks = []
-    for entry in CLASSIFIERS.values():
+    for entry in registry.values():
         try:
-            missing = entry.missing_assets()
+            missing = entry.missing()
         except ImportError as exc:
             missing = [f"not available in this installation ({exc})"]
         except PulseAuditError as exc:
             missing = [str(exc)]
         except Exception as exc:  # noqa: BLE001 - a broken module must not hide the other checks
             missing = [f"its check failed: {type(exc).__name__}: {exc}"]
-        checks.append(Check("classifier", entry.name, not missing, "; ".join(missing) or "ready", entry.summary))
+        checks.append(Check(kind, entry.name, not missing, "; ".join(missing) or "ready", entry.summary))
     return checks
+
+
+def classifier_checks() -> list[Check]:
+    return entry_checks("classifier", CLASSIFIERS)
 
 
 def generator_checks() -> list[Check]:
     """Each generator's weights; an entry that takes a folder (``NAME:FOLDER``) is ready with the folders
     committed in ``datasets/generators`` (``pulse-audit generators`` lists them), or any folder you make."""
-    checks, committed = [], committed_generators()
-    for entry in GENERATORS.values():
-        if entry.card_format:
-            count = sum(spec.startswith(entry.name + ":") for spec in committed)
-            checks.append(Check("generator", entry.name, True, f"{count} committed folders "
-                                "(pulse-audit generators lists them)", entry.summary))
-            continue
-        missing = entry.missing_files()
-        detail = "missing " + ", ".join(map(str, missing)) if missing else "ready"
-        checks.append(Check("generator", entry.name, not missing, detail, entry.summary))
-    return checks
+    committed = [spec.partition(":")[0] for spec in committed_generators()]
+    return [Check("generator", check.name, True, f"{committed.count(check.name)} committed folders, listed by "
+                  "pulse-audit generators", check.purpose) if GENERATORS[check.name].card_format else check
+            for check in entry_checks("generator", GENERATORS)]
 
 
 def package_checks() -> list[Check]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,14 +33,12 @@ from pulse_engine.downsample import downsample, factor_between
 from pulse_engine.errors import InputImageError, PulseAuditError
 from pulse_engine.generators import folder_generators, load_generator
 from pulse_engine.generators.base import SearchableGenerator
+from pulse_engine.registry import Entry, Registry
 from pulse_engine.search import SearchConfig, search_samples
 
 from .images import read_rgb, to_image, to_tensor
 from .records import UpsampleInput, UpsampleOutput, Upsampler
 
-UPSAMPLERS = ("pulse", "bicubic", "nearest", "oracle", "jpeg", "folder")
-TRUTH_UPSAMPLERS = ("oracle", "jpeg")
-"""Upsamplers that need the true HR image (none for uninformative UCPR inputs)."""
 JPEG_QUALITY = 90
 GENERATORS_DIR = Path(__file__).resolve().parents[1] / "datasets" / "generators"
 """The generators committed with the toolkit (``dcgan-file`` and ``shifted`` folders, with their cards)."""
@@ -214,6 +213,68 @@ class FolderUpsampler(Upsampler):
         return rows
 
 
+@dataclass(frozen=True)
+class UpsamplerSettings:
+    """What :func:`build_upsampler` passes to every upsampler's builder (each uses what it needs)."""
+
+    generator_spec: str = "dcgan-digiface"
+    folder: Path | str | None = None
+    search_config: SearchConfig | None = None
+    device: torch.device | str = "cpu"
+    resolution: int | None = None
+    batch_size: int = 16
+
+    def side(self) -> int:
+        """Output side R: ``resolution``, else the generator's."""
+        return self.resolution or load_generator(self.generator_spec, "cpu").resolution
+
+
+def _pulse(settings: UpsamplerSettings) -> Upsampler:
+    generator = load_generator(settings.generator_spec, resolve_device(str(settings.device)))
+    return PulseUpsampler(generator, settings.search_config or SearchConfig(), settings.batch_size)
+
+
+def _bicubic(settings: UpsamplerSettings) -> Upsampler:
+    return InterpolateUpsampler("bicubic", settings.side())
+
+
+def _nearest(settings: UpsamplerSettings) -> Upsampler:
+    return InterpolateUpsampler("nearest", settings.side())
+
+
+def _oracle(settings: UpsamplerSettings) -> Upsampler:
+    return OracleUpsampler(settings.side())
+
+
+def _jpeg(settings: UpsamplerSettings) -> Upsampler:
+    return JpegUpsampler(settings.side())
+
+
+def _folder(settings: UpsamplerSettings) -> Upsampler:
+    if not settings.folder:
+        raise PulseAuditError("the folder upsampler needs --folder DIR (outputs named <item stem>[_<k>].png)")
+    return FolderUpsampler(Path(str(settings.folder)).expanduser(), settings.side())
+
+
+@dataclass(frozen=True)
+class UpsamplerEntry(Entry):
+    """One upsampler (:class:`pulse_engine.registry.Entry`; ``loader`` takes :class:`UpsamplerSettings`)."""
+
+    needs_truth: bool = False  # reads the true HR image, so it cannot upsample uninformative UCPR inputs
+
+
+UPSAMPLERS: Registry[UpsamplerEntry] = Registry("upsampler", "audit", (
+    UpsamplerEntry("pulse", "PULSE's latent search over --generator", ".upsamplers:_pulse"),
+    UpsamplerEntry("bicubic", "bicubic interpolation of the LR input", ".upsamplers:_bicubic"),
+    UpsamplerEntry("nearest", "nearest-neighbour interpolation of the LR input", ".upsamplers:_nearest"),
+    UpsamplerEntry("oracle", "the true HR image (noise floor 0 by construction)", ".upsamplers:_oracle", True),
+    UpsamplerEntry("jpeg", f"the true HR image re-saved as JPEG q{JPEG_QUALITY}", ".upsamplers:_jpeg", True),
+    UpsamplerEntry("folder", "outputs made elsewhere, matched by file name (--folder)", ".upsamplers:_folder"),
+))
+TRUTH_UPSAMPLERS = tuple(name for name, entry in UPSAMPLERS.items() if entry.needs_truth)
+"""Upsamplers that need the true HR image (none for uninformative UCPR inputs)."""
+
+
 def build_upsampler(name: str, generator_spec: str = "dcgan-digiface", folder: Path | str | None = None,
                     search_config: SearchConfig | None = None, device: torch.device | str = "cpu",
                     resolution: int | None = None, batch_size: int = 16) -> Upsampler:
@@ -229,16 +290,6 @@ def build_upsampler(name: str, generator_spec: str = "dcgan-digiface", folder: P
         resolution: output side R in pixels for non-PULSE upsamplers (default: the generator's).
         batch_size: images searched together (``pulse`` only).
     """
-    if name not in UPSAMPLERS:
-        raise PulseAuditError(f"unknown upsampler {name!r}; known: {', '.join(UPSAMPLERS)}")
-    if name == "folder" and not folder:
-        raise PulseAuditError("the folder upsampler needs --folder DIR (outputs named <item stem>[_<k>].png)")
-    if name == "pulse":
-        generator = load_generator(generator_spec, resolve_device(str(device)))
-        return PulseUpsampler(generator, search_config or SearchConfig(), batch_size)
-    side = resolution or load_generator(generator_spec, "cpu").resolution
-    if name == "folder":
-        return FolderUpsampler(Path(str(folder)).expanduser(), side)
-    if name == "jpeg":
-        return JpegUpsampler(side)
-    return OracleUpsampler(side) if name == "oracle" else InterpolateUpsampler(name, side)
+    entry, _ = UPSAMPLERS.parse(name)
+    settings = UpsamplerSettings(generator_spec, folder, search_config, device, resolution, batch_size)
+    return UPSAMPLERS.function(entry)(settings)

@@ -10,7 +10,6 @@ live here too.
 from __future__ import annotations
 
 import csv
-import importlib
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pulse_engine.errors import PulseAuditError
+from pulse_engine.registry import Entry, Registry
 
 from ..records import FaceSet
 
@@ -50,32 +50,30 @@ class LoadedFaceSet(FaceSet):
 
 
 @dataclass(frozen=True)
-class FaceSetFormat:
-    """One ``--dataset`` format: its loader ``module:function`` (taking ``root`` and the options
-    as keywords) and the option names it accepts."""
+class FaceSetFormat(Entry):
+    """One ``--dataset`` format (:class:`pulse_engine.registry.Entry`): its loader ``module:function`` (taking
+    ``root`` and the options as keywords) and the option names it accepts."""
 
-    name: str
-    summary: str
-    loader: str
     options: tuple[str, ...] = ()
     needs_path: bool = True
 
+    @property
+    def form(self) -> str:
+        return f"{self.name}:PATH" if self.needs_path else self.name
 
-FORMATS: dict[str, FaceSetFormat] = {
-    entry.name: entry
-    for entry in (
-        FaceSetFormat("fairface", "FairFace CSV + images; race (7), race4, gender, age (9 bins)",
-                      ".fairface:load_fairface", ("split",)),
-        FaceSetFormat("utkface", "UTKFace [age]_[gender]_[race]_[datetime].jpg file names",
-                      ".utkface:load_utkface"),
-        FaceSetFormat("celeba", "CelebA / CelebAMask-HQ 40 binary attributes (list_attr_celeba.txt)",
-                      ".celeba:load_celeba"),
-        FaceSetFormat("folder", "any folder with a CSV manifest (path + attribute columns)",
-                      ".folder:load_folder", ("labels_source",)),
-        FaceSetFormat("demo", "the embedded demo set (labels predicted by a model)",
-                      ".demo:load_demo_set", needs_path=False),
-    )
-}
+
+FORMATS: Registry[FaceSetFormat] = Registry("dataset format", __name__, (
+    FaceSetFormat("fairface", "FairFace CSV + images; race (7), race4, gender, age (9 bins)",
+                  ".fairface:load_fairface", ("split",)),
+    FaceSetFormat("utkface", "UTKFace [age]_[gender]_[race]_[datetime].jpg file names",
+                  ".utkface:load_utkface"),
+    FaceSetFormat("celeba", "CelebA / CelebAMask-HQ 40 binary attributes (list_attr_celeba.txt)",
+                  ".celeba:load_celeba"),
+    FaceSetFormat("folder", "any folder with a CSV manifest (path + attribute columns)",
+                  ".folder:load_folder", ("labels_source",)),
+    FaceSetFormat("demo", "the embedded demo set (labels predicted by a model)",
+                  ".demo:load_demo_set", needs_path=False),
+))
 
 
 def load_faceset(spec: str, **options: str | None) -> LoadedFaceSet:
@@ -88,11 +86,8 @@ def load_faceset(spec: str, **options: str | None) -> LoadedFaceSet:
     Raises:
         PulseAuditError: unknown format or option, missing path, or a loader's one-line error.
     """
-    name, colon, path = spec.partition(":")
-    entry = FORMATS.get(name)
-    if entry is None:
-        raise PulseAuditError(f"unknown dataset format {name!r} in {spec!r}; known: "
-                              + ", ".join(f"{n}:PATH" if f.needs_path else n for n, f in FORMATS.items()))
+    entry, path = FORMATS.parse(spec)
+    name, colon = entry.name, ":" in spec
     given = {key: str(value) for key, value in options.items() if value is not None}
     unknown = sorted(set(given) - set(entry.options))
     if unknown:
@@ -101,25 +96,13 @@ def load_faceset(spec: str, **options: str | None) -> LoadedFaceSet:
     if not entry.needs_path:
         if colon:
             raise PulseAuditError(f"dataset {name} takes no path; write just {name!r}")
-        return _as_loaded(_resolve(entry)(**given), given)
+        return _as_loaded(FORMATS.function(entry)(**given), given)
     if not path:
         raise PulseAuditError(f"dataset {name} needs a path: {name}:PATH")
     root = Path(path).expanduser()
     if not root.exists():
         raise PulseAuditError(f"dataset {name}: {root} does not exist")
-    return _as_loaded(_resolve(entry)(root, **given), given)
-
-
-def _resolve(entry: FaceSetFormat):
-    module_name, func_name = entry.loader.split(":")
-    try:
-        module = importlib.import_module(module_name, __name__)
-    except ModuleNotFoundError as exc:
-        if exc.name != __name__ + module_name:
-            raise
-        raise PulseAuditError(f"dataset {entry.name} is not available in this installation "
-                              f"(module {exc.name} is missing)") from exc
-    return getattr(module, func_name)
+    return _as_loaded(FORMATS.function(entry)(root, **given), given)
 
 
 def _as_loaded(faceset: FaceSet, options: dict[str, str]) -> LoadedFaceSet:

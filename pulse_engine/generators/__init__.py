@@ -7,7 +7,6 @@ names it and says where to put it.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import PulseAuditError
+from ..registry import Entry, Registry
 from .base import DCGAN_CARD_FORMAT, SHIFTED_CARD_FORMAT, GeneratorCard, SearchableGenerator
 
 __all__ = ["GeneratorEntry", "REGISTRY", "GeneratorCard", "SearchableGenerator", "load_generator",
@@ -29,13 +29,11 @@ def weights_home() -> Path:
 
 
 @dataclass(frozen=True)
-class GeneratorEntry:
-    """One registered generator.
+class GeneratorEntry(Entry):
+    """One registered generator (:class:`pulse_engine.registry.Entry`; ``loader`` takes
+    ``(weights: Path | None, device)`` and returns the generator).
 
     Attributes:
-        name: registry name.
-        summary: one line for ``pulse-audit generators``.
-        loader: "module:function" taking (weights: Path | None, device) and returning the generator.
         default_location: where weights are looked for when none is given (None = shipped in a package,
             or nowhere when the entry takes a folder).
         required_files: file names that must exist inside ``default_location`` when it is a folder.
@@ -43,12 +41,13 @@ class GeneratorEntry:
             ``card.json`` such a folder holds ("" for the others).
     """
 
-    name: str
-    summary: str
-    loader: str
-    default_location: Callable[[], Path | None]
+    default_location: Callable[[], Path | None] = lambda: None
     required_files: tuple[str, ...] = ()
     card_format: str = ""
+
+    @property
+    def form(self) -> str:
+        return f"{self.name}:FOLDER" if self.card_format else self.name
 
     def missing_files(self, weights: Path | None = None) -> list[Path]:
         """Files this entry needs that are absent (empty when it can load); an entry that takes a folder
@@ -60,10 +59,11 @@ class GeneratorEntry:
             return [location / f for f in self.required_files if not (location / f).is_file()]
         return [] if location.is_file() else [location]
 
+    def missing(self, arg: str = "") -> list[str]:
+        return [f"{path} is missing" for path in self.missing_files(Path(arg).expanduser() if arg else None)]
+
     def load(self, weights: Path | None, device: torch.device) -> SearchableGenerator:
-        module_name, func_name = self.loader.split(":")
-        loader = getattr(importlib.import_module(module_name, __name__), func_name)
-        return loader(weights, device)
+        return REGISTRY.function(self)(weights, device)
 
 
 def _digiface_location() -> Path | None:
@@ -74,27 +74,24 @@ def _digiface_location() -> Path | None:
         return Path("gan_face_generate/weights.tar (package not installed)")
 
 
-REGISTRY: dict[str, GeneratorEntry] = {
-    entry.name: entry
-    for entry in (
-        GeneratorEntry("dcgan-digiface", "64 px DCGAN trained on DigiFace-1M (ships in gan-face-generate)",
-                       ".dcgan:load_dcgan_digiface", _digiface_location),
-        GeneratorEntry("stylegan1-ffhq", "1024 px StyleGAN1 FFHQ in PULSE's layout (synthesis.pt + mapping.pt)",
-                       ".stylegan1:load_stylegan1_ffhq", lambda: weights_home() / "stylegan1-ffhq",
-                       ("synthesis.pt", "mapping.pt")),
-        GeneratorEntry("stylegan2", "StyleGAN2: rosinality .pt (g_ema) or NVlabs stylegan2-ada .pkl, any resolution",
-                       ".stylegan2_loaders:load_stylegan2", lambda: weights_home() / "stylegan2" / "stylegan2.pt"),
-        GeneratorEntry("dcgan-tiny", "random 32 px DCGAN (seed 0), for tests and smoke runs",
-                       ".dcgan:load_tiny_dcgan", lambda: None),
-        GeneratorEntry("dcgan-file", "DCGAN made by `pulse-audit train-generator`: dcgan-file:FOLDER with weights.pt "
-                       "+ card.json (e.g. datasets/generators/balanced)",
-                       ".dcgan:load_dcgan_file", lambda: None, ("weights.pt", "card.json"),
-                       DCGAN_CARD_FORMAT),
-        GeneratorEntry("shifted", "a generator with its latent prior shifted along a direction: shifted:FOLDER with "
-                       "card.json (e.g. datasets/generators/digiface-shift/alpha+2)",
-                       ".shifted:load_shifted", lambda: None, ("card.json",), SHIFTED_CARD_FORMAT),
-    )
-}
+REGISTRY: Registry[GeneratorEntry] = Registry("generator", __name__, (
+    GeneratorEntry("dcgan-digiface", "64 px DCGAN trained on DigiFace-1M (ships in gan-face-generate)",
+                   ".dcgan:load_dcgan_digiface", _digiface_location),
+    GeneratorEntry("stylegan1-ffhq", "1024 px StyleGAN1 FFHQ in PULSE's layout (synthesis.pt + mapping.pt)",
+                   ".stylegan1:load_stylegan1_ffhq", lambda: weights_home() / "stylegan1-ffhq",
+                   ("synthesis.pt", "mapping.pt")),
+    GeneratorEntry("stylegan2", "StyleGAN2: rosinality .pt (g_ema) or NVlabs stylegan2-ada .pkl, any resolution",
+                   ".stylegan2_loaders:load_stylegan2", lambda: weights_home() / "stylegan2" / "stylegan2.pt"),
+    GeneratorEntry("dcgan-tiny", "random 32 px DCGAN (seed 0), for tests and smoke runs",
+                   ".dcgan:load_tiny_dcgan", lambda: None),
+    GeneratorEntry("dcgan-file", "DCGAN made by `pulse-audit train-generator`: dcgan-file:FOLDER with weights.pt "
+                   "+ card.json (e.g. datasets/generators/balanced)",
+                   ".dcgan:load_dcgan_file", lambda: None, ("weights.pt", "card.json"),
+                   DCGAN_CARD_FORMAT),
+    GeneratorEntry("shifted", "a generator with its latent prior shifted along a direction: shifted:FOLDER with "
+                   "card.json (e.g. datasets/generators/digiface-shift/alpha+2)",
+                   ".shifted:load_shifted", lambda: None, ("card.json",), SHIFTED_CARD_FORMAT),
+))
 
 
 def folder_generators(root: Path) -> list[str]:
@@ -115,10 +112,8 @@ def folder_generators(root: Path) -> list[str]:
 
 def parse_generator_spec(spec: str) -> tuple[GeneratorEntry, Path | None]:
     """Split ``NAME[:WEIGHTS]`` into its registry entry and optional weights path."""
-    name, _, weights = spec.partition(":")
-    if name not in REGISTRY:
-        raise PulseAuditError(f"unknown generator {name!r}; known: {', '.join(REGISTRY)}")
-    return REGISTRY[name], (Path(weights).expanduser() if weights else None)
+    entry, weights = REGISTRY.parse(spec)
+    return entry, (Path(weights).expanduser() if weights else None)
 
 
 def load_generator(spec: str, device: torch.device | str = "cpu") -> SearchableGenerator:
