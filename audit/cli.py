@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -39,7 +39,7 @@ USER_ERROR = 1
 class Commands(typer.core.TyperGroup):
     """The command group: a :class:`PulseAuditError` raised by any command becomes one line and exit status 1."""
 
-    def invoke(self, ctx: typer.Context):  # noqa: ANN201 - click's signature
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except PulseAuditError as exc:
@@ -53,7 +53,7 @@ app = typer.Typer(
 
 INPUTS, UPSAMPLING, SEARCH, CLASSIFYING, EXECUTION, RUN_FOLDER = (
     "Inputs", "Upsampler", "PULSE search", "Classifiers", "Execution", "Run folder")
-"""Option groups of ``run --help``."""
+"""Option groups of ``run --help`` (Execution: where and how the work runs, e.g. batch size, device, engine)."""
 
 # Options that `upsample` and `run` share: declared once, with AuditConfig's defaults at both.
 Generator = Annotated[str, typer.Option(

@@ -49,10 +49,11 @@ E = TypeVar("E", bound=Entry)
 
 
 class Registry(Mapping[str, E], Generic[E]):
-    """Entries of one kind by name, in registration order."""
+    """Entries of one kind by name, in registration order; ``kind`` names them in messages ("unknown
+    generator …"), ``noun`` (default ``kind``) names one entry ("dataset demo is not available …")."""
 
-    def __init__(self, kind: str, package: str, entries: Iterable[E]) -> None:
-        self.kind, self.package = kind, package
+    def __init__(self, kind: str, package: str, entries: Iterable[E], noun: str = "") -> None:
+        self.kind, self.package, self.noun = kind, package, noun or kind
         self._entries = {entry.name: entry for entry in entries}
 
     def __getitem__(self, name: str) -> E:
@@ -82,7 +83,7 @@ class Registry(Mapping[str, E], Generic[E]):
         except ModuleNotFoundError as exc:
             if exc.name != importlib.util.resolve_name(module_name, self.package):
                 raise  # a dependency of the module is missing: its own message says which
-            raise PulseAuditError(f"{self.kind} {entry.name} is not available in this installation "
+            raise PulseAuditError(f"{self.noun} {entry.name} is not available in this installation "
                                   f"(module {exc.name} is missing)") from exc
         return getattr(module, function_name)
 

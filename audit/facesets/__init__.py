@@ -62,7 +62,7 @@ class FaceSetFormat(Entry):
         return f"{self.name}:PATH" if self.needs_path else self.name
 
 
-FORMATS: Registry[FaceSetFormat] = Registry("dataset format", __name__, (
+FORMATS: Registry[FaceSetFormat] = Registry("dataset format", __name__, noun="dataset", entries=(
     FaceSetFormat("fairface", "FairFace CSV + images; race (7), race4, gender, age (9 bins)",
                   ".fairface:load_fairface", ("split",)),
     FaceSetFormat("utkface", "UTKFace [age]_[gender]_[race]_[datetime].jpg file names",
