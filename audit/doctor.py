@@ -24,7 +24,7 @@ OPTIONAL_PACKAGES: dict[str, tuple[str, str]] = {
     "face-recognition-models": ("face_recognition_models",
                                 "dlib's 68-point landmarks and 128-d identity embedding"),
     "onnxruntime": ("onnxruntime", "runs the age-gender and deepface ONNX models"),
-    "onnx": ("onnx", "builds stand-in ONNX weights (tests) and converts GEAR"),
+    "onnx": ("onnx", "builds stand-in ONNX weights in the tests"),
     "deepface": ("deepface", "the deepface classifier (race 6, gender, age, emotion)"),
     "opencv-contrib-python-headless": ("cv2", "deepface's face detector"),
     "gan-face-generate": ("gan_face_generate", "the dcgan-digiface generator's weights"),

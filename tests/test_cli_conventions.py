@@ -173,6 +173,13 @@ def mentions(text: str):
                 yield None, option.group()
 
 
+def test_readme_names_the_page_make_demo_opens():
+    target = re.search(r"^demo:.*\n\t\S*pulse-audit demo .*--out (\S+)", (REPO / "Makefile").read_text(), re.M)
+    assert target, "Makefile has no `demo` target running pulse-audit demo --out DIR"
+    page = f"{target.group(1)}/study.html"  # run_demo_audit's front page (test_cli checks it is written)
+    assert f"`make demo` opens on `{page}`" in (REPO / "README.md").read_text()
+
+
 def test_docs_mention_only_options_that_exist(monkeypatch, capsys):
     known = {name: set(options(name)) for name in COMMANDS}
     everywhere = set().union(*known.values(), {"--help", "--version"})
