@@ -24,7 +24,7 @@ from .harness import AuditConfig, run_audit
 from .upsamplers import GENERATORS_DIR
 
 SKEWED = ("light-skewed", "balanced", "dark-skewed")
-REPLICATES = GENERATORS_DIR / "skew-3x3"  # 3 compositions × 3 training seeds: <composition>-seed<k>
+REPLICATES = GENERATORS_DIR / "skew-3x3"  # training seeds per composition: <composition>-seed<k>
 SHIFT_FAMILIES = {"balanced-shift": 2, "digiface-shift": 4}  # one generator, shifted prior → UCPR input side (px)
 SHIFT_MEMBERS = ("alpha-2", "alpha+0", "alpha+2")
 
@@ -33,7 +33,8 @@ def known_answer_generators() -> dict[str, str]:
     """The study's committed generators, name → spec: the skew-trained DCGANs (the 3 × 3 replicates when
     committed, else one per composition; compositions from each card) and the members of the first complete
     prior-shift family (shifts from each card). Swap families by editing the names above."""
-    replicates = {f"{c}-seed{k}": REPLICATES / f"{c}-seed{k}" for c in SKEWED for k in range(3)}
+    replicates = {folder.name: folder for c in SKEWED
+                  for folder in sorted(REPLICATES.glob(f"{c}-seed*"), key=lambda f: int(f.name.rsplit("seed", 1)[1]))}
     trained = {name: folder for name, folder in replicates.items() if (folder / "card.json").is_file()}
     trained = trained or {name: GENERATORS_DIR / name for name in SKEWED
                           if (GENERATORS_DIR / name / "card.json").is_file()}

@@ -34,11 +34,12 @@ from audit.metrics.study import (
     conditions,
     contrast,
     headlines,
+    sampling_variance,
     summarise,
 )
 from audit.stats.multitest import report_tests
 from audit.stats.tests import TestResult
-from audit.stats.trend import generators_for_power, inputs_for_power, t_power
+from audit.stats.trend import detectable_ncp, slope_power
 from pulse_engine.errors import PulseAuditError
 from reports.analysis import Settings
 from reports.formatting import ci, num, pct, pval, signed
@@ -46,8 +47,12 @@ from reports.run_data import Run, dataset_info, load_run, model_info
 from reports.tables import clean
 
 SCHEMA = "pulse-audit-study/1"
-PRIMARY_METRICS = ("ucpr_ita_aligned", "ucpr_ita", "delta_ita_aligned", "delta_ita")  # power panel: first measured
-SKIN_METRICS = (*PRIMARY_METRICS, "lighter", "darker", "ucpr_lightest")  # the answer's metrics, in this order
+PRIMARY_METRICS = ("ucpr_ita_aligned", "delta_ita_aligned", "ucpr_ita", "delta_ita")
+"""The primary metric of a condition, pre-specified: the first of these its runs measure. Both read the outputs'
+skin tone in the generator's aligned face frame (no detector, so no selection by detection): on the uninformative
+average faces (where only the prior can speak) when the runs have them, else as ΔITA on the real inputs. Across
+generators on fixed inputs both slopes are the dose-slope of the outputs' ITA. Runs without the aligned-frame
+instrument fall back to the detector-based pair, in the same order."""
 DOSE_AXES = {"composition": (0.1, "per +10 pp of light faces in training", "share of light faces in training"),
              "shift": (1.0, "per prior SD of latent shift", "prior shift (SD along the skin-tone direction)")}
 
@@ -120,7 +125,7 @@ def study_run(run: Run, dose: float | None = None, design: str | None = None, na
 # ------------------------------------------------------------------ tests and verdicts
 class Family:
     """Tests adjusted together (:func:`audit.stats.multitest.report_tests`); each gets an id with the family's
-    prefix. Not-testable results stay out of the family."""
+    prefix. Not-testable results stay out of the family (their ids are kept, their rows say why)."""
 
     def __init__(self, prefix: str, name: str) -> None:
         self.prefix, self.name = prefix, name
@@ -176,26 +181,35 @@ def condition_label(factor: int, resolution: int, inputs: str, many_inputs: bool
     return label + (f", inputs {json.loads(inputs).get('dataset')}" if many_inputs else "")
 
 
+def display_unit(metric: Mapping[str, Any]) -> str:
+    """The unit of a metric's slopes and differences as printed: its own unit, or percentage points for rates."""
+    return metric["unit"] or " pp"
+
+
+def units_text(t: Mapping[str, Any]) -> str:
+    """What the trend's units are, e.g. "9 generators" or "72 inputs"."""
+    return f"{t['n_units']} {'generators' if t['design'] == 'composition' else 'inputs'}"
+
+
 def trend_sentence(t: Mapping[str, Any], metric: Mapping[str, Any], settings: Settings) -> str:
-    """One sentence about a dose–response test, worded by its verdict after adjustment."""
-    per = t["per"]
-    units = "generators" if t["design"] == "composition" else "inputs"
-    where = f"At {t['condition']}, across {ACROSS[t['design']]}, {metric['name']}"
-    test = t["test"]
+    """One sentence about a dose–response test, worded by its verdict within its family; the interval is the one at
+    the family-adjusted level (it excludes 0 exactly when the adjusted test rejects) and the detectable slope is at
+    the family's Bonferroni level α/m (Holm rejects at least every test with p < α/m)."""
+    per, test, unit = t["per"], t["test"], display_unit(metric)
+    where = f"At {t['condition']}, across {ACROSS[t['design']]} ({units_text(t)}), {metric['name']}"
     if test["verdict"] == "not testable":
         return f"{where}: dose–response not testable ({test['reason']})."
-    slope = _value_text(t["slope_display"], metric, True)
-    interval = _interval_text(t["ci_low_display"], t["ci_high_display"], metric, True)
-    adj = f"{pval(test['p_adjusted'])} after {_adjustment(settings)} over {test['family_size']} trend tests"
+    slope = f"{signed(test['effect'])}{unit} {per}"
+    adjusted = (f"{ci(test['adjusted_ci_low'], test['adjusted_ci_high'], unit=unit)} at the "
+                f"{pct(1 - test['adjusted_level'])} level that {_adjustment(settings)} assigns this test")
+    adj = (f"{pval(test['p_adjusted'])} after {_adjustment(settings)} over the {test['family_size']} tests of its "
+           "family")
     if test["verdict"] == "finding":
-        direction = "rises" if t["slope"] > 0 else "falls"
-        unit = metric["unit"] or " pp"
-        adjusted = ci(test["adjusted_ci_low"], test["adjusted_ci_high"], unit=unit)
-        return (f"{where} {direction} with the dose: {slope} {per} (95% CI {interval}, {adjusted} at the adjusted "
-                f"level; t-test on the slope over {t['n_units']} {units}, {adj}).")
-    return (f"{where}: no dose–response detected ({slope} {per}, 95% CI {interval}; {adj}). A slope of "
-            f"{_size_text(t['mde_display'], metric)} {per} or more would have been detected with "
-            f"{pct(settings.power, 0)} power.")
+        direction = "rises" if test["effect"] > 0 else "falls"
+        return f"{where} {direction} with the dose: {slope} ({adjusted}; t-test on the slope, {adj})."
+    return (f"{where}: no dose–response detected ({slope}, {adjusted}; {adj}). A slope of "
+            f"{num(t['mde_family'])}{unit} {per} or more would have been detected with {pct(settings.power, 0)} power "
+            f"at the family's level α/m = {num(t['alpha_family'])}.")
 
 
 def contrast_sentence(c: Mapping[str, Any], metric: Mapping[str, Any], settings: Settings) -> str:
@@ -203,12 +217,13 @@ def contrast_sentence(c: Mapping[str, Any], metric: Mapping[str, Any], settings:
     head = f"{metric['name']}, {c['run']} − {c['baseline']}"
     if test["verdict"] == "not testable":
         return f"{head}: not testable ({test['reason']})."
-    values = (f"{_value_text(c['difference'], metric, True)}, 95% CI "
-              f"{_interval_text(c['ci_low'], c['ci_high'], metric, True)}; {c['method']}, "
+    unit = display_unit(metric)
+    values = (f"{signed(test['effect'])}{unit}, {ci(test['adjusted_ci_low'], test['adjusted_ci_high'], unit=unit)} at "
+              f"the {_adjustment(settings)}-adjusted level {pct(1 - test['adjusted_level'])}; {c['method']}, "
               f"{pval(test['p_adjusted'])} after {_adjustment(settings)}")
     if test["verdict"] == "finding":
         return f"{head}: {values}."
-    return f"{head}: nothing detected ({values}; detectable: {_size_text(c['mde'], metric)})."
+    return f"{head}: nothing detected ({values}; detectable at 95%: {num(test['mde'])}{unit})."
 
 
 # ------------------------------------------------------------------ the study
@@ -223,10 +238,20 @@ def _metric_dict(m: Headline) -> dict[str, Any]:
     return {"key": m.key, "name": m.name, "unit": m.unit, "statistic": m.statistic, "meaning": m.meaning}
 
 
+def primary_metric(members: Sequence[StudyRun], values: Mapping[tuple[str, str], Any]) -> str | None:
+    """The pre-specified primary metric of one condition and design: the first of :data:`PRIMARY_METRICS` that at
+    least two of its dosed runs measure (chosen by what was measured, never by a result)."""
+    for key in PRIMARY_METRICS:
+        if sum(values[r.name, key] is not None and len(values[r.name, key]) > 0 and math.isfinite(r.dose)
+               for r in members) >= 2:
+            return key
+    return None
+
+
 def build_study(runs: Sequence[StudyRun], settings: Settings | None = None, baseline: str | None = None
                 ) -> dict[str, Any]:
-    """The study dict (JSON-ready): runs × metrics with intervals and baseline contrasts, trends per condition,
-    the first-screen sentences and the power of the most informative condition."""
+    """The study dict (JSON-ready): runs × metrics with intervals and baseline contrasts, trends per condition in a
+    primary and a secondary family, the first-screen sentences (primary family only) and the power panels."""
     settings = settings or Settings()
     if len(runs) < 2:
         raise PulseAuditError("a study needs at least two runs")
@@ -239,7 +264,8 @@ def build_study(runs: Sequence[StudyRun], settings: Settings | None = None, base
     kw = {"alpha": settings.alpha, "power": settings.power, "confidence": settings.confidence}
     metrics = headlines(runs)
     values = {(r.name, m.key): m.values(r) for r in runs for m in metrics}
-    primary, secondary = Family("D", "dose–response"), Family("B", "vs baseline")
+    families = {"primary": Family("P", "primary dose–response"), "secondary": Family("S", "secondary dose–response"),
+                "baseline": Family("B", "vs baseline")}
     rows, contrasts = [], []
     for run in runs:
         base = _baseline_for(run, runs, baseline)
@@ -250,13 +276,11 @@ def build_study(runs: Sequence[StudyRun], settings: Settings | None = None, base
             vb, vr = (values[base.name, m.key], values[run.name, m.key]) if base else (None, None)
             if base is not None and base is not run and vb is not None and vr is not None:
                 c = contrast(base, run, vb, vr, **kw, statistic=m.statistic)
-                test_id = secondary.add(c.test(f"{m.name}: {run.name} − {base.name}", m.unit or "pp",
-                                               1.0 if m.unit else 100.0, settings.confidence,
-                                               f"{run.name} − {base.name}" + ("" if m.unit else " (pp)")))
-                contrasts.append({"metric": m.key, "run": run.name, "baseline": base.name, "difference": c.estimate,
-                                  "ci_low": c.ci_low, "ci_high": c.ci_high, "mde": c.mde, "method": c.method,
-                                  "test_id": test_id,
-                                  "paired": base.condition == run.condition})
+                test_id = families["baseline"].add(c.test(f"{m.name}: {run.name} − {base.name}", m.unit or "pp",
+                                                          1.0 if m.unit else 100.0, settings.confidence,
+                                                          f"{run.name} − {base.name}" + ("" if m.unit else " (pp)")))
+                contrasts.append({"metric": m.key, "run": run.name, "baseline": base.name, "method": c.method,
+                                  "test_id": test_id, "paired": base.condition == run.condition})
                 cell["contrast"] = test_id
             cells[m.key] = cell
         rows.append({"name": run.name, "label": run.info.get("label", run.name), "upsampler": run.upsampler,
@@ -270,29 +294,35 @@ def build_study(runs: Sequence[StudyRun], settings: Settings | None = None, base
         members = [r for r in runs if r.condition == cond and r.design == design]
         if sum(math.isfinite(r.dose) for r in members) < 2:
             continue
+        first = primary_metric(members, values)
         for m in metrics:
             ct = condition_trend(members, [values[r.name, m.key] for r in members], **kw)
             if not ct.runs:
                 continue
             scale, per, axis = DOSE_AXES[ct.design]
             label = condition_label(cond[1], cond[2], cond[0], many_inputs)
-            test_id = primary.add(ct.trend.test(f"{m.name}: dose–response ({design}) at {label}", m.unit or "pp",
-                                                (1.0 if m.unit else 100.0) * scale, settings.confidence,
-                                                effect_label=f"slope {per}"))
+            role = "primary" if m.key == first else "secondary"
+            display = (1.0 if m.unit else 100.0) * scale  # slope per dose unit → per displayed dose step, in pp
+            test_id = families[role].add(ct.trend.test(f"{m.name}: dose–response ({design}) at {label}",
+                                                       m.unit or "pp", display, settings.confidence,
+                                                       effect_label=f"slope {per}"))
             tr = ct.trend
-            trends.append({"metric": m.key, "condition": label, "factor": cond[1], "resolution": cond[2],
-                           "design": ct.design, "runs": list(ct.runs), "doses": list(ct.doses),
-                           "values": list(ct.values), "slope": tr.slope, "ci_low": tr.ci_low, "ci_high": tr.ci_high,
-                           "slope_display": _scaled(tr.slope, scale), "ci_low_display": _scaled(tr.ci_low, scale),
-                           "ci_high_display": _scaled(tr.ci_high, scale), "mde_display": _scaled(tr.mde, scale),
+            sampling = [sampling_variance(values[name, m.key]) for name in ct.runs]
+            trends.append({"metric": m.key, "role": role, "condition": label, "factor": cond[1],
+                           "resolution": cond[2], "design": ct.design, "runs": list(ct.runs), "doses": list(ct.doses),
+                           "values": list(ct.values), "slope": tr.slope, "se": tr.se, "display_scale": display,
                            "per": per, "dose_axis": axis, "intercept": tr.intercept, "n_units": tr.n_units,
                            "residual_sd": tr.residual_sd, "df": tr.df, "method": tr.method,
-                           "permutation_p": ct.permutation_p, "test_id": test_id})
-    tests = {"primary": primary.table(settings), "secondary": secondary.table(settings)}
+                           "sampling_variances": sampling, "permutation_p": ct.permutation_p, "test_id": test_id})
+    tests = {name: family.table(settings) for name, family in families.items()}
     by_id = {t["id"]: t for family in tests.values() for t in family}
     metric_dicts = {m.key: _metric_dict(m) for m in metrics}
     for t in trends:
         t["test"] = by_id[t.pop("test_id")]
+        m = max(t["test"]["family_size"], 1)
+        t["alpha_family"] = settings.alpha / m
+        t["mde_family"] = (detectable_ncp(t["df"], settings.alpha / m, settings.power) * t["se"] * t["display_scale"]
+                           if t["test"]["verdict"] != "not testable" else None)
         t["sentence"] = trend_sentence(t, metric_dicts[t["metric"]], settings)
     for c in contrasts:
         c["test"] = by_id[c.pop("test_id")]
@@ -300,94 +330,166 @@ def build_study(runs: Sequence[StudyRun], settings: Settings | None = None, base
     study = {"schema": SCHEMA, "generated": datetime.now(UTC).isoformat(timespec="seconds"),
              "settings": {**settings.stats(), "adjustment": _adjustment(settings)}, "baseline": baseline,
              "metrics": list(metric_dicts.values()), "runs": rows, "contrasts": contrasts, "trends": trends,
-             "tests": tests}
+             "tests": tests, "families": family_statements(tests, settings)}
     study["power"] = power_panels(runs, trends, settings)
-    study["answer"] = answer(trends, metric_dicts, settings)
+    study["answer"] = answer(trends, metric_dicts)
+    study["not_testable"] = not_testable_summary(trends, metric_dicts)
     return clean(study)
 
 
 ACROSS = {"composition": "training compositions", "shift": "prior shifts"}
 DESIGN_LABELS = {"composition": "Generators trained on different skin-tone compositions",
                  "shift": "One generator with its prior shifted along a skin-tone direction"}
+FAMILY_TEXT = {
+    "primary": "Primary family (the first screen's sentences come only from it): one pre-specified metric per dose "
+               "design and factor — the outputs' skin tone in the generator's aligned face frame (no detector, every "
+               "output measured), on the uninformative average faces where the run has them (the prior speaks "
+               "there), else ΔITA on the real inputs",
+    "secondary": "Secondary, exploratory family: every other metric × factor × design",
+    "baseline": "Contrasts against the baseline run"}
+
+
+def family_statements(tests: Mapping[str, Sequence[Mapping[str, Any]]], settings: Settings) -> dict[str, str]:
+    """One sentence per family: what it holds, its size, its adjustment and how its intervals are read."""
+    out = {}
+    for name, rows in tests.items():
+        m = sum(r["verdict"] != "not testable" for r in rows)
+        found = sum(r["verdict"] == "finding" for r in rows)
+        out[name] = (f"{FAMILY_TEXT[name]}: {m} tests adjusted together by {_adjustment(settings)} at α = "
+                     f"{num(settings.alpha)} ({found} finding{'s' if found != 1 else ''}; "
+                     f"{len(rows) - m} not testable, outside the family). Each adjusted interval is the test's own "
+                     f"t interval at the level {_adjustment(settings)} assigns it (1 − α·p/p̃): it excludes 0 exactly "
+                     "when the adjusted test rejects; at the smallest p it is the Bonferroni (simultaneous) interval.")
+    return out
 
 
 def _factors(factors: Sequence[int]) -> str:
     return ", ".join(f"×{f}" for f in factors)
 
 
-def answer(trends: Sequence[Mapping[str, Any]], metrics: Mapping[str, Mapping[str, Any]], settings: Settings
-           ) -> dict[str, Any]:
-    """The first screen: per dose design, at which factors the skin-tone metrics follow the dose; the sentences
-    of the findings, then those of the primary metrics where nothing was detected or nothing could be tested."""
-    order = {k: i for i, k in enumerate(SKIN_METRICS)}
-    ranked = sorted(trends, key=lambda t: (t["design"], order.get(t["metric"], len(order)), t["factor"]))
+def lead_size(t: Mapping[str, Any], unit: str) -> str:
+    """"×16: +3.3° per …, adjusted interval 0.1 to 6.6°" for a primary finding."""
+    test = t["test"]
+    return (f"×{t['factor']}: {signed(test['effect'])}{unit} {t['per']}, adjusted interval "
+            f"{ci(test['adjusted_ci_low'], test['adjusted_ci_high'], unit=unit)}")
+
+
+def answer(trends: Sequence[Mapping[str, Any]], metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The first screen, from the primary family only: per dose design, at which factors the outputs' skin tone
+    follows the dose (with the slope and its adjusted interval), then one sentence per primary test."""
+    primary = sorted((t for t in trends if t["role"] == "primary"), key=lambda t: (t["design"], t["factor"]))
     lead = []
     for design, label in DESIGN_LABELS.items():
-        skin = [t for t in ranked if t["design"] == design and t["metric"] in order]
-        if not skin:
+        mine = [t for t in primary if t["design"] == design]
+        if not mine:
             continue
-        units = max(len(t["runs"]) for t in skin)
-        found = sorted({t["factor"] for t in skin if t["test"]["verdict"] == "finding"})
-        tested = sorted({t["factor"] for t in skin if t["test"]["verdict"] != "not testable"})
-        head = f"{label} ({units} per factor): "
+        units = max(len(t["runs"]) for t in mine)
+        found = [t for t in mine if t["test"]["verdict"] == "finding"]
+        quiet = [t["factor"] for t in mine if t["test"]["verdict"] == "nothing detected"]
+        head = f"{label} ({units} {'generators' if design == 'composition' else 'prior shifts'} per factor): "
         if found:
-            quiet = [f for f in tested if f not in found]
-            lead.append(head + f"the outputs' skin tone follows the dose at {_factors(found)}"
-                        + (f"; no dose–response was detected at {_factors(quiet)}." if quiet else "."))
-        elif tested:
-            lead.append(head + f"no dose–response of the outputs' skin tone was detected at {_factors(tested)}.")
+            sizes = "; ".join(lead_size(t, display_unit(metrics[t["metric"]])) for t in found)
+            lead.append(head + f"the outputs' skin tone follows the dose at {_factors([t['factor'] for t in found])}"
+                        f" ({sizes})" + (f"; no dose–response was detected at {_factors(quiet)}." if quiet else "."))
+        elif quiet:
+            lead.append(head + f"no dose–response of the outputs' skin tone was detected at {_factors(quiet)}.")
         else:
             lead.append(head + "no dose–response could be tested (reasons below).")
     return {"lead": lead or ["No run has a dose: nothing to test for a dose–response."],
-            "found": [t["sentence"] for t in ranked if t["metric"] in order and t["test"]["verdict"] == "finding"],
-            "not_found": [t["sentence"] for t in ranked if t["metric"] in PRIMARY_METRICS
-                          and t["test"]["verdict"] != "finding"],
-            "other_found": [t["sentence"] for t in ranked if t["metric"] not in order
-                            and t["test"]["verdict"] == "finding"]}
+            "primary": [t["sentence"] for t in primary],
+            "secondary_found": [t["sentence"] for t in trends
+                                if t["role"] == "secondary" and t["test"]["verdict"] == "finding"]}
+
+
+def not_testable_summary(trends: Sequence[Mapping[str, Any]], metrics: Mapping[str, Mapping[str, Any]]
+                         ) -> list[dict[str, Any]]:
+    """The dose–response tests that could not be run, grouped by reason (one line each on the page)."""
+    groups: dict[str, list[str]] = {}
+    for t in trends:
+        if t["test"]["verdict"] == "not testable":
+            groups.setdefault(t["test"]["reason"], []).append(
+                f"{metrics[t['metric']]['name']} ×{t['factor']} ({t['design']})")
+    return [{"reason": reason, "tests": tests} for reason, tests in groups.items()]
+
+
+def _ols_slope(x: np.ndarray, y: np.ndarray) -> float:
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) < 2 or np.unique(x).size < 2:
+        return math.nan
+    return float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
+
+
+def prior_slope(runs: Sequence[StudyRun], t: Mapping[str, Any]) -> float:
+    """Slope (per dose unit) of the mean ITA of the generators' own samples (from their cards) on the dose, over the
+    generators of trend ``t``; NaN when fewer than two doses have a card value."""
+    known = {r.name: r.info.get("generator_samples_ita") for r in runs}
+    ita = np.array([known.get(n) if known.get(n) is not None else np.nan for n in t["runs"]], float)
+    return _ols_slope(np.array(t["doses"], float), ita)
+
+
+EXTRA_GENERATORS = (0, 2, 4, 6, 8, 12, 18)  # sizing table: generators added, half at each end of the dose range
+SAMPLE_MULTIPLIERS = (1, 2, 4)  # sizing table: outputs per unit input × this
 
 
 def power_panels(runs: Sequence[StudyRun], trends: Sequence[Mapping[str, Any]], settings: Settings
                  ) -> list[dict[str, Any]]:
-    """One power panel per dose design: at the design's largest factor (where the input carries least
-    information), for the first primary metric tested there, the detectable slope and the power to detect the
-    *known* slope of the generators' own samples (their mean ITA by dose, from the cards) with the observed noise,
-    and how many units would reach the power goal."""
+    """One power panel per dose design at its largest factor (the input carries least information there), for its
+    primary test, at the primary family's Bonferroni level α/m (a lower bound of Holm's power). The composition
+    panel asks for the power to detect the *expected output* slope: the generators' own prior slope (cards) times
+    the attenuation PULSE applies to a prior shift, measured by the shift design at the same factor (output slope /
+    prior slope); it splits the scatter of generators around the line into sampling noise (shrinks with more
+    outputs per input) and between-generator variation (shrinks only with more generators) and sizes the design."""
     panels = []
-    for design in DOSE_AXES:
-        candidates = [t for t in trends if t["design"] == design and t["metric"] in PRIMARY_METRICS
-                      and t["test"]["verdict"] != "not testable"]
-        if candidates:
-            top = max(t["factor"] for t in candidates)
-            t = min((t for t in candidates if t["factor"] == top), key=lambda t: PRIMARY_METRICS.index(t["metric"]))
-            panels.append(power_panel(runs, t, settings))
+    primary = [t for t in trends if t["role"] == "primary" and t["test"]["verdict"] != "not testable"]
+    tops = {d: max((t for t in primary if t["design"] == d), key=lambda t: t["factor"], default=None)
+            for d in DOSE_AXES}
+    shift = tops.get("shift")
+    attenuation = None
+    if shift is not None:
+        prior = prior_slope(runs, shift)
+        if math.isfinite(prior) and prior != 0:
+            attenuation = {"ratio": shift["slope"] / prior,
+                           "low": shift["test"]["ci_low"] / shift["display_scale"] / prior,
+                           "high": shift["test"]["ci_high"] / shift["display_scale"] / prior,
+                           "output_slope": shift["slope"], "prior_slope": prior, "factor": shift["factor"]}
+    for design, t in tops.items():
+        if t is not None:
+            panels.append(power_panel(runs, t, settings, attenuation if design == "composition" else None))
     return panels
 
 
-def power_panel(runs: Sequence[StudyRun], t: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
-    """The power panel of one trend (see :func:`power_panels`)."""
-    scale = DOSE_AXES[t["design"]][0]
-    doses = np.array(t["doses"], float)
-    known = {r.name: r.info.get("generator_samples_ita") for r in runs if r.name in t["runs"]}
+def power_panel(runs: Sequence[StudyRun], t: Mapping[str, Any], settings: Settings,
+                attenuation: Mapping[str, float] | None) -> dict[str, Any]:
+    """The power panel of one primary trend (see :func:`power_panels`); slopes in display units (``t['per']``)."""
+    scale, alpha = t["display_scale"], t["alpha_family"]
     panel = {"metric": t["metric"], "condition": t["condition"], "factor": t["factor"], "design": t["design"],
-             "n_units": t["n_units"], "residual_sd": t["residual_sd"], "mde": t["mde_display"], "per": t["per"],
-             "alpha": settings.alpha, "power_goal": settings.power, "known_slope": None, "power_at_known": None,
-             "units_needed": None, "known_source": ""}
-    ita = np.array([known[n] if known.get(n) is not None else np.nan for n in t["runs"]], float)
-    ok = np.isfinite(ita)
-    if ok.sum() < 2 or np.unique(doses[ok]).size < 2:
+             "n_units": t["n_units"], "units": units_text(t), "residual_sd": t["residual_sd"], "per": t["per"],
+             "alpha": alpha, "family_size": t["test"]["family_size"], "power_goal": settings.power,
+             "mde": t["mde_family"], "observed": t["test"]["effect"], "prior_slope": None, "attenuation": None,
+             "expected": None, "expected_low": None, "power_expected": None, "power_expected_low": None,
+             "sampling_sd": None, "between_sd": None, "sizing": []}
+    prior = prior_slope(runs, t)
+    if math.isfinite(prior):
+        panel["prior_slope"] = prior * scale
+    if t["design"] != "composition" or attenuation is None or not math.isfinite(prior):
         return panel
-    x, y = doses[ok], ita[ok]
-    slope = float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
-    if t["design"] == "composition":
-        se = t["residual_sd"] / math.sqrt(float(((doses - doses.mean()) ** 2).sum()))
-        needed = generators_for_power(slope, t["residual_sd"], doses, settings.alpha, settings.power)
-    else:
-        se = t["residual_sd"] / math.sqrt(t["n_units"])
-        needed = inputs_for_power(slope, t["residual_sd"], settings.alpha, settings.power)
-    panel.update(known_slope=slope * scale, units_needed=needed,
-                 power_at_known=t_power(abs(slope) / se, t["df"], settings.alpha) if se > 0 else None,
-                 known_source=f"the generators' own samples (mean ITA from their cards, {len(x)} generators) move "
-                              f"{signed(slope * scale)}° {t['per']}")
+    doses = np.array(t["doses"], float)
+    sampling = float(np.nanmean(np.array(t["sampling_variances"], float)))
+    residual = t["residual_sd"] ** 2
+    between = max(residual - sampling, 0.0) if math.isfinite(sampling) else residual
+    sampling = sampling if math.isfinite(sampling) else 0.0
+    expected, low = prior * attenuation["ratio"], prior * min(attenuation["low"], attenuation["high"])
+    panel.update(attenuation=dict(attenuation), expected=expected * scale, expected_low=low * scale,
+                 sampling_sd=math.sqrt(sampling), between_sd=math.sqrt(between),
+                 power_expected=slope_power(expected, residual, doses, alpha),
+                 power_expected_low=slope_power(low, residual, doses, alpha))
+    ends = (doses.min(), doses.max())
+    for extra in EXTRA_GENERATORS:
+        layout = np.concatenate([doses, np.repeat(ends, extra // 2)])
+        for k in SAMPLE_MULTIPLIERS:
+            panel["sizing"].append({"generators": len(layout), "added_at_ends": extra, "samples_multiplier": k,
+                                    "power": slope_power(expected, between + sampling / k, layout, alpha)})
     return panel
 
 

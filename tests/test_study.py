@@ -227,31 +227,59 @@ def synthetic_runs(tmp_path_factory):
 
 
 def test_study_renders_from_synthetic_runs(synthetic_runs, tmp_path):
+    from dataclasses import replace
+
     from reports.analysis import Settings
-    from reports.study import load_study_runs, write_study
+    from reports.study import PRIMARY_METRICS, build_study, load_study_runs, write_study
 
     doses = {f"g{i}": d for i, d in enumerate((0.1, 0.5, 0.9, 0.1, 0.5, 0.9))}
-    paths = write_study(load_study_runs(synthetic_runs, doses), tmp_path / "study", Settings(n_boot=200),
+    runs = load_study_runs(synthetic_runs, doses)
+    # with uninformative inputs the pre-specified primary metric is their output ITA (first of the list measured),
+    # chosen by what was measured, not by a result: here it has no variation, so the lead says it was not testable
+    with_ucpr = build_study(runs, Settings(n_boot=200), "g0")
+    primary = [t for t in with_ucpr["trends"] if t["role"] == "primary"]
+    assert [t["metric"] for t in primary] == ["ucpr_ita"] and not with_ucpr["tests"]["primary"][0]["family_size"]
+    assert with_ucpr["answer"]["lead"][0].endswith("no dose–response could be tested (reasons below).")
+    # without them it is ΔITA on the real inputs, where the planted slope is
+    paths = write_study([replace(r, ucpr=None) for r in runs], tmp_path / "study", Settings(n_boot=200),
                         baseline="g0")
     study = json.loads(paths["json"].read_text())
     assert study["schema"] == "pulse-audit-study/1"
-    delta = next(t for t in study["trends"] if t["metric"] == "delta_ita")
-    assert delta["design"] == "composition" and delta["n_units"] == 6
-    assert delta["test"]["verdict"] == "finding" and delta["slope"] > 0
-    assert study["answer"]["found"][0] == delta["sentence"] and "rises with the dose" in delta["sentence"]
-    lead = "Generators trained on different skin-tone compositions (6 per factor): the outputs' skin tone follows"
-    assert study["answer"]["lead"] == [lead + " the dose at ×4."]
+    primary = [t for t in study["trends"] if t["role"] == "primary"]
+    assert [t["metric"] for t in primary] == ["delta_ita"] and PRIMARY_METRICS[-1] == "delta_ita"
+    delta = primary[0]
+    assert [r["id"] for r in study["tests"]["primary"]] == [delta["test"]["id"]]
+    assert delta["design"] == "composition" and delta["n_units"] == 6 and delta["test"]["family_size"] == 1
+    assert delta["test"]["verdict"] == "finding" and delta["slope"] > 0 and "rises with the dose" in delta["sentence"]
+    assert study["answer"]["primary"] == [delta["sentence"]]  # the first screen: primary sentences only
+    lead = study["answer"]["lead"]
+    assert len(lead) == 1 and lead[0].startswith(
+        "Generators trained on different skin-tone compositions (6 generators per factor): the outputs' skin tone "
+        "follows the dose at ×4")
+    assert f"{delta['test']['effect']:+.3g}"[1:] in lead[0]
+    # every other metric is in the secondary family, adjusted on its own
+    secondary = study["tests"]["secondary"]
+    m = sum(r["verdict"] != "not testable" for r in secondary)
+    assert m >= 5 and all(r["family_size"] == m for r in secondary)
+    assert f": {m} tests adjusted together by Holm" in study["families"]["secondary"]
+    assert set(study["answer"]["secondary_found"]) == {
+        t["sentence"] for t in study["trends"] if t["role"] == "secondary" and t["test"]["verdict"] == "finding"}
     for t in study["trends"]:  # every verdict is one of three, and "not testable" is never counted
-        assert t["test"]["verdict"] in ("finding", "nothing detected", "not testable")
-        assert (t["test"]["p_value"] is None) == (t["test"]["verdict"] == "not testable")
-        if t["test"]["verdict"] != "not testable":  # the interval at the adjusted level agrees with the verdict
-            low, high = t["test"]["adjusted_ci_low"], t["test"]["adjusted_ci_high"]
-            assert (low > 0 or high < 0) == (t["test"]["verdict"] == "finding")
+        test = t["test"]
+        assert test["verdict"] in ("finding", "nothing detected", "not testable")
+        assert (test["p_value"] is None) == (test["verdict"] == "not testable")
+        if test["verdict"] != "not testable":  # the interval at the adjusted level agrees with the verdict
+            low, high = test["adjusted_ci_low"], test["adjusted_ci_high"]
+            assert (low > 0 or high < 0) == (test["verdict"] == "finding")
+            # one unit per row: the slope, its intervals and the detectable slope are all per displayed dose step
+            assert test["effect"] == pytest.approx(t["slope"] * t["display_scale"])
+            assert test["ci_low"] < test["effect"] < test["ci_high"] and low <= test["ci_low"] + 1e-9
+            assert t["mde_family"] >= test["mde"] - 1e-9  # α/m is stricter than α
     assert {c["run"] for c in study["contrasts"]} == {f"g{i}" for i in range(1, 6)}
     assert all(c["paired"] for c in study["contrasts"])  # one condition: paired over shared inputs
-    html = paths["html"].read_text()
+    html, md = paths["html"].read_text(), paths["md"].read_text()
     assert delta["sentence"].split("(")[0] in html and html.count("data:image/png;base64") >= 5
-    assert "rises with the dose" in paths["md"].read_text()
+    assert study["families"]["primary"] in md and delta["sentence"] in md
 
 
 def test_study_command(synthetic_runs, tmp_path):

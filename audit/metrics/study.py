@@ -214,6 +214,24 @@ def summarise(values: pd.Series | None, statistic: str, confidence: float = 0.95
     return Summary(mean, mean - half, mean + half, n, f"t interval over {n} units")
 
 
+def sampling_variance(values: pd.Series | None) -> float:
+    """The part of the variance of a run's mean over units that PULSE's sampling alone contributes: with several
+    units per input (keys ``input#seed``, the uninformative inputs), the pooled within-input variance over the
+    number of units (differences between inputs are shared by every run on them, so they are not noise of a
+    comparison between runs); with one unit per input, the variance over units / n (an upper bound). NaN with
+    fewer than 2 units."""
+    if values is None or len(values) < 2:
+        return math.nan
+    v = values.astype(float)
+    inputs = pd.Index(v.index.astype(str)).str.split("#").str[0]
+    groups = v.groupby(inputs.to_numpy())
+    n, k = len(v), groups.ngroups
+    if n - k < 1:
+        return float(v.var(ddof=1)) / n
+    within = float(((v - groups.transform("mean")) ** 2).sum()) / (n - k)
+    return within / n
+
+
 def pair_units(a: StudyRun, b: StudyRun, va: pd.Series, vb: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Per-unit values of two runs aligned on their shared units. Runs of different conditions are refused:
     their outputs are not the same inputs under the same degradation, so pairing them would be wrong."""

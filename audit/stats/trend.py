@@ -251,3 +251,14 @@ def inputs_for_power(effect: float, slope_sd: float, alpha: float = 0.05, power:
             return n
         n = n + 1 if n < 64 else int(n * 1.1)
     return None
+
+
+def slope_power(effect: float, between_var: float, doses: np.ndarray | list, alpha: float = 0.05) -> float:
+    """Power of :func:`generator_trend` (two-sided, level ``alpha``) to detect slope ``effect`` when generators at
+    ``doses`` (one entry per generator) scatter around the line with variance ``between_var`` (training seed plus
+    the sampling noise of each generator's mean): noncentral t with n − 2 df and ncp = effect·√Sxx/√between_var."""
+    x = np.asarray(doses, float)
+    sxx = float(((x - x.mean()) ** 2).sum())
+    if not (math.isfinite(effect) and between_var > 0 and sxx > 0 and len(x) > 2):
+        return math.nan
+    return t_power(effect * math.sqrt(sxx / between_var), len(x) - 2, alpha)
