@@ -18,6 +18,8 @@
     generators as units: at 2×2 the per-composition mean output ITA is ordered light > balanced > dark and the
     regression of the nine generators' mean output ITA on their light share has a positive slope (one-sided t test
     on 7 df, so composition is tested against seed-to-seed variation); at 8×8 the slope is less than half as large.
+(e) The study page built from the outputs of (c) and (d): its primary family finds the prior shift at ×16 (positive
+    slope, adjusted interval above 0), and for both designs the ×16 slope is positive and more than twice the ×4 one.
 
 Why 2×2: at ×4 and ×8 of a 32 px generator (8×8 and 4×4 inputs) matching the LR image within eps pins the colour of
 4×4 blocks, so the generators' priors barely move the outputs (see datasets/generators/DIAGNOSIS.md).
@@ -219,3 +221,43 @@ def test_training_composition_effect_attenuates_as_the_input_becomes_informative
     _, uninformative = composition_trend(trained_rows, UNINFORMATIVE_SIDE)
     _, informative = composition_trend(trained_rows, INFORMATIVE_SIDE)
     assert informative.slope < uninformative.slope / 2, (uninformative, informative)
+
+
+# ------------------------------------------------------------------------------------------------ (e) the study page
+def study_runs(rows: pd.DataFrame, design: str) -> list:
+    """The rows of (c) or (d) as study runs: one per generator and LR side, the average faces as the uninformative
+    inputs (each (average face, seed) a unit), ×16 for 2×2 and ×4 for 8×8 of these 32 px generators."""
+    from audit.metrics.columns import ITEM, SAMPLE, value_column
+    from audit.metrics.study import StudyRun
+
+    runs = []
+    for (spec, side), group in rows.groupby(["generator", "side"], sort=False):
+        ucpr = pd.DataFrame({ITEM: group["item_id"].astype(str), SAMPLE: group["sample"],
+                             value_column("out", "skin-tone-aligned", "ita"): group["ita_aligned"]})
+        inputs = json.dumps({"dataset": "demo average faces"})
+        runs.append(StudyRun(f"{Path(spec.split(':', 1)[1]).name}-{side}px", pd.DataFrame(), ucpr, "pulse", spec,
+                             32 // side, 32, inputs, float(group["dose"].iloc[0]), design))
+    return runs
+
+
+def test_the_study_page_states_the_known_answers(shift_rows, trained_rows):
+    """The study's first screen (primary family: aligned-frame output ITA per design and factor, Holm over the
+    four) on the outputs of (c) and (d): the prior shift is found at ×16 with a positive slope, and for both designs
+    the ×16 slope is positive and more than twice the ×4 one (the input pins the colour at ×4)."""
+    from reports.analysis import Settings
+    from reports.study import build_study
+
+    runs = study_runs(shift_rows, "shift") + study_runs(trained_rows, "composition")
+    study = build_study(runs, Settings(n_boot=200), baseline=runs[0].name)
+    primary = {(t["design"], t["factor"]): t for t in study["trends"] if t["role"] == "primary"}
+    assert set(primary) == {(d, f) for d in ("shift", "composition") for f in (4, 16)}
+    assert {t["metric"] for t in primary.values()} == {"ucpr_ita_aligned"}
+    assert all(t["test"]["family_size"] == 4 for t in primary.values())
+    shift = primary["shift", 16]
+    assert shift["test"]["verdict"] == "finding" and shift["test"]["effect"] > 0, shift["sentence"]
+    assert shift["test"]["adjusted_ci_low"] > 0 and "rises with the dose" in shift["sentence"]
+    lead = next(text for text in study["answer"]["lead"] if text.startswith("One generator"))
+    assert "follows the dose at ×16" in lead
+    for design in ("shift", "composition"):
+        top, low = primary[design, 16]["test"]["effect"], primary[design, 4]["test"]["effect"]
+        assert top > 0 and top > 2 * low, (design, top, low)
