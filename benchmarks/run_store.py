@@ -29,6 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from audit import schema as s  # noqa: E402
 from audit.run_store import RunStore  # noqa: E402
 
 RACES = ("White", "Black", "East Asian", "Indian", "Southeast Asian", "Latino_Hispanic", "Middle Eastern")
@@ -42,29 +43,34 @@ def synthetic_row(index: int, samples: int = 2) -> dict:
     """Row ``index`` of a run with ``samples`` outputs per input (values vary, the columns do not)."""
     item, sample = f"val/{index // samples:06d}.jpg", index % samples
     frac = (index * 7919 % 1000) / 1000
-    row = {"item_id": item, "sample": sample, "input_kind": "face", "group": RACES[index % 7], "error": "",
-           "label_race": RACES[index % 7], "label_gender": "Female" if index % 3 else "Male",
-           "label_age": AGES[index % 9], "label_source_race": "annotated", "label_source_gender": "annotated",
-           "label_source_age": "annotated", "path_source": f"/data/fairface/{item}",
-           "path_truth": f"images/{item}/truth.png", "path_lr": f"images/{item}/lr.png",
-           "path_out": f"images/{item}/out_{sample}.png", "t_upsample_s": 1.5 + frac, "t_classify_s": 0.3 * frac}
+    row = {s.ITEM: item, s.SAMPLE: sample, s.INPUT_KIND: "face", s.GROUP: RACES[index % 7], s.ERROR: "",
+           s.label_column("race"): RACES[index % 7], s.label_column("gender"): "Female" if index % 3 else "Male",
+           s.label_column("age"): AGES[index % 9]}
+    row |= {s.label_source_column(a): "annotated" for a in ("race", "gender", "age")}
+    row |= {s.PATH_SOURCE: f"/data/fairface/{item}", s.PATH_TRUTH: f"images/{item}/truth.png",
+            s.PATH_LR: f"images/{item}/lr.png", s.PATH_OUT: f"images/{item}/out_{sample}.png",
+            s.T_UPSAMPLE: 1.5 + frac, s.T_CLASSIFY: 0.3 * frac}
     fractional = ("lr_l2", "seconds", "lr_linf", "loss", "geocross", "radius")
-    row |= {f"ups_{key}": (frac if key in fractional else index % 100) for key in SEARCH}
-    row["ups_success"] = bool(index % 4)
-    for side in ("in", "out"):
+    row |= {s.upsampler_column(key): (frac if key in fractional else index % 100) for key in SEARCH}
+    row[s.SUCCESS] = bool(index % 4)
+    for side in s.SIDES:
         shift = frac if side == "out" else 1 - frac
-        row |= {f"{side}_skin-tone_face": True, f"{side}_skin-tone_monk": MONK[index % 10],
-                f"{side}_skin-tone_ita": 60 * shift - 20, f"{side}_skin-tone_lightness": 70 * shift,
-                f"{side}_skin-tone_hue": 50 * shift}
-        row |= {f"{side}_skin-tone_monk_p_{m}": shift / 10 for m in MONK}
-        row |= {f"{side}_age-gender_face": True, f"{side}_age-gender_gender": "Female",
-                f"{side}_age-gender_gender_p_Female": shift, f"{side}_age-gender_gender_p_Male": 1 - shift,
-                f"{side}_age-gender_age": AGES[index % 9], f"{side}_age-gender_age_years": 20 + 40 * shift}
-        row |= {f"{side}_age-gender_age_p_{a}": shift / 9 for a in AGES}
-        row |= {f"{side}_age-gender_race": RACES[index % 7]}
-        row |= {f"{side}_age-gender_race_p_{r}": shift / 7 for r in RACES}
-        row |= {f"{side}_identity_face": bool(index % 5)}
-    row |= {"identity_distance": 0.4 + frac / 2, "delta_ita": frac * 10 - 5, "psnr": 20 + frac, "ssim": frac}
+        row |= {s.face_column(side, "skin-tone"): True,
+                s.classifier_column(side, "skin-tone", "monk"): MONK[index % 10],
+                s.value_column(side, "skin-tone", "ita"): 60 * shift - 20,
+                s.value_column(side, "skin-tone", "lightness"): 70 * shift,
+                s.value_column(side, "skin-tone", "hue"): 50 * shift}
+        row |= {s.probability_column(side, "skin-tone", "monk", m): shift / 10 for m in MONK}
+        row |= {s.face_column(side, "age-gender"): True, s.classifier_column(side, "age-gender", "gender"): "Female",
+                s.probability_column(side, "age-gender", "gender", "Female"): shift,
+                s.probability_column(side, "age-gender", "gender", "Male"): 1 - shift,
+                s.classifier_column(side, "age-gender", "age"): AGES[index % 9],
+                s.value_column(side, "age-gender", "age_years"): 20 + 40 * shift}
+        row |= {s.probability_column(side, "age-gender", "age", a): shift / 9 for a in AGES}
+        row |= {s.classifier_column(side, "age-gender", "race"): RACES[index % 7]}
+        row |= {s.probability_column(side, "age-gender", "race", r): shift / 7 for r in RACES}
+        row |= {s.face_column(side, "identity"): bool(index % 5)}
+    row |= {s.IDENTITY_DISTANCE: 0.4 + frac / 2, s.DELTA_ITA: frac * 10 - 5, s.PSNR: 20 + frac, s.SSIM: frac}
     return row
 
 

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from audit import schema
 from reports.analysis import Settings, build_report
 from reports.run_data import Run
 
@@ -163,21 +164,23 @@ def simulate(design: Design, seed: int) -> tuple[Run, dict[str, Truth], dict[str
     ita = (mean_shift[race] + rng.normal(0, SD_INPUT, n))[:, None] + rng.normal(0, SD_SAMPLE, (n, m))
     face = rng.uniform(size=(n, m)) >= design.no_face
     names = np.array(design.classes, dtype=object)
+    race_label, age_label = schema.label_column("race"), schema.label_column("age")
+    race_out, age_out = (schema.classifier_column("out", CLASSIFIER, a) for a in ("race", "age"))
     rows = pd.DataFrame({
-        "item_id": np.repeat([f"img{i:05d}" for i in range(n)], m), "sample": np.tile(np.arange(m), n),
-        "input_kind": "face", "error": "", "label_race": np.repeat(names[race], m),
-        "label_age": np.repeat(np.array(AGE, dtype=object)[age], m),
-        "out_clf_race": np.where(face, names[out_race], "").ravel(),
-        "out_clf_age": np.where(face, np.array(AGE, dtype=object)[out_age], "").ravel(),
-        "delta_ita": np.where(face, ita, np.nan).ravel()})
+        schema.ITEM: np.repeat([f"img{i:05d}" for i in range(n)], m), schema.SAMPLE: np.tile(np.arange(m), n),
+        schema.INPUT_KIND: "face", schema.ERROR: "", race_label: np.repeat(names[race], m),
+        age_label: np.repeat(np.array(AGE, dtype=object)[age], m),
+        race_out: np.where(face, names[out_race], "").ravel(),
+        age_out: np.where(face, np.array(AGE, dtype=object)[out_age], "").ravel(),
+        schema.DELTA_ITA: np.where(face, ita, np.nan).ravel()})
     present = np.flatnonzero(sizes > 0)
     ucpr = pd.DataFrame({
-        "item_id": np.repeat([f"ucpr/{names[g]}" for g in present], design.ucpr),
-        "sample": np.tile(np.arange(design.ucpr), len(present)), "input_kind": "ucpr", "error": "",
-        "label_race": np.repeat(names[present], design.ucpr), "label_age": "",
-        "out_clf_race": names[rng.choice(present, len(present) * design.ucpr)],
-        "out_clf_age": np.array(AGE, dtype=object)[rng.integers(0, len(AGE), len(present) * design.ucpr)],
-        "delta_ita": np.nan})
+        schema.ITEM: np.repeat([f"ucpr/{names[g]}" for g in present], design.ucpr),
+        schema.SAMPLE: np.tile(np.arange(design.ucpr), len(present)), schema.INPUT_KIND: "ucpr", schema.ERROR: "",
+        race_label: np.repeat(names[present], design.ucpr), age_label: "",
+        race_out: names[rng.choice(present, len(present) * design.ucpr)],
+        age_out: np.array(AGE, dtype=object)[rng.integers(0, len(AGE), len(present) * design.ucpr)],
+        schema.DELTA_ITA: np.nan})
     truths["race"].extra["ucpr"] = np.where(sizes > 0, 1.0, 0.0) / len(present)
     meta = {"run_id": f"validity-{seed}", "config": {"group_by": ["race"], "samples": m},
             "dataset": {"name": "validity battery", "labels": {
