@@ -206,7 +206,7 @@ class ChunkWorker:
         """Ids, kind, group, dataset labels with their provenance, and the source file."""
         row: dict[str, Any] = {ITEM: job.item_id, SAMPLE: sample, INPUT_KIND: job.kind,
                                GROUP: group_key(job.labels, self.group_by) if job.labels else "",
-                               PATH_SOURCE: job.source}
+                               PATH_SOURCE: job.source, **(job.input.source if job.input is not None else {})}
         for name, source in self.label_sources.items():
             row[label_column(name)] = job.labels.get(name, "")
             row[label_source_column(name)] = source

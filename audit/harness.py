@@ -50,6 +50,7 @@ from .provenance import run_inputs, run_provenance
 from .ray_engine import RayOptions, check_ray, ray_engine
 from .records import FaceItem, FaceSet, Upsampler
 from .run_store import RunStore
+from .source_check import check_stored_sources
 from .upsamplers import TRUTH_UPSAMPLERS, UPSAMPLERS, build_upsampler
 
 ProgressFn = Callable[[int, int], None]
@@ -275,10 +276,11 @@ def run_audit(config: AuditConfig, progress: ProgressFn | None = None) -> Path:
     classifiers = [build_classifier(spec, str(device)) for spec in config.classifiers]
     aligner = load_aligner() if config.align else None
     provenance = lambda: run_provenance(faceset, upsampler, classifiers, sampling, config.seed)  # noqa: E731
-    inputs = run_inputs(faceset, items, upsampler, classifiers)
+    inputs = run_inputs(faceset, items, upsampler, classifiers, aligner)
     spec = worker_spec(config, faceset)
     engine = make_engine(config, spec, ChunkWorker(upsampler, classifiers, dict(spec.label_sources), config.group_by))
     with RunStore.open(Path(config.out), config.fingerprint(), provenance, inputs, config.new_run) as store:
+        check_stored_sources(store.root, items, getattr(upsampler, "folder", None))
         audit = Audit(config, faceset, upsampler, store, aligner, progress)
         skipped = [Job("skipped", s.item_id, audit.pending(s.item_id, config.samples), {}, str(s.path), error=s.reason)
                    for s in getattr(faceset, "skipped", [])]

@@ -11,14 +11,23 @@
   are converted; transparency is composited over white; animated images give their first frame;
 * anything Pillow cannot decode (truncated, corrupt, unsupported mode) is an :class:`InputImageError`
   whose message is one bounded line, for the caller to record as a failed row.
+
+The file is read once, into memory, and decoded from there; :func:`read_rgb_stamped` also returns
+its :class:`FileStamp` (SHA-256 of exactly the bytes decoded, size, modification time), which the
+audit stores with the rows so that a resumed run can tell whether the file changed
+(:mod:`audit.source_check`). Hashing costs one SHA-256 pass over bytes already in memory.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import stat
 import struct
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +92,43 @@ def open_regular(path: Path) -> int:
     return fd
 
 
+@dataclass(frozen=True)
+class FileStamp:
+    """What identifies the content of a file as it was read: the SHA-256 of its bytes, their number, and
+    the file's modification time in nanoseconds (a cheap first test of whether it changed since)."""
+
+    sha256: str
+    size: int
+    mtime_ns: int
+
+    def columns(self, prefix: str) -> dict[str, str | int]:
+        """Row columns ``<prefix>sha256``, ``<prefix>bytes`` and ``<prefix>mtime_ns``."""
+        return {f"{prefix}sha256": self.sha256, f"{prefix}bytes": self.size, f"{prefix}mtime_ns": self.mtime_ns}
+
+
+def _chunks(handle, limit: int, path: Path) -> Iterator[bytes]:
+    """The bytes of an open file in 1 MiB chunks, an InputImageError past ``limit`` bytes."""
+    total = 0
+    while block := handle.read(1 << 20):
+        total += len(block)
+        if total > limit:
+            raise InputImageError(f"{path}: grew over the {limit} byte budget while being read")
+        yield block
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a regular file within :data:`MAX_FILE_BYTES` (opened as :func:`open_regular` does:
+    never a FIFO or device); InputImageError otherwise."""
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(open_regular(path), "rb") as handle:
+            for block in _chunks(handle, MAX_FILE_BYTES, path):
+                digest.update(block)
+    except OSError as exc:
+        raise InputImageError(f"{path}: cannot be read ({_detail(exc)})") from exc
+    return digest.hexdigest()
+
+
 def _grey16_to_rgb(image: Image.Image) -> Image.Image:
     """16-bit greyscale (0..65535) as 8-bit RGB, scaled (v / 257, rounded) rather than clipped."""
     values = np.asarray(image).astype(np.int64)
@@ -127,17 +173,28 @@ def read_rgb(path: Path, crop: str = "none") -> Image.Image:
     Raises:
         InputImageError: one line naming the file and the reason.
     """
+    return read_rgb_stamped(path, crop)[0]
+
+
+def read_rgb_stamped(path: Path, crop: str = "none") -> tuple[Image.Image, FileStamp]:
+    """:func:`read_rgb` and the :class:`FileStamp` of the bytes it decoded."""
     path = Path(path)
-    with os.fdopen(open_regular(path), "rb") as handle:
-        try:
-            rgb = _decode(handle, path)
-        except InputImageError:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise InputImageError(f"{path}: image over the {MAX_PIXELS} pixel budget, refused before decoding "
-                                  f"({_detail(exc)})") from exc
-        except DECODE_ERRORS as exc:
-            raise InputImageError(f"{path}: not a readable image ({_detail(exc)})") from exc
+    try:
+        with os.fdopen(open_regular(path), "rb") as handle:
+            modified = os.fstat(handle.fileno()).st_mtime_ns
+            data = b"".join(_chunks(handle, MAX_FILE_BYTES, path))
+    except OSError as exc:
+        raise InputImageError(f"{path}: cannot be read ({_detail(exc)})") from exc
+    stamp = FileStamp(hashlib.sha256(data).hexdigest(), len(data), modified)
+    try:
+        rgb = _decode(io.BytesIO(data), path)
+    except InputImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputImageError(f"{path}: image over the {MAX_PIXELS} pixel budget, refused before decoding "
+                              f"({_detail(exc)})") from exc
+    except DECODE_ERRORS as exc:
+        raise InputImageError(f"{path}: not a readable image ({_detail(exc)})") from exc
     width, height = rgb.size
     if width != height:
         if crop != "center":
@@ -146,7 +203,7 @@ def read_rgb(path: Path, crop: str = "none") -> Image.Image:
         side = min(width, height)
         left, top = (width - side) // 2, (height - side) // 2
         rgb = rgb.crop((left, top, left + side, top + side))
-    return rgb
+    return rgb, stamp
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:

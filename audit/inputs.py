@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,10 @@ from PIL import Image
 from pulse_engine.downsample import BicubicDownsample, factor_between
 from pulse_engine.errors import InputImageError, PulseAuditError
 
-from .images import read_rgb, to_tensor
+from .images import FileStamp, read_rgb, read_rgb_stamped, to_tensor
 from .records import FaceItem, FaceSet, UpsampleInput
 from .sampling import GROUP_JOIN, stratified_sample
+from .schema import SOURCE_STAMP
 
 Aligner = Callable[[Image.Image, int], Image.Image]
 """Turns a photo into an aligned square face crop of the given side (pixels)."""
@@ -34,19 +36,28 @@ UCPR_SIDE = 4
 UCPR_PREFIX = "ucpr/"
 
 
-def load_aligner() -> Aligner:
-    """FFHQ-style alignment (``audit.align.align_face`` on uint8 arrays) as an :data:`Aligner`, or a
-    one-line error saying what is missing."""
+@dataclass(frozen=True)
+class FFHQAligner:
+    """An :data:`Aligner`: ``align_face`` (``audit.align``) on uint8 arrays; ``weights`` are the model
+    files it reads (dlib's 68-point landmark model), whose SHA-256 a resumed run must match."""
+
+    align_face: Callable[[np.ndarray, int], np.ndarray]
+    weights: tuple[Path, ...]
+
+    def __call__(self, image: Image.Image, size: int) -> Image.Image:
+        return Image.fromarray(np.asarray(self.align_face(np.asarray(image), size), dtype=np.uint8), "RGB")
+
+
+def load_aligner() -> FFHQAligner:
+    """FFHQ-style alignment as an :data:`Aligner`, or a one-line error saying what is missing (the
+    landmark model file is looked up now, not at the first face)."""
     try:
         align_face = importlib.import_module("audit.align").align_face
+        faces = importlib.import_module("audit.faces")
     except (ImportError, AttributeError) as exc:
         raise PulseAuditError(f"--align needs face alignment (audit.align.align_face with dlib landmarks), "
                               f"which is unavailable: {exc}") from exc
-
-    def aligner(image: Image.Image, size: int) -> Image.Image:
-        return Image.fromarray(np.asarray(align_face(np.asarray(image), size), dtype=np.uint8), "RGB")
-
-    return aligner
+    return FFHQAligner(align_face, (faces.model_file(faces.PREDICTOR_68),))
 
 
 def check_factor(resolution: int, factor: int) -> None:
@@ -63,7 +74,13 @@ def low_of(truth: torch.Tensor, factor: int) -> torch.Tensor:
 
 def hr_image(path: Path, resolution: int, crop: str = "center", aligner: Aligner | None = None) -> torch.Tensor:
     """The true HR image (3, R, R) in [0, 1] of one file; :class:`InputImageError` when unusable."""
-    image = read_rgb(path, "center" if aligner is not None else crop)
+    return hr_image_stamped(path, resolution, crop, aligner)[0]
+
+
+def hr_image_stamped(path: Path, resolution: int, crop: str = "center",
+                     aligner: Aligner | None = None) -> tuple[torch.Tensor, FileStamp]:
+    """:func:`hr_image` and the :class:`~audit.images.FileStamp` of the file it was made from."""
+    image, stamp = read_rgb_stamped(path, "center" if aligner is not None else crop)
     if aligner is not None:
         try:
             image = aligner(image, resolution)
@@ -71,7 +88,7 @@ def hr_image(path: Path, resolution: int, crop: str = "center", aligner: Aligner
             raise InputImageError(f"{path}: alignment failed: {exc}") from exc
     if image.size != (resolution, resolution):
         image = image.resize((resolution, resolution), Image.LANCZOS)
-    return to_tensor(image)
+    return to_tensor(image), stamp
 
 
 def hr_face(item: FaceItem, resolution: int, crop: str = "center", aligner: Aligner | None = None) -> torch.Tensor:
@@ -81,9 +98,10 @@ def hr_face(item: FaceItem, resolution: int, crop: str = "center", aligner: Alig
 
 def prepare_face(item: FaceItem, resolution: int, factor: int, crop: str = "center",
                  aligner: Aligner | None = None) -> UpsampleInput:
-    """The upsampler input of one face (id, LR, truth); :class:`InputImageError` when unusable."""
-    truth = hr_face(item, resolution, crop, aligner)
-    return UpsampleInput(item.item_id, low_of(truth, factor), truth)
+    """The upsampler input of one face (id, LR, truth, the source file's stamp as ``source_*`` columns);
+    :class:`InputImageError` when unusable."""
+    truth, stamp = hr_image_stamped(item.path, resolution, crop, aligner)
+    return UpsampleInput(item.item_id, low_of(truth, factor), truth, stamp.columns(SOURCE_STAMP))
 
 
 def prepare_file(path: Path, resolution: int, factor: int, lr_given: bool = False,

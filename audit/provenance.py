@@ -92,16 +92,23 @@ def run_provenance(faceset: FaceSet, upsampler: Upsampler, classifiers: Sequence
 
 
 def run_inputs(faceset: FaceSet, items: Sequence[FaceItem], upsampler: Upsampler,
-               classifiers: Sequence[Classifier]) -> dict[str, str]:
+               classifiers: Sequence[Classifier], aligner: Any = None) -> dict[str, str]:
     """Name → SHA-256 of everything besides the options that the stored rows depend on, for a resume to
-    check: every weights file of the generator and of each classifier, the data set's card, and the
-    sampled items (ids, paths relative to the set's root, labels; skipped files with their reasons)
-    together with the label vocabularies and their sources."""
+    check: every weights file of the generator, of each classifier and of the aligner (its
+    ``weights``, e.g. the landmark model of ``--align``), the data set's card, and the sampled items
+    (ids, paths relative to the set's root, labels; skipped files with their reasons) together with
+    the label vocabularies and their sources.
+
+    The contents of the images (faces, and the outputs of the ``folder`` upsampler) are not read here:
+    each row stores the stamp of the file it was made from, checked on resume by
+    :func:`audit.source_check.check_stored_sources`."""
     generator = getattr(upsampler, "generator", None)
     cards = [(f"generator {generator.card.name}", generator.card)] if generator is not None else []
     cards += [(f"classifier {c.name}", c.card) for c in classifiers]
     found = {f"{role} weights file {Path(entry['path']).name}": entry["sha256"]
              for role, card in cards for entry in weights_record(card.weights, card.weights_sha256)}
+    found |= {f"aligner model file {Path(path).name}": sha256_file(Path(path))
+              for path in getattr(aligner, "weights", ())}
     if faceset.card and Path(faceset.card).is_file():
         found[f"face set card {Path(faceset.card).name}"] = sha256_file(Path(faceset.card))
     digest = hashlib.sha256()

@@ -36,7 +36,7 @@ from pulse_engine.generators.base import SearchableGenerator
 from pulse_engine.registry import Entry, Registry
 from pulse_engine.search import SearchConfig, search_samples
 
-from .images import read_rgb, to_image, to_tensor
+from .images import read_rgb_stamped, to_image, to_tensor
 from .records import UpsampleInput, UpsampleOutput, Upsampler
 
 JPEG_QUALITY = 90
@@ -175,7 +175,9 @@ def folder_candidates(folder: Path, item_id: str, sample: int) -> list[Path]:
 
 
 class FolderUpsampler(Upsampler):
-    """Outputs made elsewhere, read from ``folder`` and resized (Lanczos) to R when needed.
+    """Outputs made elsewhere, read from ``folder`` and resized (Lanczos) to R when needed. Each output's
+    diagnostics name its file and its stamp (``file``, ``file_sha256``, ``file_bytes``,
+    ``file_mtime_ns``), so that a resumed run can tell whether a stored row's output file changed.
 
     A missing, unreadable or non-square output becomes a failed output for that row only.
     """
@@ -194,13 +196,13 @@ class FolderUpsampler(Upsampler):
             return failed_output(f"no output for {item_id!r} sample {sample} in {self.folder} "
                                  f"(expected {stem}_{sample}.png" + (f" or {stem}.png)" if sample == 0 else ")"))
         try:
-            image = read_rgb(found[0])
+            image, stamp = read_rgb_stamped(found[0])
         except InputImageError as exc:
             return failed_output(str(exc))
         side = image.size[0]
         if side != self.resolution:
             image = image.resize((self.resolution, self.resolution), Image.LANCZOS)
-        return UpsampleOutput(to_tensor(image), {"file": found[0].name, "source_px": side})
+        return UpsampleOutput(to_tensor(image), {"file": found[0].name, **stamp.columns("file_"), "source_px": side})
 
     def upsample(self, inputs: Sequence[UpsampleInput], samples: int) -> list[list[UpsampleOutput]]:
         rows = []
