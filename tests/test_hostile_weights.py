@@ -5,8 +5,11 @@ Every case must end in one :class:`~pulse_engine.errors.PulseAuditError` line na
 reason: no traceback, no segfault, no hang, no allocation beyond the budget, a bounded message, and
 no file written beside the weights. One server process imports torch once, sets
 ``RLIMIT_AS`` (its address space at start + :data:`EXTRA_MEMORY`), and forks one child per case;
-each child arms ``SIGALRM`` (:data:`CASE_SECONDS`), so a hang dies by the signal and a crash by
-its own, and reports how much its peak resident memory grew while loading.
+each child gets a CPU-time limit (:data:`CASE_CPU_SECONDS`, ``RLIMIT_CPU``: a busy loop dies by
+SIGXCPU however loaded the machine is) and a wall-clock alarm (:data:`HANG_SECONDS`, only for a
+case blocked without using CPU), so a hang dies by a signal and a crash by its own, and reports how
+much its peak resident memory grew while loading. No limit depends on the machine's load: on a
+loaded machine a case takes longer in wall time, never more CPU time.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from pulse_engine.generators.stylegan1 import TINY, StyleGAN1Mapping, StyleGAN1S
 from pulse_engine.generators.stylegan2_loaders import fit_cache_path, load_stylegan2
 
 EXTRA_MEMORY = 1 << 30  # 1 GiB over the server's address space after importing torch
-CASE_SECONDS = 30
+CASE_CPU_SECONDS = 30  # CPU time of one case; the slowest refusal takes about 1 s
+HANG_SECONDS = 600  # wall time of one case, reached only by a case that blocks
 MAX_MESSAGE = 600
 MAX_PEAK_GROWTH_MB = 300  # resident memory a refused case may add over the server's
 
@@ -55,7 +59,9 @@ for case in json.loads(Path(sys.argv[1]).read_text()):
     pid = os.fork()
     if pid == 0:
         os.close(read)
-        signal.alarm(int(sys.argv[4]))
+        cpu = int(sys.argv[4])
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        signal.alarm(int(sys.argv[5]))
         start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         try:
             LOADERS[case["loader"]](case["target"])
@@ -64,7 +70,9 @@ for case in json.loads(Path(sys.argv[1]).read_text()):
             out = {"kind": "error", "message": str(exc)}
         except BaseException as exc:
             out = {"kind": "exception", "message": "".join(traceback.format_exception(exc))[-2000:]}
-        out["peak_growth_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start) / 1024
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        out["peak_growth_mb"] = (usage.ru_maxrss - start) / 1024
+        out["cpu_s"] = usage.ru_utime + usage.ru_stime
         os.write(write, json.dumps(out).encode())
         os._exit(0)
     os.close(write)
@@ -312,8 +320,9 @@ def corpus_results(tmp_path_factory):
     before = sorted(p.relative_to(root) for p in root.rglob("*"))
     spec, out = root.parent / "cases.json", root.parent / "results.json"
     spec.write_text(json.dumps(cases))
-    run = subprocess.run([sys.executable, "-c", SERVER, str(spec), str(out), str(EXTRA_MEMORY), str(CASE_SECONDS)],
-                         capture_output=True, text=True, timeout=CASE_SECONDS * len(cases), check=False,
+    run = subprocess.run([sys.executable, "-c", SERVER, str(spec), str(out), str(EXTRA_MEMORY), str(CASE_CPU_SECONDS),
+                          str(HANG_SECONDS)], capture_output=True, text=True, timeout=HANG_SECONDS * len(cases),
+                         check=False,
                          env={**__import__("os").environ, "PULSE_AUDIT_FIT_SAMPLES": "200"})
     assert run.returncode == 0, run.stderr[-3000:]
     after = sorted(p.relative_to(root) for p in root.rglob("*"))
