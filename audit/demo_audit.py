@@ -93,7 +93,9 @@ def uninformative_count(run: DemoRun, quick: bool) -> int:
     if quick:
         return 3
     # 12 per face: with 4, the prior-shift dose–response at ×16 (+8.6° per prior SD) missed Holm (p = 0.067);
-    # with 12 it is detected (+9.3°, adjusted p < 0.001) and the demo stays near 3.5 minutes on 2 cores
+    # with 12 it is detected (+9.3°, adjusted p < 0.001). More would not help the composition design: at 12 the
+    # sampling SD of a generator's mean is 3.2° against 9.1° between generators (seed), so that design is sized by
+    # its number of generators instead (skew-3x3: 3 balanced + 9 + 9 at the ends; the study page's power panel)
     return 12 if not run.study or run.factor == max(STUDY_FACTORS) else 0
 
 

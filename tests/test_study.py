@@ -345,3 +345,19 @@ def test_doses_come_from_the_generator_cards(tmp_path):
     card = generator_card(run)
     assert shift_dose(card) is None and composition_dose(card) == (0.5, "light 50% · dark 50%")
     assert composition_dose(None, "5600 images: light 4760 (85%), dark 840 (15%)") == (0.85, "light 85% · dark 15%")
+
+
+def test_demo_uses_every_committed_training_seed():
+    """The composition design of the demo is every skew-3x3 generator with a card (seeds in numeric order), and the
+    study's doses come from those cards: 15 % / 50 % / 85 % light faces."""
+    from audit import demo_audit
+    from reports.study import composition_dose
+
+    folders = sorted(p.parent for p in demo_audit.REPLICATES.glob("*-seed*/card.json"))
+    composition = {n: s for n, s in demo_audit.known_answer_generators().items() if s.startswith("dcgan-file:")}
+    assert len(folders) >= 9 and set(composition) == {f.name for f in folders}
+    for prefix in {n.rsplit("-seed", 1)[0] for n in composition}:
+        seeds = [int(n.rsplit("seed", 1)[1]) for n in composition if n.rsplit("-seed", 1)[0] == prefix]
+        assert seeds == sorted(seeds)
+    doses = {round(composition_dose(json.loads((f / "card.json").read_text()))[0], 2) for f in folders}
+    assert doses == {0.15, 0.5, 0.85}
