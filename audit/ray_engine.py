@@ -200,6 +200,8 @@ def result(ray: ModuleType, ref: Any) -> Any:
             raise PulseAuditError(str(exc.cause)) from None
         raise
     except ray.exceptions.RayActorError as exc:
+        if exc.actor_init_failed:  # e.g. weights missing on a node: the last line is the actor's exception
+            raise PulseAuditError(f"a Ray worker could not start: {last_line(str(exc))}") from None
         raise PulseAuditError(f"a Ray worker stopped for good ({first_line(exc)}); the rows stored so far are "
                               "kept: run the same command to resume") from None
 
