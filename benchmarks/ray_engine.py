@@ -17,12 +17,13 @@ state (from the first stored chunk to the last), and the ratio to local. Two cor
 the numbers measure Ray's overhead.
 
 Scaling estimate (printed, and written with ``--out``): with N actors each computing a chunk in w seconds
-(search + classify + encode, measured in the ray ×1 run) plus Ray's per-chunk overhead o (steady-state seconds
-per chunk with one actor, minus w), and the driver spending d seconds per chunk (store write + input
-preparation), chunks flow at min(N / (w + o), 1 / d) per second: the driver is the bottleneck from
-N* = (w + o) / d actors on. On a GPU the search part of w shrinks by the device's speed-up k (not measured
-here: no GPU), so N* is given for k = 1, 10 and 100; classification (dlib, onnxruntime) stays on the
-actors' CPUs.
+(search + classify + encode, measured in the ray ×1 run) plus Ray's per-chunk overhead o (seconds per chunk
+in the steady state with one actor, which is never idle, minus w; means over the chunks after the first),
+and the driver spending d seconds per chunk (store write + input preparation), chunks flow at
+min(N / (w + o), 1 / d) per second: the driver is the bottleneck from N* = (w + o) / d actors on. On a GPU
+the search part of w shrinks by the device's speed-up k (not measured here: no GPU), so N* is given for
+k = 1, 10 and 100; classification (dlib, onnxruntime) stays on the actors' CPUs. Not in d: the driver's
+share of Ray's (de)serialisation of tasks and results, which this measurement cannot separate from waiting.
 """
 
 from __future__ import annotations
@@ -97,11 +98,12 @@ def measure(name: str, options: dict, base: dict, folder: Path) -> dict:
     rows = sum(c["rows"] for c in chunks)
     first = chunks[0]["at"] - timers.start
     span = chunks[-1]["at"] - chunks[0]["at"]  # the steady state: from the first stored chunk to the last
-    med = {key: statistics.median(c[key] for c in chunks) for key in ("search", "classify", "encode", "write")}
+    later = chunks[1:]
+    mean = {key: sum(c[key] for c in later) / max(1, len(later)) for key in ("search", "classify", "encode", "write")}
     return {"name": name, "rows": rows, "chunks": len(chunks), "wall": wall, "first": first,
-            "rows_per_s": rows / wall, "steady_rows_per_s": sum(c["rows"] for c in chunks[1:]) / max(1e-9, span),
-            "steady_chunk_s": span / max(1, len(chunks) - 1), "prepare_per_chunk": timers.prepare / len(chunks),
-            **med}
+            "rows_per_s": rows / wall, "steady_rows_per_s": sum(c["rows"] for c in later) / max(1e-9, span),
+            "steady_chunk_s": span / max(1, len(later)), "rows_per_chunk": sum(c["rows"] for c in later) / len(later),
+            "prepare_per_chunk": timers.prepare / len(chunks), **mean}
 
 
 def median_runs(runs: list[dict]) -> dict:
@@ -125,17 +127,17 @@ def engine_table(results: list[dict]) -> str:
 def scaling(one: dict) -> str:
     """The driver bottleneck from the ray ×1 run's per-chunk times (see the module docstring)."""
     work = one["search"] + one["classify"] + one["encode"]
-    overhead = max(0.0, one["steady_chunk_s"] - work)
+    overhead = one["steady_chunk_s"] - work
     driver = one["write"] + one["prepare_per_chunk"]
-    rows = one["rows"] / one["chunks"]
-    lines = [f"Per chunk of {rows:.0f} rows (medians, ray ×1): search {one['search']:.2f} s, classify "
-             f"{one['classify']:.2f} s, encode {one['encode']:.3f} s in the actor; Ray's overhead "
+    rows = one["rows_per_chunk"]
+    lines = [f"Per chunk of {rows:.1f} rows (means over the steady state, ray ×1): search {one['search']:.2f} s, "
+             f"classify {one['classify']:.2f} s, encode {one['encode']:.3f} s in the actor; Ray's overhead "
              f"{overhead:.2f} s (steady {one['steady_chunk_s']:.2f} s per chunk − {work:.2f} s of work); driver "
              f"{driver:.3f} s (write {one['write']:.3f} s + input preparation {one['prepare_per_chunk']:.3f} s).",
              "", "| GPU search speed-up k | actor s per chunk | rows/s per actor | driver limit rows/s | "
              "driver-bound from N* actors |", "|---|---|---|---|---|"]
     for k in GPU_SPEEDUPS:
-        per_chunk = one["search"] / k + one["classify"] + one["encode"] + overhead
+        per_chunk = one["search"] / k + one["classify"] + one["encode"] + max(0.0, overhead)
         lines.append(f"| {k} | {per_chunk:.2f} | {rows / per_chunk:.1f} | {rows / driver:.0f} | "
                      f"{per_chunk / driver:.0f} |")
     return "\n".join(lines)
