@@ -117,7 +117,7 @@ def engine_table(results: list[dict]) -> str:
     lines = ["| engine | rows | chunks | wall s | first chunk stored s | rows/s | steady rows/s | "
              "rows/s vs local | steady vs local |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r['name']} | {r['rows']} | {r['chunks']} | {r['wall']:.1f} | {r['first']:.1f} | "
+        lines.append(f"| {r['name']} | {r['rows']:.0f} | {r['chunks']:.0f} | {r['wall']:.1f} | {r['first']:.1f} | "
                      f"{r['rows_per_s']:.2f} | {r['steady_rows_per_s']:.2f} | "
                      f"{r['rows_per_s'] / local['rows_per_s']:.2f}× | "
                      f"{r['steady_rows_per_s'] / local['steady_rows_per_s']:.2f}× |")

@@ -23,10 +23,12 @@ import pytest
 from held_child import HeldChild, python_command
 from test_harness import make_faceset
 
+from audit.chunk_worker import WorkerSpec
 from audit.cli import USER_ERROR
 from audit.harness import AuditConfig, run_audit
-from audit.ray_engine import check_reachable
+from audit.ray_engine import AUTH_VARIABLES, RayOptions, check_reachable, ray_engine
 from pulse_engine.errors import PulseAuditError
+from pulse_engine.search import SearchConfig
 
 pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'pulse-audit[ray]')")
 
@@ -189,6 +191,25 @@ def test_missing_ray_and_unreachable_address_are_one_line(tmp_path, ray_tmp):
     assert f"no Ray cluster reachable at {address}" in lines[0]
     with pytest.raises(PulseAuditError, match="need --engine ray"):
         AuditConfig(workers=2).validate()
+
+
+def test_a_worker_that_cannot_start_is_one_line(tmp_path, ray_tmp):
+    """E.g. weights missing on a node: the driver has them (it loaded them), an actor does not. This process is
+    the driver here; the token the engine and Ray put in its environment is removed afterwards."""
+    saved = {name: os.environ.get(name) for name in AUTH_VARIABLES}
+    spec = WorkerSpec("pulse", f"dcgan-file:{tmp_path / 'absent'}", None, SearchConfig(steps=1), "cpu", None, 4,
+                      ("skin-tone",), (), ())
+    try:
+        engine = ray_engine(RayOptions(workers=1), spec)
+        with pytest.raises(PulseAuditError, match=r"^a Ray worker could not start: \S*WeightsError: missing") as error:
+            engine([], lambda result: None)
+        assert "\n" not in str(error.value)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def test_an_address_where_no_ray_answers_fails_within_the_bound():
