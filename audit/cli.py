@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,11 +28,12 @@ from pulse_engine.sphere import RADIUS_RULES
 from .harness import ENGINES, AuditConfig, run_audit
 from .images import CROP_MODES
 from .progress import console, image_step_progress, row_progress
-from .schema import ERROR, SUCCESS
+from .schema import ERROR, RECORD_CLASSIFIERS, RECORD_SAMPLING, SUCCESS, record_value
 from .stats.multitest import METHODS
 from .upsamplers import UPSAMPLERS, committed_generators
 
 DEFAULTS = AuditConfig()
+SEARCH_DEFAULTS = DEFAULTS.search
 USER_ERROR = 1
 """Exit status of a user error (one line on standard error)."""
 
@@ -55,7 +57,8 @@ INPUTS, UPSAMPLING, SEARCH, CLASSIFYING, EXECUTION, RUN_FOLDER = (
     "Inputs", "Upsampler", "PULSE search", "Classifiers", "Execution", "Run folder")
 """Option groups of ``run --help`` (Execution: where and how the work runs, e.g. batch size, device, engine)."""
 
-# Options that `upsample` and `run` share: declared once, with AuditConfig's defaults at both.
+# Options that `upsample` and `run` share: declared once, with AuditConfig's defaults at both
+# (SEARCH_DEFAULTS: the audit's search settings, SearchConfig's defaults but 3 restarts).
 Generator = Annotated[str, typer.Option(
     help="NAME[:WEIGHTS] searched by pulse, see `pulse-audit generators`; its resolution is R.",
     rich_help_panel=UPSAMPLING)]
@@ -121,13 +124,13 @@ def upsample(
                                      help="Deprecated name of --inputs-are-low-res.")] = False,
     crop: Crop = DEFAULTS.crop,
     samples: Samples = DEFAULTS.samples,
-    seed: Seed = DEFAULTS.seed,
-    restarts: Restarts = DEFAULTS.restarts,
-    steps: Steps = DEFAULTS.steps,
-    eps: Eps = DEFAULTS.eps,
-    loss: Loss = DEFAULTS.loss,
-    learning_rate: LearningRate = DEFAULTS.learning_rate,
-    sphere_radius: SphereRadius = DEFAULTS.sphere_radius,
+    seed: Seed = SEARCH_DEFAULTS.seed,
+    restarts: Restarts = SEARCH_DEFAULTS.restarts,
+    steps: Steps = SEARCH_DEFAULTS.steps,
+    eps: Eps = SEARCH_DEFAULTS.eps,
+    loss: Loss = SEARCH_DEFAULTS.loss,
+    learning_rate: LearningRate = SEARCH_DEFAULTS.learning_rate,
+    sphere_radius: SphereRadius = SEARCH_DEFAULTS.sphere_radius,
     batch_size: BatchSize = DEFAULTS.batch_size,
     device: Device = DEFAULTS.device,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/upsample"),
@@ -135,8 +138,8 @@ def upsample(
     """Upsample faces with PULSE: writes OUT/<stem>/{lr,truth,sample<k>}.png and OUT/results.csv."""
     from .upsampling import prepare_inputs, search_items, write_outputs
 
-    config = SearchConfig(restarts=restarts, seed=seed, steps=steps, eps=eps, loss=loss, learning_rate=learning_rate,
-                          sphere_radius=sphere_radius)
+    config = replace(SEARCH_DEFAULTS, restarts=restarts, seed=seed, steps=steps, eps=eps, loss=loss,
+                     learning_rate=learning_rate, sphere_radius=sphere_radius)
     model = load_generator(generator, resolve_device(device))
     prepared = prepare_inputs(inputs, model.resolution, factor, inputs_are_low_res or lr, crop)
     if not prepared.items:
@@ -191,8 +194,7 @@ def demo(
     parse_generator_spec(generator)
     model = load_generator(generator, resolve_device(device))
     # one attempt per seed (the grids show whether it met eps), so that the whole demo stays within 10 minutes
-    config = SearchConfig(restarts=1, seed=0, steps=30 if quick else steps, eps=DEFAULTS.eps, loss=DEFAULTS.loss,
-                          learning_rate=DEFAULTS.learning_rate, sphere_radius=DEFAULTS.sphere_radius)
+    config = SearchConfig(restarts=1, steps=30 if quick else steps)
     page = run_showcase(model, out, config, samples=1 if quick else samples, progress_factory=image_step_progress)
     console.print(f"showcase written: {page} (grids beside it)", soft_wrap=True)
     if showcase_only:
@@ -235,13 +237,13 @@ def run(
         help="Output side R in px for non-pulse upsamplers (0: the generator's).", rich_help_panel=UPSAMPLING)]
         = DEFAULTS.resolution,
     samples: Samples = DEFAULTS.samples,
-    seed: Seed = DEFAULTS.seed,
-    restarts: Restarts = DEFAULTS.restarts,
-    steps: Steps = DEFAULTS.steps,
-    eps: Eps = DEFAULTS.eps,
-    loss: Loss = DEFAULTS.loss,
-    learning_rate: LearningRate = DEFAULTS.learning_rate,
-    sphere_radius: SphereRadius = DEFAULTS.sphere_radius,
+    seed: Seed = SEARCH_DEFAULTS.seed,
+    restarts: Restarts = SEARCH_DEFAULTS.restarts,
+    steps: Steps = SEARCH_DEFAULTS.steps,
+    eps: Eps = SEARCH_DEFAULTS.eps,
+    loss: Loss = SEARCH_DEFAULTS.loss,
+    learning_rate: LearningRate = SEARCH_DEFAULTS.learning_rate,
+    sphere_radius: SphereRadius = SEARCH_DEFAULTS.sphere_radius,
     classifiers: Annotated[str, typer.Option(
         help="Comma list of NAME[:WEIGHTS] (see `pulse-audit doctor`), or none.", rich_help_panel=CLASSIFYING)]
         = ",".join(DEFAULTS.classifiers),
@@ -268,7 +270,7 @@ def run(
         help="TOML file of these options; command-line options win.", rich_help_panel=RUN_FOLDER)] = None,
 ) -> None:
     """Audit an upsampler on a labelled face set: writes OUT/run.json, OUT/results.parquet, OUT/images/."""
-    from .run_store import read_results
+    from .run_store import read_results, read_run_record
 
     given = {name: str(value) if isinstance(value, Path) else value for name, value in ctx.params.items()
              if name != "config" and getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
@@ -280,9 +282,9 @@ def run(
         console.print(f"interrupted: the rows stored so far are kept in {settings.out}; run the same command "
                       "to resume", soft_wrap=True)
         raise typer.Exit(130) from None
-    meta = json.loads((folder_out / "run.json").read_text())
-    sampling = meta.get("sampling", {})
-    if not any("race" in card.get("attributes", {}) for card in meta.get("classifiers", [])):
+    meta = read_run_record(folder_out)
+    sampling = record_value(meta, RECORD_SAMPLING)
+    if not any("race" in card.get("attributes", {}) for card in record_value(meta, RECORD_CLASSIFIERS)):
         console.print("[yellow]no perceived-race classifier ran: the outputs' race is not measured"
                       + (" (inputs are only grouped by their race label)" if "race" in settings.group_by else "")
                       + "; `pulse-audit doctor` shows how to add gear, fairface or deepface[/]", soft_wrap=True)

@@ -128,9 +128,10 @@ def run_plan(out: Path, quick: bool, device: str, progress_factory: Callable | N
               "restarts": 1, "steps": 30 if quick else 100, "classifiers": classifiers, "device": device, "seed": 0}
     folders: dict[str, Path] = {}
     for run in demo_plan(quick):
-        config = AuditConfig(**common, upsampler=run.upsampler, generator=run.generator, factor=run.factor,
-                             resolution=run.resolution, ucpr=uninformative_count(run, quick),
-                             ucpr_size=run.ucpr_size, out=str(out / "runs" / run.name))
+        config = AuditConfig.from_mapping({**common, "upsampler": run.upsampler, "generator": run.generator,
+                                           "factor": run.factor, "resolution": run.resolution,
+                                           "ucpr": uninformative_count(run, quick), "ucpr_size": run.ucpr_size,
+                                           "out": str(out / "runs" / run.name)})
         if progress_factory is None:
             folders[run.name] = run_audit(config)
         else:

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pulse_engine.device import resolve_device
-from pulse_engine.errors import InputImageError, PulseAuditError
+from pulse_engine.errors import ConfigError, InputImageError, PulseAuditError
 from pulse_engine.search import SearchConfig
 
 from .chunk_worker import ChunkResult, ChunkTask, ChunkWorker, Job, WorkerSpec
@@ -62,14 +62,35 @@ the previous chunk; ``sequential``: this process, one stage after the other (a r
 ``ray``: Ray actors (:mod:`audit.ray_engine`, with ``ray_address``, ``workers`` and ``gpus_per_worker``)."""
 SESSION_OPTIONS = ("out", "new_run", "engine", "ray_address", "workers", "gpus_per_worker")
 """Options that may differ between the sessions of one run (not part of its fingerprint)."""
+AUDIT_SEARCH = SearchConfig(restarts=3)
+"""The search settings of an audit: :class:`SearchConfig`'s defaults (PULSE's), except that an output which misses
+eps is retried up to 3 times with fresh seeds (PULSE makes one attempt)."""
+SEARCH_OPTIONS = tuple(f.name for f in dataclasses.fields(SearchConfig))
+"""Search settings given as top-level options (``steps = 30``) or in a ``[search]`` table; ``seed`` also seeds
+the sampling."""
+FINGERPRINT_SEARCH = ("seed", "restarts", "steps", "eps", "loss", "learning_rate", "sphere_radius")
+"""Search settings always in the fingerprint (flat, as before the search was nested); the others only when not at
+their defaults, so a run made before they were options still resumes, and one made with them set does not resume
+without them."""
 KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", tuple: "a list of names"}
 
 
 def _fits(value: Any, default: Any) -> bool:
     """Whether an option value has the type of its default (an integer is fine for a number)."""
+    if default is None:
+        return True  # SearchConfig's optional settings: SearchConfig checks what it needs
     if isinstance(value, bool) or isinstance(default, bool):
         return type(value) is type(default)
     return isinstance(value, (int, float)) if isinstance(default, float) else isinstance(value, type(default))
+
+
+def _checked(name: str, value: Any, default: Any) -> Any:
+    """``value`` as option ``name`` holds it (a number as float, a list as tuple), or a one-line error."""
+    if isinstance(value, list) and (isinstance(default, tuple) or default is None):
+        value = tuple(value)
+    if not _fits(value, default):
+        raise ConfigError(f"option {name} must be {KINDS[type(default)]}, got {value!r}")
+    return float(value) if isinstance(default, float) else value
 
 
 @dataclass(frozen=True)
@@ -79,7 +100,8 @@ class AuditConfig:
     Lists (``classifiers``, ``group_by``) also accept a comma-separated string; ``per_group`` 0
     keeps every item; ``resolution`` 0 means the generator's; ``ucpr`` 0 disables the UCPR inputs;
     ``new_run`` discards the rows already stored in ``out`` and starts a new run there; ``engine`` is
-    where chunks are computed (:data:`ENGINES`; every engine stores the same rows).
+    where chunks are computed (:data:`ENGINES`; every engine stores the same rows). ``search`` holds the PULSE
+    search settings (:data:`AUDIT_SEARCH` by default); :meth:`from_mapping` also takes them as top-level keys.
     """
 
     dataset: str = "demo"
@@ -92,13 +114,7 @@ class AuditConfig:
     group_by: tuple[str, ...] = ()  # () = the face set's default (demo: skin_tone; race where labelled)
     factor: int = 8
     samples: int = 1
-    seed: int = 0
-    restarts: int = 3
-    steps: int = 100
-    eps: float = 2e-3
-    loss: str = "100*L2+0.05*GEOCROSS"
-    learning_rate: float = 0.4
-    sphere_radius: str = "sqrt-dim"
+    search: SearchConfig = AUDIT_SEARCH
     ucpr: int = 0
     ucpr_size: int = 4
     align: bool = False
@@ -117,44 +133,59 @@ class AuditConfig:
             value = getattr(self, name)
             parts = value.split(",") if isinstance(value, str) else list(value)
             object.__setattr__(self, name, tuple(str(p).strip() for p in parts if str(p).strip() not in ("", "none")))
+        if not isinstance(self.search, SearchConfig):
+            raise ConfigError(f"option search must be a SearchConfig, got {self.search!r}")
         for f in dataclasses.fields(self):
-            if not _fits(getattr(self, f.name), f.default):
-                kind, value = KINDS[type(f.default)], getattr(self, f.name)
-                raise PulseAuditError(f"option {f.name} must be {kind}, got {value!r}")
-            if isinstance(f.default, float):
-                object.__setattr__(self, f.name, float(getattr(self, f.name)))
+            if f.name != "search":
+                object.__setattr__(self, f.name, _checked(f.name, getattr(self, f.name), f.default))
+
+    @property
+    def seed(self) -> int:
+        """The run's base seed: of the sampling and of the search."""
+        return self.search.seed
 
     @classmethod
     def from_toml(cls, path: Path, **overrides: Any) -> AuditConfig:
-        """Options from a TOML file of top-level ``key = value`` lines (``per-group`` or ``per_group``),
-        then ``overrides`` (e.g. the options given on the command line)."""
+        """Options from a TOML file of top-level ``key = value`` lines (``per-group`` or ``per_group``; search
+        settings there or in a ``[search]`` table), then ``overrides`` (e.g. the options given on the command
+        line)."""
         try:
             data = tomllib.loads(Path(path).read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise PulseAuditError(f"{path}: not a readable TOML file ({exc})") from exc
-        return cls.from_mapping({k.replace("-", "_"): v for k, v in data.items()}, str(path)).replace(**overrides)
+            raise ConfigError(f"{path}: not a readable TOML file ({exc})") from exc
+        return cls.from_mapping({**data, **overrides}, str(path))
 
     @classmethod
-    def from_mapping(cls, data: dict[str, Any], where: str = "options") -> AuditConfig:
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(known))
+    def from_mapping(cls, data: Mapping[str, Any], where: str = "options") -> AuditConfig:
+        """Options from ``data``: the fields, with the search settings as top-level keys and/or a ``search``
+        mapping (or :class:`SearchConfig`); top-level search keys win. Keys may use ``-`` for ``_``."""
+        data = {str(k).replace("-", "_"): v for k, v in data.items()}
+        nested = data.pop("search", AUDIT_SEARCH)
+        if isinstance(nested, Mapping):
+            nested = {str(k).replace("-", "_"): v for k, v in nested.items()}
+            unknown = sorted(set(nested) - set(SEARCH_OPTIONS))
+            if unknown:
+                raise ConfigError(f"{where}: unknown search setting {unknown[0]!r}; known: {', '.join(SEARCH_OPTIONS)}")
+            nested = dataclasses.replace(AUDIT_SEARCH, **_search_values(nested))
+        elif not isinstance(nested, SearchConfig):
+            raise ConfigError(f"{where}: search must be a table of search settings, got {nested!r}")
+        known = [f.name for f in dataclasses.fields(cls) if f.name != "search"]
+        unknown = sorted(set(data) - set(known) - set(SEARCH_OPTIONS))
         if unknown:
-            raise PulseAuditError(f"{where}: unknown option {unknown[0]!r}; known: {', '.join(known)}")
-        return cls(**data)
+            names = ", ".join(known + list(SEARCH_OPTIONS))
+            raise ConfigError(f"{where}: unknown option {unknown[0]!r}; known: {names}")
+        flat = _search_values({k: v for k, v in data.items() if k in SEARCH_OPTIONS})
+        return cls(**{k: v for k, v in data.items() if k in known}, search=dataclasses.replace(nested, **flat))
 
     def replace(self, **overrides: Any) -> AuditConfig:
-        return AuditConfig.from_mapping({**dataclasses.asdict(self), **overrides})
-
-    def search_config(self) -> SearchConfig:
-        """The PULSE search settings (an invalid one raises :class:`pulse_engine.errors.ConfigError`)."""
-        return SearchConfig(restarts=self.restarts, seed=self.seed, steps=self.steps, eps=self.eps,
-                            loss=self.loss, learning_rate=self.learning_rate, sphere_radius=self.sphere_radius)
+        """A copy with ``overrides`` (search settings as top-level keys too)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return AuditConfig.from_mapping({**fields, **overrides})
 
     def validate(self) -> None:
         """One-line errors for invalid combinations, before any work starts."""
-        known = ", ".join(UPSAMPLERS)
-        checks = [(self.upsampler in UPSAMPLERS, f"unknown upsampler {self.upsampler!r}; known: {known}"),
-                  (self.samples >= 1 and self.batch_size >= 1, "--samples and --batch-size must be at least 1"),
+        UPSAMPLERS.parse(self.upsampler)
+        checks = [(self.samples >= 1 and self.batch_size >= 1, "--samples and --batch-size must be at least 1"),
                   (self.per_group >= 0 and self.ucpr >= 0, "--per-group and --ucpr must be ≥ 0"),
                   (self.ucpr_size >= 1, "--ucpr-size must be ≥ 1"),
                   (self.crop in CROP_MODES, f"--crop must be one of {', '.join(CROP_MODES)}"),
@@ -166,12 +197,21 @@ class AuditConfig:
                    f"the {self.upsampler} upsampler has no truth for UCPR inputs")]
         for ok, message in checks:
             if not ok:
-                raise PulseAuditError(message)
-        self.search_config()
+                raise ConfigError(message)
 
     def fingerprint(self) -> dict[str, Any]:
-        """The options that must match for a run to be resumed (all but :data:`SESSION_OPTIONS`)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in SESSION_OPTIONS}
+        """The options that must match for a run to be resumed (all but :data:`SESSION_OPTIONS`), flat: the
+        search settings of :data:`FINGERPRINT_SEARCH`, and the others where they differ from their defaults."""
+        search, default = dataclasses.asdict(self.search), dataclasses.asdict(SearchConfig())
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                   if f.name not in SESSION_OPTIONS and f.name != "search"}
+        return options | {k: v for k, v in search.items() if k in FINGERPRINT_SEARCH or v != default[k]}
+
+
+def _search_values(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Search settings checked against the types of :class:`SearchConfig`'s defaults."""
+    defaults = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
+    return {name: _checked(name, value, defaults[name]) for name, value in data.items()}
 
 
 class Audit:
@@ -267,7 +307,7 @@ def run_audit(config: AuditConfig, progress: ProgressFn | None = None) -> Path:
     if not config.group_by and (config.per_group or config.ucpr):
         raise PulseAuditError(f"face set {faceset.name} has no attribute to group by; name one with --group-by")
     items, sampling = sample_faces(faceset, config.group_by, config.per_group, config.seed)
-    upsampler = build_upsampler(config.upsampler, config.generator, config.folder or None, config.search_config(),
+    upsampler = build_upsampler(config.upsampler, config.generator, config.folder or None, config.search,
                                 device, config.resolution or None, config.batch_size)
     if config.resolution not in (0, upsampler.resolution):
         raise PulseAuditError(f"--resolution {config.resolution}: pulse outputs the generator's "
@@ -292,7 +332,7 @@ def run_audit(config: AuditConfig, progress: ProgressFn | None = None) -> Path:
 
 def worker_spec(config: AuditConfig, faceset: FaceSet) -> WorkerSpec:
     """What a chunk worker of this run is built from, elsewhere (:meth:`ChunkWorker.from_spec`)."""
-    return WorkerSpec(config.upsampler, config.generator, config.folder or None, config.search_config(),
+    return WorkerSpec(config.upsampler, config.generator, config.folder or None, config.search,
                       config.device, config.resolution or None, config.batch_size, config.classifiers,
                       tuple((name, spec.source) for name, spec in faceset.attributes.items()), config.group_by)
 

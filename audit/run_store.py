@@ -59,9 +59,27 @@ from pulse_engine.errors import PulseAuditError, short_repr
 
 from .images import to_image
 from .provenance import git_commit, package_versions, utc_now
-from .schema import ERROR, ITEM, RUN_ID, SAMPLE, TABLE_SCHEMA, column_order
+from .schema import (
+    ERROR,
+    ITEM,
+    RECORD_CONFIG,
+    RECORD_CREATED,
+    RECORD_GIT_COMMIT,
+    RECORD_INPUTS,
+    RECORD_PACKAGES,
+    RECORD_RUN_ID,
+    RECORD_SESSIONS,
+    RECORD_STARTED,
+    RECORD_TABLE_SCHEMA,
+    RUN_ID,
+    RUN_JSON,
+    SAMPLE,
+    TABLE_SCHEMA,
+    column_order,
+    record_value,
+)
 
-RUN_JSON, RESULTS = "run.json", "results.parquet"
+RESULTS = "results.parquet"
 Key = tuple[str, int]
 HOLD_VARIABLE = "PULSE_AUDIT_TEST_HOLD"
 """Test hook, ``<point>:<n>:<fifo>``: the process stops the n-th time it reaches ``point`` (``write``: a
@@ -205,20 +223,20 @@ class RunStore:
         for folder in (root, root / "parts", *(root / "images").glob("*")):
             for stale in folder.glob(".*.tmp"):
                 stale.unlink()
-        session = {"started": utc_now(), "git_commit": git_commit(), "packages": package_versions()}
+        session = {RECORD_STARTED: utc_now(), RECORD_GIT_COMMIT: git_commit(), RECORD_PACKAGES: package_versions()}
         if run_file.exists():
             record = read_run_record(root)
-            cls._check_schema(root, record.get("table_schema", 1))
-            cls._check_config(root, record.get("config", {}), config)
-            cls._check_inputs(root, record.setdefault("inputs", inputs), inputs)
-            record.setdefault("sessions", []).append(session)
+            cls._check_schema(root, record_value(record, RECORD_TABLE_SCHEMA))
+            cls._check_config(root, record_value(record, RECORD_CONFIG), config)
+            cls._check_inputs(root, record.setdefault(RECORD_INPUTS, inputs), inputs)
+            record.setdefault(RECORD_SESSIONS, []).append(session)
         else:
-            record = {"run_id": f"{root.name}-{uuid.uuid4().hex[:8]}", "created": session["started"],
-                      "table_schema": TABLE_SCHEMA, "config": config, "inputs": inputs, **session, **provenance(),
-                      "sessions": [session]}
-        done, next_part = stored_keys(root / "parts", record["run_id"])
+            record = {RECORD_RUN_ID: f"{root.name}-{uuid.uuid4().hex[:8]}", RECORD_CREATED: session[RECORD_STARTED],
+                      RECORD_TABLE_SCHEMA: TABLE_SCHEMA, RECORD_CONFIG: config, RECORD_INPUTS: inputs, **session,
+                      **provenance(), RECORD_SESSIONS: [session]}
+        done, next_part = stored_keys(root / "parts", record[RECORD_RUN_ID])
         atomic_write(run_file, json.dumps(record, indent=2, default=str).encode())
-        return cls(root, record["run_id"], lock, done, next_part)
+        return cls(root, record[RECORD_RUN_ID], lock, done, next_part)
 
     @staticmethod
     def _check_schema(root: Path, stored: Any) -> None:
@@ -384,7 +402,7 @@ def read_parts(root: Path) -> pa.Table:
     root = Path(root)
     if not part_files(root / "parts"):
         return concat([])
-    return concat(list(_scan_parts(root / "parts", read_run_record(root).get("run_id", ""))))
+    return concat(list(_scan_parts(root / "parts", record_value(read_run_record(root), RECORD_RUN_ID))))
 
 
 def read_run_record(root: Path) -> dict[str, Any]:

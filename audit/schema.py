@@ -1,5 +1,5 @@
-"""The run table's column names, in one place: the harness writes them with these helpers and every reader
-(:mod:`audit.metrics`, :mod:`reports.run_data`) finds them with the same helpers.
+"""The run table's column names and ``run.json``'s keys, in one place: the harness and the run store write them
+with these helpers and every reader (:mod:`audit.metrics`, :mod:`reports.run_data`) finds them with the same helpers.
 
 One row per input × sample (``results.parquet``; the run's settings and provenance are in ``run.json``):
 
@@ -42,8 +42,10 @@ class-probability columns; :func:`probability_columns` reads both, and a schema-
 
 from __future__ import annotations
 
+import copy
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 TABLE_SCHEMA = 2
 """Version of the column names, recorded in ``run.json`` (``table_schema``); a run with another is not resumed."""
@@ -140,3 +142,32 @@ def column_order(names: Iterable[str]) -> list[str]:
         return len(LEADING_COLUMNS) + len(PREFIXES), name
 
     return sorted(names, key=rank)
+
+
+# ------------------------------------------------------------------------------------------------ run.json
+RUN_JSON = "run.json"
+"""The run's record beside its table: a JSON object whose keys are the ``RECORD_*`` names below."""
+RECORD_RUN_ID, RECORD_CREATED, RECORD_TABLE_SCHEMA = RUN_ID, "created", "table_schema"
+RECORD_CONFIG, RECORD_INPUTS, RECORD_SESSIONS = "config", "inputs", "sessions"
+"""``config``: the resume fingerprint (``AuditConfig.fingerprint``: flat option → value); ``inputs``: name →
+SHA-256 of what the rows depend on; ``sessions``: one ``{started, git_commit, packages}`` per session."""
+RECORD_STARTED, RECORD_GIT_COMMIT, RECORD_PACKAGES = "started", "git_commit", "packages"
+RECORD_SEEDS, RECORD_UPSAMPLER, RECORD_GENERATOR = "seeds", "upsampler", "generator"
+RECORD_CLASSIFIERS, RECORD_DATASET, RECORD_SAMPLING = "classifiers", "dataset", "sampling"
+"""Provenance (:mod:`audit.provenance`): ``upsampler`` {name, resolution}; ``generator`` its card or null;
+``classifiers`` a list of cards {name, model, …, attributes: {attribute: classes}}; ``dataset`` the face set's
+card fields with ``labels`` {attribute: {values, source, model, notes}}; ``sampling`` {summary: [lines], …}."""
+RECORD_DEFAULTS: dict[str, object] = {
+    RECORD_RUN_ID: "", RECORD_CREATED: "", RECORD_TABLE_SCHEMA: 1, RECORD_CONFIG: {}, RECORD_INPUTS: {},
+    RECORD_SESSIONS: [], RECORD_GIT_COMMIT: "", RECORD_PACKAGES: {}, RECORD_SEEDS: {}, RECORD_UPSAMPLER: {},
+    RECORD_GENERATOR: None, RECORD_CLASSIFIERS: [], RECORD_DATASET: {}, RECORD_SAMPLING: {}}
+"""What a reader takes for a key a record lacks (an older run, or a run killed before its provenance);
+``table_schema`` 1 is the schema before :data:`TABLE_SCHEMA` was recorded."""
+
+
+def record_value(record: Mapping[str, Any], key: str) -> Any:
+    """``record[key]``, or its :data:`RECORD_DEFAULTS` entry (a fresh copy) when missing or null."""
+    if key not in RECORD_DEFAULTS:
+        raise KeyError(f"{key!r} is not a run.json key of audit.schema")
+    value = record.get(key)
+    return copy.deepcopy(RECORD_DEFAULTS[key]) if value is None else value

@@ -27,6 +27,7 @@ import torch
 
 from pulse_engine.downsample import downsample
 from pulse_engine.generators import load_generator
+from pulse_engine.search import SearchConfig
 
 from .classifiers import build_classifier
 from .harness import AuditConfig, run_audit
@@ -60,7 +61,7 @@ def pulse_rows(names: list[str], factors: list[int], root: Path, steps: int = 10
         for name in names:
             config = AuditConfig(dataset="demo", classifiers=("skin-tone",), per_group=0, group_by=("skin_tone",),
                                  generator=f"dcgan-file:{GENERATORS_DIR / name}", factor=factor, samples=1,
-                                 restarts=1, steps=steps, device="cpu", batch_size=64,
+                                 search=SearchConfig(restarts=1, steps=steps), device="cpu", batch_size=64,
                                  out=str(root / f"{name}-x{factor}"))
             run_audit(config)
             rows = read_results(root / f"{name}-x{factor}").to_pandas()

@@ -121,8 +121,8 @@ def main() -> None:
     args = parser.parse_args()
     runs = []
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
-        warm = AuditConfig(dataset="demo", factor=4, per_group=1, samples=1, steps=2, restarts=1, device="cpu",
-                           out=str(Path(tmp) / "warm-up"))
+        warm = AuditConfig.from_mapping(dict(dataset="demo", factor=4, per_group=1, samples=1, steps=2, restarts=1,
+                                             device="cpu", out=str(Path(tmp) / "warm-up")))
         run_audit(warm)
         for repeat in range(args.repeats):
             pair = {}

@@ -86,7 +86,7 @@ class Timers:
 
 def measure(name: str, options: dict, base: dict, folder: Path) -> dict:
     """Run the audit once with ``options``; the timings of :class:`Timers` summarised."""
-    config = AuditConfig(**base, **options, out=str(folder / f"run-{len(list(folder.iterdir()))}"))
+    config = AuditConfig.from_mapping({**base, **options, "out": str(folder / f"run-{len(list(folder.iterdir()))}")})
     timers = Timers()
     originals = timers.install()
     try:

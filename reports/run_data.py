@@ -10,7 +10,6 @@ and the specs below, never raw keys.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from audit.metrics.columns import split_inputs
-from audit.run_store import RUN_JSON, read_results
+from audit.run_store import read_results, read_run_record
 from audit.schema import (
     DELTA_ITA,
     DELTA_ITA_ALIGNED,
@@ -26,9 +25,20 @@ from audit.schema import (
     PATH_LR,
     PATH_OUT,
     PATH_TRUTH,
+    RECORD_CLASSIFIERS,
+    RECORD_CONFIG,
+    RECORD_CREATED,
+    RECORD_DATASET,
+    RECORD_GENERATOR,
+    RECORD_GIT_COMMIT,
+    RECORD_RUN_ID,
+    RECORD_SAMPLING,
+    RECORD_UPSAMPLER,
+    RUN_JSON,
     SAMPLE,
     classifier_column,
     label_column,
+    record_value,
     value_column,
 )
 from audit.schema import IDENTITY_DISTANCE as IDENTITY
@@ -85,11 +95,11 @@ class Run:
 
     @property
     def name(self) -> str:
-        return str(self.meta.get("run_id") or self.root.name)
+        return str(record_value(self.meta, RECORD_RUN_ID) or self.root.name)
 
     @property
     def config(self) -> dict[str, Any]:
-        return dict(self.meta.get("config", {}))
+        return dict(record_value(self.meta, RECORD_CONFIG))
 
     @property
     def group_by(self) -> list[str]:
@@ -113,8 +123,8 @@ def load_run(root: Path) -> Run:
     if not (root / RUN_JSON).is_file():
         raise PulseAuditError(f"{root} is not a run folder: {RUN_JSON} is missing (make one with "
                               f"`pulse-audit run --out {root}`)")
+    meta = read_run_record(root)
     try:
-        meta = json.loads((root / RUN_JSON).read_text())
         table = read_results(root, save=True).to_pandas()
     except (OSError, ValueError) as exc:
         raise PulseAuditError(f"{root}: unreadable run files ({exc})") from exc
@@ -126,7 +136,7 @@ def load_run(root: Path) -> Run:
 
 def model_info(run: Run) -> dict[str, Any]:
     """What produced the outputs: upsampler, resolution, factor and the generator card (None if none)."""
-    ups, gen = run.meta.get("upsampler", {}), run.meta.get("generator")
+    ups, gen = record_value(run.meta, RECORD_UPSAMPLER), record_value(run.meta, RECORD_GENERATOR)
     name = ups.get("name", run.config.get("upsampler", "?"))
     label = f"{name} · {gen['name']}" if gen else name
     return {"label": label, "upsampler": name, "resolution": ups.get("resolution"),
@@ -135,31 +145,31 @@ def model_info(run: Run) -> dict[str, Any]:
 
 def dataset_info(run: Run) -> dict[str, Any]:
     """The face set's card fields and the sampling summary recorded in run.json."""
-    data = dict(run.meta.get("dataset", {}))
+    data = dict(record_value(run.meta, RECORD_DATASET))
     data.pop("labels", None)
-    return {**data, "sampling": list(run.meta.get("sampling", {}).get("summary", []))}
+    return {**data, "sampling": list(record_value(run.meta, RECORD_SAMPLING).get("summary", []))}
 
 
 def run_summary(run: Run) -> dict[str, Any]:
     """Identity, model, face set, configuration and row counts of a run (failed rows with example reasons)."""
     errors = run.table["error"].fillna("").astype(str) if "error" in run.table else pd.Series(dtype=str)
-    return {"name": run.name, "root": str(run.root), "created": run.meta.get("created", ""),
-            "git_commit": run.meta.get("git_commit", ""), "model": model_info(run), "dataset": dataset_info(run),
-            "config": run.config, "rows": len(run.table), "face_rows": len(run.faces),
+    return {"name": run.name, "root": str(run.root), "created": record_value(run.meta, RECORD_CREATED),
+            "git_commit": record_value(run.meta, RECORD_GIT_COMMIT), "model": model_info(run),
+            "dataset": dataset_info(run), "config": run.config, "rows": len(run.table), "face_rows": len(run.faces),
             "inputs": int(run.faces[ITEM].nunique()), "ucpr_rows": 0 if run.ucpr is None else len(run.ucpr),
             "failed_rows": int((errors != "").sum()), "failed_examples": sorted(set(errors[errors != ""]))[:5]}
 
 
 def label_provenance(run: Run) -> list[dict[str, Any]]:
     """Per dataset attribute: vocabulary, source (annotated / predicted), model and notes."""
-    labels = run.meta.get("dataset", {}).get("labels", {})
+    labels = record_value(run.meta, RECORD_DATASET).get("labels", {})
     return [{"attribute": a, "values": list(s.get("values", [])), "source": s.get("source", "unknown"),
              "model": s.get("model", ""), "notes": s.get("notes", "")} for a, s in labels.items()]
 
 
 def classifier_cards(run: Run) -> list[dict[str, Any]]:
     """Each classifier's card: model, training data, licence, limits, attributes and weights."""
-    return [dict(card) for card in run.meta.get("classifiers", [])]
+    return [dict(card) for card in record_value(run.meta, RECORD_CLASSIFIERS)]
 
 
 def _vocabulary(values: list[str], classes: list[str]) -> tuple[str, ...]:

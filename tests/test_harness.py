@@ -3,6 +3,7 @@ including kill-and-resume of a real run."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import math
@@ -35,7 +36,7 @@ from audit.upsamplers import (
     build_upsampler,
     output_error,
 )
-from pulse_engine.errors import PulseAuditError
+from pulse_engine.errors import ConfigError, PulseAuditError
 from pulse_engine.search import SearchConfig, pulse_search
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,7 +99,7 @@ def config(tmp_path: Path, **options) -> AuditConfig:
     base = dict(dataset=f"folder:{make_faceset(tmp_path / 'set')}", generator="dcgan-tiny", per_group=0,
                 classifiers="skin-tone,identity", factor=4, steps=5, restarts=1, device="cpu",
                 out=str(tmp_path / "run"))
-    return AuditConfig(**{**base, **options})
+    return AuditConfig.from_mapping({**base, **options})
 
 
 def rows_by_key(root: Path) -> dict[tuple[str, int], dict]:
@@ -198,7 +199,7 @@ def test_config_from_toml_with_overrides(tmp_path):
                     'classifiers = "skin-tone, identity"\nalign = true\neps = 1\n')
     settings = AuditConfig.from_toml(path, per_group=7, out="runs/x")
     assert settings.per_group == 7 and settings.group_by == ("race", "gender") and settings.align is True
-    assert settings.classifiers == ("skin-tone", "identity") and settings.eps == 1.0 and settings.out == "runs/x"
+    assert settings.classifiers == ("skin-tone", "identity") and settings.search.eps == 1.0 and settings.out == "runs/x"
     assert settings.fingerprint()["per_group"] == 7 and "out" not in settings.fingerprint()
     assert AuditConfig(classifiers="none").classifiers == ()
     path.write_text("per_grup = 3\n")
@@ -210,8 +211,31 @@ def test_config_from_toml_with_overrides(tmp_path):
     for bad, message in [(dict(upsampler="gan"), "unknown upsampler"), (dict(upsampler="oracle", ucpr=2), "no truth"),
                          (dict(crop="left"), "--crop"), (dict(steps=0), "steps")]:
         with pytest.raises(PulseAuditError, match=message):
-            AuditConfig(**bad).validate()
+            AuditConfig.from_mapping(bad).validate()
 
+
+
+def test_config_holds_one_search_config(tmp_path):
+    """Search defaults come from SearchConfig (an audit retries 3 times); settings are read flat or from a [search]
+    table; the fingerprint stays flat, so a run.json written before the nesting still matches."""
+    defaults = AuditConfig()
+    assert defaults.search == dataclasses.replace(SearchConfig(), restarts=3) and defaults.seed == 0
+    path = tmp_path / "run.toml"
+    path.write_text('steps = 7\n[search]\nlearning-rate = 0.1\nsteps = 9\noptimizer = "sgd"\n')
+    settings = AuditConfig.from_toml(path, seed=4)
+    assert (settings.search.steps, settings.search.learning_rate, settings.seed) == (7, 0.1, 4)
+    before_nesting = {"dataset": "demo", "upsampler": "pulse", "generator": "dcgan-digiface", "folder": "",
+                      "resolution": 0, "classifiers": ["skin-tone", "age-gender", "identity"], "per_group": 200,
+                      "group_by": [], "factor": 8, "samples": 1, "seed": 0, "restarts": 3, "steps": 100, "eps": 0.002,
+                      "loss": "100*L2+0.05*GEOCROSS", "learning_rate": 0.4, "sphere_radius": "sqrt-dim", "ucpr": 0,
+                      "ucpr_size": 4, "align": False, "crop": "center", "batch_size": 16, "device": "auto"}
+    assert json.loads(json.dumps(defaults.fingerprint())) == before_nesting
+    assert settings.fingerprint()["optimizer"] == "sgd"  # a setting away from its default is part of the run
+    assert defaults.replace(steps=5).search.steps == 5 and defaults.replace(steps=5).search.restarts == 3
+    for bad, message in [({"search": {"stesp": 1}}, "unknown search setting 'stesp'"),
+                         ({"steps": "many"}, "steps must be an integer"), ({"eps": 0}, "eps")]:
+        with pytest.raises(ConfigError, match=message):
+            AuditConfig.from_mapping(bad)
 
 # ------------------------------------------------------------------------------------------ runs in process
 

@@ -72,8 +72,9 @@ MIN_MEASURED = 8
 
 def audit_demo(root: Path, name: str, factor: int = 4, **options: object) -> pd.DataFrame:
     """Run the harness on every demo face (grouped by skin tone) with the skin-tone measurement; the run table."""
-    config = AuditConfig(dataset="demo", classifiers=("skin-tone",), per_group=0, group_by=("skin_tone",),
-                         factor=factor, device="cpu", out=str(root / name), **options)
+    config = AuditConfig.from_mapping(dict(dataset="demo", classifiers=("skin-tone",), per_group=0,
+                                           group_by=("skin_tone",), factor=factor, device="cpu",
+                                           out=str(root / name), **options))
     run_audit(config)
     return read_results(root / name).to_pandas()
 

@@ -9,7 +9,19 @@ import pytest
 from audit.records import ClassifierCard, Prediction
 from audit.rows import prediction_columns
 from audit.run_store import RunStore
-from audit.schema import TABLE_SCHEMA, class_token, probability_column, probability_columns
+from audit.schema import (
+    RECORD_CLASSIFIERS,
+    RECORD_CONFIG,
+    RECORD_GENERATOR,
+    RECORD_SAMPLING,
+    RECORD_TABLE_SCHEMA,
+    RUN_JSON,
+    TABLE_SCHEMA,
+    class_token,
+    probability_column,
+    probability_columns,
+    record_value,
+)
 from pulse_engine.errors import PulseAuditError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,3 +78,21 @@ def test_only_the_schema_forms_column_names():
                  for n, line in enumerate(path.read_text().splitlines(), 1)
                  if formed.search(line) and "image_path(" not in line]
     assert not offenders, offenders
+
+
+def test_run_json_is_read_through_the_schema(tmp_path):
+    """run.json's keys come from audit.schema: the store writes them, reports.run_data reads them (with the
+    schema's default where an older record lacks one), and no reader spells a record key by hand."""
+    with RunStore.open(tmp_path / "run", {"seed": 0}, lambda: {RECORD_SAMPLING: {"summary": ["s"]}}) as store:
+        store.append([])
+    record = json.loads((tmp_path / "run" / RUN_JSON).read_text())
+    assert record[RECORD_TABLE_SCHEMA] == TABLE_SCHEMA and record_value(record, RECORD_CONFIG) == {"seed": 0}
+    assert record_value(record, RECORD_SAMPLING)["summary"] == ["s"] and record_value(record, RECORD_GENERATOR) is None
+    assert record_value({}, RECORD_CLASSIFIERS) == [] and record_value({}, RECORD_TABLE_SCHEMA) == 1
+    with pytest.raises(KeyError, match="not a run.json key"):
+        record_value(record, "confg")
+    by_hand = re.compile(r"""meta(?:\.get\(|\[)["'](?:run_id|created|config|upsampler|generator|dataset|classifiers|"""
+                         r"""sampling|git_commit)["']""")
+    readers = [REPO / "reports" / "run_data.py", REPO / "audit" / "cli.py"]
+    assert not [f"{p.name}:{n}" for p in readers for n, line in enumerate(p.read_text().splitlines(), 1)
+                if by_hand.search(line)]
