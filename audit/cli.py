@@ -251,7 +251,7 @@ def run(
     device: Device = DEFAULTS.device,
     engine: Annotated[Literal[ENGINES], typer.Option(
         help="Where chunks are computed: local (this process), sequential (same, stages in turn), ray (Ray "
-             "actors; pip install 'pulse-audit[ray]'). Every engine stores the same rows.",
+             "actors; needs the ray extra, see README). Every engine stores the same rows.",
         rich_help_panel=EXECUTION)] = DEFAULTS.engine,
     ray_address: Annotated[str, typer.Option(
         help="Ray cluster to join (HOST:PORT, ray://HOST:PORT or auto); default: a local one for this run.",
