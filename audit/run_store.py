@@ -242,8 +242,9 @@ class RunStore:
     def _check_schema(root: Path, stored: Any) -> None:
         if stored != TABLE_SCHEMA:
             raise PulseAuditError(f"{root} holds a run with the column names of table schema {short_repr(stored)} "
-                                  f"(this version writes schema {TABLE_SCHEMA}, see audit/schema.py), so it cannot be "
-                                  "resumed (reports still read it): use a new --out, or --new-run to discard its rows")
+                                  f"(this version writes schema {TABLE_SCHEMA}, see audit/schema.py), so it "
+                                  "cannot be resumed (reports still read it): use a new --out, or --new-run to discard "
+                                  "its rows")
 
     @staticmethod
     def _check_config(root: Path, stored: Mapping[str, Any], config: Mapping[str, Any]) -> None:

@@ -1,11 +1,12 @@
 """A synthetic run folder in the real run-store schema, with planted biases of known size.
 
 For report tests and the scale benchmark: rows are written through the harness's own code
-(:class:`audit.run_store.RunStore`, :func:`audit.run_store.run_provenance`, :func:`audit.rows.prediction_columns`,
-:func:`audit.rows.comparisons`), so the columns and ``run.json`` are exactly those of ``pulse-audit run``; only the
-classifier readings are drawn at random instead of computed from images. The face set mimics FairFace (race7 as an
-annotated label, group-by race), read by a ``fairface`` stand-in (race, gender), ``skin-tone`` (ITA°, bands, Monk)
-and ``identity``; the upsampler is a ``pulse`` stand-in over a named generator card.
+(:class:`audit.run_store.RunStore`, :func:`audit.run_store.run_provenance`,
+:func:`audit.rows.prediction_columns`, :func:`audit.rows.comparisons`), so the columns and ``run.json`` are
+exactly those of ``pulse-audit run``; only the classifier readings are drawn at random instead of computed
+from images. The face set mimics FairFace (race7 as an annotated label, group-by race), read by a
+``fairface`` stand-in (race, gender), ``skin-tone`` (ITA°, bands, Monk) and ``identity``; the upsampler is a
+``pulse`` stand-in over a named generator card.
 """
 
 from __future__ import annotations

@@ -175,7 +175,8 @@ def test_missing_ray_and_unreachable_address_are_one_line(tmp_path, ray_tmp):
     dataset = make_faceset(tmp_path / "set", count=2, broken=False)
     run = ["run", "--dataset", f"folder:{dataset}", *TINY, "--out", str(tmp_path / "run")]
     without_ray = ("import sys; sys.modules['ray'] = None; sys.argv = ['pulse-audit', *sys.argv[1:]]; "
-                   "import audit.cli; assert 'ray' not in sys.modules or sys.modules['ray'] is None; audit.cli.main()")
+                   "import audit.cli; assert 'ray' not in sys.modules or sys.modules['ray'] is None; "
+                   "audit.cli.main()")
     done = subprocess.run([sys.executable, "-c", without_ray, *run, "--engine", "ray"], capture_output=True,
                           text=True, cwd=REPO, timeout=300)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
