@@ -468,7 +468,7 @@ def power_panel(runs: Sequence[StudyRun], t: Mapping[str, Any], settings: Settin
              "alpha": alpha, "family_size": t["test"]["family_size"], "power_goal": settings.power,
              "mde": t["mde_family"], "observed": t["test"]["effect"], "prior_slope": None, "attenuation": None,
              "expected": None, "expected_low": None, "power_expected": None, "power_expected_low": None,
-             "sampling_sd": None, "between_sd": None, "sizing": []}
+             "sampling_sd": None, "between_sd": None, "sizing": [], "generators_needed": None}
     prior = prior_slope(runs, t)
     if math.isfinite(prior):
         panel["prior_slope"] = prior * scale
@@ -490,6 +490,8 @@ def power_panel(runs: Sequence[StudyRun], t: Mapping[str, Any], settings: Settin
         for k in SAMPLE_MULTIPLIERS:
             panel["sizing"].append({"generators": len(layout), "added_at_ends": extra, "samples_multiplier": k,
                                     "power": slope_power(expected, between + sampling / k, layout, alpha)})
+    panel["generators_needed"] = next((row["generators"] for row in panel["sizing"] if row["samples_multiplier"] == 1
+                                       and row["power"] >= settings.power), None)
     return panel
 
 

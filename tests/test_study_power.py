@@ -156,4 +156,6 @@ def test_power_panel_sizes_the_composition_design_by_the_expected_output_slope()
     more_samples = [row["power"] for row in panel["sizing"] if row["added_at_ends"] == 0]
     assert np.all(np.diff(more_samples) > 0)  # less sampling noise helps, but only the sampling part
     assert more_samples[-1] < slope_power(30.0, 21.0, doses, 0.025) + 1e-12
+    enough = [r["generators"] for r in panel["sizing"] if r["samples_multiplier"] == 1 and r["power"] >= 0.8]
+    assert panel["generators_needed"] == enough[0]
     assert panels["shift"]["expected"] is None and panels["shift"]["prior_slope"] == pytest.approx(30.0)
