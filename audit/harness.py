@@ -19,7 +19,9 @@ its missing (item, sample) rows are stored (each exactly once).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,11 +47,12 @@ from .inputs import (
     sample_faces,
     ucpr_inputs,
 )
-from .pipeline import Engine, run_local, run_sequential
+from .pipeline import Engine, run_local, run_sequential, search_process_pays
 from .provenance import run_inputs, run_provenance
 from .ray_engine import RayOptions, check_ray, ray_engine
 from .records import FaceItem, FaceSet, Upsampler
 from .run_store import RunStore
+from .search_process import SearchProcess
 from .source_check import check_stored_sources
 from .upsamplers import TRUTH_UPSAMPLERS, UPSAMPLERS, build_upsampler
 
@@ -301,24 +304,35 @@ def run_audit(config: AuditConfig, progress: ProgressFn | None = None) -> Path:
     config.validate()
     if config.engine == "ray":
         check_ray(config.ray_address)  # before anything loads: a missing Ray or an unreachable cluster is one line
-    device = resolve_device(config.device)
     faceset = load_faceset(config.dataset)
     config = dataclasses.replace(config, group_by=faceset.grouping(config.group_by))
     if not config.group_by and (config.per_group or config.ucpr):
         raise PulseAuditError(f"face set {faceset.name} has no attribute to group by; name one with --group-by")
     items, sampling = sample_faces(faceset, config.group_by, config.per_group, config.seed)
+    spec = worker_spec(config, faceset)
+    with contextlib.ExitStack() as stack:
+        chunks = math.ceil(len(items) / max(1, config.batch_size // config.samples)) + bool(config.ucpr)
+        searcher = (stack.enter_context(SearchProcess(spec))  # loads while this process loads the rest
+                    if config.engine == "local" and search_process_pays(spec, chunks) else None)
+        return _run(config, faceset, items, sampling, spec, searcher, progress)
+
+
+def _run(config: AuditConfig, faceset: FaceSet, items: list[FaceItem], sampling: Any, spec: WorkerSpec,
+         searcher: SearchProcess | None, progress: ProgressFn | None) -> Path:
+    """The rest of :func:`run_audit`, once the face set is sampled (and a search process started)."""
+    device = resolve_device(config.device)
     upsampler = build_upsampler(config.upsampler, config.generator, config.folder or None, config.search,
                                 device, config.resolution or None, config.batch_size)
     if config.resolution not in (0, upsampler.resolution):
         raise PulseAuditError(f"--resolution {config.resolution}: pulse outputs the generator's "
                               f"{upsampler.resolution} px; --resolution is for the other upsamplers")
     check_factor(upsampler.resolution, config.factor)
-    classifiers = [build_classifier(spec, str(device)) for spec in config.classifiers]
+    classifiers = [build_classifier(name, str(device)) for name in config.classifiers]
     aligner = load_aligner() if config.align else None
     provenance = lambda: run_provenance(faceset, upsampler, classifiers, sampling, config.seed)  # noqa: E731
     inputs = run_inputs(faceset, items, upsampler, classifiers, aligner)
-    spec = worker_spec(config, faceset)
-    engine = make_engine(config, spec, ChunkWorker(upsampler, classifiers, dict(spec.label_sources), config.group_by))
+    worker = ChunkWorker(upsampler, classifiers, dict(spec.label_sources), config.group_by)
+    engine = make_engine(config, spec, worker, searcher)
     with RunStore.open(Path(config.out), config.fingerprint(), provenance, inputs, config.new_run) as store:
         check_stored_sources(store.root, items, getattr(upsampler, "folder", None))
         audit = Audit(config, faceset, upsampler, store, aligner, progress)
@@ -337,13 +351,14 @@ def worker_spec(config: AuditConfig, faceset: FaceSet) -> WorkerSpec:
                       tuple((name, spec.source) for name, spec in faceset.attributes.items()), config.group_by)
 
 
-def make_engine(config: AuditConfig, spec: WorkerSpec, worker: ChunkWorker) -> Engine:
+def make_engine(config: AuditConfig, spec: WorkerSpec, worker: ChunkWorker, searcher: SearchProcess | None = None
+                ) -> Engine:
     """The engine ``config.engine`` names: ``sequential`` runs ``worker`` in this process, ``local`` too but
-    with the search in a child process built from ``spec``; ``ray`` builds its workers from ``spec`` on Ray
-    actors."""
+    with the search in ``searcher`` (a child process built from ``spec``) when given; ``ray`` builds its
+    workers from ``spec`` on Ray actors."""
     if config.engine == "ray":
         return ray_engine(RayOptions(config.ray_address, config.workers, config.gpus_per_worker), spec)
     if config.engine == "sequential":
         return partial(run_sequential, worker)
-    return partial(run_local, spec, worker)
+    return partial(run_local, worker, searcher)
 

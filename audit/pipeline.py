@@ -13,6 +13,7 @@ which parts, never depends on thread timing.
 - :func:`run_local` (``--engine local``, the default): :func:`run_pipelined` with the search in a child
   process (:mod:`audit.search_process`), because some classifiers (dlib's) hold the GIL while they
   compute and would stall a search thread; in threads only when there is no search worth a process.
+  The caller starts that process early, so that it loads while the run's other models load.
 
 Errors: an exception while computing chunk c reaches the caller when chunk c's turn comes, after every
 earlier chunk was written (as in the sequential engine); an exception while planning (from ``tasks``) is
@@ -24,7 +25,6 @@ an interrupted process alive).
 
 from __future__ import annotations
 
-import itertools
 import queue
 import threading
 from collections.abc import Callable, Iterable
@@ -75,17 +75,19 @@ class _Stage:
             self.outbox.put(item)
 
 
-def run_local(spec: WorkerSpec, worker: ChunkWorker, tasks: Iterable[ChunkTask], write: Write) -> None:
-    """``--engine local``: :func:`run_pipelined`, with the search in a child process built from ``spec``
-    (:mod:`audit.search_process`) when there is a search to overlap (a :data:`SEARCHING` upsampler and at
-    least two chunks to compute; else starting a Python would cost more than it saves)."""
-    planned = iter(tasks)
-    head = list(itertools.islice(planned, 2))
-    if spec.upsampler not in SEARCHING or len(head) < 2:
-        run_pipelined(worker, itertools.chain(head, planned), write)
-        return
-    with SearchProcess(spec) as searcher:
-        run_pipelined(worker, itertools.chain(head, planned), write, search=searcher.search, cancel=searcher.kill)
+def run_local(worker: ChunkWorker, searcher: SearchProcess | None, tasks: Iterable[ChunkTask], write: Write) -> None:
+    """``--engine local``: :func:`run_pipelined`, searching in ``searcher`` (a child process started by the
+    caller, see :func:`search_process_pays`) when given, else in a thread."""
+    if searcher is None:
+        run_pipelined(worker, tasks, write)
+    else:
+        run_pipelined(worker, tasks, write, search=searcher.search, cancel=searcher.kill)
+
+
+def search_process_pays(spec: WorkerSpec, chunks: int) -> bool:
+    """Whether a search process is worth starting: a :data:`SEARCHING` upsampler and at least two chunks
+    to compute (else starting a Python costs more than the overlap saves)."""
+    return spec.upsampler in SEARCHING and chunks >= 2
 
 
 def run_pipelined(worker: ChunkWorker, tasks: Iterable[ChunkTask], write: Write, depth: int = DEPTH,

@@ -55,8 +55,8 @@ class Observed:
         self.began = self.ended = 0.0
 
     def wrap(self, make_engine):
-        def make(config, spec, worker):
-            engine = make_engine(config, spec, worker)
+        def make(*args):
+            engine = make_engine(*args)
 
             def run(tasks, write):
                 def timed_write(result):

@@ -65,9 +65,9 @@ def test_a_fresh_worker_on_the_pickled_tasks_returns_what_the_run_stored(tmp_pat
     specs = []
     real_make_engine = harness.make_engine
 
-    def recording(settings, spec, worker):
+    def recording(settings, spec, *rest):
         specs.append(spec)
-        engine = real_make_engine(settings, spec, worker)
+        engine = real_make_engine(settings, spec, *rest)
 
         def run(tasks, write):
             def keep(tasks):
