@@ -16,10 +16,12 @@ face per group, 20 samples each) give outputs from the stated reference (the gro
 20 % of one group's outputs flipped to another class; a ΔITA shift of 0.5 SD (of a sample's ΔITA) in one group.
 
 Truths are computed from the generator's conditional matrices (no simulation), and compared with every interval of
-the report: rates and shares (Wilson at the effective size), means (cluster-robust t), medians (bootstrap), and each
+the report: rates and shares (Wilson at the effective size), means (cluster-robust t), medians (sign test at the
+effective size; the true median of a group's ΔITA is its mean shift, the distribution being symmetric), and each
 test's intervals (simultaneous over its components, and at the Holm-adjusted level). Usage:
 
-    python -m benchmarks.validity [--reports 200] [--designs all|null|planted|0,3] [--append benchmarks/RESULTS.md]
+    python -m benchmarks.validity [--reports 200] [--designs all|null|planted|0,3] [--n-boot 100]
+                                  [--append benchmarks/RESULTS.md]
     python -m benchmarks.validity --designs 0,1,2 --save part1.json   # parts in parallel, then:
     python -m benchmarks.validity --merge part1.json part2.json --append benchmarks/RESULTS.md
 """
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import time
 from collections import defaultdict
@@ -256,7 +259,8 @@ def score_report(report: dict[str, Any], truths: dict[str, Truth], shifts: dict[
                           t.extra["ucpr"][idx[r["category"]]])
     for s in report["shifts"]:
         for r in s["table"]:
-            kind = {"mean": "mean: ΔITA by group (cluster-robust t)", "median": "median: ΔITA by group (bootstrap)"}
+            kind = {"mean": "mean: ΔITA by group (cluster-robust t)",
+                    "median": "median: ΔITA by group (sign test, effective n)"}
             tally.add(kind[r["metric"]], r["ci_low"], r["ci_high"], shifts[r["group"]])
     planted = {"detected": False, "direction": None}
     for test in report["tests"]:
@@ -308,7 +312,7 @@ def run_design(design: Design, reports: int, seed: int = 0, n_boot: int = 100) -
         rows.append(score_report(report, truths, shifts, design, tally))
     found = np.array([x["any_finding"] for x in rows])
     detected = [x for x in rows if x["detected"]]
-    return {"design": design, "reports": reports, "finding_rate": float(found.mean()),
+    return {"design": design, "reports": reports, "n_boot": n_boot, "finding_rate": float(found.mean()),
             "not_testable": float(np.mean([x["not_testable"] for x in rows])),
             "tests": float(np.mean([x["tests"] for x in rows])),
             "detection": float(np.mean([x["detected"] for x in rows])),
@@ -330,11 +334,14 @@ def coverage_goal(kind: str) -> tuple[float, float, str]:
 def markdown(results: list[dict[str, Any]], seconds: float) -> str:
     """The RESULTS.md section: the finding-rate table and the coverage table."""
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    n_boot = "/".join(sorted({str(r.get("n_boot", 100)) for r in results}))
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [f"## {now} — validity battery — {platform.processor() or platform.machine()}, "
              f"{platform.python_implementation()} {platform.python_version()}", "",
              f"`benchmarks/validity.py`: reports built by `reports.analysis.build_report` from the battery's own "
-             f"generator (see its docstring); α = {ALPHA}, Holm over each report's testable tests, 100 bootstrap "
-             f"replicates. Wall time {seconds / 60:.1f} min.", "",
+             f"generator (see its docstring); α = {ALPHA}, Holm over each report's testable tests, {n_boot} "
+             f"bootstrap replicates. Wall time {seconds / 60:.1f} min; load average (1, 5, 15 min) at the end "
+             f"{load} on {os.cpu_count()} cores.", "",
              "| design | reports | tests per report | not testable | share of reports with any finding | goal | "
              "planted: detected | right direction | zero-width intervals |",
              "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
@@ -362,6 +369,7 @@ def main() -> None:
     parser.add_argument("--reports", type=int, default=200)
     parser.add_argument("--designs", default="all", help="all, null, planted, or comma-separated design numbers "
                         "(0-based over nulls then planted)")
+    parser.add_argument("--n-boot", type=int, default=100, help="bootstrap replicates per report (reports: 2000)")
     parser.add_argument("--save", type=Path, default=None, help="write this part's results (JSON) for --merge")
     parser.add_argument("--merge", type=Path, nargs="*", default=(), help="merge saved parts instead of running")
     parser.add_argument("--append", type=Path, default=None, help="append the section to this RESULTS.md")
@@ -378,7 +386,7 @@ def main() -> None:
         designs = named.get(args.designs) or tuple(every[int(i)] for i in args.designs.split(","))
         start, results = time.perf_counter(), []
         for design in designs:
-            results.append(run_design(design, args.reports))
+            results.append(run_design(design, args.reports, n_boot=args.n_boot))
             print(f"{design.name}: any finding {results[-1]['finding_rate']:.3f}", flush=True)
         seconds = time.perf_counter() - start
         if args.save:

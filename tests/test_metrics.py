@@ -93,7 +93,10 @@ def test_metric_frame_matches_pandas_and_wilson(table):
     np.testing.assert_allclose(by.loc["success", "ci_high"], high)
     assert (by.loc["success", "ci_method"] == "wilson (effective n)").all()  # one row per input: plain Wilson
     np.testing.assert_allclose(by.loc["lr", "value"], one.groupby("label_race")["ups_lr_l2"].median())
-    assert (by.loc["lr", "ci_low"] <= by.loc["lr", "value"]).all()
+    for race, values in one.groupby("label_race")["ups_lr_l2"]:  # one row per input: the exact sign-test interval
+        exact = stats.quantile_test(values.to_numpy(), q=0.0).confidence_interval(0.95)
+        np.testing.assert_allclose(by.loc[("lr", race), ["ci_low", "ci_high"]].to_numpy(float), exact)
+    assert (by.loc["lr", "ci_method"] == "sign test (effective n)").all()
     diff, ratio = frame.difference().loc["success"], frame.ratio().loc["success"]
     assert diff["value"] == pytest.approx(ref["mean"].max() - ref["mean"].min())
     assert ratio["value"] == pytest.approx(ref["mean"].min() / ref["mean"].max())

@@ -16,7 +16,7 @@ from audit.stats.tests import TestResult, not_testable, wald_max_test
 class PairedShift:
     """Per-row paired change d (``value`` column, or ``after − before`` for a (before, after) pair of columns).
 
-    ``table`` gives mean (cluster-robust t interval) and median (bootstrap interval) of d overall and per group
+    ``table`` gives mean (cluster-robust t interval) and median (sign-test interval) of d overall and per group
     (stratified by group, clustered by input). ``tests()`` runs a Wald t test that the mean of d is 0, overall and
     per group, with every sample and the same cluster-robust se as the table's interval, so that the interval
     excludes 0 exactly when the test rejects at the same level; each with its MDE in ``unit``. Set

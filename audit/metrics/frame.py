@@ -3,7 +3,9 @@ max − min differences and min/max ratios, every number with an interval.
 
 Rates get a Wilson interval at their effective sample size and means a cluster-robust t interval (both from the
 stratified cluster design of :mod:`audit.stats.clustered`, so every sample is used and samples of one input count
-as correlated); medians, differences and ratios a percentile interval from one stratified cluster bootstrap."""
+as correlated); medians the sign-test interval at the effective number of inputs
+(:func:`audit.stats.intervals.median_interval`, same design); differences and ratios between groups a percentile
+interval from one stratified cluster bootstrap."""
 
 from __future__ import annotations
 
@@ -16,7 +18,13 @@ import pandas as pd
 from scipy import stats
 
 from audit.stats.clustered import clustered_mean
-from audit.stats.intervals import Bootstrap, effective_wilson_interval, percentile_interval, weighted_median
+from audit.stats.intervals import (
+    Bootstrap,
+    effective_wilson_interval,
+    median_interval,
+    percentile_interval,
+    weighted_median,
+)
 
 MIN_N = 30  # groups with fewer independent units (inputs) are flagged "small"
 
@@ -24,7 +32,7 @@ MIN_N = 30  # groups with fewer independent units (inputs) are flagged "small"
 @dataclass(frozen=True)
 class Metric:
     """A per-row column summarised by ``statistic``: "rate" (mean of a 0/1 or bool column: Wilson interval at the
-    effective sample size), "mean" (cluster-robust t interval) or "median" (bootstrap interval).
+    effective sample size), "mean" (cluster-robust t interval) or "median" (sign-test interval, effective n).
     NaN values are missing for this metric only. A rate is declared, never inferred from the
     values: a continuous column that happens to hold only 0s and 1s is still a mean."""
 
@@ -60,8 +68,11 @@ class MetricFrame:
     group and clustered by ``cluster`` (several samples of one input belong together). A rate's interval is Wilson's
     at the effective sample size (rows / design effect; the number of inputs when the rate is 0 or 1), a mean's is
     mean ± t·se with the cluster-robust se and df = inputs − strata (the overall row is stratified by group), a
-    median's is the percentile interval of the bootstrap. A mean without variation (every value equal, or one input)
-    keeps its point as the interval, marked ``ci_method`` "none (no variation)" (printed as not estimable).
+    median's is the sign-test interval at the effective number of inputs (see
+    :func:`audit.stats.intervals.median_interval`; none, marked "none (too few inputs)", below 6 effective inputs at
+    95 %). A mean without variation (every value equal, or one input) keeps its point as the interval, marked
+    ``ci_method`` "none (no variation)" (printed as not estimable). Bootstrap replicates of every metric (medians
+    included) feed the between-group differences and ratios.
     ``n`` counts the rows with a value, ``n_clusters`` the independent units (inputs); ``small`` flags n_clusters <
     ``min_n``. ``se`` and ``df`` of means and rates are
     kept (see :meth:`design`) so that tests can use the same estimator.
@@ -131,13 +142,18 @@ class MetricFrame:
             point = np.array([np.median(v[c]) if len(c) else np.nan for c in cols])
             reps = self.bootstrap.map(lambda w: np.stack([weighted_median(v[c], w[:, c]) if len(c) else
                                                           np.full(len(w), np.nan) for c in cols], axis=1))
-            low, high = percentile_interval(reps, self.confidence)
-            method = "bootstrap percentile"
+            bounds = np.array([median_interval(v[c], self._cluster[c], self.codes[c] if j == len(cols) - 1 else None,
+                                               self.confidence) if len(c) else (np.nan, np.nan)
+                               for j, c in enumerate(cols)]).reshape(-1, 2)
+            low, high = bounds[:, 0], bounds[:, 1]
+            method = "sign test (effective n)"
         methods = np.full(len(point), method, dtype=object)
         if metric.statistic == "mean":  # every value equal (or one input): the interval is the point, not estimated
             flat = ~(se > 0) & (n > 0)
             low, high = np.where(flat, point, low), np.where(flat, point, high)
             methods[flat] = "none (no variation)"
+        if metric.statistic == "median":  # too few (effective) inputs for a distribution-free interval
+            methods[np.isnan(low) & (n > 0)] = "none (too few inputs)"
         return {"point": point, "replicates": reps, "low": low, "high": high, "n": n, "n_clusters": n_clusters,
                 "ci_method": methods, "se": se, "df": df}
 
