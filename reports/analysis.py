@@ -190,7 +190,7 @@ def histogram(frame: pd.DataFrame, values: pd.Series, groups: list[str], bins: i
 def shift_section(run: Run, spec: ShiftSpec, settings: Settings, tests: Tests) -> dict[str, Any]:
     groups = run.group_by
     shift = PairedShift(run.faces, spec.value, groups or None, name=spec.name, unit=spec.unit,
-                        test_zero=spec.signed, power=settings.power, **_frame_kwargs(settings))
+                        test_zero=spec.signed, power=settings.power, bounds=spec.bounds, **_frame_kwargs(settings))
     labels = [None] + [group_label(dict(zip(groups, k if isinstance(k, tuple) else (k,))), groups)
                        for k in shift.frame.group_index] if groups else [None]
     ids = [tests.add(t, spec.key, label) for t, label in zip(shift.tests(), labels)]

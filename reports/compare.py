@@ -86,7 +86,7 @@ def preservation_pair(frames: tuple[pd.DataFrame, pd.DataFrame], spec_key: str, 
         return None
     a, b = frames
     diff = paired_difference(*means, _strata(a), name=f"{spec_key}: preservation, {labels[1]} − {labels[0]}",
-                             kind="preservation_paired", scale=100.0, unit="pp",
+                             kind="preservation_paired", scale=100.0, unit="pp", bounds=(-100.0, 100.0),
                              effect_label=f"preservation rate of {labels[1]} − {labels[0]} (mean over shared inputs)",
                              confidence=settings.confidence, alpha=settings.alpha, power=settings.power)
     items = diff_items(means)
@@ -96,6 +96,12 @@ def preservation_pair(frames: tuple[pd.DataFrame, pd.DataFrame], spec_key: str, 
                   kind="preservation", unit="pp", labels_differ=differ)
 
 
+def _difference_bounds(bounds: tuple[float, float]) -> tuple[float, float]:
+    """Possible range of B − A for values within ``bounds`` (±their width)."""
+    width = bounds[1] - bounds[0]
+    return -width, width
+
+
 def shift_pair(frames: tuple[pd.DataFrame, pd.DataFrame], spec: Any, labels: tuple[str, str], settings: Settings,
                tests: Tests) -> dict[str, Any] | None:
     """Per-input mean of a paired quantity, B − A."""
@@ -103,7 +109,7 @@ def shift_pair(frames: tuple[pd.DataFrame, pd.DataFrame], spec: Any, labels: tup
     if len(diff_items(means)) < 2:
         return None
     diff = paired_difference(*means, _strata(frames[0]), name=f"{spec.name}: {labels[1]} − {labels[0]}",
-                             kind="shift_paired", unit=spec.unit,
+                             kind="shift_paired", unit=spec.unit, bounds=_difference_bounds(spec.bounds),
                              effect_label=f"mean {spec.name} of {labels[1]} − {labels[0]} (over shared inputs)",
                              confidence=settings.confidence, alpha=settings.alpha, power=settings.power)
     return _entry(diff, tests.add(diff.test, spec.key, f"{labels[0]} vs {labels[1]}"), metric=spec.key,
@@ -135,7 +141,7 @@ def verdict(p: dict[str, Any], test: dict[str, Any], labels: tuple[str, str]) ->
         verb = f"keeps the label {word} often than" if p["kind"] == "preservation" else f"is {word} for it than for"
         return f"{what}: {b} {verb} {a} ({values}; Wald t {adj}{tail})."
     return (f"{what}: nothing detected between {b} and {a} ({values}; Wald t {adj}; smallest detectable difference "
-            f"{mde(test['mde'], test['unit'])}).")
+            f"{mde(test['mde'], test['unit'], test.get('effect_bound'))}).")
 
 
 def side_by_side(reports: Sequence[dict[str, Any]], labels: Sequence[str]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reports.formatting import ci, mde, pct, pval, signed
+from reports.formatting import amount, beyond_range, ci, mde, pct, pval, signed
 
 ADJUSTMENT = {"Holm": "after Holm", "Benjamini–Hochberg": "after Benjamini–Hochberg"}
 
@@ -112,11 +112,16 @@ def _found(report: dict[str, Any], test: dict[str, Any]) -> str:
 
 
 def _nothing(test: dict[str, Any], power: float) -> str:
-    what = "A shift" if test["kind"] == "shift" else "An effect"
-    return (f"{test['name']}: nothing detected ({_p(test)}; {test['n']} inputs, {test['n_samples']} outputs). "
-            f"{what} of {mde(test['mde'], test['unit'])} or more in any one {_what(test, False)} "
-            f"would have been detected with {pct(power, 0)} power at α before adjustment; smaller ones could go "
-            f"unseen.")
+    what = "shift" if test["kind"] == "shift" else "effect"
+    head = f"{test['name']}: nothing detected ({_p(test)}; {test['n']} inputs, {test['n_samples']} outputs). "
+    bound = test.get("effect_bound")
+    if beyond_range(test["mde"], bound):  # an MDE beyond what is possible is not a size: say what it means
+        return (head + f"No {what} within the possible range (up to {amount(bound, test['unit'])} in any one "
+                f"{_what(test, False)}) would have been detected with {pct(power, 0)} power at α before "
+                f"adjustment: with this sample even the largest possible {what} could go unseen.")
+    return (head + f"A{'n' if what == 'effect' else ''} {what} of {mde(test['mde'], test['unit'])} or more in any "
+            f"one {_what(test, False)} would have been detected with {pct(power, 0)} power at α before adjustment; "
+            f"smaller ones could go unseen.")
 
 
 def _untestable(test: dict[str, Any]) -> str:

@@ -63,10 +63,24 @@ def ci(low: Any, high: Any, as_pct: bool = False, unit: str = "") -> str:
     return f"{num(low)} to {num(high)}{unit}"
 
 
-def mde(value: Any, unit: str) -> str:
-    """A minimum detectable effect with its unit spelled out."""
+def beyond_range(value: Any, bound: Any) -> bool:
+    """Whether a minimum detectable effect exceeds ``bound``, the largest effect possible (∞, "inf" or missing:
+    unbounded): then no possible effect reaches the stated power and the number itself means nothing."""
+    return _ok(value) and _ok(bound) and value > bound
+
+
+def amount(value: Any, unit: str) -> str:
+    """A size with its unit spelled out: "100 percentage points", "180°"."""
+    return f"{num(value)} percentage points" if unit == "pp" else f"{num(value)}{unit}"
+
+
+def mde(value: Any, unit: str, bound: Any = None) -> str:
+    """A minimum detectable effect with its unit spelled out; beyond the possible range (see :func:`beyond_range`)
+    it says so instead of printing an impossible size."""
     if not _ok(value):
         return "not computable"
+    if beyond_range(value, bound):
+        return f"none within the possible range (±{amount(bound, unit)})"
     if unit == "w":
         return f"Cohen's w = {value:.2f}"
     if unit == "pp":
@@ -74,9 +88,16 @@ def mde(value: Any, unit: str) -> str:
     return f"{num(value)}{unit}"
 
 
+def detectable(value: Any, bound: Any = None) -> str:
+    """A table cell for a minimum detectable effect (the unit follows in its own cell or text): the number, or
+    "none within ±bound" beyond the possible range."""
+    return f"none within ±{num(bound)}" if beyond_range(value, bound) else num(value)
+
+
 def cell(text: Any) -> str:
     """Text safe inside a Markdown table cell (pipes escaped, newlines folded)."""
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-FILTERS = {"cell": cell, "pct": pct, "num": num, "signed": signed, "pval": pval, "ci": ci, "mde": mde}
+FILTERS = {"cell": cell, "pct": pct, "num": num, "signed": signed, "pval": pval, "ci": ci, "mde": mde,
+           "detectable": detectable}

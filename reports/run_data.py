@@ -10,6 +10,7 @@ and the specs below, never raw keys.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,7 @@ class ShiftSpec:
     unit: str
     signed: bool = True  # a signed change tested against 0 (False: a distance, compared between groups)
     meaning: str = ""
+    bounds: tuple[float, float] = (-math.inf, math.inf)  # possible values (ITA° ∈ [−90°, 90°]: |ΔITA| ≤ 180°)
 
 
 @dataclass
@@ -210,11 +212,11 @@ def shift_specs(run: Run) -> list[ShiftSpec]:
     specs = []
     if DELTA_ITA in run.faces and run.faces[DELTA_ITA].notna().any():
         specs.append(ShiftSpec("delta_ita", "ΔITA", DELTA_ITA, "°", True,
-                               "output − original ITA°; positive means lighter skin in the output"))
+                               "output − original ITA°; positive means lighter skin in the output", (-180.0, 180.0)))
     if DELTA_ITA_ALIGNED in run.faces and run.faces[DELTA_ITA_ALIGNED].notna().any():
         specs.append(ShiftSpec("delta_ita_aligned", "ΔITA (aligned frame, no detector)", DELTA_ITA_ALIGNED, "°", True,
                                "output − original ITA° in the generator frame's fixed skin regions; every pair "
-                               "measured; positive means lighter"))
+                               "measured; positive means lighter", (-180.0, 180.0)))
     for card in classifier_cards(run):
         before, after = value_column("in", card["name"], "age_years"), value_column("out", card["name"], "age_years")
         if before in run.faces and after in run.faces and run.faces[after].notna().any():
@@ -222,7 +224,7 @@ def shift_specs(run: Run) -> list[ShiftSpec]:
                                    " years", True, "output − original estimated age"))
     if IDENTITY in run.faces and run.faces[IDENTITY].notna().any():
         specs.append(ShiftSpec("identity_distance", "identity distance", IDENTITY, "", False,
-                               "embedding distance original ↔ output; same person below 0.6"))
+                               "embedding distance original ↔ output; same person below 0.6", (0.0, math.inf)))
     return specs
 
 

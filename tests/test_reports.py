@@ -116,6 +116,44 @@ def test_nothing_found_states_the_minimum_detectable_effect(tmp_path):
     assert f"{positive['mde']:.1f} percentage points or more in any one category would have been detected" in line
 
 
+def test_a_detectable_effect_beyond_the_possible_range_is_worded_as_none(tmp_path):
+    """14 inputs: some tests could only detect a difference of shares above 100 pp. Their sentences and table cells
+    say that no effect within the possible range is detectable instead of printing the impossible size; the others
+    keep their MDE. ΔITA tests are bounded by ±180° (ITA° ∈ [−90°, 90°]) and their mean intervals clipped to it;
+    a distance's mean interval never goes below 0."""
+    from reports.compare import verdict
+    from reports.formatting import detectable, mde
+
+    root = synthetic_run(tmp_path / "tiny", inputs=14, samples=2)
+    paths = write_report(root, None, Settings(n_boot=50))
+    report = json.loads(paths["json"].read_text())
+    text = {f["test"]: f["text"] for f in report["findings"]["not_found"]}
+    beyond = [t for t in report["tests"] if t["verdict"] == "nothing detected" and t["mde"] > t["effect_bound"]]
+    within = [t for t in report["tests"] if t["verdict"] == "nothing detected" and t["mde"] <= t["effect_bound"]]
+    assert beyond and within
+    for t in beyond:
+        assert t["unit"] == "pp" and t["effect_bound"] == 100
+        assert "No effect within the possible range (up to 100 percentage points in any one " in text[t["id"]]
+        assert f"{t['mde']:.1f}" not in text[t["id"]]
+    for t in within:
+        assert f"{mde(t['mde'], t['unit'])} or more in any one" in text[t["id"]]
+    md = paths["md"].read_text()
+    assert md.count("| none within ±100 pp |") == len(beyond)
+    shifts = [t for t in report["tests"] if t["kind"] == "shift"]
+    assert shifts and all(t["effect_bound"] == 180 for t in shifts)
+    for s in report["shifts"]:
+        low, high = s["bounds"]
+        assert all(float(low) <= r["ci_low"] <= r["ci_high"] <= float(high) for r in s["table"]
+                   if r["ci_low"] is not None), s["key"]
+    assert detectable(127.0, 100.0) == "none within ±100" and detectable(12.5, "inf") == "12.5"
+    pair = {"kind": "preservation", "metric": "race", "b_value": 0.5, "a_value": 0.4, "n": 3, "difference": 0.1,
+            "ci_low": -60.0, "ci_high": 80.0}
+    test = {"verdict": "nothing detected", "p_adjusted": 0.6, "adjustment": "Holm", "confidence": 0.95,
+            "adjusted_ci_low": -90.0, "adjusted_ci_high": 100.0, "mde": 130.0, "unit": "pp", "effect_bound": 100.0}
+    assert verdict(pair, test, ("A", "B")).endswith(
+        "smallest detectable difference none within the possible range (±100 percentage points)).")
+
+
 def test_tests_without_data_are_not_testable_and_stay_out_of_the_family(tmp_path):
     """Every output lost its face: no test says "nothing detected", none enlarges the Holm family."""
     root = synthetic_run(tmp_path / "faceless", inputs=70, plant=Plant(no_face=1.0))

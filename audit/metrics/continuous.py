@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
@@ -21,13 +22,16 @@ class PairedShift:
     per group, with every sample and the same cluster-robust se as the table's interval, so that the interval
     excludes 0 exactly when the test rejects at the same level; each with its MDE in ``unit``. Set
     ``test_zero=False`` for quantities that are not signed changes (identity distance ≥ 0): then there are no tests
-    and groups are compared through ``frame.difference()``.
+    and groups are compared through ``frame.difference()``. ``bounds`` are the values d can take (e.g. ±180° for a
+    change of ITA°, which lies in [−90°, 90°]; ≥ 0 for a distance): the mean's intervals are clipped to them and
+    the tests carry the largest possible |d| as their ``effect_bound``.
     """
 
     def __init__(self, data: pd.DataFrame, value: str | tuple[str, str], groups: str | Sequence[str] | None = None,
                  cluster: str | None = ITEM, *, name: str | None = None, unit: str = "", test_zero: bool = True,
                  n_boot: int = 2000, seed: int = 0, confidence: float = 0.95, alpha: float = 0.05,
-                 power: float = 0.8, min_n: int = MIN_N) -> None:
+                 power: float = 0.8, min_n: int = MIN_N,
+                 bounds: tuple[float, float] = (-math.inf, math.inf)) -> None:
         columns = (value,) if isinstance(value, str) else tuple(value)
         groups_list = [groups] if isinstance(groups, str) else list(groups or [])
         require(data, *columns, cluster, *groups_list)
@@ -38,9 +42,9 @@ class PairedShift:
             before, after = value
             d["_shift"] = pd.to_numeric(d[after], errors="coerce") - pd.to_numeric(d[before], errors="coerce")
         self.name = name or (value if isinstance(value, str) else f"{value[1]} − {value[0]}")
-        self.unit, self.test_zero, self.alpha, self.power = unit, test_zero, alpha, power
-        self.frame = MetricFrame(d, {"mean": Metric("_shift"), "median": Metric("_shift", "median")}, groups_list,
-                                 cluster, n_boot, seed, confidence, min_n)
+        self.unit, self.test_zero, self.alpha, self.power, self.bounds = unit, test_zero, alpha, power, bounds
+        self.frame = MetricFrame(d, {"mean": Metric("_shift", bounds=bounds), "median": Metric("_shift", "median")},
+                                 groups_list, cluster, n_boot, seed, confidence, min_n)
 
     @property
     def table(self) -> pd.DataFrame:
@@ -68,6 +72,7 @@ class PairedShift:
             out.append(wald_max_test([row["value"]], [[row["se"] ** 2]], [label], name=name, kind="shift",
                                      effect_label=what, n=int(row["n_clusters"]), n_samples=int(row["n"]),
                                      df=float(row["df"]), scale=1.0, unit=self.unit, alpha=self.alpha,
+                                     bounds=self.bounds,
                                      power=self.power, confidence=self.frame.confidence))
         return out
 

@@ -9,6 +9,7 @@ interval from one stratified cluster bootstrap."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,10 +35,13 @@ class Metric:
     """A per-row column summarised by ``statistic``: "rate" (mean of a 0/1 or bool column: Wilson interval at the
     effective sample size), "mean" (cluster-robust t interval) or "median" (sign-test interval, effective n).
     NaN values are missing for this metric only. A rate is declared, never inferred from the
-    values: a continuous column that happens to hold only 0s and 1s is still a mean."""
+    values: a continuous column that happens to hold only 0s and 1s is still a mean. ``bounds`` is the range the
+    values can take (e.g. ±180° for a change of ITA°): intervals are clipped to it (a t interval of a few inputs can
+    reach beyond what any mean could be)."""
 
     column: str
     statistic: str = "mean"
+    bounds: tuple[float, float] = (-math.inf, math.inf)
 
     def __post_init__(self) -> None:
         if self.statistic not in ("rate", "mean", "median"):
@@ -147,6 +151,7 @@ class MetricFrame:
                                for j, c in enumerate(cols)]).reshape(-1, 2)
             low, high = bounds[:, 0], bounds[:, 1]
             method = "sign test (effective n)"
+        low, high = np.clip(low, *metric.bounds), np.clip(high, *metric.bounds)
         methods = np.full(len(point), method, dtype=object)
         if metric.statistic == "mean":  # every value equal (or one input): the interval is the point, not estimated
             flat = ~(se > 0) & (n > 0)

@@ -9,6 +9,7 @@ df = inputs − strata; its interval excludes 0 exactly when the test rejects at
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,10 +39,11 @@ def per_input_mean(frame: pd.DataFrame, values: pd.Series, item: str) -> pd.Seri
 
 def paired_difference(a: pd.Series, b: pd.Series, strata: pd.Series | None, *, name: str, kind: str,
                       effect_label: str, scale: float = 1.0, unit: str = "", confidence: float = 0.95,
-                      alpha: float = 0.05, power: float = 0.8) -> PairedDifference:
+                      alpha: float = 0.05, power: float = 0.8,
+                      bounds: tuple[float, float] = (-math.inf, math.inf)) -> PairedDifference:
     """B − A over the inputs present in both ``a`` and ``b`` (per-input values indexed by input id); ``strata``
     (indexed by input id, e.g. the sampling group) stratifies the variance. Fewer than two shared inputs or no
-    variation is not testable."""
+    variation is not testable. ``bounds``: the difference's possible range in the test's unit (e.g. ±100 pp)."""
     both = a.index.intersection(b.index)
     va, vb = a.loc[both].to_numpy(float), b.loc[both].to_numpy(float)
     n = len(both)
@@ -59,5 +61,6 @@ def paired_difference(a: pd.Series, b: pd.Series, strata: pd.Series | None, *, n
         test = not_testable(name, kind, reason, n, unit=unit, effect_label=effect_label)
     else:
         test = wald_max_test(cm.estimate, cm.cov, ["B − A"], name=name, kind=kind, effect_label=effect_label, n=n,
-                             df=cm.df, scale=scale, unit=unit, confidence=confidence, alpha=alpha, power=power)
+                             df=cm.df, scale=scale, unit=unit, confidence=confidence, alpha=alpha, power=power,
+                             bounds=bounds)
     return PairedDifference(n, a_mean, b_mean, b_mean - a_mean, test)

@@ -57,6 +57,9 @@ class TestResult:
         components: per component (label, effect, ci_low, ci_high, t): every category/group/pair of the test.
         n_samples: rows (outputs) the test used (≥ n when inputs have several samples).
         interval_at: level → (lows, highs) of every component's effect (for adjusted intervals); not serialised.
+        effect_bound: the largest |effect| the quantity can take, in ``unit`` (100 for a difference of shares in
+            pp, 180 for a change of ITA°; ∞ when unbounded). An ``mde`` above it means that no possible effect is
+            detected with the stated power: report that, never the number.
     """
 
     __test__ = False  # not a pytest test class
@@ -81,9 +84,11 @@ class TestResult:
     components: tuple[dict, ...] = ()
     n_samples: int = -1
     interval_at: IntervalAt | None = field(default=None, compare=False, repr=False)
+    effect_bound: float = math.inf
 
     def __post_init__(self) -> None:  # plain Python numbers (JSON-friendly), whatever numpy type came in
-        for name in ("statistic", "df", "p_value", "mde", "effect", "ci_low", "ci_high", "confidence"):
+        for name in ("statistic", "df", "p_value", "mde", "effect", "ci_low", "ci_high", "confidence",
+                     "effect_bound"):
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "n", int(self.n))
         object.__setattr__(self, "n_samples", int(self.n if self.n_samples < 0 else self.n_samples))
@@ -123,8 +128,8 @@ def wald_max_test(estimate: np.ndarray, cov: np.ndarray, labels: Sequence[str], 
 
     Components with se = 0 are left out (noted); none left, or df < 1, is not testable. Intervals are clipped to
     ``bounds`` (the effect's possible range, in ``unit``, e.g. ±100 pp for a difference of shares), which never
-    changes whether they exclude the null. MDE: the shift of any one component that the test detects with
-    probability ``power`` at level ``alpha``, (c_α + z_power)·max se.
+    changes whether they exclude the null, and give the result's ``effect_bound``. MDE: the shift of any one
+    component that the test detects with probability ``power`` at level ``alpha``, (c_α + z_power)·max se.
     """
     labels = [str(x) for x in labels]
     if n <= 0:
@@ -151,7 +156,8 @@ def wald_max_test(estimate: np.ndarray, cov: np.ndarray, labels: Sequence[str], 
               f" reference ({n_sim} draws)")
     return TestResult(name, m.statistic, df, m.p_value, method, n, mde, note, scale * (m.estimate[i] - m.null[i]),
                       unit, kind, "", effect_label, labels[i], low[i], high[i], confidence,
-                      _components(labels, scale * (m.estimate - m.null), low, high, m.t), n_samples, interval_at)
+                      _components(labels, scale * (m.estimate - m.null), low, high, m.t), n_samples, interval_at,
+                      effect_bound=max(-bounds[0], bounds[1]))
 
 
 def score_max_test(counts: np.ndarray, reference: np.ndarray, labels: Sequence[str], *, name: str, kind: str,
@@ -187,7 +193,8 @@ def score_max_test(counts: np.ndarray, reference: np.ndarray, labels: Sequence[s
     return TestResult(name, m.statistic, math.nan, m.p_value, f"max-|T| score, exact multinomial Monte-Carlo "
                       f"({n_sim} draws)", units, mde, note, 100 * (m.estimate[i] - m.null[i]), "pp", kind, "",
                       effect_label, kept[i], low[i], high[i], confidence,
-                      _components(kept, 100 * (m.estimate - m.null), low, high, m.t), n, interval_at)
+                      _components(kept, 100 * (m.estimate - m.null), low, high, m.t), n, interval_at,
+                      effect_bound=100.0)
 
 
 def _counts(x: np.ndarray | list, ndim: int) -> np.ndarray:
