@@ -21,7 +21,7 @@ demo-quick: $(STAMP)
 
 # reports/examples: the quick demo's report, comparison and model cards (tests check they reproduce)
 examples: $(STAMP)
-	$(PY) -m audit.demo_audit --dest reports/examples
+	$(PY) -m audit.commands.demo_audit --dest reports/examples
 
 # The browser test needs Debian's chromium; without root/apt it is skipped with a reason.
 test: $(STAMP)

@@ -163,7 +163,7 @@ def run_cuda_tests() -> Row:
 
 def run_audit(weights: Path, device: torch.device, steps: int, out: Path) -> Row:
     """A 20-input audit on the random generator through the CLI; rows/s over the whole command."""
-    command = [sys.executable, "-m", "audit.cli", "run", "--dataset", "demo", "--group-by", "gender",
+    command = [sys.executable, "-m", "audit.commands.cli", "run", "--dataset", "demo", "--group-by", "gender",
                "--per-group", "10", "--generator", f"stylegan2:{weights}", "--factor", "8",
                "--classifiers", "skin-tone", "--restarts", "1", "--steps", str(steps), "--batch-size", "10",
                "--device", str(device), "--out", str(out)]
@@ -174,7 +174,7 @@ def run_audit(weights: Path, device: torch.device, steps: int, out: Path) -> Row
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
         return Row("audit, 20 inputs ×8, random 1024 px StyleGAN2", note=f"FAILED: {tail[0][:160]}")
-    from audit.run_store import read_results
+    from audit.run.run_store import read_results
 
     rows = read_results(out).num_rows
     return Row("audit, 20 inputs ×8, random 1024 px StyleGAN2", 10, rows / wall, unit="rows/s",

@@ -9,7 +9,7 @@ pays for that alone; then, ``--repeats`` times, the same audit with ``engine="se
 ``engine="local"`` (pipelined), each into a fresh run folder under the system temp folder, and the two runs'
 rows are checked to be equal (timing columns aside): both engines do the same work.
 
-Per run: wall time of :func:`audit.harness.run_audit` (start-up, loading, sampling, the chunks, the store,
+Per run: wall time of :func:`audit.run.harness.run_audit` (start-up, loading, sampling, the chunks, the store,
 ``results.parquet``), and, from the chunk results the engine hands to the driver, the summed wall time of
 each stage (search, classification, PNG encoding; the driver's writes are timed around its ``write``). The
 share of wall time that is not the search is ``1 − search / wall``; CPU seconds (this process and the
@@ -38,9 +38,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from instruments import append_results, machine  # noqa: E402
 
-import audit.harness as harness  # noqa: E402
-from audit.harness import AuditConfig, run_audit  # noqa: E402
-from audit.run_store import read_results  # noqa: E402
+import audit.run.harness as harness  # noqa: E402
+from audit.run.harness import AuditConfig, run_audit  # noqa: E402
+from audit.run.run_store import read_results  # noqa: E402
 
 TIMING = ("t_upsample_s", "t_classify_s", "ups_batch_seconds", "run_id")
 ENGINES = ("sequential", "local")

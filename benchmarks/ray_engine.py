@@ -5,7 +5,7 @@ and what N GPU workers would give before the driver becomes the bottleneck.
                                     [--classifiers skin-tone,age-gender,identity] [--out benchmarks/RESULTS.md]
 
 Every configuration runs the same audit (demo set, ``dcgan-digiface``, ×4, one attempt per output so that
-every chunk does the same work) into a fresh folder, in this process, through :func:`audit.harness.run_audit`;
+every chunk does the same work) into a fresh folder, in this process, through :func:`audit.run.harness.run_audit`;
 ``--repeats`` interleaves the configurations (local, ray ×1, ray ×2, local, …) and the medians are reported,
 since other processes share the machine. Instruments: the driver's store writes (``Audit.write``) and input
 preparation (``Audit.face_job``) are wrapped with timers, and every chunk result carries its worker's stage
@@ -43,8 +43,8 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-import audit.harness as harness  # noqa: E402
-from audit.harness import AuditConfig, run_audit  # noqa: E402
+import audit.run.harness as harness  # noqa: E402
+from audit.run.harness import AuditConfig, run_audit  # noqa: E402
 
 CONFIGS = (("local", {}), ("ray, 1 worker", {"engine": "ray", "workers": 1}),
            ("ray, 2 workers", {"engine": "ray", "workers": 2}))

@@ -41,8 +41,8 @@ def machine() -> str:
 
 
 def timed_report(run: Path, cores: int) -> float:
-    """Wall time of ``python -m audit.cli report RUN`` in a fresh process."""
-    command = [sys.executable, "-m", "audit.cli", "report", str(run)]
+    """Wall time of ``python -m audit.commands.cli report RUN`` in a fresh process."""
+    command = [sys.executable, "-m", "audit.commands.cli", "report", str(run)]
     if shutil.which("taskset") and (os.cpu_count() or 1) >= cores:
         command = ["taskset", "-c", f"0-{cores - 1}", *command]
     env = dict(os.environ, OMP_NUM_THREADS=str(cores), OPENBLAS_NUM_THREADS=str(cores))

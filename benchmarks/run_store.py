@@ -4,7 +4,7 @@
 
 Rows are synthetic but shaped like an audit's (111 columns: ids, labels, paths, search diagnostics, timings,
 three classifiers on both sides, comparisons). For each run size a fresh run folder (under the system temp
-folder) receives the rows through :meth:`audit.run_store.RunStore.append`, ``--flush`` rows per call, as the
+folder) receives the rows through :meth:`audit.run.run_store.RunStore.append`, ``--flush`` rows per call, as the
 harness does; every call is timed. Reported per size: the median time per flush over the first ``--window``
 flushes, over the ``--window`` flushes around row 2,000 and over the last ``--window`` flushes, the total,
 the closing of the session (``results.parquet`` written once), and a resume (:meth:`RunStore.open` of the finished
@@ -29,8 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from audit import schema as s  # noqa: E402
-from audit.run_store import RunStore  # noqa: E402
+from audit.core import schema as s  # noqa: E402
+from audit.run.run_store import RunStore  # noqa: E402
 
 RACES = ("White", "Black", "East Asian", "Indian", "Southeast Asian", "Latino_Hispanic", "Middle Eastern")
 MONK = tuple(f"MST{i}" for i in range(1, 11))

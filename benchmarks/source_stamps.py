@@ -1,13 +1,13 @@
-"""Cost of the source stamps that let a resumed run notice changed images (:mod:`audit.source_check`).
+"""Cost of the source stamps that let a resumed run notice changed images (:mod:`audit.run.source_check`).
 
     python benchmarks/source_stamps.py [--files 5000] [--out benchmarks/RESULTS.md]
 
 1. Reading: for face images of 256, 512 and 1024 px (PNG of smooth noise, and JPEG quality 95),
-   the median time of :func:`audit.images.read_rgb_stamped` (read once into memory, SHA-256,
+   the median time of :func:`audit.vision.images.read_rgb_stamped` (read once into memory, SHA-256,
    decode) over 15 reads, and the median time of the SHA-256 pass alone over the same bytes; the
    ratio is the share of a read spent on the stamp.
 2. Resuming: a run folder whose parts hold ``--files`` stamped rows (16 rows per part), each of its own
-   small image file; the time of :func:`audit.source_check.check_stored_sources` when nothing
+   small image file; the time of :func:`audit.run.source_check.check_stored_sources` when nothing
    changed (one ``stat`` per file, nothing read) and when every file was touched (each file read
    and hashed once, found unchanged).
 Medians of repeated timings in one process, because other processes share the machine.
@@ -32,11 +32,11 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from audit.images import read_rgb_stamped  # noqa: E402
-from audit.records import FaceItem  # noqa: E402
-from audit.run_store import RunStore  # noqa: E402
-from audit.schema import SOURCE_STAMP  # noqa: E402
-from audit.source_check import check_stored_sources  # noqa: E402
+from audit.core.records import FaceItem  # noqa: E402
+from audit.core.schema import SOURCE_STAMP  # noqa: E402
+from audit.run.run_store import RunStore  # noqa: E402
+from audit.run.source_check import check_stored_sources  # noqa: E402
+from audit.vision.images import read_rgb_stamped  # noqa: E402
 
 
 def median_time(action, repeats: int) -> float:

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from audit import schema
+from audit.core import schema
 from reports.analysis import Settings, build_report
 from reports.run_data import Run
 

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from audit.core.schema import LR_ERROR, PSNR, SSIM, SUCCESS
 from audit.metrics import AttributeAudit, PairedShift, noise_floor, report_tests, upsampler_metrics
 from audit.metrics.columns import label_column
-from audit.schema import LR_ERROR, PSNR, SSIM, SUCCESS
 from audit.stats.tests import TestResult
 from pulse_engine.errors import PulseAuditError
 from reports.findings import findings

@@ -15,10 +15,10 @@ from typing import Any
 
 import pandas as pd
 
+from audit.core.schema import GROUP
 from audit.metrics.columns import ITEM, SAMPLE
 from audit.metrics.distribution import first_sample, is_missing
 from audit.metrics.paired_runs import paired_difference, per_input_mean
-from audit.schema import GROUP
 from pulse_engine.errors import PulseAuditError
 from reports.analysis import Settings, Tests, build_report, histogram
 from reports.formatting import ci, mde, pct, pval, signed

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from audit.images import to_tensor
+from audit.vision.images import to_tensor
 from reports.grids import comparison_grid
 
 

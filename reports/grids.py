@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from PIL import Image, ImageDraw
 
-from audit.images import to_image
+from audit.vision.images import to_image
 
 HEADER = 18
 

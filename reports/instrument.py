@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from audit.core.schema import DELTA_ITA, DELTA_ITA_ALIGNED, PATH_OUT, PATH_TRUTH, SUCCESS
+from audit.core.schema import IDENTITY_DISTANCE as IDENTITY
 from audit.metrics import Metric, MetricFrame
 from audit.metrics.columns import ITEM, face_column
 from audit.metrics.missing import detection_rates, missing_sensitivity
-from audit.schema import DELTA_ITA, DELTA_ITA_ALIGNED, PATH_OUT, PATH_TRUTH, SUCCESS
-from audit.schema import IDENTITY_DISTANCE as IDENTITY
 from reports.run_data import Run, classifier_cards
 from reports.tables import clean, records
 

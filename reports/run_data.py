@@ -1,10 +1,10 @@
 """The one adapter between a run folder (``run.json``, its rows, ``images/``) and the reports.
 
 Rows come from ``results.parquet`` when it holds every stored part, else from the parts themselves
-(:func:`audit.run_store.read_results`), so a killed or still running audit can be reported on.
+(:func:`audit.run.run_store.read_results`), so a killed or still running audit can be reported on.
 
 Everything that knows the run store's layout and its provenance keys lives here; column names come from
-:mod:`audit.schema`. Reports, cards and comparisons see a :class:`Run`
+:mod:`audit.core.schema`. Reports, cards and comparisons see a :class:`Run`
 and the specs below, never raw keys.
 """
 
@@ -17,9 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from audit.metrics.columns import split_inputs
-from audit.run_store import read_results, read_run_record
-from audit.schema import (
+from audit.core.schema import (
     DELTA_ITA,
     DELTA_ITA_ALIGNED,
     ITEM,
@@ -42,7 +40,9 @@ from audit.schema import (
     record_value,
     value_column,
 )
-from audit.schema import IDENTITY_DISTANCE as IDENTITY
+from audit.core.schema import IDENTITY_DISTANCE as IDENTITY
+from audit.metrics.columns import split_inputs
+from audit.run.run_store import read_results, read_run_record
 from pulse_engine.errors import PulseAuditError
 
 IMAGE_COLUMNS = {"lr": PATH_LR, "truth": PATH_TRUTH, "out": PATH_OUT}

@@ -1,5 +1,5 @@
 """Kill tests without timers: start a child that stops at a known point of the run store
-(:data:`audit.run_store.HOLD_VARIABLE`), wait until it is there, then signal it or let it go on.
+(:data:`audit.run.run_store.HOLD_VARIABLE`), wait until it is there, then signal it or let it go on.
 
 The child sets its own SIGINT disposition (Python's KeyboardInterrupt handler) instead of inheriting
 one: a test suite started as a background job of a non-interactive shell inherits SIGINT ignored.
@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from audit.run_store import HOLD_VARIABLE
+from audit.run.run_store import HOLD_VARIABLE
 
 REPO = Path(__file__).resolve().parents[1]
 INTERRUPTIBLE = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "

@@ -1,8 +1,8 @@
 """A synthetic run folder in the real run-store schema, with planted biases of known size.
 
 For report tests and the scale benchmark: rows are written through the harness's own code
-(:class:`audit.run_store.RunStore`, :func:`audit.run_store.run_provenance`,
-:func:`audit.rows.prediction_columns`, :func:`audit.rows.comparisons`), so the columns and ``run.json`` are
+(:class:`audit.run.run_store.RunStore`, :func:`audit.run.run_store.run_provenance`,
+:func:`audit.run.rows.prediction_columns`, :func:`audit.run.rows.comparisons`), so the columns and ``run.json`` are
 exactly those of ``pulse-audit run``; only the classifier readings are drawn at random instead of computed
 from images. The face set mimics FairFace (race7 as an annotated label, group-by race), read by a
 ``fairface`` stand-in (race, gender), ``skin-tone`` (ITA°, bands, Monk) and ``identity``; the upsampler is a
@@ -20,12 +20,12 @@ import numpy as np
 from PIL import Image
 
 from audit.classifiers.skin_tone import ITA_BANDS, MONK_NAMES, ita_band
+from audit.core.records import AttributeSpec, ClassifierCard, FaceItem, FaceSet, Prediction
 from audit.facesets.fairface import GENDERS, RACE7
-from audit.inputs import UCPR_PREFIX, group_key
-from audit.provenance import run_provenance
-from audit.records import AttributeSpec, ClassifierCard, FaceItem, FaceSet, Prediction
-from audit.rows import comparisons, prediction_columns
-from audit.run_store import RunStore
+from audit.run.inputs import UCPR_PREFIX, group_key
+from audit.run.provenance import run_provenance
+from audit.run.rows import comparisons, prediction_columns
+from audit.run.run_store import RunStore
 from pulse_engine.generators.base import GeneratorCard
 
 ITA_MEAN = {"White": 48.0, "Black": -25.0, "Latino_Hispanic": 25.0, "East Asian": 38.0, "Southeast Asian": 15.0,

@@ -18,14 +18,14 @@ import torch
 from held_child import HeldChild, python_command
 from test_harness import config, fakes, make_faceset, rows_by_key  # noqa: F401 - fakes is a fixture
 
-import audit.chunk_worker as chunk_worker
-import audit.harness as harness
-from audit.chunk_worker import ChunkResult, ChunkTask, ChunkWorker, Job, WorkerSpec
-from audit.harness import run_audit
-from audit.pipeline import DEPTH, run_pipelined, run_sequential
-from audit.records import UpsampleInput
-from audit.run_store import read_results
-from audit.search_process import SearchProcess
+import audit.run.chunk_worker as chunk_worker
+import audit.run.harness as harness
+from audit.core.records import UpsampleInput
+from audit.run.chunk_worker import ChunkResult, ChunkTask, ChunkWorker, Job, WorkerSpec
+from audit.run.harness import run_audit
+from audit.run.pipeline import DEPTH, run_pipelined, run_sequential
+from audit.run.run_store import read_results
+from audit.run.search_process import SearchProcess
 from audit.upsamplers import build_upsampler
 from pulse_engine.errors import PulseAuditError
 from pulse_engine.search import SearchConfig
@@ -271,7 +271,7 @@ def _search_children(parent: int) -> list[int]:
                 command = (entry / "cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
-            if "audit.search_process import serve" in command and f", {parent})" in command:
+            if "audit.run.search_process import serve" in command and f", {parent})" in command:
                 found.append(int(entry.name))
     return found
 
@@ -279,7 +279,7 @@ def _search_children(parent: int) -> list[int]:
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc (Linux)")
 def test_the_search_process_dies_with_a_killed_run(tmp_path):
     dataset = make_faceset(tmp_path / "set", count=4, broken=False)
-    command = [*python_command("audit.cli"), "run", "--dataset", f"folder:{dataset}", "--generator", "dcgan-tiny",
+    command = [*python_command("audit"), "run", "--dataset", f"folder:{dataset}", "--generator", "dcgan-tiny",
                "--classifiers", "skin-tone", "--per-group", "0", "--factor", "4", "--steps", "5", "--restarts", "1",
                "--batch-size", "1", "--device", "cpu", "--out", str(tmp_path / "run")]
     child = HeldChild(command, tmp_path / "gate", "part", 2)

@@ -13,8 +13,6 @@ import torch
 from PIL import Image, ImageFilter
 from skimage.color import lab2rgb, rgb2lab
 
-from audit import faces
-from audit.align import align_face, ffhq_quad
 from audit.classifiers import REGISTRY, age_gender, build_classifier, identity, skin_tone
 from audit.classifiers.skin_tone import (
     ITA_BANDS,
@@ -27,6 +25,8 @@ from audit.classifiers.skin_tone import (
     skin_mask,
     srgb_to_lab,
 )
+from audit.vision import faces
+from audit.vision.align import align_face, ffhq_quad
 from pulse_engine.errors import InputImageError, PulseAuditError
 
 SHOWCASE = Path(__file__).resolve().parents[1] / "datasets" / "showcase"

@@ -13,7 +13,7 @@ FAST = ["--generator", "dcgan-tiny", "--steps", "10", "--device", "cpu"]
 
 
 def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "audit.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "audit", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, timeout=1200)  # a hang guard, not a speed check
 
 
@@ -118,7 +118,7 @@ def test_quick_demo_audit_links_reports_cards_and_comparison(tmp_path):
         assert target in index and (out / target).is_file()
     assert "audit written" in done.stderr
     # reports/examples was made by `make examples` from the committed generators: same numbers again
-    from audit.demo_audit import EXAMPLE_FILES, EXAMPLES_DIR, comparable
+    from audit.commands.demo_audit import EXAMPLE_FILES, EXAMPLES_DIR, comparable
 
     for source, name in EXAMPLE_FILES.items():
         if name.endswith(".json"):

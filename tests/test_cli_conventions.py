@@ -12,8 +12,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from audit.cli import app
-from audit.progress import LogLines, image_step_progress, row_progress
+from audit.commands.cli import app
+from audit.commands.progress import LogLines, image_step_progress, row_progress
 from audit.upsamplers import GENERATORS_DIR
 
 REPO = Path(__file__).resolve().parents[1]

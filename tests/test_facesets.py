@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from audit.core.records import AttributeSpec, FaceItem, FaceSet
 from audit.facesets import FORMATS, LoadedFaceSet, load_faceset, vocabulary
 from audit.facesets.fairface import AGE_BINS, RACE7, age_bin
 from audit.facesets.utkface import parse_name
-from audit.records import AttributeSpec, FaceItem, FaceSet
-from audit.sampling import rank_key, stratified_sample
+from audit.run.sampling import rank_key, stratified_sample
 from pulse_engine.errors import PulseAuditError
 
 

@@ -83,7 +83,7 @@ def test_cli_refuses_z_dim_other_than_w_dim_at_load(tmp_path):
     path = nvlabs_file(tmp_path / "z8.pkl", z_dim_8)
     face = tmp_path / "face.png"
     Image.new("RGB", (32, 32), (120, 90, 60)).save(face)
-    done = subprocess.run([sys.executable, "-m", "audit.cli", "upsample", str(face), "--generator", f"stylegan2:{path}",
+    done = subprocess.run([sys.executable, "-m", "audit", "upsample", str(face), "--generator", f"stylegan2:{path}",
                            "--factor", "4", "--steps", "1", "--device", "cpu", "--out", str(tmp_path / "out")],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr  # a user error (2 is a usage error)

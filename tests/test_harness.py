@@ -21,13 +21,12 @@ import torch.nn.functional as F
 from held_child import HeldChild, python_command
 from PIL import Image
 
-import audit.harness as harness
-from audit.harness import AuditConfig, run_audit
-from audit.images import to_tensor
-from audit.inputs import average_faces, low_of, ucpr_inputs
-from audit.records import Classifier, ClassifierCard, FaceItem, Prediction, UpsampleInput
-from audit.rows import prediction_columns, safe_predict
-from audit.run_store import read_results
+import audit.run.harness as harness
+from audit.core.records import Classifier, ClassifierCard, FaceItem, Prediction, UpsampleInput
+from audit.run.harness import AuditConfig, run_audit
+from audit.run.inputs import average_faces, low_of, ucpr_inputs
+from audit.run.rows import prediction_columns, safe_predict
+from audit.run.run_store import read_results
 from audit.upsamplers import (
     FolderUpsampler,
     InterpolateUpsampler,
@@ -36,6 +35,7 @@ from audit.upsamplers import (
     build_upsampler,
     output_error,
 )
+from audit.vision.images import to_tensor
 from pulse_engine.errors import ConfigError, PulseAuditError
 from pulse_engine.search import SearchConfig, pulse_search
 
@@ -321,7 +321,7 @@ def test_fairface_layout_runs_with_labels_from_the_csv(tmp_path, fakes):
 # ------------------------------------------------------------------------------------------ the CLI, for real
 
 def cli(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "audit.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "audit", *map(str, args)], capture_output=True, text=True,
                           cwd=REPO, timeout=timeout)
 
 
@@ -364,7 +364,7 @@ def _same(a: dict, b: dict) -> bool:
 def test_killed_run_resumes_exactly(tmp_path, sig):
     dataset = make_faceset(tmp_path / "set", count=8)
     out = tmp_path / "run"
-    command = [*python_command("audit.cli"), "run", "--dataset", f"folder:{dataset}", "--generator", "dcgan-tiny",
+    command = [*python_command("audit"), "run", "--dataset", f"folder:{dataset}", "--generator", "dcgan-tiny",
                "--classifiers", "skin-tone", "--per-group", "0", "--factor", "4", "--samples", "2", "--steps", "10",
                "--restarts", "1", "--batch-size", "1", "--device", "cpu", "--out", str(out)]
     child = HeldChild(command, tmp_path / "gate", "part", 3)
@@ -451,7 +451,7 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_same_command_resumes(tmp_
 def test_ucpr_inputs_take_a_configurable_side():
     import torch
 
-    from audit.inputs import ucpr_inputs
+    from audit.run.inputs import ucpr_inputs
 
     averages = {"light": torch.rand(3, 32, 32), "dark": torch.rand(3, 32, 32)}
     inputs = ucpr_inputs(averages, side=2)

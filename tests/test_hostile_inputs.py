@@ -27,8 +27,8 @@ from PIL import Image
 from synthetic_run import synthetic_run
 
 from audit.facesets import load_faceset
-from audit.harness import AuditConfig, run_audit
-from audit.images import MAX_PIXELS, read_rgb
+from audit.run.harness import AuditConfig, run_audit
+from audit.vision.images import MAX_PIXELS, read_rgb
 from pulse_engine.errors import InputImageError, PulseAuditError
 from reports.card import write_card
 from reports.card_info import MAX_DEPTH, ensure_info
@@ -116,7 +116,7 @@ READER = """
 import json, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
 resource.setrlimit(resource.RLIMIT_CPU, (60, 60))
-from audit.images import read_rgb
+from audit.vision.images import read_rgb
 from pulse_engine.errors import InputImageError
 out = {{}}
 for name, path in json.loads(sys.argv[1]).items():

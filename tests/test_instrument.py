@@ -208,9 +208,9 @@ def test_jpeg_baseline_is_near_but_not_equal_to_the_truth():
     import torch
     from PIL import Image
 
-    from audit.images import to_image, to_tensor
-    from audit.records import UpsampleInput
+    from audit.core.records import UpsampleInput
     from audit.upsamplers import JPEG_QUALITY, build_upsampler
+    from audit.vision.images import to_image, to_tensor
 
     face = validation_faces(limit=1, portraits=False)[0].image
     truth = to_tensor(Image.fromarray(face))
@@ -228,7 +228,7 @@ def test_jpeg_baseline_is_near_but_not_equal_to_the_truth():
 def test_validate_instrument_command_writes_json(tmp_path):
     from typer.testing import CliRunner
 
-    from audit.cli import app
+    from audit.commands.cli import app
 
     done = CliRunner().invoke(app, ["validate-instrument", "--faces", "2", "--n-boot", "100", "--out", str(tmp_path)])
     assert done.exit_code == 0, done.output

@@ -37,7 +37,6 @@ import torch
 from PIL import Image
 from scipy import stats
 
-from audit import harness
 from audit.classifiers import build_classifier
 from audit.classifiers.skin_tone import (
     ita_degrees,
@@ -46,15 +45,16 @@ from audit.classifiers.skin_tone import (
     skin_mask,
     srgb_to_lab,
 )
-from audit.faces import main_face
-from audit.harness import AuditConfig, run_audit
-from audit.known_answer import dose_response, trained_generators, unit_means
+from audit.commands.known_answer import dose_response, trained_generators, unit_means
+from audit.core.records import UpsampleInput
 from audit.metrics import AttributeAudit, PairedShift
 from audit.metrics.columns import split_inputs
-from audit.records import UpsampleInput
-from audit.run_store import read_results
+from audit.run import harness
+from audit.run.harness import AuditConfig, run_audit
+from audit.run.run_store import read_results
 from audit.stats import report_tests
 from audit.upsamplers import OracleUpsampler
+from audit.vision.faces import main_face
 from pulse_engine.search import SearchConfig
 
 REPO = Path(__file__).resolve().parents[1]

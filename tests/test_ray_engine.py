@@ -23,10 +23,10 @@ import pytest
 from held_child import HeldChild, python_command
 from test_harness import make_faceset
 
-from audit.chunk_worker import WorkerSpec
-from audit.cli import USER_ERROR
-from audit.harness import AuditConfig, run_audit
-from audit.ray_engine import AUTH_VARIABLES, RayOptions, check_reachable, ray_engine
+from audit.commands.cli import USER_ERROR
+from audit.run.chunk_worker import WorkerSpec
+from audit.run.harness import AuditConfig, run_audit
+from audit.run.ray_engine import AUTH_VARIABLES, RayOptions, check_reachable, ray_engine
 from pulse_engine.errors import PulseAuditError
 from pulse_engine.search import SearchConfig
 
@@ -83,7 +83,7 @@ def wait_for(condition, message: str, timeout: float = 120) -> None:
 
 
 def cli(*args, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "audit.cli", "run", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "audit", "run", *map(str, args)], capture_output=True,
                           text=True, cwd=REPO, timeout=timeout)
 
 
@@ -130,7 +130,7 @@ def test_ray_workers_store_the_rows_and_images_of_the_local_engine(tmp_path, ray
 def test_a_killed_worker_is_restarted_and_its_chunk_computed_again(tmp_path, ray_tmp):
     dataset = make_faceset(tmp_path / "set", count=8, broken=False)
     out = tmp_path / "run"
-    command = [*python_command("audit.cli"), "run", "--dataset", f"folder:{dataset}", *TINY, "--engine", "ray",
+    command = [*python_command("audit"), "run", "--dataset", f"folder:{dataset}", *TINY, "--engine", "ray",
                "--workers", "2", "--out", str(out)]
     child = HeldChild(command, tmp_path / "gate", "task", 2)  # each actor stops as its second chunk starts
     child.wait_held()
@@ -150,7 +150,7 @@ def test_a_killed_worker_is_restarted_and_its_chunk_computed_again(tmp_path, ray
 def test_a_killed_driver_resumes_with_nothing_lost_or_doubled(tmp_path, ray_tmp):
     dataset = make_faceset(tmp_path / "set", count=8, broken=False)
     out = tmp_path / "run"
-    command = [*python_command("audit.cli"), "run", "--dataset", f"folder:{dataset}", *TINY, "--engine", "ray",
+    command = [*python_command("audit"), "run", "--dataset", f"folder:{dataset}", *TINY, "--engine", "ray",
                "--workers", "2", "--out", str(out)]
     child = HeldChild(command, tmp_path / "gate", "part", 2)  # the driver stops after storing two chunks
     child.wait_held()
@@ -175,8 +175,8 @@ def test_missing_ray_and_unreachable_address_are_one_line(tmp_path, ray_tmp):
     dataset = make_faceset(tmp_path / "set", count=2, broken=False)
     run = ["run", "--dataset", f"folder:{dataset}", *TINY, "--out", str(tmp_path / "run")]
     without_ray = ("import sys; sys.modules['ray'] = None; sys.argv = ['pulse-audit', *sys.argv[1:]]; "
-                   "import audit.cli; assert 'ray' not in sys.modules or sys.modules['ray'] is None; "
-                   "audit.cli.main()")
+                   "import audit.commands.cli; assert 'ray' not in sys.modules or sys.modules['ray'] is None; "
+                   "audit.commands.cli.main()")
     done = subprocess.run([sys.executable, "-c", without_ray, *run, "--engine", "ray"], capture_output=True,
                           text=True, cwd=REPO, timeout=300)
     lines = [line for line in done.stderr.splitlines() if line.strip()]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from audit.classifiers import REGISTRY as CLASSIFIERS
-from audit.doctor import entry_checks
+from audit.commands.doctor import entry_checks
 from audit.facesets import FORMATS
 from audit.upsamplers import UPSAMPLERS
 from pulse_engine.errors import PulseAuditError

@@ -46,7 +46,7 @@ def planted(tmp_path_factory):
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "audit.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "audit", *map(str, args)], capture_output=True, text=True,
                           timeout=300)
 
 

@@ -13,11 +13,11 @@ import pytest
 from PIL import Image
 from test_harness import config, fakes, rows_by_key  # noqa: F401  (fakes is a fixture)
 
-import audit.harness as harness
-import audit.source_check as source_check
-from audit.harness import run_audit
-from audit.inputs import FFHQAligner, load_aligner
-from audit.run_store import RunStore, read_results
+import audit.run.harness as harness
+import audit.run.source_check as source_check
+from audit.run.harness import run_audit
+from audit.run.inputs import FFHQAligner, load_aligner
+from audit.run.run_store import RunStore, read_results
 from pulse_engine.errors import PulseAuditError, WeightsError
 
 

@@ -18,11 +18,11 @@ import torch
 from held_child import HeldChild, python_command
 from PIL import Image
 
-from audit import run_store
-from audit.provenance import git_commit, package_versions, run_provenance
-from audit.records import AttributeSpec, Classifier, ClassifierCard, FaceItem, FaceSet
-from audit.run_store import RunStore, atomic_write, concat, read_results, rows_to_table, safe_id
-from audit.schema import column_order, probability_column, value_column
+from audit.core.records import AttributeSpec, Classifier, ClassifierCard, FaceItem, FaceSet
+from audit.core.schema import column_order, probability_column, value_column
+from audit.run import run_store
+from audit.run.provenance import git_commit, package_versions, run_provenance
+from audit.run.run_store import RunStore, atomic_write, concat, read_results, rows_to_table, safe_id
 from audit.upsamplers import OracleUpsampler
 from pulse_engine.errors import PulseAuditError
 from pulse_engine.generators.checkpoint import sha256_file
@@ -213,7 +213,7 @@ def test_versions_and_git_commit(tmp_path):
 WRITER = textwrap.dedent("""
     import sys, torch
     from pathlib import Path
-    from audit.run_store import RunStore
+    from audit.run.run_store import RunStore
     with RunStore.open(Path(sys.argv[1]), {"writer": 1}) as store:
         for i in range(int(sys.argv[2])):
             key = f"item{i:05d}"

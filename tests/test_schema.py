@@ -1,4 +1,4 @@
-"""The run table's names (audit.schema): formed in one place, free of white space, and old runs still read."""
+"""The run table's names (audit.core.schema): formed in one place, free of white space, and old runs still read."""
 
 import json
 import re
@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from audit.records import ClassifierCard, Prediction
-from audit.rows import prediction_columns
-from audit.run_store import RunStore
-from audit.schema import (
+from audit.core.records import ClassifierCard, Prediction
+from audit.core.schema import (
     RECORD_CLASSIFIERS,
     RECORD_CONFIG,
     RECORD_GENERATOR,
@@ -22,6 +20,8 @@ from audit.schema import (
     probability_columns,
     record_value,
 )
+from audit.run.rows import prediction_columns
+from audit.run.run_store import RunStore
 from pulse_engine.errors import PulseAuditError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def test_a_run_of_an_older_schema_is_refused_on_resume_in_one_line(tmp_path):
         pass
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["table_schema"] == TABLE_SCHEMA
-    del record["table_schema"]  # as every run written before audit.schema
+    del record["table_schema"]  # as every run written before audit.core.schema
     (tmp_path / "run" / "run.json").write_text(json.dumps(record))
     with pytest.raises(PulseAuditError, match=r"table schema 1 .*cannot be resumed.*--new-run") as caught:
         RunStore.open(tmp_path / "run", {"n": 1})
@@ -70,7 +70,7 @@ def test_a_run_of_an_older_schema_is_refused_on_resume_in_one_line(tmp_path):
 
 def test_only_the_schema_forms_column_names():
     """Formed names (``in_<classifier>…``, ``label_<attribute>``, ``ups_<diagnostic>``, ``…_p_<class>``) are
-    spelled in audit/schema.py only; writers and readers call its helpers. (Image file names such as
+    spelled in audit/core/schema.py only; writers and readers call its helpers. (Image file names such as
     ``out_<k>.png``, given to ``image_path``, are the run store's layout, not columns.)"""
     formed = re.compile(r"""f["'](?:in|out|label|label_source|ups)_\{|["']_p_["']|_p_\{""")
     offenders = [f"{path.relative_to(REPO)}:{n}" for folder in ("audit", "reports", "benchmarks")
@@ -81,7 +81,7 @@ def test_only_the_schema_forms_column_names():
 
 
 def test_run_json_is_read_through_the_schema(tmp_path):
-    """run.json's keys come from audit.schema: the store writes them, reports.run_data reads them (with the
+    """run.json's keys come from audit.core.schema: the store writes them, reports.run_data reads them (with the
     schema's default where an older record lacks one), and no reader spells a record key by hand."""
     with RunStore.open(tmp_path / "run", {"seed": 0}, lambda: {RECORD_SAMPLING: {"summary": ["s"]}}) as store:
         store.append([])
@@ -93,6 +93,6 @@ def test_run_json_is_read_through_the_schema(tmp_path):
         record_value(record, "confg")
     by_hand = re.compile(r"""meta(?:\.get\(|\[)["'](?:run_id|created|config|upsampler|generator|dataset|classifiers|"""
                          r"""sampling|git_commit)["']""")
-    readers = [REPO / "reports" / "run_data.py", REPO / "audit" / "cli.py"]
+    readers = [REPO / "reports" / "run_data.py", REPO / "audit" / "commands" / "cli.py"]
     assert not [f"{p.name}:{n}" for p in readers for n, line in enumerate(p.read_text().splitlines(), 1)
                 if by_hand.search(line)]

@@ -195,7 +195,7 @@ def test_shift_design_uses_inputs_as_units():
 
 # ------------------------------------------------------------------ the plan and the rendered study
 def test_study_plan_from_toml(tmp_path):
-    from audit.study_config import read_plan
+    from audit.commands.study_config import read_plan
 
     path = tmp_path / "study.toml"
     path.write_text('dataset = "demo"\nclassifiers = "skin-tone"\nper-group = 2\n[study]\nbaseline = "b"\n'
@@ -285,7 +285,7 @@ def test_study_renders_from_synthetic_runs(synthetic_runs, tmp_path):
 def test_study_command(synthetic_runs, tmp_path):
     from typer.testing import CliRunner
 
-    from audit.cli import app
+    from audit.commands.cli import app
 
     done = CliRunner().invoke(app, ["study", *map(str, synthetic_runs[:3]), "--out", str(tmp_path / "s"),
                                     "--n-boot", "100", "--baseline", "g1"])
@@ -298,7 +298,7 @@ def test_study_command(synthetic_runs, tmp_path):
 
 
 def test_demo_plan_is_data_driven(monkeypatch):
-    from audit import demo_audit
+    from audit.commands import demo_audit
 
     monkeypatch.setattr(demo_audit, "STUDY_GENERATORS", {"a": "dcgan-file:A", "b": "dcgan-file:B",
                                                          "digiface-shift-alpha+0": "shifted:S"})
@@ -350,7 +350,7 @@ def test_doses_come_from_the_generator_cards(tmp_path):
 def test_demo_uses_every_committed_training_seed():
     """The composition design of the demo is every skew-3x3 generator with a card (seeds in numeric order), and the
     study's doses come from those cards: 15 % / 50 % / 85 % light faces."""
-    from audit import demo_audit
+    from audit.commands import demo_audit
     from reports.study import composition_dose
 
     folders = sorted(p.parent for p in demo_audit.REPLICATES.glob("*-seed*/card.json"))

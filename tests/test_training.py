@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from audit.train_sources import SourceSet, composition_counts, draw_training_set, parse_composition
+from audit.commands.train_sources import SourceSet, composition_counts, draw_training_set, parse_composition
 from pulse_engine.errors import PulseAuditError, WeightsError
 from pulse_engine.generators import REGISTRY, load_generator
 from pulse_engine.generators.dcgan import DCGANGenerator, load_dcgan_file
@@ -77,7 +77,7 @@ def test_train_generator_cli_writes_a_loadable_folder(tmp_path):
     args = ["train-generator", "--out", out, "--source", f"folder:{source}", "--attribute", "tone",
             "--composition", "light=0.75,dark=0.25", "--size", "16", "--steps", "5", "--resolution", "16", "--nz", "8",
             "--ngf", "4", "--ndf", "4", "--batch-size", "8", "--evaluate", "8", "--seed", "2"]
-    done = subprocess.run([sys.executable, "-m", "audit.cli", *map(str, args)], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "audit", *map(str, args)], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert {p.name for p in out.iterdir()} >= {"weights.pt", "card.json", "README.md", "losses.csv", "samples.png"}

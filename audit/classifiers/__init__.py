@@ -13,7 +13,7 @@ from pathlib import Path
 from pulse_engine.errors import PulseAuditError
 from pulse_engine.registry import Entry, Registry
 
-from ..records import Classifier
+from ..core.records import Classifier
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ Outputs:
     over") summed into FairFace's 9 bins (0-2, 3-9, …, 60-69, more than 70).
   * ``values["age_years"]``: the expected age Σ p·weight (the package rounds this value).
 
-Faces come from :mod:`audit.faces` (HOG detector with upscaling of small images), not from the
+Faces come from :mod:`audit.vision.faces` (HOG detector with upscaling of small images), not from the
 package's own detector, so every local classifier sees the same face.
 """
 
@@ -31,11 +31,11 @@ import onnxruntime as ort
 from pulse_engine.errors import WeightsError
 from pulse_engine.generators.checkpoint import require_file, sha256_file
 
-from ..faces import PREDICTOR_5, Face, landmark_model, main_face, model_file, package_dir
-from ..records import Classifier, ClassifierCard, Prediction
-from ..vocabulary import AGE_BIN_LOWER, AGE_BINS, GENDERS
+from ..core.records import Classifier, ClassifierCard, Prediction
+from ..core.vocabulary import AGE_BIN_LOWER, AGE_BINS, GENDERS
+from ..vision.faces import PREDICTOR_5, Face, landmark_model, main_face, model_file, package_dir
 
-"""Lower edges (whole years) of FairFace's age bins; the vocabulary of ``audit.vocabulary``."""
+"""Lower edges (whole years) of FairFace's age bins; the vocabulary of ``audit.core.vocabulary``."""
 _PACKAGE_GENDER = {"male": "Male", "female": "Female"}
 
 

@@ -34,7 +34,7 @@ import numpy as np
 from pulse_engine.errors import PulseAuditError, WeightsError
 from pulse_engine.generators.checkpoint import sha256_file
 
-from ..records import Classifier, ClassifierCard, Prediction
+from ..core.records import Classifier, ClassifierCard, Prediction
 
 WEIGHT_FILES = {
     "age": "age_model_weights.onnx",

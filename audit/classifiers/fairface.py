@@ -35,9 +35,9 @@ from pulse_engine.errors import PulseAuditError, WeightsError
 from pulse_engine.generators import weights_home
 from pulse_engine.generators.checkpoint import load_state_strict, load_torch_file, sha256_file
 
-from ..faces import MMOD_DETECTOR, PREDICTOR_5, missing_model_files, model_file
-from ..records import Classifier, ClassifierCard, Prediction
-from ..vocabulary import AGE_BINS, GENDERS, RACE4, RACE7
+from ..core.records import Classifier, ClassifierCard, Prediction
+from ..core.vocabulary import AGE_BINS, GENDERS, RACE4, RACE7
+from ..vision.faces import MMOD_DETECTOR, PREDICTOR_5, missing_model_files, model_file
 from .resnet34 import ResNet34
 
 WEIGHTS_FILE = "res34_fair_align_multi_7_20190809.pt"

@@ -26,7 +26,7 @@ from pulse_engine.errors import WeightsError
 from pulse_engine.generators import weights_home
 from pulse_engine.generators.checkpoint import sha256_file
 
-from ..records import Classifier, ClassifierCard, Prediction
+from ..core.records import Classifier, ClassifierCard, Prediction
 from .tfjs_graph import TFJSGraph
 
 FILES = ("gear.json", "gear.bin")

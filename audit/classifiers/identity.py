@@ -1,6 +1,6 @@
 """``identity``: dlib's 128-d ResNet face embedding, to ask "is the output still the same person?".
 
-The largest face (dlib HOG, :mod:`audit.faces`) is aligned by the 5-point landmarks into dlib's
+The largest face (dlib HOG, :mod:`audit.vision.faces`) is aligned by the 5-point landmarks into dlib's
 150 px face chip (padding 0.25) and embedded with ``dlib_face_recognition_resnet_model_v1.dat``
 (from ``face-recognition-models``). Two embeddings whose Euclidean distance is below
 :data:`SAME_PERSON_THRESHOLD` (0.6) are taken as the same person; dlib reports 99.38 % on the LFW
@@ -16,7 +16,8 @@ import numpy as np
 
 from pulse_engine.generators.checkpoint import sha256_file
 
-from ..faces import (
+from ..core.records import Classifier, ClassifierCard, Prediction
+from ..vision.faces import (
     FACE_RESNET,
     PREDICTOR_5,
     Face,
@@ -26,7 +27,6 @@ from ..faces import (
     missing_model_files,
     model_file,
 )
-from ..records import Classifier, ClassifierCard, Prediction
 
 SAME_PERSON_THRESHOLD = 0.6
 """Euclidean embedding distance below which two faces count as the same person (dlib's value)."""

@@ -1,6 +1,6 @@
 """``skin-tone``: a model-free measurement of skin colour, ITA° and the nearest Monk swatch.
 
-Pipeline for one image: the largest face (dlib HOG, see :mod:`audit.faces`) → 68 landmarks →
+Pipeline for one image: the largest face (dlib HOG, see :mod:`audit.vision.faces`) → 68 landmarks →
 skin mask of both cheeks and the lower forehead, with eyes, brows, nostrils and mouth cut out
 (:func:`skin_mask`), drawn on the detector's working image (enlarged bicubically to ≥ 256 px, so that
 a 32 px face gets the same sub-pixel region as a 256 px one) → sRGB → CIELAB (D65) per pixel
@@ -24,8 +24,8 @@ from PIL import Image, ImageDraw
 
 from pulse_engine.generators.checkpoint import sha256_file
 
-from ..faces import PREDICTOR_68, landmark_model, main_face, missing_model_files, model_file
-from ..records import Classifier, ClassifierCard, Prediction
+from ..core.records import Classifier, ClassifierCard, Prediction
+from ..vision.faces import PREDICTOR_68, landmark_model, main_face, missing_model_files, model_file
 
 # ---------------------------------------------------------------- colour science (sRGB → CIELAB)
 # sRGB (IEC 61966-2-1) primaries and D65 white as CIE 1931 xy chromaticities. The RGB → XYZ matrix

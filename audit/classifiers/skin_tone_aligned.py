@@ -31,14 +31,14 @@ import numpy as np
 
 from pulse_engine.errors import WeightsError
 
-from ..faces import (
+from ..core.records import Classifier, ClassifierCard, Prediction
+from ..vision.faces import (
     PREDICTOR_68,
     main_face,
     missing_model_files,
     model_file,
     working_image,
 )
-from ..records import Classifier, ClassifierCard, Prediction
 from .skin_tone import ITA_BANDS, MONK_NAMES, colour_prediction, measure_skin, skin_mask
 
 FRAMES_DIR = Path(__file__).resolve().parent / "frames"
@@ -146,7 +146,7 @@ def realign(work: np.ndarray, landmarks: np.ndarray, frame: FaceFrame) -> np.nda
 
 def measure_in_frame(image: np.ndarray, frame: FaceFrame, predictor: Path | None = None) -> Prediction:
     """Skin colour of a square (H, H, 3) uint8 image in the frame's fixed regions, measured like ``skin-tone``
-    on the image enlarged to at least :data:`audit.faces.DETECT_MIN_SIDE` px (the same region at every size).
+    on the image enlarged to at least :data:`audit.vision.faces.DETECT_MIN_SIDE` px (the same region at every size).
 
     With ``predictor`` (a 68-point model), a face the detector finds farther than :data:`OFF_FRAME` from the
     frame is first warped onto it (values ``frame_distance`` and ``realigned`` say so); an image without a

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..faces import PREDICTOR_68, main_face, model_file
+from ..vision.faces import PREDICTOR_68, main_face, model_file
 from .skin_tone import build as build_skin_tone
 from .skin_tone import ita_change, ita_degrees, lab_to_srgb, srgb_to_lab
 from .skin_tone_aligned import FaceFrame, default_frame, measure_in_frame

@@ -1,7 +1,7 @@
 """Face-set registry: ``--dataset`` specs such as ``fairface:PATH`` or ``demo`` → a labelled FaceSet.
 
 Loaders are imported only when used. Every loader returns a :class:`LoadedFaceSet`: a
-:class:`~audit.records.FaceSet` plus the files it could not label (``skipped``, each with a
+:class:`~audit.core.records.FaceSet` plus the files it could not label (``skipped``, each with a
 reason, for the harness to record as failed items) and the options it was loaded with.
 Shared helpers for the loaders (CSV rows with line numbers, label errors, vocabularies, cards)
 live here too.
@@ -19,7 +19,7 @@ from pathlib import Path
 from pulse_engine.errors import PulseAuditError
 from pulse_engine.registry import Entry, Registry
 
-from ..records import FaceSet
+from ..core.records import FaceSet
 
 CARDS_DIR = Path(__file__).resolve().parents[2] / "datasets"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pulse_engine.errors import PulseAuditError
 
-from ..records import AttributeSpec, FaceItem
+from ..core.records import AttributeSpec, FaceItem
 from . import LoadedFaceSet, card_path, label_error
 
 LAYOUTS = (

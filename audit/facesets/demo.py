@@ -48,7 +48,7 @@ def build_demo_set(out: Path = DEMO_DIR, faces: int = 96, seed: int = 0) -> Path
     from PIL import Image
 
     from ..classifiers import build_classifier
-    from ..images import read_rgb
+    from ..vision.images import read_rgb
 
     generator = load_generator("dcgan-digiface")
     z = torch.randn(faces, *generator.latent_shape, generator=torch.Generator().manual_seed(seed))

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from pulse_engine.errors import PulseAuditError
 
-from ..records import AttributeSpec, FaceItem
-from ..vocabulary import AGE_BIN_LOWER, AGE_BINS, GENDERS, RACE4, RACE7, RACE7_TO_RACE4
+from ..core.records import AttributeSpec, FaceItem
+from ..core.vocabulary import AGE_BIN_LOWER, AGE_BINS, GENDERS, RACE4, RACE7, RACE7_TO_RACE4
 from . import LoadedFaceSet, card_path, csv_rows, label_error, normal_id
 
 SPLITS = {"val": ("val",), "train": ("train",), "both": ("train", "val")}

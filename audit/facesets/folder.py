@@ -28,7 +28,7 @@ from typing import Any
 
 from pulse_engine.errors import PulseAuditError
 
-from ..records import LABEL_SOURCES, AttributeSpec, FaceItem
+from ..core.records import LABEL_SOURCES, AttributeSpec, FaceItem
 from . import LoadedFaceSet, card_path, csv_rows, label_error, normal_id, vocabulary
 
 MANIFEST = "manifest.csv"

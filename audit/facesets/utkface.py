@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pulse_engine.errors import PulseAuditError
 
-from ..records import AttributeSpec, FaceItem
+from ..core.records import AttributeSpec, FaceItem
 from . import LoadedFaceSet, SkippedFile, card_path, vocabulary
 from .fairface import AGE_BINS, GENDERS, age_bin
 

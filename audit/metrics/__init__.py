@@ -3,13 +3,13 @@
 the classifier's noise floor. Column names are passed in; :mod:`audit.metrics.columns` maps attribute + classifier
 to the run table's names."""
 
-from audit.image_quality import psnr, ssim
 from audit.metrics.attribute import NO_FACE, AttributeAudit
 from audit.metrics.classifier import corrected_shares, noise_floor, project_to_simplex
 from audit.metrics.continuous import PairedShift, mean_per_input, upsampler_metrics
 from audit.metrics.distribution import DistributionFit, first_sample
 from audit.metrics.frame import Metric, MetricFrame
 from audit.stats.multitest import report_tests
+from audit.vision.image_quality import psnr, ssim
 
 __all__ = [
     "NO_FACE", "AttributeAudit", "DistributionFit", "Metric", "MetricFrame", "PairedShift", "corrected_shares",

@@ -1,6 +1,6 @@
 """The metrics' view of the run table: which columns to audit, and which rows are faces.
 
-Column names come from :mod:`audit.schema` (re-exported here for the metrics); everything else in
+Column names come from :mod:`audit.core.schema` (re-exported here for the metrics); everything else in
 :mod:`audit.metrics` takes plain column names.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from audit.schema import (
+from audit.core.schema import (
     INPUT_KIND,
     ITEM,
     SAMPLE,

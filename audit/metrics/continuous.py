@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from audit.core.schema import LR_ERROR, SUCCESS
 from audit.metrics.columns import ITEM, require
 from audit.metrics.frame import MIN_N, Metric, MetricFrame
-from audit.schema import LR_ERROR, SUCCESS
 from audit.stats.tests import TestResult, not_testable, wald_max_test
 
 
@@ -83,7 +83,7 @@ def upsampler_metrics(data: pd.DataFrame, groups: str | Sequence[str] | None = N
     """MetricFrame of the upsampler's diagnostics per group: ``success_rate`` (mean of the bool ``success`` column;
     Wilson interval with one sample per input), ``lr_error_mean`` / ``lr_error_median`` (LR-consistency error, in
     the unit of the column, e.g. mean squared error of the downscaled output against the LR input), plus ``extra``
-    metrics, e.g. ``{"psnr": Metric("psnr"), "ssim": Metric("ssim")}`` (see :mod:`audit.image_quality`).
+    metrics, e.g. ``{"psnr": Metric("psnr"), "ssim": Metric("ssim")}`` (see :mod:`audit.vision.image_quality`).
     Keyword arguments go to ``MetricFrame`` (n_boot, seed, confidence, min_n)."""
     metrics: dict[str, Metric | str] = {}
     if success is not None:

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from audit.classifiers.skin_tone import ITA_BANDS  # lightest band first
+from audit.core.schema import DELTA_ITA, DELTA_ITA_ALIGNED, GROUP, IDENTITY_DISTANCE, SUCCESS
 from audit.metrics.columns import ITEM, SAMPLE, classifier_column, value_column
-from audit.schema import DELTA_ITA, DELTA_ITA_ALIGNED, GROUP, IDENTITY_DISTANCE, SUCCESS
 from audit.stats.contrasts import Contrast, paired_contrast, welch_contrast
 from audit.stats.intervals import wilson_interval
 from audit.stats.trend import Trend, generator_trend, paired_trend, permutation_trend

@@ -9,7 +9,7 @@ draw from ``N(alpha · direction, I)`` for the base. With a unit ``direction`` i
 ``alpha`` is the shift in standard deviations of the prior along it. Nothing else (weights, noise,
 resolution) changes, so members of a family differ only in their prior.
 
-Registry entry ``shifted:FOLDER``: ``FOLDER/card.json`` (written by ``python -m audit.shift_family``)
+Registry entry ``shifted:FOLDER``: ``FOLDER/card.json`` (written by ``python -m audit.commands.shift_family``)
 names the base generator spec (a ``dcgan-file:`` path relative to the folder), the direction file
 (relative to the folder, a (N, D) float tensor saved with ``torch.save``, with its SHA-256) and
 ``alpha``.
@@ -87,7 +87,7 @@ def load_shifted(weights: Path | None = None, device: torch.device | str = "cpu"
 
     if weights is None:
         raise WeightsError("shifted needs a folder: --generator shifted:FOLDER (a folder with card.json, "
-                           "written by python -m audit.shift_family)")
+                           "written by python -m audit.commands.shift_family)")
     folder = Path(weights).expanduser()
     card_path = require_file(folder / "card.json" if folder.is_dir() else folder, "shifted generator card")
     folder = card_path.parent

@@ -1,7 +1,7 @@
 """On resume: have the files the stored rows were made from changed since?
 
-Each row stores the :class:`~audit.images.FileStamp` of the files it was read from (SHA-256 of the
-bytes decoded, size, modification time): ``source_*`` for the face image (:mod:`audit.inputs`),
+Each row stores the :class:`~audit.vision.images.FileStamp` of the files it was read from (SHA-256 of the
+bytes decoded, size, modification time): ``source_*`` for the face image (:mod:`audit.run.inputs`),
 ``ups_file_*`` for an output of the ``folder`` upsampler. The stamp is taken from the bytes the run
 reads anyway, so an image is read once per run.
 
@@ -27,10 +27,10 @@ import pyarrow.parquet as pq
 
 from pulse_engine.errors import InputImageError, PulseAuditError
 
-from .images import file_sha256
-from .records import FaceItem
+from ..core.records import FaceItem
+from ..core.schema import ITEM, OUTPUT_STAMP, SOURCE_STAMP, STAMP_FIELDS, upsampler_column
+from ..vision.images import file_sha256
 from .run_store import part_files
-from .schema import ITEM, OUTPUT_STAMP, SOURCE_STAMP, STAMP_FIELDS, upsampler_column
 
 OUTPUT_FILE = upsampler_column("file")
 """The ``folder`` upsampler's output file name (its diagnostic ``file``)."""

@@ -14,7 +14,7 @@ from reports.html import render
 
 from .upsampling import prepare_inputs, search_items
 
-SHOWCASE = Path(__file__).resolve().parents[1] / "datasets" / "showcase"
+SHOWCASE = Path(__file__).resolve().parents[2] / "datasets" / "showcase"
 FACTORS = (4, 8)
 
 

@@ -1,5 +1,5 @@
 """The work behind ``pulse-audit train-generator``: draw a training set with a chosen group
-composition (:mod:`audit.train_sources`), train a small DCGAN on it (:mod:`pulse_engine.training`),
+composition (:mod:`audit.commands.train_sources`), train a small DCGAN on it (:mod:`pulse_engine.training`),
 measure the skin tone of its samples, and write into the output folder:
 
 - ``weights.pt``: the generator's state dict (tensors only; ``--generator dcgan-file:FOLDER`` loads it);
@@ -29,10 +29,10 @@ from pulse_engine.generators.checkpoint import sha256_file
 from pulse_engine.generators.dcgan import load_dcgan_file
 from pulse_engine.training import TrainConfig, TrainResult, save_generator, train_dcgan, write_losses
 
-from .classifiers import build_classifier
-from .images import to_image
-from .provenance import git_commit, package_versions, utc_now
-from .stats import bootstrap_interval
+from ..classifiers import build_classifier
+from ..run.provenance import git_commit, package_versions, utc_now
+from ..stats import bootstrap_interval
+from ..vision.images import to_image
 from .train_sources import SourceSet, draw_training_set, load_source, parse_composition
 
 LICENCE = ("research use only: trained on samples of dcgan-digiface (gan-face-generate 1.1.1, MIT), whose "
@@ -48,13 +48,13 @@ class TrainOptions:
 
     Attributes:
         out: output folder (created).
-        source: ``dcgan-digiface[:N]`` or a face-set spec (see :mod:`audit.train_sources`).
+        source: ``dcgan-digiface[:N]`` or a face-set spec (see :mod:`audit.commands.train_sources`).
         attribute: attribute whose groups the composition is over.
         composition: ``GROUP=SHARE,…`` shares summing to 1.
         size: training images drawn.
         name: generator name in its card (default: the output folder's name).
         source_seed: seed of the DCGAN source's latents.
-        cache: cache folder for the labelled source (default :func:`audit.train_sources.cache_home`).
+        cache: cache folder for the labelled source (default :func:`audit.commands.train_sources.cache_home`).
         evaluate: samples whose ITA goes into the card (0 skips the measurement).
         eval_seed: seed of those samples' latents.
         command: the command line, recorded verbatim in the card.

@@ -15,8 +15,8 @@ from pulse_engine.errors import PulseAuditError
 from pulse_engine.generators import REGISTRY as GENERATORS
 from pulse_engine.registry import Registry
 
-from .classifiers import REGISTRY as CLASSIFIERS
-from .upsamplers import committed_generators
+from ..classifiers import REGISTRY as CLASSIFIERS
+from ..upsamplers import committed_generators
 
 OPTIONAL_PACKAGES: dict[str, tuple[str, str]] = {
     "dlib-bin": ("dlib", "face detection and landmarks (skin-tone mask, alignment, identity)"),

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from pulse_engine.errors import PulseAuditError
 
-from .records import FaceItem, FaceSet
+from ..core.records import FaceItem, FaceSet
 
 GROUP_JOIN = " × "
 

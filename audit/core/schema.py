@@ -17,7 +17,7 @@ column                                 kind     meaning
 ``label_source_<attr>``                string   ``annotated`` or ``predicted``
 ``path_source|truth|lr|out``           string   the source file; images relative to the run folder
 ``source_sha256|bytes|mtime_ns``       string,  stamp of the source file as read (SHA-256 of its bytes, size,
-                                       integers modification time), checked on resume (:mod:`audit.source_check`)
+                                       integers modification time), checked on resume (:mod:`audit.run.source_check`)
 ``ups_file_sha256|bytes|mtime_ns``     string,  the same for the ``folder`` upsampler's output file (``ups_file``)
                                        integers
 ``ups_<diagnostic>``                   any      the upsampler's diagnostics (``ups_success``, ``ups_lr_l2`` …)
@@ -154,7 +154,7 @@ SHA-256 of what the rows depend on; ``sessions``: one ``{started, git_commit, pa
 RECORD_STARTED, RECORD_GIT_COMMIT, RECORD_PACKAGES = "started", "git_commit", "packages"
 RECORD_SEEDS, RECORD_UPSAMPLER, RECORD_GENERATOR = "seeds", "upsampler", "generator"
 RECORD_CLASSIFIERS, RECORD_DATASET, RECORD_SAMPLING = "classifiers", "dataset", "sampling"
-"""Provenance (:mod:`audit.provenance`): ``upsampler`` {name, resolution}; ``generator`` its card or null;
+"""Provenance (:mod:`audit.run.provenance`): ``upsampler`` {name, resolution}; ``generator`` its card or null;
 ``classifiers`` a list of cards {name, model, …, attributes: {attribute: classes}}; ``dataset`` the face set's
 card fields with ``labels`` {attribute: {values, source, model, notes}}; ``sampling`` {summary: [lines], …}."""
 RECORD_DEFAULTS: dict[str, object] = {
@@ -168,6 +168,6 @@ RECORD_DEFAULTS: dict[str, object] = {
 def record_value(record: Mapping[str, Any], key: str) -> Any:
     """``record[key]``, or its :data:`RECORD_DEFAULTS` entry (a fresh copy) when missing or null."""
     if key not in RECORD_DEFAULTS:
-        raise KeyError(f"{key!r} is not a run.json key of audit.schema")
+        raise KeyError(f"{key!r} is not a run.json key of audit.core.schema")
     value = record.get(key)
     return copy.deepcopy(RECORD_DEFAULTS[key]) if value is None else value

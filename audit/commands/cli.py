@@ -25,12 +25,12 @@ from pulse_engine.generators import REGISTRY, load_generator, parse_generator_sp
 from pulse_engine.search import SearchConfig
 from pulse_engine.sphere import RADIUS_RULES
 
-from .harness import ENGINES, AuditConfig, run_audit
-from .images import CROP_MODES
+from ..core.schema import ERROR, RECORD_CLASSIFIERS, RECORD_SAMPLING, SUCCESS, record_value
+from ..run.harness import ENGINES, AuditConfig, run_audit
+from ..stats.multitest import METHODS
+from ..upsamplers import UPSAMPLERS, committed_generators
+from ..vision.images import CROP_MODES
 from .progress import console, image_step_progress, row_progress
-from .schema import ERROR, RECORD_CLASSIFIERS, RECORD_SAMPLING, SUCCESS, record_value
-from .stats.multitest import METHODS
-from .upsamplers import UPSAMPLERS, committed_generators
 
 DEFAULTS = AuditConfig()
 SEARCH_DEFAULTS = DEFAULTS.search
@@ -270,7 +270,7 @@ def run(
         help="TOML file of these options; command-line options win.", rich_help_panel=RUN_FOLDER)] = None,
 ) -> None:
     """Audit an upsampler on a labelled face set: writes OUT/run.json, OUT/results.parquet, OUT/images/."""
-    from .run_store import read_results, read_run_record
+    from ..run.run_store import read_results, read_run_record
 
     given = {name: str(value) if isinstance(value, Path) else value for name, value in ctx.params.items()
              if name != "config" and getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
@@ -368,7 +368,7 @@ def validate_instrument(
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates for intervals (faces resampled).")] = 1000,
 ) -> None:
     """Validate the skin-tone instruments: planted CIELAB recolouring, 32–256 px, detector vs aligned frame."""
-    from .classifiers.skin_tone_validation import validate_skin_tone, validation_faces
+    from ..classifiers.skin_tone_validation import validate_skin_tone, validation_faces
 
     result = validate_skin_tone(validation_faces(limit=faces), n_boot=n_boot)
     out.mkdir(parents=True, exist_ok=True)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from .classifiers import REGISTRY as CLASSIFIERS
-from .harness import AuditConfig, run_audit
-from .upsamplers import GENERATORS_DIR
+from ..classifiers import REGISTRY as CLASSIFIERS
+from ..run.harness import AuditConfig, run_audit
+from ..upsamplers import GENERATORS_DIR
 
 SKEWED = ("light-skewed", "balanced", "dark-skewed")
 REPLICATES = GENERATORS_DIR / "skew-3x3"  # training seeds per composition: <composition>-seed<k>
@@ -226,7 +226,7 @@ def demo_sections(out: Path, quick: bool, reports: dict[str, Path], cards: dict[
                  "links": [{"href": link(p), "text": title} for title, p in comparisons.items()]}]}
 
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "reports" / "examples"
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "reports" / "examples"
 EXAMPLE_FILES = {  # file in the quick demo's output → name in reports/examples
     "study.json": "study-quick.json",
     "study.md": "study-quick.md",

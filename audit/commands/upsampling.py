@@ -15,9 +15,9 @@ from pulse_engine.errors import InputImageError
 from pulse_engine.generators.base import SearchableGenerator
 from pulse_engine.search import ProgressFn, SearchConfig, SearchResult, search_samples
 
-from .images import to_image
-from .inputs import check_factor, prepare_file
-from .run_store import safe_id
+from ..run.inputs import check_factor, prepare_file
+from ..run.run_store import safe_id
+from ..vision.images import to_image
 
 TABLE = "results.csv"
 RESULT_COLUMNS = ("input", "sample", "output", "success", "lr_l2", "best_step", "steps", "restarts_used",

@@ -1,7 +1,7 @@
 """Local engines: run a run's chunk tasks in this machine, the driver writing every result.
 
 An engine takes the tasks (in chunk order) and ``write``, and calls ``write(result)`` in the calling
-thread for every task's :class:`~audit.chunk_worker.ChunkResult`; the caller (the harness) is the only
+thread for every task's :class:`~audit.run.chunk_worker.ChunkResult`; the caller (the harness) is the only
 writer of the run store. The engines here hand results over in task order, so what is stored, and in
 which parts, never depends on thread timing.
 
@@ -11,7 +11,7 @@ which parts, never depends on thread timing.
   that chunk c is searched while chunk c−1 is finished and written, and chunk c+1 planned. A task is
   taken from ``tasks`` only when fewer than :data:`DEPTH` chunks are unwritten, so memory stays bounded.
 - :func:`run_local` (``--engine local``, the default): :func:`run_pipelined` with the search in a child
-  process (:mod:`audit.search_process`), because some classifiers (dlib's) hold the GIL while they
+  process (:mod:`audit.run.search_process`), because some classifiers (dlib's) hold the GIL while they
   compute and would stall a search thread; in threads only when there is no search worth a process.
   The caller starts that process early, so that it loads while the run's other models load.
 

@@ -32,8 +32,8 @@ from pulse_engine.downsample import downsample
 from pulse_engine.errors import InputImageError, PulseAuditError
 from pulse_engine.generators import load_generator
 
-from .classifiers import build_classifier
-from .inputs import hr_face, load_faceset
+from ..classifiers import build_classifier
+from ..run.inputs import hr_face, load_faceset
 
 DIGIFACE = "dcgan-digiface"
 DIGIFACE_COUNT = 20_000

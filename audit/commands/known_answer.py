@@ -10,7 +10,7 @@ face, by ``skin-tone`` (:data:`MEASURES`). Generators are the units: a prior-shi
 (:mod:`pulse_engine.generators.shifted`, dose = alpha) or DCGANs trained on skewed compositions with
 several seeds each (dose = light share of the training faces).
 
-``python -m audit.known_answer --out FILE`` writes the dose–response table of the committed
+``python -m audit.commands.known_answer --out FILE`` writes the dose–response table of the committed
 generators (``datasets/generators``) as Markdown.
 """
 
@@ -29,12 +29,12 @@ from pulse_engine.generators import load_generator
 from pulse_engine.generators.base import SearchableGenerator
 from pulse_engine.search import SearchConfig
 
-from .classifiers import build_classifier
-from .images import to_image
-from .inputs import average_faces, load_faceset, ucpr_inputs
-from .records import UpsampleInput
-from .stats import bootstrap_interval
-from .upsamplers import GENERATORS_DIR, PulseUpsampler
+from ..classifiers import build_classifier
+from ..core.records import UpsampleInput
+from ..run.inputs import average_faces, load_faceset, ucpr_inputs
+from ..stats import bootstrap_interval
+from ..upsamplers import GENERATORS_DIR, PulseUpsampler
+from ..vision.images import to_image
 
 TRAINED_DIR = GENERATORS_DIR / "skew-3x3"
 COMPOSITIONS = {"light-skewed": 0.85, "balanced": 0.5, "dark-skewed": 0.15}

@@ -1,7 +1,7 @@
 """The compute of an audit run, one chunk at a time: upsample, classify, encode — never store.
 
 A :class:`ChunkTask` is one chunk of a run's inputs (its membership fixed by the run's options and the
-order of its items, see :mod:`audit.harness`), each :class:`Job` with the samples whose rows are still
+order of its items, see :mod:`audit.run.harness`), each :class:`Job` with the samples whose rows are still
 missing. A :class:`ChunkWorker`, built once from the upsampler, the classifiers and the face set's label
 provenance (or from a picklable :class:`WorkerSpec`, e.g. in another process), turns a task into a
 :class:`ChunkResult`: the result rows (dicts) and the PNG bytes they reference, keyed by their path
@@ -28,13 +28,9 @@ from PIL import Image
 from pulse_engine.device import resolve_device
 from pulse_engine.search import SearchConfig
 
-from .classifiers import build_classifier
-from .images import to_image
-from .inputs import group_key
-from .records import Classifier, Prediction, UpsampleInput, UpsampleOutput, Upsampler
-from .rows import comparisons, fidelity, safe_predict, side_columns
-from .run_store import image_path, png_bytes
-from .schema import (
+from ..classifiers import build_classifier
+from ..core.records import Classifier, Prediction, UpsampleInput, UpsampleOutput, Upsampler
+from ..core.schema import (
     ERROR,
     GROUP,
     INPUT_KIND,
@@ -50,7 +46,11 @@ from .schema import (
     label_source_column,
     upsampler_column,
 )
-from .upsamplers import build_upsampler, output_error
+from ..upsamplers import build_upsampler, output_error
+from ..vision.images import to_image
+from .inputs import group_key
+from .rows import comparisons, fidelity, safe_predict, side_columns
+from .run_store import image_path, png_bytes
 
 
 @dataclass

@@ -15,7 +15,7 @@
 The file is read once, into memory, and decoded from there; :func:`read_rgb_stamped` also returns
 its :class:`FileStamp` (SHA-256 of exactly the bytes decoded, size, modification time), which the
 audit stores with the rows so that a resumed run can tell whether the file changed
-(:mod:`audit.source_check`). Hashing costs one SHA-256 pass over bytes already in memory.
+(:mod:`audit.run.source_check`). Hashing costs one SHA-256 pass over bytes already in memory.
 """
 
 from __future__ import annotations

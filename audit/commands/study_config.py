@@ -1,7 +1,7 @@
 """The plan of a study: the runs to make (or reuse) and the baseline, from a TOML file or from code.
 
 A study TOML holds the options shared by every run at the top level (the keys of ``pulse-audit run
---config``, see :class:`audit.harness.AuditConfig`) and a ``[study]`` table::
+--config``, see :class:`audit.run.harness.AuditConfig`) and a ``[study]`` table::
 
     dataset = "demo"
     classifiers = "skin-tone,identity"
@@ -32,7 +32,7 @@ from typing import Any
 
 from pulse_engine.errors import PulseAuditError
 
-from .harness import AuditConfig
+from ..run.harness import AuditConfig
 
 DESIGNS = ("composition", "shift")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

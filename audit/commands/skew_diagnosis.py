@@ -12,7 +12,7 @@ candidate cause, written as a Markdown table (``datasets/generators/DIAGNOSIS.md
   bicubic downscale to 32 px: detection at both, mean and SD of the per-face ITA difference.
 - **Training noise**: the sample ITA of several seeds per composition (the cards of ``datasets/generators``).
 
-Run: ``python -m audit.skew_diagnosis --out DIR [--generators NAME,…] [--factors 4,8,16]``.
+Run: ``python -m audit.commands.skew_diagnosis --out DIR [--generators NAME,…] [--factors 4,8,16]``.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from pulse_engine.downsample import downsample
 from pulse_engine.generators import load_generator
 from pulse_engine.search import SearchConfig
 
-from .classifiers import build_classifier
-from .harness import AuditConfig, run_audit
-from .images import to_image
-from .metrics.columns import INPUT_KIND, ITEM, value_column
-from .run_store import read_results
-from .stats import bootstrap_interval
-from .upsamplers import GENERATORS_DIR
+from ..classifiers import build_classifier
+from ..metrics.columns import INPUT_KIND, ITEM, value_column
+from ..run.harness import AuditConfig, run_audit
+from ..run.run_store import read_results
+from ..stats import bootstrap_interval
+from ..upsamplers import GENERATORS_DIR
+from ..vision.images import to_image
 
 ITA_OUT, ITA_IN = value_column("out", "skin-tone", "ita"), value_column("in", "skin-tone", "ita")
 

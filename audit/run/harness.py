@@ -1,10 +1,10 @@
 """The audit run: face set → stratified sample → inputs → upsampler → classifiers → run store.
 
 :func:`run_audit` is the work behind ``pulse-audit run``. The driver (this module) plans the run's
-chunks, an engine computes them (:mod:`audit.pipeline` in this process; each chunk on an
-:class:`audit.chunk_worker.ChunkWorker`, which never touches the store), and the driver alone writes
+chunks, an engine computes them (:mod:`audit.run.pipeline` in this process; each chunk on an
+:class:`audit.run.chunk_worker.ChunkWorker`, which never touches the store), and the driver alone writes
 what they return: a chunk's images, then its rows as one atomic part, so a killed run started again with
-the same options continues where it stopped (see :mod:`audit.run_store`). Each chunk classifies the true
+the same options continues where it stopped (see :mod:`audit.run.run_store`). Each chunk classifies the true
 HR image of its faces once and every output with each classifier (separate models, never the
 generator), on the 8-bit images that the store writes as PNG.
 
@@ -33,9 +33,11 @@ from pulse_engine.device import resolve_device
 from pulse_engine.errors import ConfigError, InputImageError, PulseAuditError
 from pulse_engine.search import SearchConfig
 
+from ..classifiers import build_classifier
+from ..core.records import FaceItem, FaceSet, Upsampler
+from ..upsamplers import TRUTH_UPSAMPLERS, UPSAMPLERS, build_upsampler
+from ..vision.images import CROP_MODES
 from .chunk_worker import ChunkResult, ChunkTask, ChunkWorker, Job, WorkerSpec
-from .classifiers import build_classifier
-from .images import CROP_MODES
 from .inputs import (
     UCPR_PREFIX,
     average_faces,
@@ -50,11 +52,9 @@ from .inputs import (
 from .pipeline import Engine, run_local, run_sequential, search_process_pays
 from .provenance import run_inputs, run_provenance
 from .ray_engine import RayOptions, check_ray, ray_engine
-from .records import FaceItem, FaceSet, Upsampler
 from .run_store import RunStore
 from .search_process import SearchProcess
 from .source_check import check_stored_sources
-from .upsamplers import TRUTH_UPSAMPLERS, UPSAMPLERS, build_upsampler
 
 ProgressFn = Callable[[int, int], None]
 """Called with (rows stored, rows to store in this session) after each chunk."""
@@ -62,7 +62,7 @@ T = TypeVar("T")
 ENGINES = ("local", "sequential", "ray")
 """``local``: this machine, the search (in a child process) overlapping the classification and encoding of
 the previous chunk; ``sequential``: this process, one stage after the other (a reference for measurements);
-``ray``: Ray actors (:mod:`audit.ray_engine`, with ``ray_address``, ``workers`` and ``gpus_per_worker``)."""
+``ray``: Ray actors (:mod:`audit.run.ray_engine`, with ``ray_address``, ``workers`` and ``gpus_per_worker``)."""
 SESSION_OPTIONS = ("out", "new_run", "engine", "ray_address", "workers", "gpus_per_worker")
 """Options that may differ between the sessions of one run (not part of its fingerprint)."""
 AUDIT_SEARCH = SearchConfig(restarts=3)

@@ -1,4 +1,4 @@
-"""The upsamplers an audit can run, behind :class:`audit.records.Upsampler`.
+"""The upsamplers an audit can run, behind :class:`audit.core.records.Upsampler`.
 
 - ``pulse``: PULSE's latent search over any ``pulse_engine`` generator, K seeded samples per input.
 - ``bicubic`` / ``nearest``: plain interpolation of the LR input to R (deterministic baselines).
@@ -36,11 +36,11 @@ from pulse_engine.generators.base import SearchableGenerator
 from pulse_engine.registry import Entry, Registry
 from pulse_engine.search import SearchConfig, search_samples
 
-from .images import read_rgb_stamped, to_image, to_tensor
-from .records import UpsampleInput, UpsampleOutput, Upsampler
+from ..core.records import UpsampleInput, UpsampleOutput, Upsampler
+from ..vision.images import read_rgb_stamped, to_image, to_tensor
 
 JPEG_QUALITY = 90
-GENERATORS_DIR = Path(__file__).resolve().parents[1] / "datasets" / "generators"
+GENERATORS_DIR = Path(__file__).resolve().parents[2] / "datasets" / "generators"
 """The generators committed with the toolkit (``dcgan-file`` and ``shifted`` folders, with their cards)."""
 ERROR_KEY = "error"
 FOLDER_EXTENSIONS = (".png", ".jpg", ".jpeg")

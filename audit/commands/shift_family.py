@@ -10,7 +10,7 @@ measured prior shift that the known-answer experiment must recover.
 
 Written into ``--out``: ``direction.pt`` (the (N, D) unit direction), ``direction.json`` (how it was
 made, with the checks below), one folder ``alpha<±a>`` per member, ``family.json`` (members, alpha,
-prior ITA) and ``README.md``. Run: ``python -m audit.shift_family --base SPEC --out DIR``.
+prior ITA) and ``README.md``. Run: ``python -m audit.commands.shift_family --base SPEC --out DIR``.
 
 Checks recorded in ``direction.json``: the cosine between this direction and the least-squares
 regression direction of ITA on the latent, and the correlation between ITA and the projection of
@@ -34,9 +34,9 @@ from pulse_engine.generators.base import SearchableGenerator
 from pulse_engine.generators.checkpoint import sha256_file
 from pulse_engine.generators.shifted import CARD_FORMAT, ShiftedGenerator
 
-from .classifiers import build_classifier
-from .images import to_image
-from .provenance import git_commit, package_versions, utc_now
+from ..classifiers import build_classifier
+from ..run.provenance import git_commit, package_versions, utc_now
+from ..vision.images import to_image
 from .train_cli import sample_grid, sample_images, skin_tone_summary
 from .train_sources import TERCILES
 
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--evaluate", type=int, default=500, help="samples measured per member")
     args = parser.parse_args(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    command = "python -m audit.shift_family " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m audit.commands.shift_family " + " ".join(argv if argv is not None else sys.argv[1:])
     family = write_family(args.base, args.out, [float(a) for a in args.alphas.split(",")], args.count, args.seed,
                           args.evaluate, command=command)
     for member in family["members"]:

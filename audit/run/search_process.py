@@ -3,9 +3,9 @@
 Some classifiers hold Python's GIL while they compute (dlib's detector and face descriptor, the
 ``identity`` classifier: measured, a Python thread beside it advances about 5× slower), so a search
 thread in the same process would wait for them. :class:`SearchProcess` runs
-:meth:`audit.chunk_worker.ChunkWorker.search` in a child Python (``python -c``, this interpreter, this
+:meth:`audit.run.chunk_worker.ChunkWorker.search` in a child Python (``python -c``, this interpreter, this
 ``sys.path``; never a re-import of the caller's main script) built from the run's
-:class:`~audit.chunk_worker.WorkerSpec` (the upsampler only), with the parent's number of torch threads:
+:class:`~audit.run.chunk_worker.WorkerSpec` (the upsampler only), with the parent's number of torch threads:
 results do not depend on which process searched (the same batch gives the same bits). Tasks go to the
 child and outputs come back over a socket pair as pickles made by this code. The child ignores SIGINT
 (Ctrl-C reaches the parent, which stops it), dies with its parent (Linux ``PR_SET_PDEATHSIG``; elsewhere
@@ -33,7 +33,7 @@ from pulse_engine.errors import PulseAuditError
 from .chunk_worker import ChunkTask, ChunkWorker, Searched, WorkerSpec
 
 PR_SET_PDEATHSIG = 1
-BOOT = "import sys; sys.path[:0] = {paths!r}; from audit.search_process import serve; serve({fd}, {parent})"
+BOOT = "import sys; sys.path[:0] = {paths!r}; from audit.run.search_process import serve; serve({fd}, {parent})"
 
 
 def _die_with_parent(parent: int) -> None:

@@ -18,8 +18,8 @@ from typing import Any
 
 from pulse_engine.generators.checkpoint import sha256_file
 
-from .records import Classifier, FaceItem, FaceSet, Upsampler
-from .schema import (
+from ..core.records import Classifier, FaceItem, FaceSet, Upsampler
+from ..core.schema import (
     RECORD_CLASSIFIERS,
     RECORD_DATASET,
     RECORD_GENERATOR,
@@ -45,7 +45,7 @@ def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str]:
 def git_commit(folder: Path | None = None) -> str:
     """HEAD commit of the checkout holding this package, with ``+dirty`` when it has local changes;
     "" when it is not a git checkout."""
-    folder = folder or Path(__file__).resolve().parents[1]
+    folder = folder or Path(__file__).resolve().parents[2]
     try:
         head = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=10)
@@ -93,7 +93,7 @@ def run_provenance(faceset: FaceSet, upsampler: Upsampler, classifiers: Sequence
                "licence": faceset.licence, "citation": faceset.citation,
                "labels": {name: {"values": list(spec.values), "source": spec.source, "model": spec.model,
                                  "notes": spec.notes} for name, spec in faceset.attributes.items()}}
-    seeds = {"seed": seed, "sampling": "rank = SHA-256(seed, item id) within each group (audit.sampling)",
+    seeds = {"seed": seed, "sampling": "rank = SHA-256(seed, item id) within each group (audit.run.sampling)",
              "search": "derive_seed(seed, '<item_id>#<sample>', restart) (pulse_engine.seeding)"}
     return {RECORD_SEEDS: seeds, RECORD_UPSAMPLER: {"name": upsampler.name, "resolution": upsampler.resolution},
             RECORD_GENERATOR: gen_card, RECORD_CLASSIFIERS: cards, RECORD_DATASET: dataset,
@@ -110,7 +110,7 @@ def run_inputs(faceset: FaceSet, items: Sequence[FaceItem], upsampler: Upsampler
 
     The contents of the images (faces, and the outputs of the ``folder`` upsampler) are not read here:
     each row stores the stamp of the file it was made from, checked on resume by
-    :func:`audit.source_check.check_stored_sources`."""
+    :func:`audit.run.source_check.check_stored_sources`."""
     generator = getattr(upsampler, "generator", None)
     cards = [(f"generator {generator.card.name}", generator.card)] if generator is not None else []
     cards += [(f"classifier {c.name}", c.card) for c in classifiers]

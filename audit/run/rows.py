@@ -1,4 +1,4 @@
-"""The flat columns that one classifier reading contributes to a result row (names: :mod:`audit.schema`).
+"""The flat columns that one classifier reading contributes to a result row (names: :mod:`audit.core.schema`).
 
 For a classifier C on side S (``in`` = the true HR image, ``out`` = the upsampler's output):
 ``S_C_face`` (bool), per attribute A ``S_C_A`` (most probable class, "" without a face) and
@@ -19,10 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .classifiers.skin_tone import ita_change
-from .image_quality import psnr, ssim
-from .records import Classifier, Prediction
-from .schema import (
+from ..classifiers.skin_tone import ita_change
+from ..core.records import Classifier, Prediction
+from ..core.schema import (
     DELTA_ITA,
     DELTA_ITA_ALIGNED,
     IDENTITY_DISTANCE,
@@ -34,6 +33,7 @@ from .schema import (
     probability_column,
     value_column,
 )
+from ..vision.image_quality import psnr, ssim
 
 IDENTITY = "identity"
 DELTA_ITA_COLUMNS = {"skin-tone": DELTA_ITA, "skin-tone-aligned": DELTA_ITA_ALIGNED}

@@ -3,8 +3,8 @@ images at the upsampler's resolution and LR versions, and the uninformative inpu
 protocol (per-group average faces at 4×4).
 
 Pipeline for one face, the same for ``pulse-audit run`` and ``pulse-audit upsample``: read
-(:func:`audit.images.read_rgb`: bounded, 8-bit RGB, EXIF orientation applied, transparency over
-white, optional central square crop) → optional alignment (``audit.align.align_face``, imported only
+(:func:`audit.vision.images.read_rgb`: bounded, 8-bit RGB, EXIF orientation applied, transparency over
+white, optional central square crop) → optional alignment (``audit.vision.align.align_face``, imported only
 when asked for) → Lanczos resize to R → HR truth (3, R, R) in [0, 1] → LR (3, R/f, R/f) with
 ``pulse_engine``'s antialiased bicubic operator (the same operator PULSE's loss uses). An input that
 already is low-resolution (``upsample --lr``) is used as read.
@@ -25,10 +25,10 @@ from PIL import Image
 from pulse_engine.downsample import BicubicDownsample, factor_between
 from pulse_engine.errors import InputImageError, PulseAuditError
 
-from .images import FileStamp, read_rgb, read_rgb_stamped, to_tensor
-from .records import FaceItem, FaceSet, UpsampleInput
+from ..core.records import FaceItem, FaceSet, UpsampleInput
+from ..core.schema import SOURCE_STAMP
+from ..vision.images import FileStamp, read_rgb, read_rgb_stamped, to_tensor
 from .sampling import GROUP_JOIN, stratified_sample
-from .schema import SOURCE_STAMP
 
 Aligner = Callable[[Image.Image, int], Image.Image]
 """Turns a photo into an aligned square face crop of the given side (pixels)."""
@@ -38,7 +38,7 @@ UCPR_PREFIX = "ucpr/"
 
 @dataclass(frozen=True)
 class FFHQAligner:
-    """An :data:`Aligner`: ``align_face`` (``audit.align``) on uint8 arrays; ``weights`` are the model
+    """An :data:`Aligner`: ``align_face`` (``audit.vision.align``) on uint8 arrays; ``weights`` are the model
     files it reads (dlib's 68-point landmark model), whose SHA-256 a resumed run must match."""
 
     align_face: Callable[[np.ndarray, int], np.ndarray]
@@ -52,10 +52,10 @@ def load_aligner() -> FFHQAligner:
     """FFHQ-style alignment as an :data:`Aligner`, or a one-line error saying what is missing (the
     landmark model file is looked up now, not at the first face)."""
     try:
-        align_face = importlib.import_module("audit.align").align_face
-        faces = importlib.import_module("audit.faces")
+        align_face = importlib.import_module("audit.vision.align").align_face
+        faces = importlib.import_module("audit.vision.faces")
     except (ImportError, AttributeError) as exc:
-        raise PulseAuditError(f"--align needs face alignment (audit.align.align_face with dlib landmarks), "
+        raise PulseAuditError(f"--align needs face alignment (audit.vision.align.align_face with dlib landmarks), "
                               f"which is unavailable: {exc}") from exc
     return FFHQAligner(align_face, (faces.model_file(faces.PREDICTOR_68),))
 
@@ -79,7 +79,7 @@ def hr_image(path: Path, resolution: int, crop: str = "center", aligner: Aligner
 
 def hr_image_stamped(path: Path, resolution: int, crop: str = "center",
                      aligner: Aligner | None = None) -> tuple[torch.Tensor, FileStamp]:
-    """:func:`hr_image` and the :class:`~audit.images.FileStamp` of the file it was made from."""
+    """:func:`hr_image` and the :class:`~audit.vision.images.FileStamp` of the file it was made from."""
     image, stamp = read_rgb_stamped(path, "center" if aligner is not None else crop)
     if aligner is not None:
         try:
@@ -113,7 +113,7 @@ def prepare_file(path: Path, resolution: int, factor: int, lr_given: bool = Fals
         resolution: the generator's output side R.
         factor: downscale factor for HR inputs (checked by :func:`check_factor` beforehand).
         lr_given: the file already is the LR input; its side must divide R.
-        crop: ``none`` or ``center`` (see :func:`audit.images.read_rgb`).
+        crop: ``none`` or ``center`` (see :func:`audit.vision.images.read_rgb`).
     """
     if not lr_given:
         truth = hr_image(path, resolution, crop)
@@ -130,7 +130,7 @@ def prepare_file(path: Path, resolution: int, factor: int, lr_given: bool = Fals
 
 def group_key(labels: Mapping[str, str], group_by: Sequence[str]) -> str:
     """The group of a face: its labels of the ``group_by`` attributes joined by `` × `` (as in
-    :mod:`audit.sampling`), e.g. ``Black × Female``."""
+    :mod:`audit.run.sampling`), e.g. ``Black × Female``."""
     return GROUP_JOIN.join(str(labels.get(attr, "")) for attr in group_by)
 
 
@@ -176,7 +176,7 @@ def load_faceset(spec: str) -> FaceSet:
 
 def sample_faces(faceset: FaceSet, group_by: Sequence[str], per_group: int,
                  seed: int) -> tuple[list[FaceItem], dict[str, Any]]:
-    """The seeded stratified sample of :mod:`audit.sampling` (``per_group`` faces per group of
+    """The seeded stratified sample of :mod:`audit.run.sampling` (``per_group`` faces per group of
     ``group_by``; 0 keeps every face) and its report for ``run.json``."""
     if per_group == 0:
         return list(faceset.items), {"per_group": 0, "items": len(faceset.items)}

@@ -136,7 +136,7 @@ def image_step_progress(total: int, label: str, stream: TextIO | None = None,
 def row_progress(label: str, stream: TextIO | None = None,
                  clock: Callable[[], float] = time.monotonic) -> Iterator[Callable[[int, int], None]]:
     """A bar over result rows (input × sample), or log lines to ``stream`` or a redirected standard error;
-    yields the ``(done, total)`` callback that :func:`audit.harness.run_audit` calls. Nothing is shown before
+    yields the ``(done, total)`` callback that :func:`audit.run.harness.run_audit` calls. Nothing is shown before
     the first call, so that errors raised while setting up stay one line."""
     if _plain(stream):
         lines = LogLines(label, "items", stream, clock)

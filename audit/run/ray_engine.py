@@ -1,13 +1,13 @@
 """Scale-out on Ray (``--engine ray``): Ray actors compute a run's chunks, the driver alone stores them.
 
-Each actor builds one :class:`~audit.chunk_worker.ChunkWorker` from the run's
-:class:`~audit.chunk_worker.WorkerSpec`, so it loads the generator and the classifiers once (one actor per
-GPU with ``gpus_per_worker`` 1, CPU actors otherwise), and turns :class:`~audit.chunk_worker.ChunkTask` s
-into :class:`~audit.chunk_worker.ChunkResult` s: rows and encoded PNG bytes, never a file. The driver gives
+Each actor builds one :class:`~audit.run.chunk_worker.ChunkWorker` from the run's
+:class:`~audit.run.chunk_worker.WorkerSpec`, so it loads the generator and the classifiers once (one actor per
+GPU with ``gpus_per_worker`` 1, CPU actors otherwise), and turns :class:`~audit.run.chunk_worker.ChunkTask` s
+into :class:`~audit.run.chunk_worker.ChunkResult` s: rows and encoded PNG bytes, never a file. The driver gives
 chunk *i* of the session to actor *i* mod N, keeps at most :data:`DEPTH` chunks per actor in flight, and
 hands the results to the harness's ``write`` in chunk order, in its own thread: it stays the run store's
 only writer, so resume and the store's guarantees are unchanged, and since every engine searches the same
-fixed chunks (:mod:`audit.harness`) the rows are those of ``--engine local``.
+fixed chunks (:mod:`audit.run.harness`) the rows are those of ``--engine local``.
 
 Faults: an actor whose process dies is started again (up to :data:`RESTARTS` times) and the chunks it had
 not returned are computed again; a chunk's result depends only on the chunk, so nothing is lost or stored
@@ -21,8 +21,8 @@ its session files go to ``$RAY_TMPDIR/ray`` (default ``/tmp/ray``). With an addr
 installed; no Ray answering there within :data:`CONNECT_TIMEOUT_S` is one line (Ray's own connect retries
 for minutes). A missing Ray is one line; Ray is imported only here, only for this engine.
 
-Test hook: an actor passes :func:`audit.run_store.hold_point` ``("task")`` as each chunk starts, so a test
-can stop actors mid-run and kill one (:data:`audit.run_store.HOLD_VARIABLE`).
+Test hook: an actor passes :func:`audit.run.run_store.hold_point` ``("task")`` as each chunk starts, so a test
+can stop actors mid-run and kill one (:data:`audit.run.run_store.HOLD_VARIABLE`).
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def check_ray(address: str) -> None:
 
 
 def ray_engine(options: RayOptions, spec: WorkerSpec) -> Engine:
-    """The engine (see :mod:`audit.pipeline`) that runs chunks on Ray actors built from ``spec``."""
+    """The engine (see :mod:`audit.run.pipeline`) that runs chunks on Ray actors built from ``spec``."""
     ray = import_ray()
     device = "cuda" if options.gpus_per_worker else "cpu"
     if spec.device not in ("auto", device) and not spec.device.startswith(device):

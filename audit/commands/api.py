@@ -8,7 +8,7 @@
 
 Column names have no white space (``in_<classifier>_<attribute>``, ``out_…``, ``label_<attribute>``,
 ``ups_<diagnostic>``), e.g. ``run.table["out_skin-tone_ita"]``; class-probability columns ``…_p_<class>``
-write spaces in the class as ``_`` (``out_skin-tone_ita_band_p_very_light``); :mod:`audit.schema` forms them. This
+write spaces in the class as ``_`` (``out_skin-tone_ita_band_p_very_light``); :mod:`audit.core.schema` forms them. This
 module sits on the workflow floor: it only gathers entry points of the floors below (ARCHITECTURE.md).
 """
 
@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from audit.classifiers import build_classifier
-from audit.harness import AuditConfig, run_audit
-from audit.images import read_rgb
+from audit.core.records import Prediction
 from audit.metrics import AttributeAudit
-from audit.records import Prediction
+from audit.run.harness import AuditConfig, run_audit
+from audit.vision.images import read_rgb
 from reports.analysis import Settings, build_report, make_audit
 from reports.run_data import Run, audit_specs, load_run
 

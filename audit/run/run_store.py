@@ -2,7 +2,7 @@
 
 Layout of ``OUT/``::
 
-    run.json                 config and inputs (the resume fingerprint), provenance (:mod:`audit.provenance`),
+    run.json                 config and inputs (the resume fingerprint), provenance (:mod:`audit.run.provenance`),
                              one entry per session (start time, git commit, package versions)
     parts/part-000001.parquet, …   rows, append-only, one file per flush (the source of truth)
     results.parquet          the concatenation of the parts, written when a session closes normally;
@@ -17,12 +17,12 @@ Images are written before the part that references them, and a part is written o
 already stored; a SIGKILL at any instant therefore loses at most the rows of the flush in flight,
 never a completed row, and never duplicates one. Leftover temporary files are removed on open.
 An OS error while writing (disk full, permissions) is a one-line error; what was stored stays.
-One process writes a run (the driver, :mod:`audit.harness`): compute may happen elsewhere (chunk workers
+One process writes a run (the driver, :mod:`audit.run.harness`): compute may happen elsewhere (chunk workers
 return rows and PNG bytes), but only the driver writes them, images (:meth:`RunStore.write_image`) before
 the part of their rows.
 
 Resume: the options and the inputs (SHA-256 of the weights files, the face set's items and labels:
-:func:`audit.provenance.run_inputs`) must equal those in ``run.json``, else the run is refused with one
+:func:`audit.run.provenance.run_inputs`) must equal those in ``run.json``, else the run is refused with one
 line naming what changed (``new_run`` discards the stored rows instead). Every part is checked when
 read (its name, its key columns, the run id of its rows, no key stored twice): a copied, foreign or
 malformed part is a one-line error naming it, never merged.
@@ -57,9 +57,7 @@ from PIL import Image
 
 from pulse_engine.errors import PulseAuditError, short_repr
 
-from .images import to_image
-from .provenance import git_commit, package_versions, utc_now
-from .schema import (
+from ..core.schema import (
     ERROR,
     ITEM,
     RECORD_CONFIG,
@@ -78,6 +76,8 @@ from .schema import (
     column_order,
     record_value,
 )
+from ..vision.images import to_image
+from .provenance import git_commit, package_versions, utc_now
 
 RESULTS = "results.parquet"
 Key = tuple[str, int]
@@ -242,7 +242,7 @@ class RunStore:
     def _check_schema(root: Path, stored: Any) -> None:
         if stored != TABLE_SCHEMA:
             raise PulseAuditError(f"{root} holds a run with the column names of table schema {short_repr(stored)} "
-                                  f"(this version writes schema {TABLE_SCHEMA}, see audit/schema.py), so it "
+                                  f"(this version writes schema {TABLE_SCHEMA}, see audit/core/schema.py), so it "
                                   "cannot be resumed (reports still read it): use a new --out, or --new-run to discard "
                                   "its rows")
 

@@ -1,0 +1,1 @@
+"""Command line and workflows: the CLI and what each command does."""

@@ -1,0 +1,1 @@
+"""Vision helpers: dlib detection and FFHQ alignment, the one image reader, PSNR/SSIM."""
