@@ -469,7 +469,7 @@ def test_demo_runs_with_default_grouping(tmp_path):
                                 device="cpu", out=str(tmp_path / "run")))
     table = read_results(out)
     meta = json.loads((out / "run.json").read_text())
-    manifest = Path(harness.__file__).parents[1] / "datasets" / "demo" / "manifest.csv"
+    manifest = REPO / "datasets" / "demo" / "manifest.csv"
     demo_tones = {line.split(",")[2] for line in manifest.read_text().splitlines()[1:]}
     groups = set(table.column("group").to_pylist())
     assert groups and groups <= demo_tones and len(groups) == table.num_rows
