@@ -19,6 +19,11 @@ the cores with the classification, so its own search time grows; the second shar
 CPU where both stages compete for the same cores). The engine is observed by wrapping the harness's
 ``make_engine`` (results unchanged). The 1-minute load average is printed beside every run: the machine may
 be shared. A section is appended to ``--out`` when given.
+
+Equal conditions: the sequential engine searches in this process, the pipelined one in its search process. This
+process is set up first as the search process sets itself up (:func:`audit.run.search_process.prepare_search`:
+torch threads, glibc's large buffers, as ``pulse-audit run`` does), the two setups are printed and must be equal,
+else the comparison is void. ``OMP_WAIT_POLICY`` is taken from the environment (both processes inherit it).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -41,6 +48,7 @@ from instruments import append_results, machine  # noqa: E402
 import audit.run.harness as harness  # noqa: E402
 from audit.run.harness import AuditConfig, run_audit  # noqa: E402
 from audit.run.run_store import read_results  # noqa: E402
+from audit.run.search_process import prepare_search  # noqa: E402
 
 TIMING = ("t_upsample_s", "t_classify_s", "ups_batch_seconds", "run_id")
 ENGINES = ("sequential", "local")
@@ -53,10 +61,12 @@ class Observed:
         self.stages = {"search": 0.0, "classify": 0.0, "encode": 0.0, "write": 0.0}
         self.chunks = 0
         self.began = self.ended = 0.0
+        self.searcher = None
 
     def wrap(self, make_engine):
         def make(*args):
             engine = make_engine(*args)
+            self.searcher = args[3] if len(args) > 3 else None
 
             def run(tasks, write):
                 def timed_write(result):
@@ -96,7 +106,8 @@ def timed_run(config: AuditConfig) -> dict:
     return {"engine": config.engine, "wall": wall, "cpu": cpu_seconds() - cpu, **observed.stages,
             "chunks": observed.chunks,
             "before": observed.began - began, "after": began + wall - observed.ended, "load": load,
-            "load_after": os.getloadavg()[0], "rows": read_results(Path(config.out)).to_pylist()}
+            "load_after": os.getloadavg()[0], "rows": read_results(Path(config.out)).to_pylist(),
+            "search_setup": observed.searcher.setup if observed.searcher is not None else None}
 
 
 def cpu_seconds() -> float:
@@ -119,6 +130,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    setup = prepare_search(torch.get_num_threads())
+    print(f"this process (sequential engine's search): {setup}", flush=True)
     runs = []
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
         warm = AuditConfig.from_mapping(dict(dataset="demo", factor=4, per_group=1, samples=1, steps=2, restarts=1,
@@ -136,14 +149,17 @@ def main() -> None:
                       f"load {r['load']:.1f}→{r['load_after']:.1f}", flush=True)
             if not same_rows(pair["sequential"]["rows"], pair["local"]["rows"]):
                 raise SystemExit("the two engines stored different rows: the comparison is void")
+            if pair["local"]["search_setup"] != setup:
+                raise SystemExit(f"the search process was set up otherwise ({pair['local']['search_setup']}): the "
+                                 "comparison is void")
             runs.append(pair)
-    text = report(runs, args)
+    text = report(runs, args, setup)
     print(text)
     if args.out:
         append_results(args.out, text)
 
 
-def report(runs: list[dict], args: argparse.Namespace) -> str:
+def report(runs: list[dict], args: argparse.Namespace, setup: str) -> str:
     now = datetime.datetime.now(datetime.UTC)
     rows = len(runs[0]["local"]["rows"])
     lines = [f"\n## {now:%Y-%m-%d %H:%M} UTC — pipelined harness — {machine()}\n",
@@ -151,7 +167,8 @@ def report(runs: list[dict], args: argparse.Namespace) -> str:
              f"per-group {args.per_group} × {args.samples} samples ({rows} rows, {runs[0]['local']['chunks']} "
              "chunks of ≤ 16 outputs), defaults otherwise (100 steps, 3 restarts); sequential and pipelined "
              "engines in one process after an untimed warm-up run; both stored equal rows (timings aside). "
-             "Stage times are sums over the chunks; non-search share = 1 − search / wall.\n",
+             "Stage times are sums over the chunks; non-search share = 1 − search / wall. Both searches ran "
+             f"under the same process setup (this process and the search process): {setup}.\n",
              "| run | engine | load avg (1 min, before→after) | wall (s) | CPU (s) | search (s) | classify (s) "
              "| encode (s) | driver writes (s) | before first chunk (s) | non-search share "
              "| same, vs the sequential search |",

@@ -5,8 +5,10 @@ Some classifiers hold Python's GIL while they compute (dlib's detector and face 
 thread in the same process would wait for them. :class:`SearchProcess` runs
 :meth:`audit.run.chunk_worker.ChunkWorker.search` in a child Python (``python -c``, this interpreter, this
 ``sys.path``; never a re-import of the caller's main script) built from the run's
-:class:`~audit.run.chunk_worker.WorkerSpec` (the upsampler only), with the parent's number of torch threads:
-results do not depend on which process searched (the same batch gives the same bits). Tasks go to the
+:class:`~audit.run.chunk_worker.WorkerSpec` (the upsampler only), set up by :func:`prepare_search` with the
+parent's number of torch threads, as ``pulse-audit run`` sets up its own process: results do not depend on which
+process searched (the same batch gives the same bits), and neither should the speed of a search
+(:attr:`SearchProcess.setup` says how the child was set up, so a measurement can state it). Tasks go to the
 child and outputs come back over a socket pair as pickles made by this code. The child ignores SIGINT
 (Ctrl-C reaches the parent, which stops it), dies with its parent (Linux ``PR_SET_PDEATHSIG``; elsewhere
 it ends when the socket closes) and never touches the run store.
@@ -45,21 +47,31 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
+def prepare_search(threads: int) -> str:
+    """Set up this process for searching on the CPU, as the search process and ``pulse-audit run`` do: ``threads``
+    torch threads and glibc's large buffers kept (:func:`~pulse_engine.allocator.keep_large_buffers`); returns
+    one line saying so (with the OpenMP wait policy, which decides whether idle threads spin)."""
+    torch.set_num_threads(threads)
+    malloc = keep_large_buffers()
+    policy = os.environ.get("OMP_WAIT_POLICY") or "unset (threads spin while they wait)"
+    return f"torch threads {torch.get_num_threads()}; {malloc}; OMP_WAIT_POLICY {policy}"
+
+
 def serve(fd: int, parent: int) -> None:
-    """The child: receive the spec and the thread count, build the upsampler, then search each task
-    received until told to stop (or the socket closes)."""
+    """The child: receive the spec and the thread count, set up (:func:`prepare_search`), build the upsampler,
+    reply how it was set up (or the error), then search each task received until told to stop (or the
+    socket closes)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent)
     conn = Connection(fd)
     spec, threads = pickle.loads(conn.recv_bytes())
-    torch.set_num_threads(threads)
-    keep_large_buffers()
+    setup = prepare_search(threads)
     try:
         worker = ChunkWorker.from_spec(spec, classify=False)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent in its first reply
         _reply(conn, exc)
         return
-    _reply(conn, None)
+    _reply(conn, setup)
     while True:
         try:
             task = pickle.loads(conn.recv_bytes())
@@ -85,7 +97,8 @@ def _reply(conn: Connection, value: Any) -> None:
 
 
 class SearchProcess:
-    """A child process that searches chunk tasks; use as a context manager (it is stopped on exit)."""
+    """A child process that searches chunk tasks; use as a context manager (it is stopped on exit).
+    :attr:`setup` is the child's :func:`prepare_search` line once it is ready (empty before :meth:`wait_ready`)."""
 
     def __init__(self, spec: WorkerSpec) -> None:
         mine, theirs = socket.socketpair()
@@ -97,7 +110,7 @@ class SearchProcess:
             theirs.close()
         self.conn = Connection(mine.detach())
         self.conn.send_bytes(pickle.dumps((spec, torch.get_num_threads())))
-        self.ready = False
+        self.setup = ""
 
     def _receive(self) -> Any:
         try:
@@ -107,13 +120,18 @@ class SearchProcess:
             raise PulseAuditError(f"the search process ended unexpectedly (exit code {code}); the rows stored "
                                   "so far are kept: run the same command to resume") from exc
 
+    def wait_ready(self) -> str:
+        """Wait until the child has built its upsampler (raise its error if it could not); its :attr:`setup`."""
+        if not self.setup:
+            reply = self._receive()
+            if isinstance(reply, BaseException):
+                raise reply
+            self.setup = reply
+        return self.setup
+
     def search(self, task: ChunkTask) -> Searched:
         """Search ``task`` in the child (as :meth:`ChunkWorker.search` would here)."""
-        if not self.ready:
-            failure = self._receive()
-            if failure is not None:
-                raise failure
-            self.ready = True
+        self.wait_ready()
         self.conn.send_bytes(pickle.dumps(task))
         reply = self._receive()
         if isinstance(reply, BaseException):
