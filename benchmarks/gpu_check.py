@@ -1,7 +1,8 @@
 """``make gpu-check``: is this CUDA machine ready for audits at 1024 px? One summary table.
 
     python benchmarks/gpu_check.py [--device cuda] [--steps 10] [--audit-steps 100] [--skip-tests]
-        [--skip-audit] [--out benchmarks/RESULTS.md]
+        [--skip-audit] [--size 1024] [--fit-samples 100000] [--mm-size 8192] [--channels C]
+        [--out benchmarks/RESULTS.md]
 
 On a machine without CUDA it prints one line saying so and exits 0. Otherwise, in order:
 
@@ -18,6 +19,11 @@ On a machine without CUDA it prints one line saying so and exits 0. Otherwise, i
    attempt) on that random generator through ``pulse-audit run``: rows/s and wall time.
 
 It then prints one table. Budget: about 5 minutes on one modern GPU (most of it in step 4).
+
+``--device cpu`` is a rehearsal of the same steps on the CPU (no CUDA tests, no GPU memory column), for a
+machine without a GPU to check that the script itself runs; ``tests/test_gpu_check.py`` runs it so, with
+``--size 32``, ``--channels 16``, one step and small ``--fit-samples`` and ``--mm-size``. Its numbers say
+nothing about a GPU.
 """
 
 from __future__ import annotations
@@ -73,6 +79,11 @@ def device_peak_memory_gb(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
     return torch.cuda.max_memory_allocated(device) / 1e9
+
+
+def device_name(device: torch.device) -> str:
+    """The CUDA device's name, or ``cpu (rehearsal)``."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (rehearsal)"
 
 
 def synchronize(device: torch.device) -> None:
@@ -161,23 +172,24 @@ def run_cuda_tests() -> Row:
     return Row("CUDA tests (pytest -k cuda)", note=f"{verdict}: {summary} in {time.perf_counter() - start:.0f} s")
 
 
-def run_audit(weights: Path, device: torch.device, steps: int, out: Path) -> Row:
-    """A 20-input audit on the random generator through the CLI; rows/s over the whole command."""
+def run_audit(weights: Path, device: torch.device, steps: int, out: Path, size: int = 1024,
+              fit_samples: int = FIT_SAMPLES) -> Row:
+    """A 20-input audit on the random ``size`` px generator through the CLI; rows/s over the whole command."""
     command = [sys.executable, "-m", "audit.commands.cli", "run", "--dataset", "demo", "--group-by", "gender",
                "--per-group", "10", "--generator", f"stylegan2:{weights}", "--factor", "8",
                "--classifiers", "skin-tone", "--restarts", "1", "--steps", str(steps), "--batch-size", "10",
                "--device", str(device), "--out", str(out)]
-    env = {**os.environ, "PULSE_AUDIT_FIT_SAMPLES": str(FIT_SAMPLES)}
+    env = {**os.environ, "PULSE_AUDIT_FIT_SAMPLES": str(fit_samples)}
     start = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, env=env, check=False, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        return Row("audit, 20 inputs ×8, random 1024 px StyleGAN2", note=f"FAILED: {tail[0][:160]}")
+        return Row(f"audit, 20 inputs ×8, random {size} px StyleGAN2", note=f"FAILED: {tail[0][:160]}")
     from audit.run.run_store import read_results
 
     rows = read_results(out).num_rows
-    return Row("audit, 20 inputs ×8, random 1024 px StyleGAN2", 10, rows / wall, unit="rows/s",
+    return Row(f"audit, 20 inputs ×8, random {size} px StyleGAN2", 10, rows / wall, unit="rows/s",
                note=f"{rows} rows in {wall:.0f} s, {steps} steps, skin-tone classifier, whole command")
 
 
@@ -188,36 +200,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--audit-steps", type=int, default=100)
     parser.add_argument("--skip-tests", action="store_true")
     parser.add_argument("--skip-audit", action="store_true")
+    parser.add_argument("--size", type=int, default=1024, help="resolution of the random StyleGAN2 (px)")
+    parser.add_argument("--fit-samples", type=int, default=FIT_SAMPLES, help="z draws of its Gaussian fit")
+    parser.add_argument("--mm-size", type=int, default=8192, help="side of the matrices of the matmul peak")
+    parser.add_argument("--channels", type=int, help="channels of every layer of the random StyleGAN2 "
+                        "(default: rosinality's config-f widths)")
     parser.add_argument("--out", type=Path, help="append the table to this Markdown file")
     args = parser.parse_args(argv)
-    line = no_cuda_line()
+    device = torch.device(args.device)
+    line = no_cuda_line() if device.type == "cuda" else None
     if line is not None:
         print(line)
         return 0
     from pulse_engine.generators import load_generator
     from pulse_engine.generators.stylegan2_loaders import load_stylegan2
 
-    device = torch.device(args.device)
     began = time.perf_counter()
-    rows = [] if args.skip_tests else [run_cuda_tests()]
-    fp32, tf32 = matmul_peaks(device)
-    print(f"torch.mm peak on {torch.cuda.get_device_name(device)}: fp32 {fp32:.0f}, TF32 {tf32:.0f} GFLOP/s",
-          flush=True)
+    rows = [] if args.skip_tests or device.type != "cuda" else [run_cuda_tests()]
+    fp32, tf32 = matmul_peaks(device, args.mm_size)
+    print(f"torch.mm peak on {device_name(device)}: fp32 {fp32:.0f}, TF32 {tf32:.0f} GFLOP/s", flush=True)
     dcgan = load_generator("dcgan-digiface", device)
     for batch in (1, 4, 16):
         rows.append(measure_search("search, dcgan-digiface ×4", dcgan, batch, args.steps, 4))
         print(rows[-1], flush=True)
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as folder:
-        weights = random_stylegan2_checkpoint(Path(folder) / "random1024.pt")
-        stylegan2 = load_stylegan2(weights, device, fit_samples=FIT_SAMPLES)
+        widths = {} if args.channels is None else {"channels": {4 * 2**i: args.channels
+                                                                  for i in range(args.size.bit_length() - 2)}}
+        weights = random_stylegan2_checkpoint(Path(folder) / f"random{args.size}.pt", size=args.size, **widths)
+        stylegan2 = load_stylegan2(weights, device, fit_samples=args.fit_samples)
         for batch in (1, 4, 16):
-            rows.append(measure_search("search, random StyleGAN2 1024 px ×8", stylegan2, batch, args.steps, 8))
+            rows.append(measure_search(f"search, random StyleGAN2 {args.size} px ×8", stylegan2, batch,
+                                       args.steps, 8))
             print(rows[-1], flush=True)
         del stylegan2
-        torch.cuda.empty_cache()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
         if not args.skip_audit:
-            rows.append(run_audit(weights, device, args.audit_steps, Path(folder) / "audit"))
-    heading = (f"\n## {datetime.date.today().isoformat()} — gpu-check — {torch.cuda.get_device_name(device)}, "
+            rows.append(run_audit(weights, device, args.audit_steps, Path(folder) / "audit", args.size,
+                                  args.fit_samples))
+    heading = (f"\n## {datetime.date.today().isoformat()} — gpu-check — {device_name(device)}, "
                f"torch {torch.__version__}, CUDA {torch.version.cuda}\n\n"
                f"torch.mm peaks (GFLOP/s): fp32 {fp32:.0f}, TF32 {tf32:.0f}. Search: PULSE defaults, "
                f"{args.steps} timed steps. Whole check: {time.perf_counter() - began:.0f} s.\n\n")

@@ -81,16 +81,22 @@ def search_step_flops(generator: SearchableGenerator, low: torch.Tensor) -> floa
     no weight gradients); elementwise work is not counted. A one-step search also renders its best
     iterate once more at the end and downsamples it, so those forward passes are counted
     separately and subtracted.
+
+    The count is taken on the first image alone and multiplied by the batch size: a step's work is
+    the same for every image of a batch, and FlopCounterMode (torch 2.13) ignores ``groups`` in the
+    weight gradient of a grouped convolution, which StyleGAN2's modulated convolution is at batch B > 1
+    (one group per image), so counting the whole batch over-counts that gradient B times.
     """
+    first = low[:1]
     with FlopCounterMode(display=False) as counter:
-        pulse_search(generator, low, SearchConfig(steps=1), batch_size=len(low))
+        pulse_search(generator, first, SearchConfig(steps=1), batch_size=1)
     device = low.device
-    latent = torch.zeros(len(low), *generator.latent_shape, device=device)
+    latent = torch.zeros(1, *generator.latent_shape, device=device)
     noise = [torch.zeros(1, *shape, device=device) for shape in generator.noise_shapes]
     down = BicubicDownsample(factor_between(generator.resolution, low.shape[-1])).to(device)
     with FlopCounterMode(display=False) as render, torch.no_grad():
         down(generator.synthesize_w(generator.latent_to_w(latent), noise))
-    return counter.get_total_flops() - render.get_total_flops()
+    return len(low) * (counter.get_total_flops() - render.get_total_flops())
 
 
 def machine() -> str:

@@ -18,6 +18,7 @@ import instruments  # noqa: E402
 from pulse_search import flops_per_image_step  # noqa: E402
 
 from pulse_engine.downsample import BicubicDownsample  # noqa: E402
+from pulse_engine.search import SearchConfig, pulse_search  # noqa: E402
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the no-CUDA path does not apply")
@@ -56,6 +57,47 @@ def test_counted_flops_match_the_analytic_count(tiny_generator):
     low = BicubicDownsample(4)(torch.rand(3, 3, 32, 32))
     counted = instruments.search_step_flops(tiny_generator, low)
     assert counted == pytest.approx(3 * flops_per_image_step(tiny_generator, 4), rel=0.01)
+
+
+def test_flop_counter_over_counts_a_grouped_weight_gradient_so_steps_are_counted_per_image(tmp_path):
+    # Why search_step_flops counts one image: torch's counter ignores groups in a grouped
+    # convolution's weight gradient (StyleGAN2's modulated convolution, one group per image).
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch, c_in, c_out, k, size = 3, 4, 5, 3, 6
+    x = torch.rand(1, batch * c_in, size, size)
+    weight = torch.rand(batch * c_out, c_in, k, k, requires_grad=True)
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.functional.conv2d(x, weight, padding=1, groups=batch).sum().backward()
+    per_pass = 2 * batch * c_out * c_in * k * k * size * size  # multiply-adds × 2, analytic
+    assert counter.get_total_flops() == per_pass + batch * per_pass  # forward + B × the weight gradient
+
+    from pulse_engine.generators.stylegan2_loaders import load_stylegan2
+
+    path = gpu_check.random_stylegan2_checkpoint(tmp_path / "r.pt", size=8, style_dim=8, n_mlp=2,
+                                                 channels={4: 4, 8: 4})
+    model = load_stylegan2(path, "cpu", fit_samples=1000)
+    low = BicubicDownsample(2)(torch.rand(3, 3, 8, 8))
+    one = instruments.search_step_flops(model, low[:1])
+    assert instruments.search_step_flops(model, low) == 3 * one
+    with FlopCounterMode(display=False) as whole:  # the batch counted at once: more than 3 images' work
+        pulse_search(model, low, SearchConfig(steps=1), batch_size=3)
+    with FlopCounterMode(display=False) as single:
+        pulse_search(model, low[:1], SearchConfig(steps=1), batch_size=1)
+    assert whole.get_total_flops() > 3 * single.get_total_flops()
+
+
+def test_cpu_rehearsal_runs_every_step_of_the_check(tmp_path):
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_check.py"), "--device", "cpu", "--size", "32",
+                           "--channels", "16", "--steps", "1", "--skip-audit", "--fit-samples", "2000",
+                           "--mm-size", "256", "--out", str(tmp_path / "r.md")],
+                          check=False, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = (tmp_path / "r.md").read_text()
+    assert "gpu-check — cpu (rehearsal)" in table
+    assert table.count("| search, dcgan-digiface ×4 |") == 3
+    assert table.count("| search, random StyleGAN2 32 px ×8 |") == 3
+    assert "FAILED" not in table  # (the audit step has its own test below)
 
 
 def test_measure_search_on_a_tiny_model(tiny_generator):
