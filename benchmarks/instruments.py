@@ -1,16 +1,29 @@
-"""Measuring instruments shared by the benchmarks: GEMM peaks, machine line, peak RSS, results file.
+"""Measuring instruments shared by the benchmarks: GEMM peaks, peak-bracketed runs, machine line, peak RSS,
+results file.
 
 Imported by the scripts beside it (``python benchmarks/X.py`` puts this folder on ``sys.path``).
+
+On a shared machine the GEMM peak itself moves (on this 2-core VM it fell from 446 to 220 GFLOP/s
+within seven minutes), so a fraction of peak means something only against a peak measured next to
+the run it divides. :class:`Bracketed` holds a measured value with the peaks measured right before
+and after it; when those peaks disagree by more than :data:`DISTURBED_SPREAD` the machine changed
+during the run and the value is flagged and left out of :func:`steady_median`. Steady peaks do not
+prove a quiet run, though: another process that holds one core all along halves the peak on both
+sides and slows a run of many small kernels on two synchronised threads far more than half. So a
+bracketed run also carries the CPU time other processes took during it (:func:`other_cores`, from
+``/proc/stat``), and more than :data:`BUSY_CORES` of it flags the run as well.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,14 +35,20 @@ from pulse_engine.generators.base import SearchableGenerator
 from pulse_engine.search import SearchConfig, pulse_search
 
 NUMPY_PEAK = """
-import time, numpy as np
-n = 3072
+import sys, time, numpy as np
+n, repeats = 3072, int(sys.argv[1])
 a = np.random.rand(n, n).astype(np.float32); b = np.random.rand(n, n).astype(np.float32)
 a @ b; best = 0.0
-for _ in range(5):
+for _ in range(repeats):
     t = time.perf_counter(); a @ b; best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
 print(best)
 """
+
+DISTURBED_SPREAD = 0.15
+"""Largest relative spread (max / min − 1) of the peaks around a run for it to count as undisturbed."""
+
+BUSY_CORES = 0.2
+"""Most CPU other processes may use during a run (cores, averaged over it) for it to count as undisturbed."""
 
 
 def best_rate(fn: Callable[[], object], flop: float, repeats: int = 5, sync: Callable[[], None] = lambda: None,
@@ -66,12 +85,92 @@ def cpu_gemm_peaks(threads: int) -> dict[str, float]:
     peaks = {"torch.mm (MKL)": torch_mm_peak("cpu", n)}
     x, w = torch.randn(1, n, 48, 64), torch.randn(n, n, 1, 1)
     peaks["oneDNN 1×1 conv GEMM"] = best_rate(lambda: F.conv2d(x, w), 2 * n * n * 48 * 64)
+    openblas = openblas_peak(threads)
+    if openblas is not None:
+        peaks["NumPy OpenBLAS (native kernel)"] = openblas
+    return peaks
+
+
+def openblas_peak(threads: int, repeats: int = 5) -> float | None:
+    """Best fp32 GFLOP/s of NumPy's OpenBLAS (3072² GEMM, one warm-up then ``repeats`` timed) on ``threads``
+    threads, in a fresh subprocess (so no OpenBLAS thread of it lingers in this one) without the
+    OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE overrides this workplace sets; None when NumPy fails there."""
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     env["OPENBLAS_NUM_THREADS"] = str(threads)
-    done = subprocess.run([sys.executable, "-c", NUMPY_PEAK], check=False, capture_output=True, text=True, env=env)
-    if done.returncode == 0:
-        peaks["NumPy OpenBLAS (native kernel)"] = float(done.stdout.strip())
-    return peaks
+    done = subprocess.run([sys.executable, "-c", NUMPY_PEAK, str(repeats)], check=False, capture_output=True,
+                          text=True, env=env)
+    return float(done.stdout.strip()) if done.returncode == 0 else None
+
+
+@dataclass(frozen=True)
+class Bracketed:
+    """A measured value and the GEMM peaks (GFLOP/s) measured right before and after the run(s) behind it.
+
+    Attributes:
+        value: what was measured (a rate, a fraction of peak, a ratio of two adjacent runs).
+        peaks: the peaks around it, in time order; a ratio of two runs carries both runs' peaks.
+        others: CPU cores other processes used during the run, on average (the larger of two runs'
+            for a ratio; 0 when not measured).
+    """
+
+    value: float
+    peaks: tuple[float, ...]
+    others: float = 0.0
+
+    @property
+    def spread(self) -> float:
+        """max / min − 1 of the peaks (infinite when a peak is missing or not positive)."""
+        return max(self.peaks) / min(self.peaks) - 1 if self.peaks and min(self.peaks) > 0 else float("inf")
+
+    @property
+    def disturbed(self) -> bool:
+        """True when the peaks around the value differ by more than :data:`DISTURBED_SPREAD` or other
+        processes used more than :data:`BUSY_CORES` during the run (or that was not measurable: NaN)."""
+        return self.spread > DISTURBED_SPREAD or not self.others <= BUSY_CORES
+
+    def fraction_of_peak(self, work: float) -> Bracketed:
+        """``value`` × ``work`` (e.g. image-steps/s × GFLOP per image-step) over the larger adjacent peak."""
+        return Bracketed(self.value * work / max(self.peaks), self.peaks, self.others)
+
+    def over(self, other: Bracketed) -> Bracketed:
+        """The ratio of two adjacent runs' values, carrying the peaks of both and the busier run's others."""
+        return Bracketed(self.value / other.value, self.peaks + other.peaks, max(self.others, other.others))
+
+
+def steady_median(items: Sequence[Bracketed]) -> tuple[float, int]:
+    """Median of the values not :attr:`~Bracketed.disturbed`, and how many there were (NaN, 0 when none)."""
+    kept = [item.value for item in items if not item.disturbed]
+    return (statistics.median(kept), len(kept)) if kept else (float("nan"), 0)
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """(busy seconds of all CPUs so far, steal included; CPU seconds of this process, all threads), both from
+    the kernel's tick accounting in ``/proc``; NaNs where there is no ``/proc/stat``."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = [int(v) for v in handle.readline().split()[1:]]
+        with open("/proc/self/stat") as handle:
+            own = handle.read().rsplit(")", 1)[1].split()  # fields after the command name
+    except (OSError, ValueError, IndexError):
+        return float("nan"), float("nan")
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / tick, (int(own[11]) + int(own[12])) / tick
+
+
+def other_cores(before: tuple[float, float], after: tuple[float, float], seconds: float) -> float:
+    """Cores other processes (and the hypervisor's steal) kept busy, on average, between two
+    :func:`cpu_seconds` readings ``seconds`` apart; never below 0 (tick rounding)."""
+    busy, own = after[0] - before[0], after[1] - before[1]
+    return max(0.0, (busy - own) / seconds)
+
+
+def load_average() -> float:
+    """The 1-minute load average (other processes' demand for the cores); NaN where the OS has none."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
 
 
 def search_step_flops(generator: SearchableGenerator, low: torch.Tensor) -> float:

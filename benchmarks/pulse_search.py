@@ -15,25 +15,39 @@ with it, for the plain loop: the same search over the generator's ``nn.Sequentia
 BatchNorm not folded). glibc's malloc is set up as ``pulse-audit`` sets it
 (``pulse_engine.allocator``) unless ``--malloc-default``; both paths share the setting.
 
-The peak is the best of three fp32 GEMM measurements on the same threads (see
-``instruments.cpu_gemm_peaks``): torch.mm (MKL), a oneDNN 1×1 convolution, NumPy's OpenBLAS.
+On this shared machine the GEMM peak moves by a factor of two within minutes, so every fraction of
+peak divides by a peak measured beside the run: NumPy's OpenBLAS fp32 GEMM (the machine's fastest,
+see ``instruments.openblas_peak``) is measured right before, between and after the timed runs of
+each repeat; a run whose two adjacent peaks differ by more than ``instruments.DISTURBED_SPREAD`` is
+flagged and left out of the medians, and the optimised ÷ plain ratio is taken pairwise (the two
+runs of one repeat) under the same rule. The three peaks of ``instruments.cpu_gemm_peaks`` (torch.mm
+on MKL, a oneDNN 1×1 convolution, OpenBLAS) are printed once at the start for reference.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import statistics
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from instruments import (
+    BUSY_CORES,
+    DISTURBED_SPREAD,
+    Bracketed,
     append_results,
     cpu_gemm_peaks,
+    cpu_seconds,
+    load_average,
     machine,
+    openblas_peak,
+    other_cores,
     peak_rss_gb,
     search_step_flops,
+    steady_median,
 )
 
 from pulse_engine.allocator import keep_large_buffers
@@ -56,11 +70,47 @@ def flops_per_image_step(model: DCGANGenerator, factor: int) -> float:
     return total + 2 * 2 * down
 
 
-def timed_rate(model: DCGANGenerator, low: torch.Tensor, steps: int) -> float:
-    """Image-steps/s of one ``steps``-step search over the batch ``low``."""
-    start = time.perf_counter()
-    pulse_search(model, low, SearchConfig(steps=steps, restarts=1), batch_size=len(low))
-    return len(low) * steps / (time.perf_counter() - start)
+@dataclass(frozen=True)
+class Repeat:
+    """One repeat at one batch size: each path timed once, an OpenBLAS peak before, between and after.
+
+    Attributes:
+        order: the paths in the order they ran (alternating between repeats).
+        runs: image-steps/s of each path with the two peaks adjacent to its run and the cores other
+            processes used during it.
+        loads: the 1-minute load average at each peak measurement, in time order.
+    """
+
+    order: tuple[str, ...]
+    runs: dict[str, Bracketed]
+    loads: tuple[float, ...]
+
+
+def bracketed_repeat(paths: dict[str, DCGANGenerator], order: Sequence[str], low: torch.Tensor, steps: int,
+                     threads: int) -> Repeat:
+    """Time each path once in ``order``, with a short OpenBLAS peak measured before, between and after."""
+    def peak() -> float:
+        value = openblas_peak(threads, repeats=3)
+        if value is None:
+            raise SystemExit("NumPy's OpenBLAS GEMM failed in a subprocess: no peak to divide by")
+        loads.append(load_average())
+        return value
+
+    loads: list[float] = []
+    peaks = [peak()]
+    runs = {}
+    for name in order:
+        before, start = cpu_seconds(), time.perf_counter()
+        pulse_search(paths[name], low, SearchConfig(steps=steps, restarts=1), batch_size=len(low))
+        seconds = time.perf_counter() - start
+        others = other_cores(before, cpu_seconds(), seconds)
+        peaks.append(peak())
+        runs[name] = Bracketed(len(low) * steps / seconds, (peaks[-2], peaks[-1]), others)
+    return Repeat(tuple(order), runs, tuple(loads))
+
+
+def percent(item: Bracketed) -> str:
+    return f"{100 * item.value:.1f}%" + (" (disturbed)" if item.disturbed else "")
 
 
 def main() -> None:
@@ -68,7 +118,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--factor", type=int, default=4)
     parser.add_argument("--steps", type=int, default=100, help="steps per timed search")
-    parser.add_argument("--repeats", type=int, default=3, help="timed searches per path and batch size (median kept)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed searches per path and batch size")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-plain", action="store_true", help="skip the plain-loop baseline")
     parser.add_argument("--malloc-default", action="store_true", help="keep glibc's default malloc settings")
@@ -76,52 +126,72 @@ def main() -> None:
     args = parser.parse_args()
     malloc = "malloc: glibc defaults (--malloc-default)" if args.malloc_default else keep_large_buffers()
     torch.set_num_threads(args.threads)
+    began = datetime.datetime.now(datetime.UTC)
     paths = {"optimised": load_dcgan_digiface()}
     if not args.no_plain:
         paths["plain"] = load_dcgan_digiface()
         paths["plain"]._fused_layers = 0  # synthesize_w then runs self.main, the layout as loaded
-    peaks = cpu_gemm_peaks(args.threads)
-    peak = max(peaks.values())
+    names = list(paths)
+    start_peaks = cpu_gemm_peaks(args.threads)
     model = paths["optimised"]
     flops = flops_per_image_step(model, args.factor)
     side = model.resolution // args.factor
-    rows = []
+    tables, summary, base = [], [], None
     for batch in args.batches:
         low = BicubicDownsample(args.factor)(torch.rand(batch, 3, model.resolution, model.resolution))
         assert low.shape[-1] == side
         counted = search_step_flops(model, low) / batch
-        rates: dict[str, list[float]] = {name: [] for name in paths}
         for path in paths.values():
             pulse_search(path, low, SearchConfig(steps=5), batch_size=batch)  # warm-up
-        for _ in range(args.repeats):
-            for name, path in paths.items():
-                rates[name].append(timed_rate(path, low, args.steps))
-        median = {name: statistics.median(values) for name, values in rates.items()}
-        rows.append((batch, median, rates))
-        text = ", ".join(f"{name} {median[name]:8.1f} image-steps/s ({100 * median[name] * flops / 1e9 / peak:5.1f}% "
-                         f"of peak)" for name in paths)
-        print(f"batch {batch:3d}: {text}; FlopCounterMode {counted / 1e6:.1f} MFLOP/image-step", flush=True)
-    base = rows[0][1]["optimised"]
-    lines = [f"\n## {datetime.date.today().isoformat()} — {machine()} — PULSE search, optimised vs plain loop\n",
-             (f"Search: dcgan-digiface, ×{args.factor} ({side}→{model.resolution} px), {args.steps} steps per "
-              f"search, median of {args.repeats} alternating runs per path; {flops / 1e6:.1f} MFLOP per image-step "
-              f"(analytic; FlopCounterMode: {counted / 1e6:.1f}). {malloc}. "
-              f"Peak RSS of the process: {peak_rss_gb():.2f} GB.\n"),
-             "fp32 GEMM peaks (GFLOP/s): " + "; ".join(f"{k} {v:.1f}" for k, v in peaks.items())
-             + f". Peak used: **{peak:.1f}**.\n"]
+        repeats = [bracketed_repeat(paths, names if r % 2 == 0 else names[::-1], low, args.steps, args.threads)
+                   for r in range(args.repeats)]
+        fractions = {name: [rep.runs[name].fraction_of_peak(flops / 1e9) for rep in repeats] for name in names}
+        ratios = [rep.runs["optimised"].over(rep.runs["plain"]) for rep in repeats] if "plain" in paths else []
+        for r, rep in enumerate(repeats):
+            peaks = [rep.runs[rep.order[0]].peaks[0]] + [rep.runs[name].peaks[1] for name in rep.order]
+            line = (f"| {batch} | {r + 1} ({' → '.join(rep.order)}) | {' → '.join(f'{p:.0f}' for p in peaks)} | "
+                    f"{' → '.join(f'{x:.1f}' for x in rep.loads)} |")
+            for name in names:
+                line += f" {rep.runs[name].value:.1f} | {rep.runs[name].others:.2f} | {percent(fractions[name][r])} |"
+            if ratios:
+                line += f" {ratios[r].value:.2f}×{' (disturbed)' if ratios[r].disturbed else ''} |"
+            tables.append(line)
+            print(line, flush=True)
+        rate, kept = steady_median([rep.runs["optimised"] for rep in repeats])
+        base = rate if base is None else base
+        row = f"| {batch} | {rate:.1f} ({kept} of {len(repeats)}) | {rate / base:.2f}× |"
+        for name in names:
+            value, kept = steady_median(fractions[name])
+            row += f" {100 * value:.1f}% ({kept} of {len(repeats)}) |"
+        if ratios:
+            value, kept = steady_median(ratios)
+            row += f" {value:.2f}× ({kept} of {len(repeats)}) |"
+        summary.append(row)
+        print(f"batch {batch}: FlopCounterMode {counted / 1e6:.1f} MFLOP/image-step", flush=True)
     plain = "plain" in paths
-    lines += [("| batch | image-steps/s (runs) | GFLOP/s | % of peak | vs batch 1 |"
-               + (" plain loop image-steps/s (runs) | plain % of peak | optimised ÷ plain |" if plain else "")),
-              "|---|---|---|---|---|" + ("---|---|---|" if plain else "")]
-    for batch, median, rates in rows:
-        gflops = median["optimised"] * flops / 1e9
-        line = (f"| {batch} | {median['optimised']:.1f} ({', '.join(f'{r:.4g}' for r in rates['optimised'])}) | "
-                f"{gflops:.1f} | {100 * gflops / peak:.1f}% | {median['optimised'] / base:.2f}× |")
-        if plain:
-            line += (f" {median['plain']:.1f} ({', '.join(f'{r:.4g}' for r in rates['plain'])}) | "
-                     f"{100 * median['plain'] * flops / 1e9 / peak:.1f}% | "
-                     f"{median['optimised'] / median['plain']:.2f}× |")
-        lines.append(line)
+    ended = datetime.datetime.now(datetime.UTC)
+    lines = [f"\n## {began:%Y-%m-%d %H:%M}–{ended:%H:%M} UTC — {machine()} — PULSE search, optimised vs plain loop, "
+             "peak measured beside every run\n",
+             (f"Search: dcgan-digiface, ×{args.factor} ({side}→{model.resolution} px), {args.steps} steps per "
+              f"search, {args.repeats} repeats per batch size, paths alternating in order; {flops / 1e6:.1f} MFLOP "
+              f"per image-step (analytic; FlopCounterMode: {counted / 1e6:.1f}). {malloc}. "
+              f"Peak RSS of the process: {peak_rss_gb():.2f} GB.\n"),
+             ("Peak: NumPy's OpenBLAS fp32 GEMM (native kernel, best of 3 after a warm-up, in a subprocess) measured "
+              "right before, between and after the timed runs of each repeat; a run's fraction divides by the larger "
+              f"of its two adjacent peaks. A run (or a pair, for the ratio) whose adjacent peaks differ by more than "
+              f"{100 * DISTURBED_SPREAD:.0f} %, or during which other processes used more than {BUSY_CORES} cores on "
+              "average (from /proc/stat), is marked disturbed and left out of the medians. Peaks at start "
+              "(GFLOP/s): " + "; ".join(f"{k} {v:.1f}" for k, v in start_peaks.items()) + ".\n"),
+             ("| batch | repeat (order) | OpenBLAS peaks, GFLOP/s | load (1 min) at each peak |"
+              + "".join(f" {name} image-steps/s | other processes' CPU during it (cores) | {name} % of adjacent "
+                        "peak |" for name in names)
+              + (" optimised ÷ plain |" if plain else "")),
+             "|---|---|---|---|" + "---|---|---|" * len(names) + ("---|" if plain else ""), *tables,
+             "\nMedians over the undisturbed runs (pairs for the ratio):\n",
+             ("| batch | optimised image-steps/s | vs first batch |"
+              + "".join(f" {name} % of adjacent peak |" for name in names)
+              + (" optimised ÷ plain (pairwise) |" if plain else "")),
+             "|---|---|---|" + "---|" * len(names) + ("---|" if plain else ""), *summary]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
