@@ -7,15 +7,22 @@ pixel's support, normalised to sum 1. The image is reflect-padded by 3·f per ax
 (H/f)×(W/f). For even f this is exactly PULSE's ``BicubicDownSample``; for odd f (which PULSE never
 uses) the taps are centred on the output pixel. The same operator makes the low-resolution inputs
 and drives the search loss. Works on any device and dtype.
+
+Padding, filtering and striding along one axis are one linear map, so each axis is applied as a
+matrix, (H/f)×H (:func:`resize_matrix`, built in float64 with the reflection folded in):
+``low = M_H · image · M_Wᵀ``, two batched matrix products forward and two backward. That replaces
+two reflection pads and two grouped convolutions (and their backward passes), which took four times
+as long in the 64 px search step. The dense matrices do more multiply-adds than the 4·f taps
+(H instead of 4·f per output value; at 64 px and f = 4 under 0.2 % of the search step's work).
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 KEYS_A = -0.5
@@ -46,6 +53,21 @@ def kernel_taps(factor: int) -> np.ndarray:
     return taps / taps.sum()
 
 
+@lru_cache(maxsize=32)
+def resize_matrix(size: int, factor: int) -> np.ndarray:
+    """The (size/f)×size float64 matrix of one axis: output o takes the 4·f taps at input positions
+    o·f − ⌊3f/2⌋ …, each position reflected into 0 … size−1 (no edge repeat: numpy/torch ``reflect``)."""
+    taps = kernel_taps(factor)
+    before, _ = padding(factor)
+    positions = np.arange(size // factor)[:, None] * factor - before + np.arange(4 * factor)[None, :]
+    positions = np.abs(positions)  # reflect below 0 (−p → p); ⌊3f/2⌋ < size, so once is enough
+    positions = np.where(positions >= size, 2 * (size - 1) - positions, positions)
+    matrix = np.zeros((size // factor, size))
+    np.add.at(matrix, (np.arange(size // factor)[:, None].repeat(4 * factor, 1), positions), taps[None, :])
+    matrix.flags.writeable = False
+    return matrix
+
+
 class BicubicDownsample(nn.Module):
     """Downsample (B, C, H, W) images by an integer ``factor``.
 
@@ -56,11 +78,19 @@ class BicubicDownsample(nn.Module):
     def __init__(self, factor: int) -> None:
         super().__init__()
         self.factor = int(factor)
-        taps = torch.from_numpy(kernel_taps(self.factor))  # float64; cast to the input dtype per call
-        self.register_buffer("taps", taps, persistent=False)
+        if self.factor < 1:
+            raise ValueError(f"factor must be a positive integer, got {factor}")
+        self._matrices: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
 
     def extra_repr(self) -> str:
         return f"factor={self.factor}, taps={4 * self.factor}, a={KEYS_A}"
+
+    def matrix(self, size: int, like: torch.Tensor) -> torch.Tensor:
+        """:func:`resize_matrix` for ``size`` in the dtype and on the device of ``like`` (kept for reuse)."""
+        key = (size, like.dtype, like.device)
+        if key not in self._matrices:
+            self._matrices[key] = torch.tensor(resize_matrix(size, self.factor)).to(like.device, like.dtype)
+        return self._matrices[key]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() != 4:
@@ -68,19 +98,13 @@ class BicubicDownsample(nn.Module):
         f = self.factor
         if f == 1:
             return images
-        _, channels, height, width = images.shape
+        _, _, height, width = images.shape
         if height % f or width % f:
             raise ValueError(f"image size {height}×{width} is not a multiple of the factor {f}")
-        before, after = padding(f)
+        before, _ = padding(f)
         if before >= height or before >= width:
             raise ValueError(f"image size {height}×{width} is too small for factor {f} (reflect pad {before})")
-        taps = self.taps.to(dtype=images.dtype)
-        vertical = taps.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
-        horizontal = taps.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
-        out = F.pad(images, (0, 0, before, after), mode="reflect")
-        out = F.conv2d(out, vertical, stride=(f, 1), groups=channels)
-        out = F.pad(out, (before, after, 0, 0), mode="reflect")
-        return F.conv2d(out, horizontal, stride=(1, f), groups=channels)
+        return torch.matmul(torch.matmul(self.matrix(height, images), images), self.matrix(width, images).mT)
 
 
 def downsample(images: torch.Tensor, factor: int) -> torch.Tensor:

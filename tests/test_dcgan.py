@@ -1,15 +1,19 @@
 """The DigiFace DCGAN: strict loading of the shipped weights, equality with the package's own
-class, BN folding, and one-line errors for bad files."""
+class, BN folding, the fused search path against the plain layers (values, gradients, a short
+search), and one-line errors for bad files."""
 
+import copy
 import os
 import pickle
 
 import pytest
 import torch
 
+from pulse_engine.downsample import BicubicDownsample
 from pulse_engine.errors import WeightsError
 from pulse_engine.generators import REGISTRY, load_generator
 from pulse_engine.generators.dcgan import DCGANGenerator, digiface_weights_path, load_dcgan_digiface
+from pulse_engine.search import SearchConfig, pulse_search
 
 EXPECTED_KEYS = {  # gan-face-generate's netG_state_dict for Generator(0, 3, 100, 64)
     "main.0.weight": (100, 512, 4, 4), "main.3.weight": (512, 256, 4, 4), "main.6.weight": (256, 128, 4, 4),
@@ -81,3 +85,42 @@ def test_pickle_with_code_is_refused_without_running_it(tmp_path):
 def test_registry_lists_dcgan_weights_present():
     assert REGISTRY["dcgan-digiface"].missing_files() == []
     assert load_generator("dcgan-tiny").resolution == 32
+
+
+def plain_copy(model):
+    """The same weights run through ``self.main`` as loaded (NCHW, BatchNorm separate): the plain loop."""
+    plain = copy.deepcopy(model)
+    plain._fused_layers = 0
+    return plain
+
+
+@pytest.mark.parametrize("name", ["dcgan-tiny", "dcgan-digiface"])
+def test_fused_synthesis_and_its_gradient_match_the_plain_layers(name):
+    fused = load_generator(name)
+    plain = plain_copy(fused)
+    z = torch.randn(5, *fused.latent_shape, generator=torch.Generator().manual_seed(1))
+    weights = torch.rand(5, 3, fused.resolution, fused.resolution, generator=torch.Generator().manual_seed(2))
+    grads, images = [], []
+    for model in (fused, plain):
+        latent = z.clone().requires_grad_(True)
+        image = model.synthesize_w(latent)
+        (image * weights).sum().backward()  # an arbitrary upstream gradient through every layer
+        images.append(image.detach())
+        grads.append(latent.grad)
+    assert images[0].shape == images[1].shape == (5, 3, fused.resolution, fused.resolution)
+    torch.testing.assert_close(images[0], images[1], atol=1e-5, rtol=0)
+    scale = float(grads[1].abs().max())
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5 * scale, rtol=0)
+
+
+def test_search_on_the_fused_path_matches_the_plain_loop():
+    fused = load_dcgan_digiface()
+    plain = plain_copy(fused)
+    with torch.no_grad():
+        z = torch.randn(3, *fused.latent_shape, generator=torch.Generator().manual_seed(5))
+        low = BicubicDownsample(4)(plain.synthesize_w(z))
+    config = SearchConfig(steps=10, restarts=1, seed=0)
+    ours, reference = (pulse_search(model, low, config, batch_size=3) for model in (fused, plain))
+    for a, b in zip(ours, reference):
+        torch.testing.assert_close(a.image, b.image, atol=1e-4, rtol=0)  # the batch-composition tolerance
+        assert a.lr_l2 == pytest.approx(b.lr_l2, rel=1e-3) and a.success == b.success

@@ -11,7 +11,9 @@ transposed conv to RGB and tanh. No conv has a bias. For R = 64 the keys are ``m
 For the search, each BatchNorm (eval mode) is folded into the preceding conv once after loading;
 this is an exact re-parametrisation that saves four passes over the activations per step. The
 folded weights and the activations are kept channels-last, which oneDNN's CPU kernels run about a
-quarter faster than NCHW (see ``benchmarks/RESULTS.md``).
+quarter faster than NCHW (see ``benchmarks/RESULTS.md``). The output layer (to 3 channels), which
+oneDNN's transposed convolution runs at a tenth of its usual speed, is computed as one GEMM and an
+overlap-add instead (:class:`_OutputLayer`).
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ class DCGANGenerator(SearchableGenerator):
                 weight = weight.contiguous(memory_format=torch.channels_last)
             self.register_buffer(f"fused_w{i}", weight, persistent=False)
             self.register_buffer(f"fused_b{i}", bias, persistent=False)
+        self.register_buffer("fused_columns", _OutputLayer.column_weight(weight), persistent=False)
         self._fused_layers = len(convs)
         return self
 
@@ -110,10 +113,61 @@ class DCGANGenerator(SearchableGenerator):
             return (self.main(w.reshape(batch, self.nz, 1, 1)) + 1) / 2
         x = torch.addmm(self.fused_b0, w.reshape(batch, self.nz), self.fused_w0)
         x = torch.relu_(x).view(batch, 4, 4, -1).permute(0, 3, 1, 2)  # channels-last (B, C, 4, 4)
-        for i in range(1, self._fused_layers):
+        last = self._fused_layers - 1
+        for i in range(1, last):
             x = F.conv_transpose2d(x, getattr(self, f"fused_w{i}"), getattr(self, f"fused_b{i}"), 2, 1)
-            x = torch.relu_(x) if i < self._fused_layers - 1 else torch.sigmoid(x)
-        return x
+            x = torch.relu_(x)
+        return _OutputLayer.apply(x, self.fused_columns, getattr(self, f"fused_w{last}"))
+
+
+class _OutputLayer(torch.autograd.Function):
+    """sigmoid(conv_transpose2d(x, weight, stride 2, padding 1)) for a 4×4 kernel with few output channels.
+
+    oneDNN runs a transposed convolution to 3 channels at about 30 GFLOP/s per core (a fifth of the
+    other layers), while the same multiply-adds as a 1×1 convolution of the channels-last input to
+    the 16·C (kernel row, kernel column, channel) "columns" run at ≈ 180 GFLOP/s. So the forward is
+    that GEMM followed by the overlap-add of the columns onto the output grid (col2im) and the
+    sigmoid; the backward is the exact adjoint, as autograd would compute it: the sigmoid's
+    derivative, then a stride-2 convolution with the same weight (a fast oneDNN forward kernel).
+    Same arithmetic as ``F.conv_transpose2d``, summed in another order (agreement to float32
+    rounding is tested). The image is returned NCHW-contiguous, the layout the downsampler's
+    matrix products read fastest.
+    """
+
+    @staticmethod
+    def column_weight(weight: torch.Tensor) -> torch.Tensor:
+        """(C_in, C, 4, 4) transposed-conv weight → (16·C, C_in, 1, 1) 1×1 conv weight, output channels
+        ordered (kernel row, kernel column, channel), channels-last."""
+        c_in = weight.shape[0]
+        columns = weight.permute(0, 2, 3, 1).reshape(c_in, -1).t()
+        return columns.reshape(-1, c_in, 1, 1).contiguous(memory_format=torch.channels_last)
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, columns: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        batch, _, side, _ = x.shape
+        channels = weight.shape[1]
+        # kernel row ky = 2a + p and column kx = 2d + q: input pixel (i, j) adds to padded output row
+        # 2(i + a) + p and column 2(j + d) + q (the output is the padded grid without its outer ring)
+        cols = F.conv2d(x, columns).permute(0, 2, 3, 1).reshape(batch, side, side, 2, 2, 2, 2, channels)
+        cols = cols.permute(0, 3, 5, 1, 4, 2, 6, 7)  # (B, a, d, i, p, j, q, C)
+        grid = cols.new_empty(batch, side + 1, 2, side + 1, 2, channels)  # (B, i + a, p, j + d, q, C)
+        grid[:, :side, :, :side] = cols[:, 0, 0]
+        grid[:, side] = 0
+        grid[:, :side, :, side] = 0
+        grid[:, 1:, :, 1:] += cols[:, 1, 1]
+        grid[:, 1:, :, :side] += cols[:, 1, 0]
+        grid[:, :side, :, 1:] += cols[:, 0, 1]
+        full = 2 * side + 2
+        inner = grid.view(batch, full, full, channels)[:, 1:-1, 1:-1].permute(0, 3, 1, 2)
+        image = torch.sigmoid(inner, out=x.new_empty(batch, channels, full - 2, full - 2))
+        ctx.save_for_backward(image, weight)
+        return image
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        image, weight = ctx.saved_tensors
+        grad = torch.ops.aten.sigmoid_backward(grad, image)
+        return F.conv2d(grad, weight, None, 2, 1), None, None
 
 
 def digiface_weights_path() -> Path:
