@@ -11,7 +11,7 @@ import torch
 
 from pulse_engine.downsample import BicubicDownsample
 from pulse_engine.errors import WeightsError
-from pulse_engine.generators import REGISTRY, load_generator
+from pulse_engine.generators import REGISTRY, dcgan, load_generator
 from pulse_engine.generators.dcgan import DCGANGenerator, digiface_weights_path, load_dcgan_digiface
 from pulse_engine.search import SearchConfig, pulse_search
 
@@ -95,9 +95,13 @@ def plain_copy(model):
 
 
 @pytest.mark.parametrize("name", ["dcgan-tiny", "dcgan-digiface"])
-def test_fused_synthesis_and_its_gradient_match_the_plain_layers(name):
+@pytest.mark.parametrize("onednn", [True, False], ids=["packed-onednn", "torch-operators"])
+def test_fused_synthesis_and_its_gradient_match_the_plain_layers(name, onednn, monkeypatch):
     fused = load_generator(name)
-    plain = plain_copy(fused)
+    fused.synthesize_w(torch.zeros(1, *fused.latent_shape))  # packs the weights where oneDNN runs
+    plain = plain_copy(fused)  # the packed weights are not copied (oneDNN's cannot be)
+    assert (fused._packed is not None) == dcgan._onednn_runs(torch.zeros(1)) and plain._packed is None
+    monkeypatch.setattr(dcgan, "_onednn_runs", lambda x: onednn)
     z = torch.randn(5, *fused.latent_shape, generator=torch.Generator().manual_seed(1))
     weights = torch.rand(5, 3, fused.resolution, fused.resolution, generator=torch.Generator().manual_seed(2))
     grads, images = [], []
