@@ -11,9 +11,12 @@ transposed conv to RGB and tanh. No conv has a bias. For R = 64 the keys are ``m
 For the search, each BatchNorm (eval mode) is folded into the preceding conv once after loading;
 this is an exact re-parametrisation that saves four passes over the activations per step. The
 folded weights and the activations are kept channels-last, which oneDNN's CPU kernels run about a
-quarter faster than NCHW (see ``benchmarks/RESULTS.md``). The output layer (to 3 channels), which
-oneDNN's transposed convolution runs at a tenth of its usual speed, is computed as one GEMM and an
-overlap-add instead (:class:`_OutputLayer`).
+quarter faster than NCHW (see ``benchmarks/RESULTS.md``). On a CPU the layers run as oneDNN
+operators with the ReLU fused and the weights packed once (:class:`_InputLayer`,
+:class:`_HiddenLayer`), and the output layer (to 3 channels), which oneDNN's transposed
+convolution runs at a fifth of its usual speed, as one GEMM and an overlap-add
+(:class:`_OutputLayer`). Each has its backward written out as the exact adjoint; the tests hold the
+values and the gradients to the plain layers' (``self.main``, the layout as loaded).
 """
 
 from __future__ import annotations
@@ -183,6 +186,7 @@ class _HiddenLayer(torch.autograd.Function):
 
     @staticmethod
     def pack(weight: torch.Tensor) -> torch.Tensor:
+        """A (C_in, C_out, 4, 4) stride-2 transposed-conv weight in oneDNN's layout (an opaque tensor)."""
         return torch.ops.mkldnn._reorder_convolution_transpose_weight(weight, [1, 1], [0, 0], [2, 2], [1, 1], 1)
 
     @staticmethod
