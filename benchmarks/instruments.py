@@ -16,6 +16,7 @@ bracketed run also carries the CPU time other processes took during it (:func:`o
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula
 
 from pulse_engine.downsample import BicubicDownsample, factor_between
 from pulse_engine.generators.base import SearchableGenerator
@@ -173,11 +174,29 @@ def load_average() -> float:
         return float("nan")
 
 
+def _transposed_conv_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    """2 × multiply-adds of a transposed convolution: every input value times a C_out × kh × kw slice."""
+    return 2 * math.prod(x_shape) * out_shape[1] * math.prod(w_shape[2:])
+
+
+def _linear_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    """2 × multiply-adds of ``x @ wᵀ``."""
+    return 2 * math.prod(x_shape) * out_shape[-1]
+
+
+# FlopCounterMode knows torch's own operators only; the DCGAN's CPU path also calls these oneDNN ones.
+for _op, _formula in ((torch.ops.mkldnn._convolution_transpose_pointwise, _transposed_conv_flops),
+                      (torch.ops.mkldnn._linear_pointwise, _linear_flops)):
+    if _op not in flop_registry:
+        register_flop_formula(_op)(_formula)
+
+
 def search_step_flops(generator: SearchableGenerator, low: torch.Tensor) -> float:
     """FLOPs of one search step on the batch ``low``, counted by torch's FlopCounterMode.
 
     Counts convolutions and matrix products, forward and backward (the generator is frozen, so
-    no weight gradients); elementwise work is not counted. A one-step search also renders its best
+    no weight gradients), oneDNN's transposed convolution and linear operators included;
+    elementwise work is not counted. A one-step search also renders its best
     iterate once more at the end and downsamples it, so those forward passes are counted
     separately and subtracted.
 
