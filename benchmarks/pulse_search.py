@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -160,15 +161,19 @@ def main() -> None:
                 line += f" {ratios[r].value:.2f}×{' (disturbed)' if ratios[r].disturbed else ''} |"
             tables.append(line)
             print(line, flush=True)
-        rate, kept = steady_median([rep.runs["optimised"] for rep in repeats])
+        def median(items: list[Bracketed], unit: str, scale: float = 1.0, digits: int = 1) -> str:
+            value, kept = steady_median(items)
+            shown = f"{scale * value:.{digits}f}{unit}" if kept else "—"
+            return f"{shown} ({kept} of {len(items)} undisturbed)"
+
+        rate, _ = steady_median([rep.runs["optimised"] for rep in repeats])
         base = rate if base is None else base
-        row = f"| {batch} | {rate:.1f} ({kept} of {len(repeats)}) | {rate / base:.2f}× |"
+        row = (f"| {batch} | {median([rep.runs['optimised'] for rep in repeats], '')} | "
+               f"{'—' if math.isnan(rate / base) else f'{rate / base:.2f}×'} |")
         for name in names:
-            value, kept = steady_median(fractions[name])
-            row += f" {100 * value:.1f}% ({kept} of {len(repeats)}) |"
+            row += f" {median(fractions[name], '%', 100)} |"
         if ratios:
-            value, kept = steady_median(ratios)
-            row += f" {value:.2f}× ({kept} of {len(repeats)}) |"
+            row += f" {median(ratios, '×', digits=2)} |"
         summary.append(row)
         print(f"batch {batch}: FlopCounterMode {counted / 1e6:.1f} MFLOP/image-step", flush=True)
     plain = "plain" in paths
