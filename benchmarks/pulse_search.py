@@ -113,8 +113,36 @@ def bracketed_repeat(paths: dict[str, DCGANGenerator], order: Sequence[str], low
     return Repeat(tuple(order), runs, tuple(loads))
 
 
-def percent(item: Bracketed) -> str:
-    return f"{100 * item.value:.1f}%" + (" (disturbed)" if item.disturbed else "")
+def flagged(item: Bracketed, text: str) -> str:
+    """``text`` for one run or pair, marked when it was disturbed."""
+    return text + (" (disturbed)" if item.disturbed else "")
+
+
+def median_cell(items: list[Bracketed], unit: str, scale: float = 1.0, digits: int = 1) -> str:
+    """The median of the undisturbed values (a dash when none) and how many there were."""
+    value, kept = steady_median(items)
+    shown = f"{scale * value:.{digits}f}{unit}" if kept else "—"
+    return f"{shown} ({kept} of {len(items)} undisturbed)"
+
+
+def repeat_row(batch: int, index: int, rep: Repeat, fractions: dict[str, Bracketed], ratio: Bracketed | None) -> str:
+    """One repeat's table row: peaks and loads in time order, each path's rate, others' CPU and fraction."""
+    peaks = [rep.runs[rep.order[0]].peaks[0]] + [rep.runs[name].peaks[1] for name in rep.order]
+    line = (f"| {batch} | {index + 1} ({' → '.join(rep.order)}) | {' → '.join(f'{p:.0f}' for p in peaks)} | "
+            f"{' → '.join(f'{x:.1f}' for x in rep.loads)} |")
+    for name, share in fractions.items():
+        run = rep.runs[name]
+        line += f" {run.value:.1f} | {run.others:.2f} | {flagged(share, f'{100 * share.value:.1f}%')} |"
+    return line + (f" {flagged(ratio, f'{ratio.value:.2f}×')} |" if ratio else "")
+
+
+def summary_row(batch: int, repeats: list[Repeat], versus_first: float, fractions: dict[str, list[Bracketed]],
+                ratios: list[Bracketed]) -> str:
+    """One batch size's medians over the undisturbed runs (pairs for the ratio)."""
+    row = (f"| {batch} | {median_cell([rep.runs['optimised'] for rep in repeats], '')} | "
+           f"{'—' if math.isnan(versus_first) else f'{versus_first:.2f}×'} |")
+    row += "".join(f" {median_cell(shares, '%', 100)} |" for shares in fractions.values())
+    return row + (f" {median_cell(ratios, '×', digits=2)} |" if ratios else "")
 
 
 def main() -> None:
@@ -152,29 +180,12 @@ def main() -> None:
         fractions = {name: [rep.runs[name].fraction_of_peak(flops / 1e9) for rep in repeats] for name in names}
         ratios = [rep.runs["optimised"].over(rep.runs["plain"]) for rep in repeats] if "plain" in paths else []
         for r, rep in enumerate(repeats):
-            peaks = [rep.runs[rep.order[0]].peaks[0]] + [rep.runs[name].peaks[1] for name in rep.order]
-            line = (f"| {batch} | {r + 1} ({' → '.join(rep.order)}) | {' → '.join(f'{p:.0f}' for p in peaks)} | "
-                    f"{' → '.join(f'{x:.1f}' for x in rep.loads)} |")
-            for name in names:
-                line += f" {rep.runs[name].value:.1f} | {rep.runs[name].others:.2f} | {percent(fractions[name][r])} |"
-            if ratios:
-                line += f" {ratios[r].value:.2f}×{' (disturbed)' if ratios[r].disturbed else ''} |"
-            tables.append(line)
-            print(line, flush=True)
-        def median(items: list[Bracketed], unit: str, scale: float = 1.0, digits: int = 1) -> str:
-            value, kept = steady_median(items)
-            shown = f"{scale * value:.{digits}f}{unit}" if kept else "—"
-            return f"{shown} ({kept} of {len(items)} undisturbed)"
-
+            tables.append(repeat_row(batch, r, rep, {name: values[r] for name, values in fractions.items()},
+                                     ratios[r] if ratios else None))
+            print(tables[-1], flush=True)
         rate, _ = steady_median([rep.runs["optimised"] for rep in repeats])
         base = rate if base is None else base
-        row = (f"| {batch} | {median([rep.runs['optimised'] for rep in repeats], '')} | "
-               f"{'—' if math.isnan(rate / base) else f'{rate / base:.2f}×'} |")
-        for name in names:
-            row += f" {median(fractions[name], '%', 100)} |"
-        if ratios:
-            row += f" {median(ratios, '×', digits=2)} |"
-        summary.append(row)
+        summary.append(summary_row(batch, repeats, rate / base, fractions, ratios))
         print(f"batch {batch}: FlopCounterMode {counted / 1e6:.1f} MFLOP/image-step", flush=True)
     plain = "plain" in paths
     ended = datetime.datetime.now(datetime.UTC)
