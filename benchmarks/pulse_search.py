@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,7 +82,7 @@ class Repeat:
     Attributes:
         order: the paths in the order they ran (alternating between repeats).
         runs: image-steps/s of each path with the two peaks adjacent to its run and the cores other
-            processes used during it.
+            processes used during it beyond those the run leaves idle (``--threads`` below the core count).
         loads: the 1-minute load average at each peak measurement, in time order.
     """
 
@@ -101,13 +102,14 @@ def bracketed_repeat(paths: dict[str, DCGANGenerator], order: Sequence[str], low
         return value
 
     loads: list[float] = []
+    idle_cores = max(0, (os.cpu_count() or threads) - threads)  # cores the run leaves to other processes
     peaks = [peak()]
     runs = {}
     for name in order:
         before, start = cpu_seconds(), time.perf_counter()
         pulse_search(paths[name], low, SearchConfig(steps=steps, restarts=1), batch_size=len(low))
         seconds = time.perf_counter() - start
-        others = other_cores(before, cpu_seconds(), seconds)
+        others = max(0.0, other_cores(before, cpu_seconds(), seconds) - idle_cores)
         peaks.append(peak())
         runs[name] = Bracketed(len(low) * steps / seconds, (peaks[-2], peaks[-1]), others)
     return Repeat(tuple(order), runs, tuple(loads))
@@ -201,11 +203,12 @@ def main() -> None:
               "right before, between and after the timed runs of each repeat; a run's fraction divides by the larger "
               f"of its two adjacent peaks. A run (or a pair, for the ratio) whose adjacent peaks differ by more than "
               f"{100 * DISTURBED_SPREAD:.0f} %, or during which other processes used more than {BUSY_CORES} cores on "
-              "average (from /proc/stat), is marked disturbed and left out of the medians. Peaks at start "
+              "average (from /proc/stat) beyond the cores the run leaves idle, is marked disturbed and left out of "
+              "the medians. Peaks at start "
               "(GFLOP/s): " + "; ".join(f"{k} {v:.1f}" for k, v in start_peaks.items()) + ".\n"),
              ("| batch | repeat (order) | OpenBLAS peaks, GFLOP/s | load (1 min) at each peak |"
-              + "".join(f" {name} image-steps/s | other processes' CPU during it (cores) | {name} % of adjacent "
-                        "peak |" for name in names)
+              + "".join(f" {name} image-steps/s | other processes' CPU during it beyond idle cores | "
+                        f"{name} % of adjacent peak |" for name in names)
               + (" optimised ÷ plain |" if plain else "")),
              "|---|---|---|---|" + "---|---|---|" * len(names) + ("---|" if plain else ""), *tables,
              "\nMedians over the undisturbed runs (pairs for the ratio):\n",
