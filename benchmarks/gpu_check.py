@@ -14,7 +14,9 @@ On a machine without CUDA it prints one line saying so and exits 0. Otherwise, i
    loader) at batch 1, 4, 16: image-steps/s, peak GPU memory (``max_memory_allocated``), FLOPs per
    image-step counted by FlopCounterMode (convs and matmuls, forward and backward) and the fraction
    of both peaks. Convolutions follow torch's defaults (cuDNN may use TF32), so compare with the
-   TF32 column; a batch that runs out of memory is a row saying so;
+   TF32 column; a batch that runs out of memory is a row saying so. The StyleGAN2's modulated convolution
+   runs as on any audit on that device (fused on CUDA, shared on the CPU; ``stylegan2_layers.prefer_fused``),
+   and the check prints which;
 4. a 20-input audit (demo set, 10 per gender, ×8 → 128 px inputs, classifier skin-tone, one
    attempt) on that random generator through ``pulse-audit run``: rows/s and wall time.
 
@@ -228,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                   for i in range(args.size.bit_length() - 2)}}
         weights = random_stylegan2_checkpoint(Path(folder) / f"random{args.size}.pt", size=args.size, **widths)
         stylegan2 = load_stylegan2(weights, device, fit_samples=args.fit_samples)
+        modconv = stylegan2.modconv_formulation(device)
+        print(f"StyleGAN2 modulated convolution on {device}: {modconv}", flush=True)
         for batch in (1, 4, 16):
             rows.append(measure_search(f"search, random StyleGAN2 {args.size} px ×8", stylegan2, batch,
                                        args.steps, 8))
@@ -241,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     heading = (f"\n## {datetime.date.today().isoformat()} — gpu-check — {device_name(device)}, "
                f"torch {torch.__version__}, CUDA {torch.version.cuda}\n\n"
                f"torch.mm peaks (GFLOP/s): fp32 {fp32:.0f}, TF32 {tf32:.0f}. Search: PULSE defaults, "
-               f"{args.steps} timed steps. Whole check: {time.perf_counter() - began:.0f} s.\n\n")
+               f"{args.steps} timed steps; StyleGAN2 modulated convolution {modconv}. "
+               f"Whole check: {time.perf_counter() - began:.0f} s.\n\n")
     text = heading + summary_table(rows, fp32, tf32) + "\n"
     print(text)
     if args.out:

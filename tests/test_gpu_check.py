@@ -76,7 +76,7 @@ def test_flop_counter_over_counts_a_grouped_weight_gradient_so_steps_are_counted
 
     path = gpu_check.random_stylegan2_checkpoint(tmp_path / "r.pt", size=8, style_dim=8, n_mlp=2,
                                                  channels={4: 4, 8: 4})
-    model = load_stylegan2(path, "cpu", fit_samples=1000)
+    model = load_stylegan2(path, "cpu", fit_samples=1000).set_fused(True)  # the grouped form (CUDA's default)
     low = BicubicDownsample(2)(torch.rand(3, 3, 8, 8))
     one = instruments.search_step_flops(model, low[:1])
     assert instruments.search_step_flops(model, low) == 3 * one
@@ -85,6 +85,13 @@ def test_flop_counter_over_counts_a_grouped_weight_gradient_so_steps_are_counted
     with FlopCounterMode(display=False) as single:
         pulse_search(model, low[:1], SearchConfig(steps=1), batch_size=1)
     assert whole.get_total_flops() > 3 * single.get_total_flops()
+    model.set_fused(False)  # the shared form (the CPU default) has no grouped convolution: counted exactly
+    counts = []
+    for batch in (3, 1):
+        with FlopCounterMode(display=False) as counter:
+            pulse_search(model, low[:batch], SearchConfig(steps=1), batch_size=batch)
+        counts.append(counter.get_total_flops())
+    assert counts[0] == 3 * counts[1]
 
 
 def test_cpu_rehearsal_runs_every_step_of_the_check(tmp_path):

@@ -221,9 +221,16 @@ class StyleGAN2Generator(SearchableGenerator):
         """Same as :meth:`synthesize_w`."""
         return self.synthesize_w(w, noise)
 
-    def set_fused(self, fused: bool) -> StyleGAN2Generator:
-        """Choose grouped-conv (True, default) or activation-scaling (False) modulated convs."""
+    def set_fused(self, fused: bool | None) -> StyleGAN2Generator:
+        """Choose the modulated convolutions' formulation (see :class:`ModulatedConv2d`): True = one
+        grouped convolution per batch, False = a shared convolution between activation scalings,
+        None (the default) = :func:`prefer_fused` for the device each pass runs on."""
         for module in self.modules():
             if isinstance(module, ModulatedConv2d):
                 module.fused = fused
         return self
+
+    def modconv_formulation(self, device: torch.device) -> str:
+        """``fused``, ``shared`` or ``mixed``: what the modulated convolutions run on ``device``."""
+        forms = {module.uses_fused(device) for module in self.modules() if isinstance(module, ModulatedConv2d)}
+        return "mixed" if len(forms) > 1 else "fused" if forms == {True} else "shared"

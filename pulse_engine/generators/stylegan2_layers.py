@@ -172,6 +172,28 @@ class Upsample(nn.Module):
         return f"factor={self.factor}, pad={self.pad}"
 
 
+def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """1/√(Σⱼₖ (wᵢⱼₖ·sⱼ)² + eps) for each sample and output channel i, computed as Σⱼ sⱼ²·(Σₖ wᵢⱼₖ²).
+
+    Args:
+        weight: (O, I, k, k) shared weight, with whatever gain the demodulation should see.
+        styles: (B, I) per-sample styles s.
+
+    Returns:
+        (B, O) coefficients; one (B, I) × (I, O) product instead of a (B, O, I, k, k) weight.
+    """
+    assert weight.dim() == 4 and styles.dim() == 2 and styles.shape[1] == weight.shape[1], (
+        tuple(weight.shape), tuple(styles.shape))
+    return torch.rsqrt(styles.square() @ weight.square().sum((2, 3)).t() + eps)
+
+
+def prefer_fused(device: torch.device) -> bool:
+    """The formulation :class:`ModulatedConv2d` uses when not told: the grouped convolution on CUDA
+    (the original implementations' default there), the shared convolution elsewhere, where
+    ``benchmarks/stylegan2_batch.py`` measured it faster at every batch size on CPU."""
+    return device.type == "cuda"
+
+
 class ModulatedConv2d(nn.Module):
     """Convolution whose input channels are scaled per sample by a style (modulation), optionally
     followed by normalisation of each output channel (demodulation) and preceded by ×2 upsampling.
@@ -184,6 +206,14 @@ class ModulatedConv2d(nn.Module):
     Upsampling is a stride-2 transposed convolution followed by the blur buffer ``blur.kernel``
     (by default [1, 3, 3, 1], gain 4), used as stored.
 
+    Two formulations give the same result up to float rounding (NVlabs ``fused_modconv``):
+
+    - fused: each sample's w'' is built, (B, O, I, k, k), and the batch runs as one grouped
+      convolution with one group per sample;
+    - shared: the activations are scaled by s, convolved with the one shared weight c·w over the
+      whole batch, and the output scaled by the demodulation coefficients. No per-sample weight
+      exists, so the backward pass has no weight gradient either.
+
     Args:
         in_channel: input channels.
         out_channel: output channels.
@@ -192,14 +222,13 @@ class ModulatedConv2d(nn.Module):
         demodulate: normalise output channels (False only for ToRGB).
         upsample: double the resolution.
         blur_kernel: taps of the upsampling filter.
-        fused: True = one grouped convolution with per-sample weights; False = scale the
-            activations before and after a shared convolution (same result; cheaper for big batches).
+        fused: True = fused, False = shared, None = :func:`prefer_fused` for the input's device.
         nvlabs_demod: demodulate as NVlabs does (epsilon added to the unscaled sum), see above.
     """
 
     def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int,
                  demodulate: bool = True, upsample: bool = False, blur_kernel: Sequence[float] = DEFAULT_BLUR,
-                 fused: bool = True, nvlabs_demod: bool = False) -> None:
+                 fused: bool | None = None, nvlabs_demod: bool = False) -> None:
         super().__init__()
         self.in_channel, self.out_channel, self.kernel_size = in_channel, out_channel, kernel_size
         self.upsample, self.demodulate, self.fused = upsample, demodulate, fused
@@ -216,33 +245,35 @@ class ModulatedConv2d(nn.Module):
         return (f"{self.in_channel}, {self.out_channel}, {self.kernel_size}, upsample={self.upsample}, "
                 f"demodulate={self.demodulate}, fused={self.fused}, nvlabs_demod={self.nvlabs_demod}")
 
+    def uses_fused(self, device: torch.device) -> bool:
+        """Whether a forward pass on ``device`` takes the fused formulation."""
+        return prefer_fused(device) if self.fused is None else self.fused
+
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         batch, in_channel, height, width = x.shape
         assert in_channel == self.in_channel and style.shape[0] == batch, (tuple(x.shape), tuple(style.shape))
         s = self.modulation(style)
-        k, out_channel = self.kernel_size, self.out_channel
-        scale = 1.0 if self.demodulate and self.nvlabs_demod else self.scale  # NVlabs: the gain cancels
-        if not self.fused:
-            weight = scale * self.weight[0]
-            x = x * s.view(batch, in_channel, 1, 1)
-            if self.upsample:
-                out = self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2))
-            else:
-                out = F.conv2d(x, weight, padding=self.padding)
-            if self.demodulate:
-                dcoefs = ((weight[None] * s.view(batch, 1, in_channel, 1, 1)).square().sum((2, 3, 4)) + 1e-8).rsqrt()
-                out = out * dcoefs.view(batch, out_channel, 1, 1)
-            return out
-        weight = scale * self.weight * s.view(batch, 1, in_channel, 1, 1)
-        if self.demodulate:
-            weight = weight * torch.rsqrt(weight.square().sum((2, 3, 4)) + 1e-8).view(batch, out_channel, 1, 1, 1)
-        x = x.reshape(1, batch * in_channel, height, width)
-        if self.upsample:
-            weight = weight.transpose(1, 2).reshape(batch * in_channel, out_channel, k, k)
-            out = F.conv_transpose2d(x, weight, stride=2, groups=batch)
-            return self.blur(out.view(batch, out_channel, out.shape[2], out.shape[3]))
-        out = F.conv2d(x, weight.view(batch * out_channel, in_channel, k, k), padding=self.padding, groups=batch)
-        return out.view(batch, out_channel, height, width)
+        gain = 1.0 if self.demodulate and self.nvlabs_demod else self.scale  # NVlabs: the gain cancels
+        weight = gain * self.weight  # (1, O, I, k, k)
+        dcoefs = demodulation_coefficients(weight[0], s) if self.demodulate else None  # (B, O)
+        if self.uses_fused(x.device):
+            weight = weight * s.view(batch, 1, in_channel, 1, 1)
+            if dcoefs is not None:
+                weight = weight * dcoefs.view(batch, self.out_channel, 1, 1, 1)
+            out = self.convolve(x.reshape(1, batch * in_channel, height, width), weight)
+            return out.view(batch, self.out_channel, out.shape[2], out.shape[3])
+        out = self.convolve(x * s.view(batch, in_channel, 1, 1), weight)
+        return out if dcoefs is None else out * dcoefs.view(batch, self.out_channel, 1, 1)
+
+    def convolve(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Grouped convolution (and upsampling) of x (N, G·I, H, W) with weight (G, O, I, k, k):
+        group g of x meets weight[g]; returns (N, G·O, H', W') (H' = 2H when upsampling)."""
+        groups, out_channel, in_channel, k, _ = weight.shape
+        if not self.upsample:
+            return F.conv2d(x, weight.reshape(groups * out_channel, in_channel, k, k), padding=self.padding,
+                            groups=groups)
+        weight = weight.transpose(1, 2).reshape(groups * in_channel, out_channel, k, k)
+        return self.blur(F.conv_transpose2d(x, weight, stride=2, groups=groups))
 
 
 class NoiseInjection(nn.Module):
