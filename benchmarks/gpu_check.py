@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_check.py [--device cuda] [--steps 10] [--audit-steps 100] [--skip-tests]
         [--skip-audit] [--size 1024] [--fit-samples 100000] [--mm-size 8192] [--channels C]
-        [--out benchmarks/RESULTS.md]
+        [--modconv auto|fused|shared] [--out benchmarks/RESULTS.md]
 
 On a machine without CUDA it prints one line saying so and exits 0. Otherwise, in order:
 
@@ -15,8 +15,8 @@ On a machine without CUDA it prints one line saying so and exits 0. Otherwise, i
    image-step counted by FlopCounterMode (convs and matmuls, forward and backward) and the fraction
    of both peaks. Convolutions follow torch's defaults (cuDNN may use TF32), so compare with the
    TF32 column; a batch that runs out of memory is a row saying so. The StyleGAN2's modulated convolution
-   runs as on any audit on that device (fused on CUDA, shared on the CPU; ``stylegan2_layers.prefer_fused``),
-   and the check prints which;
+   runs as on any audit on that device (fused on CUDA, shared on the CPU; ``stylegan2_layers.prefer_fused``)
+   unless ``--modconv`` forces one, and the check prints which (run it once with each to compare on a GPU);
 4. a 20-input audit (demo set, 10 per gender, ×8 → 128 px inputs, classifier skin-tone, one
    attempt) on that random generator through ``pulse-audit run``: rows/s and wall time.
 
@@ -207,6 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mm-size", type=int, default=8192, help="side of the matrices of the matmul peak")
     parser.add_argument("--channels", type=int, help="channels of every layer of the random StyleGAN2 "
                         "(default: rosinality's config-f widths)")
+    parser.add_argument("--modconv", choices=("auto", "fused", "shared"), default="auto",
+                        help="StyleGAN2 modulated convolution of the search rows (auto: the device's default; "
+                        "the audit always runs auto)")
     parser.add_argument("--out", type=Path, help="append the table to this Markdown file")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -230,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                   for i in range(args.size.bit_length() - 2)}}
         weights = random_stylegan2_checkpoint(Path(folder) / f"random{args.size}.pt", size=args.size, **widths)
         stylegan2 = load_stylegan2(weights, device, fit_samples=args.fit_samples)
+        stylegan2.set_fused({"auto": None, "fused": True, "shared": False}[args.modconv])
         modconv = stylegan2.modconv_formulation(device)
         print(f"StyleGAN2 modulated convolution on {device}: {modconv}", flush=True)
         for batch in (1, 4, 16):

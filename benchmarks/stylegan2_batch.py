@@ -13,11 +13,14 @@ config and batch, the two formulations run back to back, their order alternating
 repeats, so load from other processes hits both alike. Per run ``--steps`` steps are timed from
 one progress call to the next and the first is dropped. Reported per image-step: wall seconds
 and CPU seconds (user + system of this process, all threads: less sensitive to other processes'
-load than wall time), medians over runs, and the shared ÷ fused ratio of image-steps/s.
+load than wall time; system seconds beside them), medians over runs, and the ratios shared ÷ fused
+of image-steps/s and fused ÷ shared of CPU seconds.
 
 Before timing, the two formulations' images are compared on one batch (the instrument checks
 that it compares equal work). glibc's large-buffer settings are applied as ``pulse-audit``
-applies them (:func:`pulse_engine.allocator.keep_large_buffers`).
+applies them (:func:`pulse_engine.allocator.keep_large_buffers`; ``PULSE_AUDIT_MALLOC=default``
+keeps glibc's defaults, under which every large per-image weight of the fused form is mapped and
+page-faulted anew at each step).
 
 ``--profile`` also prints, for each config, batch and formulation, the operators with the most
 self CPU time in one forward + backward pass of the synthesis (torch.profiler).
@@ -60,18 +63,17 @@ def random_generator(config: str) -> StyleGAN2Generator:
     return model.set_fit(compute_fit(model.mapping, model.style_dim, samples=2000))
 
 
-def cpu_seconds() -> float:
+def mark() -> tuple[float, float, float]:
+    """(wall, user + system CPU, system CPU) seconds now."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return time.perf_counter(), usage.ru_utime + usage.ru_stime, usage.ru_stime
 
 
-def timed_steps(model: StyleGAN2Generator, low: torch.Tensor, steps: int) -> tuple[float, float]:
-    """(wall, CPU) seconds per search step, from one progress call to the next, first step dropped."""
-    marks: list[tuple[float, float]] = []
-    pulse_search(model, low, SearchConfig(steps=steps), batch_size=len(low),
-                 progress=lambda _: marks.append((time.perf_counter(), cpu_seconds())))
-    wall = (marks[-1][0] - marks[0][0]) / (len(marks) - 1)
-    return wall, (marks[-1][1] - marks[0][1]) / (len(marks) - 1)
+def timed_steps(model: StyleGAN2Generator, low: torch.Tensor, steps: int) -> tuple[float, ...]:
+    """(wall, CPU, system CPU) seconds per search step, from one progress call to the next, first step dropped."""
+    marks: list[tuple[float, float, float]] = []
+    pulse_search(model, low, SearchConfig(steps=steps), batch_size=len(low), progress=lambda _: marks.append(mark()))
+    return tuple((last - first) / (len(marks) - 1) for first, last in zip(marks[0], marks[-1]))
 
 
 def formulation_gap(model: StyleGAN2Generator, batch: int = 2) -> float:
@@ -132,17 +134,17 @@ def main() -> None:
                 if args.profile:
                     print(f"  profile {config} batch {batch} {name}: "
                           f"{profile_pass(model.set_fused(fused), batch)}", flush=True)
-    times: dict[tuple[str, int, str], list[tuple[float, float]]] = {}
+    times: dict[tuple[str, int, str], list[tuple[float, ...]]] = {}
     for repeat in range(args.repeats):
         order = list(FORMULATIONS) if repeat % 2 == 0 else list(reversed(FORMULATIONS))
         for config in configs:
             for batch in batches:
                 for name in order:
                     model = models[config].set_fused(FORMULATIONS[name])
-                    wall, cpu = timed_steps(model, lows[config, batch], args.steps)
-                    times.setdefault((config, batch, name), []).append((wall, cpu))
+                    wall, cpu, system = timed_steps(model, lows[config, batch], args.steps)
+                    times.setdefault((config, batch, name), []).append((wall, cpu, system))
                     print(f"{config} batch {batch:2d} {name:6s}: {batch / wall:7.2f} image-steps/s, "
-                          f"CPU {cpu / batch:.3f} s per image-step", flush=True)
+                          f"CPU {cpu / batch:.3f} s per image-step (system {system / batch:.3f})", flush=True)
     lines = [f"\n## {datetime.date.today().isoformat()} — StyleGAN2 search step by batch: fused vs shared "
              f"modulated convolution (CPU)\n",
              (f"`benchmarks/stylegan2_batch.py --configs {args.configs} --batches {args.batches} --steps {args.steps} "
@@ -152,19 +154,21 @@ def main() -> None:
               f"median over {args.repeats} runs alternating the formulations' order. Images fused vs shared: "
               + ", ".join(f"{c} {gaps[c]:.1e}" for c in configs) + " (max relative difference).\n"),
              "| config | batch | fused image-steps/s (runs) | shared image-steps/s (runs) | shared ÷ fused | "
-             "fused CPU s per image-step | shared CPU s per image-step |",
-             "|---|---|---|---|---|---|---|"]
+             "fused CPU s per image-step (system) | shared CPU s per image-step (system) | CPU s, fused ÷ shared |",
+             "|---|---|---|---|---|---|---|---|"]
     for config in configs:
         for batch in batches:
-            rate, cpu, runs = {}, {}, {}
+            rate, cpu, system, runs = {}, {}, {}, {}
             for name in FORMULATIONS:
                 measured = times[config, batch, name]
-                rate[name] = batch / statistics.median(w for w, _ in measured)
-                cpu[name] = statistics.median(c for _, c in measured) / batch
-                runs[name] = ", ".join(f"{batch / w:.3g}" for w, _ in measured)
+                rate[name] = batch / statistics.median(m[0] for m in measured)
+                cpu[name] = statistics.median(m[1] for m in measured) / batch
+                system[name] = statistics.median(m[2] for m in measured) / batch
+                runs[name] = ", ".join(f"{batch / m[0]:.3g}" for m in measured)
             lines.append(f"| {config} | {batch} | {rate['fused']:.2f} ({runs['fused']}) | "
                          f"{rate['shared']:.2f} ({runs['shared']}) | {rate['shared'] / rate['fused']:.2f}× | "
-                         f"{cpu['fused']:.3f} | {cpu['shared']:.3f} |")
+                         f"{cpu['fused']:.3f} ({system['fused']:.3f}) | {cpu['shared']:.3f} ({system['shared']:.3f}) | "
+                         f"{cpu['fused'] / cpu['shared']:.2f}× |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -188,9 +188,16 @@ def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor, eps: f
 
 
 def prefer_fused(device: torch.device) -> bool:
-    """The formulation :class:`ModulatedConv2d` uses when not told: the grouped convolution on CUDA
-    (the original implementations' default there), the shared convolution elsewhere, where
-    ``benchmarks/stylegan2_batch.py`` measured it faster at every batch size on CPU."""
+    """The formulation :class:`ModulatedConv2d` uses when not told: fused on CUDA, shared elsewhere.
+
+    On the CPU the shared form's work per image falls as the batch grows and the fused form's does
+    not: each image's (O, I, k, k) weight is built, demodulated and differentiated, and the grouped
+    convolution needs a weight gradient, since the weights depend on the latent. The shared form
+    took less CPU per search step at every batch measured, 1 included
+    (``benchmarks/stylegan2_batch.py``, results in ``benchmarks/RESULTS.md``). On CUDA the original
+    implementations' default is kept: not measured here (``benchmarks/gpu_check.py --modconv``
+    compares the two on a GPU).
+    """
     return device.type == "cuda"
 
 
@@ -252,28 +259,31 @@ class ModulatedConv2d(nn.Module):
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         batch, in_channel, height, width = x.shape
         assert in_channel == self.in_channel and style.shape[0] == batch, (tuple(x.shape), tuple(style.shape))
-        s = self.modulation(style)
         gain = 1.0 if self.demodulate and self.nvlabs_demod else self.scale  # NVlabs: the gain cancels
-        weight = gain * self.weight  # (1, O, I, k, k)
-        dcoefs = demodulation_coefficients(weight[0], s) if self.demodulate else None  # (B, O)
+        s = gain * self.modulation(style)  # (B, I): c·s, so that c·w·s = w·(c·s)
+        dcoefs = demodulation_coefficients(self.weight[0], s) if self.demodulate else None  # (B, O)
         if self.uses_fused(x.device):
-            weight = weight * s.view(batch, 1, in_channel, 1, 1)
+            weight = self.weight * s.view(batch, 1, in_channel, 1, 1)  # (B, O, I, k, k)
             if dcoefs is not None:
                 weight = weight * dcoefs.view(batch, self.out_channel, 1, 1, 1)
             out = self.convolve(x.reshape(1, batch * in_channel, height, width), weight)
-            return out.view(batch, self.out_channel, out.shape[2], out.shape[3])
-        out = self.convolve(x * s.view(batch, in_channel, 1, 1), weight)
+            out = out.view(batch, self.out_channel, out.shape[2], out.shape[3])
+            return self.blur(out) if self.upsample else out
+        out = self.convolve(x * s.view(batch, in_channel, 1, 1), self.weight)
+        if self.upsample:
+            out = self.blur(out)
         return out if dcoefs is None else out * dcoefs.view(batch, self.out_channel, 1, 1)
 
     def convolve(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Grouped convolution (and upsampling) of x (N, G·I, H, W) with weight (G, O, I, k, k):
-        group g of x meets weight[g]; returns (N, G·O, H', W') (H' = 2H when upsampling)."""
+        """Grouped convolution of x (N, G·I, H, W) with weight (G, O, I, k, k), group g of x meeting
+        weight[g]; returns (N, G·O, H, W), or (N, G·O, 2H + k − 1, 2W + k − 1) from the stride-2
+        transposed convolution when upsampling (the blur that follows is the caller's)."""
         groups, out_channel, in_channel, k, _ = weight.shape
         if not self.upsample:
             return F.conv2d(x, weight.reshape(groups * out_channel, in_channel, k, k), padding=self.padding,
                             groups=groups)
         weight = weight.transpose(1, 2).reshape(groups * in_channel, out_channel, k, k)
-        return self.blur(F.conv_transpose2d(x, weight, stride=2, groups=groups))
+        return F.conv_transpose2d(x, weight, stride=2, groups=groups)
 
 
 class NoiseInjection(nn.Module):
