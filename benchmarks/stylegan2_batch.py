@@ -103,6 +103,26 @@ def profile_pass(model: StyleGAN2Generator, batch: int, rows: int = 6) -> str:
                      for e in events[:rows])
 
 
+def results_table(times: dict[tuple[str, int, str], list[tuple[float, ...]]]) -> str:
+    """Markdown table of the medians of (wall, CPU, system CPU) seconds per step, keyed (config, batch, name)."""
+    lines = ["| config | batch | fused image-steps/s (runs) | shared image-steps/s (runs) | shared ÷ fused | "
+             "fused CPU s per image-step (system) | shared CPU s per image-step (system) | CPU s, fused ÷ shared |",
+             "|---|---|---|---|---|---|---|---|"]
+    for config, batch in dict.fromkeys((config, batch) for config, batch, _ in times):
+        rate, cpu, system, runs = {}, {}, {}, {}
+        for name in FORMULATIONS:
+            measured = times[config, batch, name]
+            rate[name] = batch / statistics.median(m[0] for m in measured)
+            cpu[name] = statistics.median(m[1] for m in measured) / batch
+            system[name] = statistics.median(m[2] for m in measured) / batch
+            runs[name] = ", ".join(f"{batch / m[0]:.3g}" for m in measured)
+        lines.append(f"| {config} | {batch} | {rate['fused']:.2f} ({runs['fused']}) | "
+                     f"{rate['shared']:.2f} ({runs['shared']}) | {rate['shared'] / rate['fused']:.2f}× | "
+                     f"{cpu['fused']:.3f} ({system['fused']:.3f}) | {cpu['shared']:.3f} ({system['shared']:.3f}) | "
+                     f"{cpu['fused'] / cpu['shared']:.2f}× |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default="32px-512,256px-f", help=f"comma-separated, of {sorted(CONFIGS)}")
@@ -152,24 +172,8 @@ def main() -> None:
               f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after; {time.perf_counter() - began:.0f} s in all. "
               f"{malloc}. Random weights (seed 0), ×{FACTOR}, PULSE defaults, {args.steps - 1} timed steps per run, "
               f"median over {args.repeats} runs alternating the formulations' order. Images fused vs shared: "
-              + ", ".join(f"{c} {gaps[c]:.1e}" for c in configs) + " (max relative difference).\n"),
-             "| config | batch | fused image-steps/s (runs) | shared image-steps/s (runs) | shared ÷ fused | "
-             "fused CPU s per image-step (system) | shared CPU s per image-step (system) | CPU s, fused ÷ shared |",
-             "|---|---|---|---|---|---|---|---|"]
-    for config in configs:
-        for batch in batches:
-            rate, cpu, system, runs = {}, {}, {}, {}
-            for name in FORMULATIONS:
-                measured = times[config, batch, name]
-                rate[name] = batch / statistics.median(m[0] for m in measured)
-                cpu[name] = statistics.median(m[1] for m in measured) / batch
-                system[name] = statistics.median(m[2] for m in measured) / batch
-                runs[name] = ", ".join(f"{batch / m[0]:.3g}" for m in measured)
-            lines.append(f"| {config} | {batch} | {rate['fused']:.2f} ({runs['fused']}) | "
-                         f"{rate['shared']:.2f} ({runs['shared']}) | {rate['shared'] / rate['fused']:.2f}× | "
-                         f"{cpu['fused']:.3f} ({system['fused']:.3f}) | {cpu['shared']:.3f} ({system['shared']:.3f}) | "
-                         f"{cpu['fused'] / cpu['shared']:.2f}× |")
-    text = "\n".join(lines) + "\n"
+              + ", ".join(f"{c} {gaps[c]:.1e}" for c in configs) + " (max relative difference).\n")]
+    text = "\n".join(lines) + "\n" + results_table(times) + "\n"
     print(text)
     if args.out:
         append_results(args.out, text)
