@@ -27,13 +27,17 @@ import numpy as np
 
 from audit.metrics.columns import ITEM
 from audit.metrics.study import (
+    PRIOR_INSTRUMENTS,
     Headline,
     StudyRun,
     Summary,
+    card_prior_ita,
     condition_trend,
     conditions,
     contrast,
     headlines,
+    prior_instrument,
+    prior_slope,
     sampling_variance,
     summarise,
 )
@@ -119,7 +123,8 @@ def study_run(run: Run, dose: float | None = None, design: str | None = None, na
                     int(model["factor"] or 0), int(model["resolution"] or 0), inputs_key(run),
                     card_dose if dose is None else float(dose), design or card_design, text,
                     {"label": model["label"], "dataset": dataset_info(run).get("name", ""), "root": str(run.root),
-                     "generator_samples_ita": ((card or {}).get("samples_skin_tone") or {}).get("ita_mean_deg")})
+                     "sampling": "; ".join(dataset_info(run).get("sampling", [])[:1]),
+                     "prior_ita": card_prior_ita(card)})
 
 
 # ------------------------------------------------------------------ tests and verdicts
@@ -189,6 +194,18 @@ def display_unit(metric: Mapping[str, Any]) -> str:
 def units_text(t: Mapping[str, Any]) -> str:
     """What the trend's units are, e.g. "9 generators" or "72 inputs"."""
     return f"{t['n_units']} {'generators' if t['design'] == 'composition' else 'inputs'}"
+
+
+def units_note(t: Mapping[str, Any]) -> str:
+    """Why a shift-design trend has the units it has: how many of the units its runs all searched carry a value, and
+    where those units come from (the runs' sampling, or average faces × seeds); "" for the composition design."""
+    if t["design"] != "shift":
+        return ""
+    n, offered, basis = t["n_units"], t["units_searched"], t["units_basis"]
+    kind = "(average face, seed) units" if t["uninformative"] else "inputs"
+    share = f"all {offered}" if n == offered else f"{n} (with a value) of the {offered}"
+    more = "" if t["uninformative"] else "; only more inputs (`--per-group`) add units, not more outputs per input"
+    return f"Shift design at {t['condition']}: {n} units = {share} {kind} every run searched ({basis}){more}."
 
 
 def trend_sentence(t: Mapping[str, Any], metric: Mapping[str, Any], settings: Settings) -> str:
@@ -296,7 +313,8 @@ def build_study(runs: Sequence[StudyRun], settings: Settings | None = None, base
             continue
         first = primary_metric(members, values)
         for m in metrics:
-            ct = condition_trend(members, [values[r.name, m.key] for r in members], **kw)
+            ct = condition_trend(members, [values[r.name, m.key] for r in members], **kw,
+                                 searched=[m.searched(r) for r in members])
             if not ct.runs:
                 continue
             scale, per, axis = DOSE_AXES[ct.design]
@@ -310,6 +328,8 @@ def build_study(runs: Sequence[StudyRun], settings: Settings | None = None, base
             sampling = [sampling_variance(values[name, m.key]) for name in ct.runs]
             trends.append({"metric": m.key, "role": role, "condition": label, "factor": cond[1],
                            "resolution": cond[2], "design": ct.design, "runs": list(ct.runs), "doses": list(ct.doses),
+                           "units_searched": ct.units_searched, "uninformative": m.uninformative,
+                           "units_basis": m.units_basis(next(r for r in members if r.name == ct.runs[0])),
                            "values": list(ct.values), "slope": tr.slope, "se": tr.se, "display_scale": display,
                            "per": per, "dose_axis": axis, "intercept": tr.intercept, "n_units": tr.n_units,
                            "residual_sd": tr.residual_sd, "df": tr.df, "method": tr.method,
@@ -324,6 +344,7 @@ def build_study(runs: Sequence[StudyRun], settings: Settings | None = None, base
         t["mde_family"] = (detectable_ncp(t["df"], settings.alpha / m, settings.power) * t["se"] * t["display_scale"]
                            if t["test"]["verdict"] != "not testable" else None)
         t["sentence"] = trend_sentence(t, metric_dicts[t["metric"]], settings)
+        t["units_note"] = units_note(t)
     for c in contrasts:
         c["test"] = by_id[c.pop("test_id")]
         c["sentence"] = contrast_sentence(c, metric_dicts[c["metric"]], settings)
@@ -412,22 +433,6 @@ def not_testable_summary(trends: Sequence[Mapping[str, Any]], metrics: Mapping[s
     return [{"reason": reason, "tests": tests} for reason, tests in groups.items()]
 
 
-def _ols_slope(x: np.ndarray, y: np.ndarray) -> float:
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if len(x) < 2 or np.unique(x).size < 2:
-        return math.nan
-    return float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
-
-
-def prior_slope(runs: Sequence[StudyRun], t: Mapping[str, Any]) -> float:
-    """Slope (per dose unit) of the mean ITA of the generators' own samples (from their cards) on the dose, over the
-    generators of trend ``t``; NaN when fewer than two doses have a card value."""
-    known = {r.name: r.info.get("generator_samples_ita") for r in runs}
-    ita = np.array([known.get(n) if known.get(n) is not None else np.nan for n in t["runs"]], float)
-    return _ols_slope(np.array(t["doses"], float), ita)
-
-
 EXTRA_GENERATORS = (0, 2, 4, 6, 8, 12, 18)  # sizing table: generators added, half at each end of the dose range
 SAMPLE_MULTIPLIERS = (1, 2, 4)  # sizing table: outputs per unit input × this
 
@@ -445,9 +450,10 @@ def power_panels(runs: Sequence[StudyRun], trends: Sequence[Mapping[str, Any]], 
     tops = {d: max((t for t in primary if t["design"] == d), key=lambda t: t["factor"], default=None)
             for d in DOSE_AXES}
     shift = tops.get("shift")
+    instrument = prior_instrument(runs, [name for t in tops.values() if t is not None for name in t["runs"]])
     attenuation = None
     if shift is not None:
-        prior = prior_slope(runs, shift)
+        prior = prior_slope(runs, shift["runs"], shift["doses"], instrument)
         if math.isfinite(prior) and prior != 0:
             attenuation = {"ratio": shift["slope"] / prior,
                            "low": shift["test"]["ci_low"] / shift["display_scale"] / prior,
@@ -455,21 +461,24 @@ def power_panels(runs: Sequence[StudyRun], trends: Sequence[Mapping[str, Any]], 
                            "output_slope": shift["slope"], "prior_slope": prior, "factor": shift["factor"]}
     for design, t in tops.items():
         if t is not None:
-            panels.append(power_panel(runs, t, settings, attenuation if design == "composition" else None))
+            panels.append(power_panel(runs, t, settings, attenuation if design == "composition" else None, instrument))
     return panels
 
 
 def power_panel(runs: Sequence[StudyRun], t: Mapping[str, Any], settings: Settings,
-                attenuation: Mapping[str, float] | None) -> dict[str, Any]:
-    """The power panel of one primary trend (see :func:`power_panels`); slopes in display units (``t['per']``)."""
+                attenuation: Mapping[str, float] | None, instrument: str = "detector") -> dict[str, Any]:
+    """The power panel of one primary trend (see :func:`power_panels`); slopes in display units (``t['per']``); the
+    prior slope by ``instrument`` (each instrument's slope is listed too, for comparison)."""
     scale, alpha = t["display_scale"], t["alpha_family"]
     panel = {"metric": t["metric"], "condition": t["condition"], "factor": t["factor"], "design": t["design"],
              "n_units": t["n_units"], "units": units_text(t), "residual_sd": t["residual_sd"], "per": t["per"],
              "alpha": alpha, "family_size": t["test"]["family_size"], "power_goal": settings.power,
              "mde": t["mde_family"], "observed": t["test"]["effect"], "prior_slope": None, "attenuation": None,
              "expected": None, "expected_low": None, "power_expected": None, "power_expected_low": None,
-             "sampling_sd": None, "between_sd": None, "sizing": [], "generators_needed": None}
-    prior = prior_slope(runs, t)
+             "sampling_sd": None, "between_sd": None, "sizing": [], "generators_needed": None,
+             "prior_instrument": instrument, "prior_instrument_text": PRIOR_INSTRUMENTS[instrument],
+             "prior_slopes": {i: prior_slope(runs, t["runs"], t["doses"], i) * scale for i in PRIOR_INSTRUMENTS}}
+    prior = prior_slope(runs, t["runs"], t["doses"], instrument)
     if math.isfinite(prior):
         panel["prior_slope"] = prior * scale
     if t["design"] != "composition" or attenuation is None or not math.isfinite(prior):

@@ -120,9 +120,23 @@ def test_scatter_of_generators_splits_into_sampling_and_between_generator_varian
     assert abs(np.mean(between) - between_sd ** 2) < 4 * se
 
 
-def _run(name: str, dose: float, design: str, prior_ita: float) -> StudyRun:
+def _run(name: str, dose: float, design: str, prior_ita: float, aligned: float | None = None) -> StudyRun:
     return StudyRun(name, pd.DataFrame(), None, "pulse", name, 16, 32, "x", dose, design,
-                    info={"generator_samples_ita": prior_ita})
+                    info={"prior_ita": {"detector": prior_ita, "aligned": aligned}})
+
+
+def _panel_trends(comp: list[StudyRun], shift: list[StudyRun], doses: list[float]) -> list[dict]:
+    """Primary composition and shift trends at ×16 over ``comp`` and ``shift`` (shift output slope +9° per SD)."""
+    test = {"verdict": "nothing detected", "family_size": 2, "effect": 2.0, "ci_low": 6.0, "ci_high": 12.0}
+    return [
+        {"role": "primary", "design": "composition", "factor": 16, "condition": "×16", "metric": "ucpr_ita_aligned",
+         "runs": [r.name for r in comp], "doses": doses, "n_units": 6, "residual_sd": 5.0, "per": "per +10 pp",
+         "display_scale": 0.1, "alpha_family": 0.025, "mde_family": 4.0, "test": test,
+         "sampling_variances": [4.0] * 6},
+        {"role": "primary", "design": "shift", "factor": 16, "condition": "×16", "metric": "ucpr_ita_aligned",
+         "runs": [r.name for r in shift], "doses": [-2.0, 0.0, 2.0], "n_units": 72, "residual_sd": 11.0,
+         "per": "per SD", "display_scale": 1.0, "alpha_family": 0.025, "mde_family": 4.0, "slope": 9.0,
+         "test": {**test, "effect": 9.0, "verdict": "finding"}, "sampling_variances": [1.0] * 3}]
 
 
 def test_power_panel_sizes_the_composition_design_by_the_expected_output_slope():
@@ -135,18 +149,9 @@ def test_power_panel_sizes_the_composition_design_by_the_expected_output_slope()
     doses = [0.15, 0.15, 0.5, 0.5, 0.85, 0.85]
     comp = [_run(f"c{i}", d, "composition", -60 + 100 * d) for i, d in enumerate(doses)]  # prior: +10° per 10 pp
     shift = [_run(f"s{a}", a, "shift", 30.0 * a) for a in (-2.0, 0.0, 2.0)]  # prior: +30° per SD
-    test = {"verdict": "nothing detected", "family_size": 2, "effect": 2.0, "ci_low": 6.0, "ci_high": 12.0}
-    trends = [
-        {"role": "primary", "design": "composition", "factor": 16, "condition": "×16", "metric": "ucpr_ita_aligned",
-         "runs": [r.name for r in comp], "doses": doses, "n_units": 6, "residual_sd": 5.0, "per": "per +10 pp",
-         "display_scale": 0.1, "alpha_family": 0.025, "mde_family": 4.0, "test": test,
-         "sampling_variances": [4.0] * 6},
-        {"role": "primary", "design": "shift", "factor": 16, "condition": "×16", "metric": "ucpr_ita_aligned",
-         "runs": [r.name for r in shift], "doses": [-2.0, 0.0, 2.0], "n_units": 72, "residual_sd": 11.0,
-         "per": "per SD", "display_scale": 1.0, "alpha_family": 0.025, "mde_family": 4.0, "slope": 9.0,
-         "test": {**test, "effect": 9.0, "verdict": "finding"}, "sampling_variances": [1.0] * 3}]
-    panels = {p["design"]: p for p in power_panels([*comp, *shift], trends, Settings())}
+    panels = {p["design"]: p for p in power_panels([*comp, *shift], _panel_trends(comp, shift, doses), Settings())}
     panel = panels["composition"]
+    assert panel["prior_instrument"] == "detector"  # no card has the aligned-frame measure
     assert panel["prior_slope"] == pytest.approx(10.0) and panel["attenuation"]["ratio"] == pytest.approx(0.3)
     assert panel["expected"] == pytest.approx(3.0) and panel["expected_low"] == pytest.approx(2.0)
     assert panel["power_expected"] == pytest.approx(slope_power(30.0, 25.0, doses, 0.025))
@@ -159,3 +164,81 @@ def test_power_panel_sizes_the_composition_design_by_the_expected_output_slope()
     enough = [r["generators"] for r in panel["sizing"] if r["samples_multiplier"] == 1 and r["power"] >= 0.8]
     assert panel["generators_needed"] == enough[0]
     assert panels["shift"]["expected"] is None and panels["shift"]["prior_slope"] == pytest.approx(30.0)
+
+
+def test_power_panel_takes_the_prior_from_the_aligned_frame_only_when_every_generator_has_it():
+    """Prior slopes (composition and shift alike) come from the cards' aligned-frame sample ITA, the instrument the
+    outputs are read with, when every generator of both trends has it; the detector-based slope is listed beside it.
+    One generator without it sends both back to the detector-based measure, so the attenuation never divides slopes
+    of two instruments."""
+    from reports.analysis import Settings
+    from reports.study import power_panels
+
+    doses = [0.15, 0.15, 0.5, 0.5, 0.85, 0.85]
+    comp = [_run(f"c{i}", d, "composition", -60 + 100 * d, -90 + 150 * d) for i, d in enumerate(doses)]
+    shift = [_run(f"s{a}", a, "shift", 30.0 * a, 36.0 * a) for a in (-2.0, 0.0, 2.0)]
+    panels = {p["design"]: p for p in power_panels([*comp, *shift], _panel_trends(comp, shift, doses), Settings())}
+    panel = panels["composition"]
+    assert panel["prior_instrument"] == "aligned" and panel["prior_slope"] == pytest.approx(15.0)
+    assert panel["prior_slopes"] == pytest.approx({"aligned": 15.0, "detector": 10.0})
+    assert panel["attenuation"]["ratio"] == pytest.approx(9.0 / 36.0)
+    assert panel["expected"] == pytest.approx(15.0 * 9.0 / 36.0)
+    assert panels["shift"]["prior_slope"] == pytest.approx(36.0)
+
+    comp[0] = _run("c0", 0.15, "composition", -45.0)  # this card has only the detector-based measure
+    panels = {p["design"]: p for p in power_panels([*comp, *shift], _panel_trends(comp, shift, doses), Settings())}
+    panel = panels["composition"]
+    assert panel["prior_instrument"] == "detector" and panel["prior_slope"] == pytest.approx(10.0)
+    assert panel["attenuation"]["ratio"] == pytest.approx(0.3) and panels["shift"]["prior_slope"] == pytest.approx(30.0)
+
+
+def _shift_runs(items: list[str], sampling: str, factor: int, seeds: int = 0) -> list[StudyRun]:
+    """Three prior-shift runs (alpha −2, 0, +2) on ``items``: aligned-frame ΔITA for every input, detector-based ΔITA
+    missing for the last one (its face not detected, as for the demo's darkest input), and with ``seeds`` > 0 that
+    many outputs of each of 6 average faces (uninformative units)."""
+    from audit.core.schema import DELTA_ITA, DELTA_ITA_ALIGNED
+    from audit.metrics.columns import ITEM, SAMPLE, value_column
+
+    rng = np.random.default_rng(factor)
+    runs = []
+    for alpha in (-2.0, 0.0, 2.0):
+        aligned = rng.normal(0.5 * alpha, 1.0, len(items))
+        faces = pd.DataFrame({ITEM: items, SAMPLE: 0, DELTA_ITA_ALIGNED: aligned,
+                              DELTA_ITA: np.where(np.arange(len(items)) == len(items) - 1, np.nan, aligned)})
+        ucpr = None
+        if seeds:
+            ucpr = pd.DataFrame({ITEM: np.repeat([f"average {g}" for g in range(6)], seeds),
+                                 SAMPLE: np.tile(np.arange(seeds), 6)})
+            ucpr[value_column("out", "skin-tone-aligned", "ita")] = rng.normal(5 * alpha, 3.0, len(ucpr))
+        runs.append(StudyRun(f"alpha{alpha:+g}-x{factor}", faces, ucpr, "pulse", f"alpha{alpha:+g}", factor, 32,
+                             '{"dataset": "demo"}', alpha, "shift", info={"sampling": sampling}))
+    return runs
+
+
+@pytest.mark.parametrize("per_group", [1, 2])
+def test_shift_design_units_are_every_input_its_runs_searched(per_group):
+    """The shift design's units are the inputs (or average face × seed) that all its runs searched, none dropped by
+    the aligned-frame instrument: with the demo's sampling (1 input per skin-tone group, 6 groups) the ×4 test has
+    6 units, 12 with 2 per group; the detector-based ΔITA loses the input without a detected face, and the page says
+    which. ×16: 6 average faces × 12 seeds = 72 units."""
+    from audit.facesets import load_faceset
+    from audit.run.sampling import stratified_sample
+    from reports.analysis import Settings
+    from reports.study import build_study
+
+    sample = stratified_sample(load_faceset("demo"), ("skin_tone",), per_group, 0)
+    items, sampling = [item.item_id for item in sample.items], sample.summary()[0]
+    assert len(items) == 6 * per_group and sampling.startswith(f"{6 * per_group} items: {per_group} per group")
+    runs = _shift_runs(items, sampling, 4) + _shift_runs(items, sampling, 16, seeds=12)
+    study = build_study(runs, Settings(n_boot=200), baseline=runs[0].name)
+    trends = {(t["factor"], t["metric"]): t for t in study["trends"]}
+    x4, x16 = trends[4, "delta_ita_aligned"], trends[16, "ucpr_ita_aligned"]
+    assert x4["role"] == x16["role"] == "primary"
+    assert x4["n_units"] == x4["units_searched"] == 6 * per_group
+    assert f"{6 * per_group} units = all {6 * per_group} inputs every run searched ({sampling})" in x4["units_note"]
+    detected = trends[4, "delta_ita"]
+    assert detected["n_units"] == 6 * per_group - 1 and detected["units_searched"] == 6 * per_group
+    assert f"{6 * per_group - 1} (with a value) of the {6 * per_group} inputs" in detected["units_note"]
+    assert x16["n_units"] == x16["units_searched"] == 72
+    assert ("all 72 (average face, seed) units every run searched (6 average faces × 12 search seeds)"
+            in x16["units_note"])

@@ -5,7 +5,8 @@ sample's ITA° with the ``skin-tone`` classifier at the generator's resolution, 
 skin-tone direction the difference of the mean latents of the light and dark terciles of the
 measured samples, scaled to unit length (so ``alpha`` counts prior standard deviations along it).
 Then, for each ``alpha``, write a member folder whose ``card.json`` names the base, the direction
-and ``alpha``, with the skin tone of the member's own samples (fresh latents, another seed) — the
+and ``alpha``, with the skin tone of the member's own samples (fresh latents, another seed; by the
+detector-based ``skin-tone`` and by the study's output instrument ``skin-tone-aligned``) — the
 measured prior shift that the known-answer experiment must recover.
 
 Written into ``--out``: ``direction.pt`` (the (N, D) unit direction), ``direction.json`` (how it was
@@ -37,7 +38,7 @@ from pulse_engine.generators.shifted import CARD_FORMAT, ShiftedGenerator
 from ..classifiers import build_classifier
 from ..run.provenance import git_commit, package_versions, utc_now
 from ..vision.images import to_image
-from .train_cli import sample_grid, sample_images, skin_tone_summary
+from .train_cli import ALIGNED_PRIOR_FIELD, aligned_prior, sample_grid, sample_images, skin_tone_summary
 from .train_sources import TERCILES
 
 
@@ -113,7 +114,8 @@ def write_family(base_spec: str, out: Path, alphas: list[float], count: int = 60
                 "training_data": {"summary": f"{base.card.training_data or base_spec}; latent prior shifted by "
                                              f"{alpha:+g} SD along a skin-tone direction (prior shift)",
                                   "prior_shift_sd": alpha},
-                "samples_skin_tone": evaluation, "licence": base.card.licence,
+                "samples_skin_tone": evaluation, ALIGNED_PRIOR_FIELD: aligned_prior(shifted, evaluate, eval_seed),
+                "licence": base.card.licence,
                 "notes": [f"prior shift {alpha:+g} SD along {out.name}/direction.pt; weights of {base_spec} unchanged"],
                 **made}
         (folder / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")

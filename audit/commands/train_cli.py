@@ -30,6 +30,7 @@ from pulse_engine.generators.dcgan import load_dcgan_file
 from pulse_engine.training import TrainConfig, TrainResult, save_generator, train_dcgan, write_losses
 
 from ..classifiers import build_classifier
+from ..metrics.study import PRIOR_FIELDS
 from ..run.provenance import git_commit, package_versions, utc_now
 from ..stats import bootstrap_interval
 from ..vision.images import to_image
@@ -83,11 +84,12 @@ def sample_images(generator: SearchableGenerator, count: int, seed: int) -> torc
 
 
 def skin_tone_summary(images: torch.Tensor, cut_points: dict[str, float] | None = None,
-                      seed: int = 0) -> dict[str, Any]:
-    """Skin tone of (N, 3, R, R) images by the ``skin-tone`` classifier: faces measured, mean ITA° with a 95 %
+                      seed: int = 0, instrument: str = "skin-tone") -> dict[str, Any]:
+    """Skin tone of (N, 3, R, R) images by the ``instrument`` classifier (``skin-tone``: where dlib finds a face;
+    ``skin-tone-aligned``: every image, in the generator's face frame): images measured, mean ITA° with a 95 %
     bootstrap interval (2000 resamples), mean Monk index (1–10), and with ``cut_points`` (``lower_tercile``,
-    ``upper_tercile`` in degrees) the shares of measured faces above / below them."""
-    tone = build_classifier("skin-tone")
+    ``upper_tercile`` in degrees) the shares of measured images above / below them."""
+    tone = build_classifier(instrument)
     predictions = tone.predict([np.asarray(to_image(image)) for image in images])
     ita = np.array([p.values.get("ita", np.nan) for p in predictions])
     monk = np.array([int(p.label("monk")[3:]) if "ita" in p.values else 0 for p in predictions])
@@ -105,6 +107,24 @@ def skin_tone_summary(images: torch.Tensor, cut_points: dict[str, float] | None 
     return summary
 
 
+ALIGNED_PRIOR_FIELD = PRIOR_FIELDS["aligned"]
+"""The card field with the aligned-frame skin tone of the generator's own samples: the instrument the study reads
+its outputs with (``skin-tone-aligned``), so a prior slope from it is in the outputs' units and not selected by
+detection (``samples_skin_tone`` is the detector-based measure, kept for comparison)."""
+
+
+def aligned_prior(generator: SearchableGenerator, count: int, seed: int) -> dict[str, Any]:
+    """The :data:`ALIGNED_PRIOR_FIELD` entry of a card: ``skin-tone-aligned`` on ``count`` samples of ``generator``
+    at its own resolution (latents ``randn(count, *latent_shape)`` seeded by ``seed``, as the run measures outputs),
+    with its provenance (instrument, frame file and SHA-256, samples, seed, date, git commit)."""
+    frame = build_classifier("skin-tone-aligned").card
+    summary = skin_tone_summary(sample_images(generator, count, seed), instrument="skin-tone-aligned")
+    return summary | {"latent_seed": seed, "resolution": generator.resolution,
+                      "instrument": f"skin-tone-aligned: {frame.model}",
+                      "instrument_files": {Path(w).name: h for w, h in zip(frame.weights, frame.weights_sha256)},
+                      "measured_on": utc_now(), "git_commit": git_commit()}
+
+
 def sample_grid(images: torch.Tensor, columns: int = 8, scale: int = 2) -> Image.Image:
     """The first columns² images (N, 3, R, R) as one PIL grid, each pixel ``scale``×``scale`` (nearest)."""
     side = images.shape[-1]
@@ -115,8 +135,10 @@ def sample_grid(images: torch.Tensor, columns: int = 8, scale: int = 2) -> Image
 
 
 def build_card(options: TrainOptions, source: SourceSet, counts: dict[str, int], indices: np.ndarray,
-               result: TrainResult, weights: Path, evaluation: dict[str, Any]) -> dict[str, Any]:
-    """The generator card as a JSON-ready dict (read back by ``dcgan-file``: ``architecture``, ``weights``)."""
+               result: TrainResult, weights: Path, evaluation: dict[str, Any],
+               aligned: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The generator card as a JSON-ready dict (read back by ``dcgan-file``: ``architecture``, ``weights``);
+    ``aligned`` is its :data:`ALIGNED_PRIOR_FIELD` entry (left out when None)."""
     config, size = options.config, int(sum(counts.values()))
     shares = ", ".join(f"{g} {n} ({n / size:.0%})" for g, n in counts.items())
     return {
@@ -142,6 +164,7 @@ def build_card(options: TrainOptions, source: SourceSet, counts: dict[str, int],
                                         "final_losses_last100": {k: round(v, 4)
                                                                  for k, v in result.final_losses().items()}},
         "samples_skin_tone": evaluation | {"latent_seed": options.eval_seed},
+        **({ALIGNED_PRIOR_FIELD: aligned} if aligned else {}),
         "command": options.command,
         "created": utc_now(),
         "git_commit": git_commit(),
@@ -192,6 +215,16 @@ def _sample_lines(ev: dict[str, Any]) -> list[str]:
             f"mean Monk index {ev['monk_index_mean']}{shares}. Samples: `samples.png`.", ""]
 
 
+def _aligned_lines(ev: dict[str, Any] | None) -> list[str]:
+    if not ev or "ita_mean_deg" not in ev:
+        return []
+    low, high = ev["ita_ci95_deg"]
+    return [f"Aligned face frame (`{ALIGNED_PRIOR_FIELD}`, the instrument the study reads outputs with; every image "
+            f"measured, no detector): {ev['measured']} of {ev['samples']} samples (latent seed {ev['latent_seed']}, "
+            f"{ev['resolution']} px), mean ITA {ev['ita_mean_deg']}° (95 % bootstrap CI {low} to {high}), median "
+            f"{ev['ita_median_deg']}°; measured {ev['measured_on'][:10]}.", ""]
+
+
 def card_markdown(card: dict[str, Any]) -> str:
     """README.md of a generator folder: the card in prose and tables."""
     weights = card["weights"]
@@ -199,6 +232,7 @@ def card_markdown(card: dict[str, Any]) -> str:
     return "\n".join([f"# Generator `{card['name']}`", "", f"{card['training_data']['summary']}.", "",
                       f"Load it with `--generator dcgan-file:{card['folder']}` (the folder holding this file).", "",
                       *_data_lines(card), *_training_lines(card), *_sample_lines(card["samples_skin_tone"]),
+                      *_aligned_lines(card.get(ALIGNED_PRIOR_FIELD)),
                       "## Provenance", "", f"Command: `{card['command']}`", "",
                       f"Created {card['created']}, git commit `{card['git_commit'] or 'unknown'}`. Weights "
                       f"`{weights['file']}` SHA-256 `{weights['sha256']}` ({weights['bytes']} bytes).", "",
@@ -239,7 +273,8 @@ def train_generator(options: TrainOptions, on_step: Callable[[int], None] | None
     sample_grid(samples).save(options.out / "samples.png")
     cuts = source.card.get("ita_cut_points_deg")
     evaluation = skin_tone_summary(samples[:options.evaluate], cuts) if options.evaluate else {}
-    card = build_card(options, source, counts, indices, result, weights, evaluation)
+    aligned = aligned_prior(result.generator, options.evaluate, options.eval_seed) if options.evaluate else None
+    card = build_card(options, source, counts, indices, result, weights, evaluation, aligned)
     (options.out / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     (options.out / "README.md").write_text(card_markdown(card))
     load_dcgan_file(options.out)  # the folder must load exactly as `--generator dcgan-file:FOLDER` will

@@ -12,8 +12,9 @@ an (average face, seed) pair), so tests never treat the samples of one input as 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -61,7 +62,9 @@ class StudyRun:
 
 @dataclass(frozen=True)
 class Headline:
-    """A headline metric: one value per unit, summarised by its mean ("rate" for 0/1 units)."""
+    """A headline metric: one value per unit, summarised by its mean ("rate" for 0/1 units). Its units are the
+    run's real inputs (those of sampling group ``group`` when set) or, when ``uninformative``, its (average face,
+    search seed) pairs."""
 
     key: str
     name: str
@@ -69,6 +72,26 @@ class Headline:
     statistic: str  # "rate" or "mean"
     meaning: str
     values: Callable[[StudyRun], pd.Series | None]  # per-unit values, None when the run cannot measure it
+    uninformative: bool = False
+    group: str = ""
+
+    def searched(self, run: StudyRun) -> pd.Index:
+        """Every unit the run searched for this metric, measured or not (a unit without a value is missing from
+        :attr:`values`)."""
+        if self.uninformative:
+            return pd.Index([]) if run.ucpr is None else pd.Index(_ucpr_keys(run.ucpr)).unique()
+        faces = run.faces
+        if self.group:
+            faces = faces[faces[GROUP].astype(str) == self.group] if GROUP in faces else faces.iloc[:0]
+        return pd.Index(faces[ITEM].astype(str)).unique() if ITEM in faces else pd.Index([])
+
+    def units_basis(self, run: StudyRun) -> str:
+        """Where the run's units come from: its input sampling, or its average faces × search seeds."""
+        if not self.uninformative:
+            return str(run.info.get("sampling", "")) or f"{len(self.searched(run))} inputs"
+        faces = 0 if run.ucpr is None else run.ucpr[ITEM].nunique()
+        seeds = 0 if run.ucpr is None else run.ucpr[SAMPLE].nunique()
+        return f"{faces} average faces × {seeds} search seeds"
 
 
 def _band_index(labels: pd.Series) -> np.ndarray:
@@ -112,10 +135,13 @@ def _success(run: StudyRun) -> pd.Series | None:
     return _per_input(run.faces, run.faces[SUCCESS].astype(float))
 
 
-def _ucpr_units(run: StudyRun, values: np.ndarray) -> pd.Series:
+def _ucpr_keys(ucpr: pd.DataFrame) -> np.ndarray:
     """Uninformative inputs: each (average face, seed) is a unit (the seeds are independent searches)."""
-    keys = run.ucpr[ITEM].astype(str) + "#" + run.ucpr[SAMPLE].astype(str)
-    return pd.Series(np.asarray(values, float), index=keys.to_numpy()).dropna()
+    return (ucpr[ITEM].astype(str) + "#" + ucpr[SAMPLE].astype(str)).to_numpy()
+
+
+def _ucpr_units(run: StudyRun, values: np.ndarray) -> pd.Series:
+    return pd.Series(np.asarray(values, float), index=_ucpr_keys(run.ucpr)).dropna()
 
 
 def _ucpr_lightest(run: StudyRun) -> pd.Series | None:
@@ -160,12 +186,13 @@ HEADLINES = (
              lambda run: _band_move(run, -1)),
     Headline("ucpr_lightest", "UCPR: lightest band", "", "rate",
              "share of outputs of uninformative (average-face) inputs in the lightest ITA band (very light)",
-             _ucpr_lightest),
+             _ucpr_lightest, uninformative=True),
     Headline("ucpr_ita", "UCPR: output ITA", "°", "mean",
-             "mean ITA of the outputs of uninformative (average-face) inputs; higher = lighter", ucpr_ita(SKIN)),
+             "mean ITA of the outputs of uninformative (average-face) inputs; higher = lighter", ucpr_ita(SKIN),
+             uninformative=True),
     Headline("ucpr_ita_aligned", "UCPR: output ITA (aligned frame)", "°", "mean",
              "mean ITA of the outputs of uninformative inputs in fixed face-frame regions (no detector); higher = "
-             "lighter", ucpr_ita(ALIGNED)),
+             "lighter", ucpr_ita(ALIGNED), uninformative=True),
     Headline("identity", "identity preserved", "", "rate",
              f"share of outputs the identity model reads as the input's person (distance < {SAME_PERSON})",
              _identity),
@@ -179,7 +206,7 @@ def headlines(runs: Sequence[StudyRun]) -> list[Headline]:
                      if str(g)}, key=lambda g: (ITA_BANDS.index(g) if g in ITA_BANDS else len(ITA_BANDS), g))
     return [*HEADLINES, *(Headline(f"preserved:{g}", f"ITA band kept ({g})", "", "rate",
                                    f"share of outputs of inputs in group {g} whose ITA band equals the input's",
-                                   preserved_in_group(g)) for g in groups)]
+                                   preserved_in_group(g), group=g) for g in groups)]
 
 
 @dataclass(frozen=True)
@@ -270,14 +297,17 @@ class ConditionTrend:
     values: tuple[float, ...]  # each run's mean over units
     trend: Trend
     permutation_p: float = math.nan  # between design: distribution-free check of the t-test
+    units_searched: int = 0  # units its runs offered: generators with a dose, or (shift) the units every run searched
 
 
 def condition_trend(runs: Sequence[StudyRun], values: Sequence[pd.Series | None], alpha: float = 0.05,
-                    power: float = 0.8, confidence: float = 0.95) -> ConditionTrend:
+                    power: float = 0.8, confidence: float = 0.95, searched: Sequence[pd.Index] | None = None
+                    ) -> ConditionTrend:
     """Trend of one metric over the runs of one condition that have a dose and a value.
 
     Composition design: OLS over generators of each generator's mean (t-test, permutation check).
-    Shift design: per-unit slopes over the doses on the shared units (t-test over units).
+    Shift design: per-unit slopes over the doses on the shared units (t-test over units). ``searched`` (each
+    run's :meth:`Headline.searched`) gives how many units the runs offered, so that units without a value show.
     """
     conditions = {run.condition for run in runs}
     if len(conditions) != 1:
@@ -294,10 +324,54 @@ def condition_trend(runs: Sequence[StudyRun], values: Sequence[pd.Series | None]
         shared = sorted(set.intersection(*(set(v.index) for _, v in kept))) if kept else []
         matrix = np.array([[v.loc[u] for _, v in kept] for u in shared], float).reshape(len(shared), len(kept))
         trend = paired_trend(doses, matrix, alpha, power, confidence)
-        return ConditionTrend(runs[0].condition, design, names, tuple(doses), tuple(means), trend)
+        offered = [set(index) for run, index in zip(runs, searched or ()) if run.name in names]
+        return ConditionTrend(runs[0].condition, design, names, tuple(doses), tuple(means), trend,
+                              units_searched=len(set.intersection(*offered)) if offered else len(shared))
     trend = generator_trend(doses, means, alpha, power, confidence)
+    offered_runs = sum(math.isfinite(run.dose) for run in runs)
     return ConditionTrend(runs[0].condition, design, names, tuple(doses), tuple(means), trend,
-                          permutation_trend(doses, means))
+                          permutation_trend(doses, means), offered_runs)
+
+
+PRIOR_FIELDS = {"aligned": "samples_skin_tone_aligned", "detector": "samples_skin_tone"}
+"""Generator-card fields holding the skin tone (``ita_mean_deg``) of the generator's own samples, by instrument,
+preferred first: the aligned face frame (``skin-tone-aligned``, every sample measured: the instrument the study reads
+outputs with) and dlib's detector (``skin-tone``, only samples with a detected face: rough dark samples are
+often missed, which selects their mean towards lighter ones)."""
+PRIOR_INSTRUMENTS = {"aligned": "aligned face frame, every sample measured (the outputs' instrument)",
+                     "detector": "detector-based, samples with a detected face only"}
+
+
+def card_prior_ita(card: Mapping[str, Any] | None) -> dict[str, float | None]:
+    """Mean ITA° of a generator's own samples per instrument of :data:`PRIOR_FIELDS` (None where its card has
+    none)."""
+    values = {}
+    for instrument, key in PRIOR_FIELDS.items():
+        value = ((card or {}).get(key) or {}).get("ita_mean_deg")
+        values[instrument] = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return values
+
+
+def _prior_values(runs: Sequence[StudyRun], names: Sequence[str], instrument: str) -> np.ndarray:
+    known = {r.name: (r.info.get("prior_ita") or {}).get(instrument) for r in runs}
+    return np.array([np.nan if known.get(n) is None else known[n] for n in names], float)
+
+
+def prior_instrument(runs: Sequence[StudyRun], names: Sequence[str]) -> str:
+    """The first instrument of :data:`PRIOR_FIELDS` whose card value every run named has (one instrument for every
+    prior slope compared with another), else the last (detector-based: slopes over the runs that have one)."""
+    return next((i for i in PRIOR_FIELDS if np.isfinite(_prior_values(runs, names, i)).all()), list(PRIOR_FIELDS)[-1])
+
+
+def prior_slope(runs: Sequence[StudyRun], names: Sequence[str], doses: Sequence[float], instrument: str) -> float:
+    """OLS slope (per dose unit) of the prior ITA of the runs ``names`` (at ``doses``) by ``instrument`` on the dose,
+    over those with a card value; NaN with fewer than two distinct doses valued."""
+    x, y = np.asarray(doses, float), _prior_values(runs, names, instrument)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if np.unique(x).size < 2:
+        return math.nan
+    return float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
 
 
 def conditions(runs: Sequence[StudyRun]) -> list[tuple[str, int, int]]:
