@@ -220,7 +220,8 @@ def _aligned_lines(ev: dict[str, Any] | None) -> list[str]:
         return []
     low, high = ev["ita_ci95_deg"]
     return [f"Aligned face frame (`{ALIGNED_PRIOR_FIELD}`, the instrument the study reads outputs with; every image "
-            f"measured, no detector): {ev['measured']} of {ev['samples']} samples (latent seed {ev['latent_seed']}, "
+            f"measured, not only those with a detected face): {ev['measured']} of {ev['samples']} samples (latent seed "
+            f"{ev['latent_seed']}, "
             f"{ev['resolution']} px), mean ITA {ev['ita_mean_deg']}° (95 % bootstrap CI {low} to {high}), median "
             f"{ev['ita_median_deg']}°; measured {ev['measured_on'][:10]}.", ""]
 

@@ -338,8 +338,8 @@ PRIOR_FIELDS = {"aligned": "samples_skin_tone_aligned", "detector": "samples_ski
 preferred first: the aligned face frame (``skin-tone-aligned``, every sample measured: the instrument the study reads
 outputs with) and dlib's detector (``skin-tone``, only samples with a detected face: rough dark samples are
 often missed, which selects their mean towards lighter ones)."""
-PRIOR_INSTRUMENTS = {"aligned": "aligned face frame, every sample measured (the outputs' instrument)",
-                     "detector": "detector-based, samples with a detected face only"}
+PRIOR_INSTRUMENTS = {"aligned": "aligned face frame: every sample measured, as the outputs are",
+                     "detector": "detector-based: samples with a detected face only"}
 
 
 def card_prior_ita(card: Mapping[str, Any] | None) -> dict[str, float | None]:
