@@ -204,7 +204,7 @@ def units_note(t: Mapping[str, Any]) -> str:
     n, offered, basis = t["n_units"], t["units_searched"], t["units_basis"]
     kind = "(average face, seed) units" if t["uninformative"] else "inputs"
     share = f"all {offered}" if n == offered else f"{n} (with a value) of the {offered}"
-    more = "" if t["uninformative"] else "; only more inputs (`--per-group`) add units, not more outputs per input"
+    more = "" if t["uninformative"] else "; only more inputs (--per-group) add units, not more outputs per input"
     return f"Shift design at {t['condition']}: {n} units = {share} {kind} every run searched ({basis}){more}."
 
 
