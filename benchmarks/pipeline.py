@@ -23,7 +23,9 @@ be shared. A section is appended to ``--out`` when given.
 Equal conditions: the sequential engine searches in this process, the pipelined one in its search process. This
 process is set up first as the search process sets itself up (:func:`audit.run.search_process.prepare_search`:
 torch threads, glibc's large buffers, as ``pulse-audit run`` does), the two setups are printed and must be equal,
-else the comparison is void. ``OMP_WAIT_POLICY`` is taken from the environment (both processes inherit it).
+else the comparison is void. OpenMP threads sleep while they wait (``OMP_WAIT_POLICY=PASSIVE``, set before torch
+loads, as ``pulse-audit`` sets it) unless the environment sets another policy (``OMP_WAIT_POLICY=ACTIVE``: they
+spin); the search process inherits it.
 """
 
 from __future__ import annotations
@@ -37,12 +39,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from pulse_engine.openmp import prefer_passive_waits  # noqa: E402
+
+prefer_passive_waits()  # as pulse-audit does, before torch loads
+
+import torch  # noqa: E402
 from instruments import append_results, machine  # noqa: E402
 
 import audit.run.harness as harness  # noqa: E402

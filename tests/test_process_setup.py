@@ -1,5 +1,6 @@
 """Both engines search under the same process setup: the search process is set up like the process that starts
-it, and loading and using the classifiers (dlib, onnxruntime) changes nothing a search depends on.
+it, the command line and the API let OpenMP threads sleep while they wait (before torch loads), and loading and
+using the classifiers (dlib, onnxruntime) changes nothing a search depends on.
 
 Each check runs in a fresh Python, so that what a library does when it is first imported is seen, and the
 test process keeps its own settings."""
@@ -11,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,8 +52,18 @@ print(json.dumps({"before": before, "after": state(), "found": found}))
 """
 
 
-def run_python(code: str, *args: str) -> dict:
+WAIT_POLICY = """
+import json, os, sys
+if sys.argv[1] == "torch first":
+    import torch
+import audit.commands.cli
+print(json.dumps(os.environ.get("OMP_WAIT_POLICY")))
+"""
+
+
+def run_python(code: str, *args: str, **environment: str | None) -> Any:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {k: v for k, v in ({**env, **environment}).items() if v is not None}
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=300,
                           check=False)
     assert done.returncode == 0, done.stderr
@@ -78,3 +90,11 @@ def test_loading_and_using_the_classifiers_leaves_what_the_search_depends_on_alo
     assert state["found"] == [True, True, True]
     assert state["after"] == state["before"]
     assert state["before"]["threads"] == 1
+
+
+def test_the_command_line_lets_openmp_threads_sleep_unless_told_otherwise():
+    """Set before torch loads (libgomp reads it once); a user's own policy is kept; nothing is set once torch is
+    loaded (the parent would spin and its search process sleep: unequal conditions)."""
+    assert run_python(WAIT_POLICY, "cli first", OMP_WAIT_POLICY=None) == "PASSIVE"
+    assert run_python(WAIT_POLICY, "cli first", OMP_WAIT_POLICY="ACTIVE") == "ACTIVE"
+    assert run_python(WAIT_POLICY, "torch first", OMP_WAIT_POLICY=None) is None

@@ -53,7 +53,7 @@ def prepare_search(threads: int) -> str:
     one line saying so (with the OpenMP wait policy, which decides whether idle threads spin)."""
     torch.set_num_threads(threads)
     malloc = keep_large_buffers()
-    policy = os.environ.get("OMP_WAIT_POLICY") or "unset (threads spin while they wait)"
+    policy = os.environ.get("OMP_WAIT_POLICY") or "unset (libgomp spins a while before it sleeps)"
     return f"torch threads {torch.get_num_threads()}; {malloc}; OMP_WAIT_POLICY {policy}"
 
 
