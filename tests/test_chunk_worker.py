@@ -21,6 +21,7 @@ from test_harness import config, fakes, make_faceset, rows_by_key  # noqa: F401 
 import audit.run.chunk_worker as chunk_worker
 import audit.run.harness as harness
 from audit.core.records import UpsampleInput
+from audit.core.schema import SOURCE_STAMP, STAMP_STAT_FIELDS
 from audit.run.chunk_worker import ChunkResult, ChunkTask, ChunkWorker, Job, WorkerSpec
 from audit.run.harness import run_audit
 from audit.run.pipeline import DEPTH, run_pipelined, run_sequential
@@ -35,9 +36,10 @@ HANG_GUARD_S = 120  # only ever reached when the code under test is broken
 
 
 def comparable(row: dict) -> dict:
-    """The row without wall times, run id and its face file's modification time (each run writes its own
-    copy of the face set: same bytes, same ``source_sha256``, another time)."""
-    return {k: v for k, v in row.items() if k not in (*TIMING, "run_id", "source_mtime_ns")}
+    """The row without wall times, run id and its face file's ``stat`` fields (each run writes its own copy
+    of the face set: same bytes, same ``source_sha256``, other times and inode)."""
+    ignored = (*TIMING, "run_id", *(SOURCE_STAMP + field for field in STAMP_STAT_FIELDS))
+    return {k: v for k, v in row.items() if k not in ignored}
 
 
 def equal_rows(a: dict, b: dict) -> bool:

@@ -1,14 +1,18 @@
 """A resumed run refuses, in one line, inputs that changed under its stored rows: face images (by
-content), the ``folder`` upsampler's outputs, and the ``--align`` landmark model; unchanged files
-(even touched or copied) resume without being read again."""
+content, even rewritten with the same size and modification time), files of failed rows that appeared
+or became readable, the ``folder`` upsampler's outputs (also one that appears where none was found),
+and the ``--align`` landmark model; unchanged files resume without being read again, and copied ones
+(same bytes, another inode) after one read. Runs stored with the older three-field stamps still resume."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from test_harness import config, fakes, rows_by_key  # noqa: F401  (fakes is a fixture)
@@ -17,7 +21,8 @@ import audit.run.harness as harness
 import audit.run.source_check as source_check
 from audit.run.harness import run_audit
 from audit.run.inputs import FFHQAligner, load_aligner
-from audit.run.run_store import RunStore, read_results
+from audit.run.run_store import RunStore, part_files, read_results
+from audit.vision.images import MISSING, FileStamp
 from pulse_engine.errors import PulseAuditError, WeightsError
 
 
@@ -64,13 +69,20 @@ def test_rows_carry_the_sha256_of_the_bytes_read(tmp_path, fakes):  # noqa: F811
     root = run_audit(config(tmp_path, upsampler="folder", folder=str(outs)))
     row = rows_by_key(root)[("img/face00.png", 0)]
     image = tmp_path / "set" / "img" / "face00.png"
+    info = image.stat()
     assert row["source_sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
-    assert (row["source_bytes"], row["source_mtime_ns"]) == (image.stat().st_size, image.stat().st_mtime_ns)
+    assert [row[f"source_{name}"] for name in ("bytes", "mtime_ns", "ctime_ns", "inode", "device")] == [
+        info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev]
     output = outs / "face00.png"
     assert row["ups_file_sha256"] == hashlib.sha256(output.read_bytes()).hexdigest()
-    assert row["ups_file_bytes"] == output.stat().st_size
+    assert (row["ups_file_bytes"], row["ups_file_inode"]) == (output.stat().st_size, output.stat().st_ino)
+    # a file read but not decodable: the SHA-256 of its bytes; no output found: the stamp of no file
     broken = rows_by_key(root)[("img/broken.png", 0)]
-    assert broken["error"] and broken["source_sha256"] is None  # unreadable: no stamp
+    path = tmp_path / "set" / "img" / "broken.png"
+    assert broken["error"] and broken["source_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    missing = rows_by_key(root)[("img/face01.png", 0)]
+    assert missing["error"].startswith("no output for 'img/face01.png'") and missing["ups_file"] == ""
+    assert FileStamp.from_columns(missing, "ups_file_") == MISSING
 
 
 def test_a_changed_face_image_is_refused_and_unchanged_ones_are_not_read_again(tmp_path, fakes, monkeypatch):  # noqa: F811
@@ -150,3 +162,126 @@ def test_load_aligner_names_its_landmark_model():
         pytest.skip(f"no dlib aligner here: {exc}")
     assert [p.name for p in aligner.weights] == ["shape_predictor_68_face_landmarks.dat"]
     assert all(p.is_file() for p in aligner.weights)
+
+
+def test_a_rewrite_with_the_same_size_and_mtime_is_refused(tmp_path, fakes, monkeypatch):  # noqa: F811
+    settings = config(tmp_path, upsampler="bicubic", batch_size=2)
+    interrupted(monkeypatch, settings)
+    face = tmp_path / "set" / "img" / "face00.png"
+    before = face.stat()
+    data = bytearray(face.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte flipped in place: same size, same inode
+    face.write_bytes(bytes(data))
+    os.utime(face, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (face.stat().st_size, face.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    message = refusal(settings)
+    assert f"input image {face} changed since its rows were stored (SHA-256 " in message
+
+
+def test_a_copied_face_set_resumes_after_one_read_of_each_stored_image(tmp_path, fakes, monkeypatch):  # noqa: F811
+    settings = config(tmp_path, upsampler="bicubic", batch_size=2)
+    stored = interrupted(monkeypatch, settings)
+    images = tmp_path / "set" / "img"
+    shutil.copytree(tmp_path / "set", tmp_path / "copy")  # copy2: same bytes and modification times
+    (tmp_path / "set").rename(tmp_path / "original")
+    (tmp_path / "copy").rename(tmp_path / "set")
+    hashed = counting_hashes(monkeypatch)
+    root = run_audit(settings)
+    assert sorted(hashed) == sorted(images.parent / item for item in stored)  # each stored image, once
+    assert len(rows_by_key(root)) == 9
+
+
+def test_failed_rows_notice_a_file_that_appeared_or_became_readable(tmp_path, fakes):  # noqa: F811
+    images = tmp_path / "set" / "img"
+    settings = config(tmp_path, upsampler="bicubic")
+    manifest = tmp_path / "set" / "manifest.csv"
+    with manifest.open("a") as handle:
+        handle.write("img/late.png,A,f\nimg/pipe.png,B,m\n")
+    os.mkfifo(images / "pipe.png")
+    rows = rows_by_key(run_audit(settings))
+    assert "no such file" in rows[("img/late.png", 0)]["error"]
+    assert "is a FIFO" in rows[("img/pipe.png", 0)]["error"] and rows[("img/pipe.png", 0)]["source_sha256"] == ""
+    assert len(rows) == 11
+    run_audit(settings)  # nothing changed: resumes
+
+    good = (images / "face00.png").read_bytes()
+    broken = (images / "broken.png").read_bytes()
+    (images / "broken.png").write_bytes(good)  # read then, not decodable; readable now
+    assert f"input image {images / 'broken.png'} changed since its rows were stored (SHA-256 " in refusal(settings)
+    (images / "broken.png").write_bytes(broken)
+    (images / "late.png").write_bytes(good)  # no file then
+    assert (f"input image {images / 'late.png'} changed since its rows were stored (there was no such file then)"
+            in refusal(settings))
+    (images / "late.png").unlink()
+    (images / "pipe.png").unlink()
+    (images / "pipe.png").write_bytes(good)  # not a regular file then (never read)
+    assert (f"input image {images / 'pipe.png'} changed since its rows were stored (it could not be read then, "
+            "and its size, times or inode changed since)" in refusal(settings))
+    rows = rows_by_key(run_audit(settings.replace(new_run=True)))
+    assert not rows[("img/pipe.png", 0)]["error"] and "no such file" in rows[("img/late.png", 0)]["error"]
+
+
+def test_a_folder_output_that_appears_or_is_replaced_is_refused(tmp_path, fakes):  # noqa: F811
+    outs = tmp_path / "outs"
+    outs.mkdir()
+    for i in range(4):
+        repaint(outs / f"face{i:02d}.png", (30 * i, 60, 30))
+    repaint(outs / "face04.jpg", (200, 60, 30))
+    (outs / "face05.png").write_bytes(b"not an image")
+    settings = config(tmp_path, upsampler="folder", folder=str(outs))
+    rows = rows_by_key(run_audit(settings))
+    assert rows[("img/face05.png", 0)]["ups_file"] == "face05.png" and rows[("img/face05.png", 0)]["error"]
+    assert rows[("img/face06.png", 0)]["ups_file"] == "" and rows[("img/face06.png", 0)]["error"]
+    repaint(outs / "face06.png")
+    assert (f"upsampler output {outs / 'face06.png'} changed since its rows were stored (no output for "
+            "'img/face06.png' sample 0 was found then)") in refusal(settings)
+    (outs / "face06.png").unlink()
+    repaint(outs / "face05.png")  # unreadable then, readable now
+    assert f"upsampler output {outs / 'face05.png'} changed since its rows were stored (SHA-256 " in refusal(settings)
+    (outs / "face05.png").write_bytes(b"not an image")
+    repaint(outs / "face04.png")  # read before face04.jpg by a new run
+    assert (f"upsampler output {outs / 'face04.jpg'} changed since its rows were stored (face04.png would be read "
+            "in its place now)") in refusal(settings)
+    (outs / "face04.png").unlink()
+    assert len(rows_by_key(run_audit(settings))) == 9
+
+
+def old_stamps(root: Path) -> None:
+    """Rewrite the parts of ``root`` as a run stored before the inode change time, inode and device were."""
+    for part in part_files(root / "parts"):
+        table = pq.read_table(part)
+        newer = [name for name in table.column_names if name.endswith(("_ctime_ns", "_inode", "_device"))]
+        pq.write_table(table.drop_columns(newer), part)
+
+
+def test_a_run_with_the_older_stamps_resumes_and_checks_them(tmp_path, fakes, monkeypatch):  # noqa: F811
+    settings = config(tmp_path, upsampler="bicubic", batch_size=2)
+    interrupted(monkeypatch, settings)
+    old_stamps(Path(settings.out))
+    face = tmp_path / "set" / "img" / "face00.png"
+    before, data = face.stat(), face.read_bytes()
+    hashed = counting_hashes(monkeypatch)
+    interrupted(monkeypatch, settings, parts=1)  # stopped again after one more part, to resume a third time
+    assert hashed == []  # size and modification time as stamped: nothing read
+    face.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    os.utime(face, ns=(before.st_atime_ns, before.st_mtime_ns))
+    run_audit(settings)  # the documented limit of the older stamps: same size and mtime pass unread
+    assert hashed == []
+    rows = rows_by_key(Path(settings.out))
+    assert rows[("img/face00.png", 0)]["source_ctime_ns"] is None and rows[("img/face07.png", 0)]["source_inode"]
+    os.utime(face, ns=(1, 1))
+    assert f"input image {face} changed since its rows were stored (SHA-256 " in refusal(settings)
+
+
+def test_stamps_round_trip_and_compare_only_the_fields_they_have(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"abc")
+    stamp = FileStamp.of(path.stat(), "sha")
+    assert FileStamp.from_columns(stamp.columns("p_"), "p_") == stamp and stamp.same_stat(path.stat())
+    assert FileStamp.from_columns({"p_sha256": None}, "p_") is None
+    older = FileStamp("sha", 3, path.stat().st_mtime_ns, None, None, None)
+    assert older.same_stat(path.stat()) and not FileStamp("sha", 3, 1, None, None, None).same_stat(path.stat())
+    assert not FileStamp("sha", 3, stamp.mtime_ns, stamp.ctime_ns - 1, stamp.inode, stamp.device).same_stat(
+        path.stat())
+    huge = os.stat_result((0o100644, 2**64 - 1, 2**63, 1, 0, 0, 3, 0, 0, 0))  # inode, device past int64
+    assert FileStamp.of(huge).inode == -1 and FileStamp.of(huge).device == -(2**63)

@@ -16,10 +16,12 @@ column                                 kind     meaning
 ``label_<attr>``                       string   the face set's label ("" when unlabelled)
 ``label_source_<attr>``                string   ``annotated`` or ``predicted``
 ``path_source|truth|lr|out``           string   the source file; images relative to the run folder
-``source_sha256|bytes|mtime_ns``       string,  stamp of the source file as read (SHA-256 of its bytes, size,
-                                       integers modification time), checked on resume (:mod:`audit.run.source_check`)
-``ups_file_sha256|bytes|mtime_ns``     string,  the same for the ``folder`` upsampler's output file (``ups_file``)
-                                       integers
+``source_sha256|bytes|mtime_ns|``      string,  stamp of the source file as the run met it (SHA-256 of the bytes
+``ctime_ns|inode|device``              integers read, "" if not read; size, -1 if absent; stat fields), checked on
+                                                resume (:mod:`audit.run.source_check`; ``FileStamp`` in
+                                                :mod:`audit.vision.images`)
+``ups_file_sha256|bytes|…|device``     string,  the same for the ``folder`` upsampler's output file (``ups_file``, ""
+                                       integers when it found none)
 ``ups_<diagnostic>``                   any      the upsampler's diagnostics (``ups_success``, ``ups_lr_l2`` …)
 ``t_upsample_s``, ``t_classify_s``     float    seconds per output
 ``<side>_<clf>_face``                  bool     classifier ``clf`` found a face; side ``in`` (the true image)
@@ -55,9 +57,12 @@ RUN_ID, ITEM, SAMPLE, INPUT_KIND, GROUP, ERROR = "run_id", "item_id", "sample", 
 LEADING_COLUMNS = (RUN_ID, ITEM, SAMPLE, INPUT_KIND, GROUP, ERROR)
 PATH_SOURCE, PATH_TRUTH, PATH_LR, PATH_OUT = "path_source", "path_truth", "path_lr", "path_out"
 SOURCE_STAMP, OUTPUT_STAMP = "source_", "ups_file_"
-"""Prefixes of the stamp columns (``<prefix>sha256``, ``<prefix>bytes``, ``<prefix>mtime_ns``) of a row's source
-file and of its ``folder`` upsampler output file."""
-STAMP_FIELDS = ("sha256", "bytes", "mtime_ns")
+"""Prefixes of the stamp columns (``<prefix>sha256``, ``<prefix>bytes``, … one per :data:`STAMP_FIELDS`) of a row's
+source file and of its ``folder`` upsampler output file."""
+STAMP_FIELDS = ("sha256", "bytes", "mtime_ns", "ctime_ns", "inode", "device")
+"""Stamp column suffixes; stamps stored before the last three existed lack them (their runs still resume)."""
+STAMP_STAT_FIELDS = STAMP_FIELDS[2:]
+"""The suffixes that describe the file rather than its bytes (another copy of the same bytes differs in them)."""
 T_UPSAMPLE, T_CLASSIFY = "t_upsample_s", "t_classify_s"
 SUCCESS, LR_ERROR = "ups_success", "ups_lr_l2"
 IDENTITY_DISTANCE, DELTA_ITA, DELTA_ITA_ALIGNED, PSNR, SSIM = (

@@ -46,7 +46,7 @@ from ..core.schema import (
     label_source_column,
     upsampler_column,
 )
-from ..upsamplers import build_upsampler, output_error
+from ..upsamplers import ERROR_KEY, build_upsampler, output_error
 from ..vision.images import to_image
 from .inputs import group_key
 from .rows import comparisons, fidelity, safe_predict, side_columns
@@ -66,6 +66,8 @@ class Job:
     source: str = ""
     input: UpsampleInput | None = None
     error: str = ""
+    stamp: dict[str, Any] = field(default_factory=dict)
+    """The source file's stamp columns when no input could be made from it (else they are ``input.source``)."""
 
 
 @dataclass
@@ -171,7 +173,8 @@ class ChunkWorker:
         t_upsample = searched.seconds / max(1, len(ready) * task.samples)
         rows = [self.base_row(job, k) | {ERROR: job.error} for job in task.jobs if job.error for k in job.samples]
         pairs = [(job, k, outs[k]) for job, outs in zip(ready, searched.outputs) for k in job.samples]
-        rows += [self.base_row(job, k) | {ERROR: output_error(o)} for job, k, o in pairs if output_error(o)]
+        rows += [self.base_row(job, k) | self.diagnostics(o) | {ERROR: output_error(o)}
+                 for job, k, o in pairs if output_error(o)]
         usable = [(job, k, o) for job, k, o in pairs if not output_error(o)]
         jobs = list({id(job): job for job, _, _ in usable}.values())
         began = time.perf_counter()
@@ -189,8 +192,7 @@ class ChunkWorker:
         for i, (job, k, out) in enumerate(usable):
             row = self.base_row(job, k) | inputs[job.item_id] | {ERROR: ""}
             row[PATH_OUT] = encode(image_path(job.item_id, f"out_{k}"), out_images[i], images)
-            row |= {upsampler_column(key): v for key, v in out.diagnostics.items()} | {T_UPSAMPLE: t_upsample,
-                                                                                      T_CLASSIFY: t_classify}
+            row |= self.diagnostics(out) | {T_UPSAMPLE: t_upsample, T_CLASSIFY: t_classify}
             out_preds = outs[i]
             row |= side_columns("out", self.classifiers, out_preds)
             if job.item_id in truths:
@@ -206,11 +208,16 @@ class ChunkWorker:
         """Ids, kind, group, dataset labels with their provenance, and the source file."""
         row: dict[str, Any] = {ITEM: job.item_id, SAMPLE: sample, INPUT_KIND: job.kind,
                                GROUP: group_key(job.labels, self.group_by) if job.labels else "",
-                               PATH_SOURCE: job.source, **(job.input.source if job.input is not None else {})}
+                               PATH_SOURCE: job.source, **(job.input.source if job.input is not None else job.stamp)}
         for name, source in self.label_sources.items():
             row[label_column(name)] = job.labels.get(name, "")
             row[label_source_column(name)] = source
         return row
+
+    @staticmethod
+    def diagnostics(output: UpsampleOutput) -> dict[str, Any]:
+        """An output's diagnostics as ``ups_*`` columns (a failed one's error goes to ``error`` instead)."""
+        return {upsampler_column(key): v for key, v in output.diagnostics.items() if key != ERROR_KEY}
 
     def input_images(self, job: Job, truth: Image.Image | None, images: dict[str, bytes]) -> dict[str, str]:
         """Encode the truth (if any) and LR images of a job into ``images``; their run-relative paths."""

@@ -42,6 +42,7 @@ from .inputs import (
     UCPR_PREFIX,
     average_faces,
     check_factor,
+    failure_stamp,
     group_key,
     load_aligner,
     load_faceset,
@@ -251,7 +252,7 @@ class Audit:
             job.input = prepare_face(item, self.upsampler.resolution, self.config.factor, self.config.crop,
                                      self.aligner)
         except InputImageError as exc:
-            job.error = str(exc)
+            job.error, job.stamp = str(exc), failure_stamp(exc)
         return job
 
     def tasks(self, units: Sequence[T], samples: int, key: Callable[[T], str], job: Callable[[T], Job]

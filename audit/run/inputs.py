@@ -27,7 +27,7 @@ from pulse_engine.errors import InputImageError, PulseAuditError
 
 from ..core.records import FaceItem, FaceSet, UpsampleInput
 from ..core.schema import SOURCE_STAMP
-from ..vision.images import FileStamp, read_rgb, read_rgb_stamped, to_tensor
+from ..vision.images import FileStamp, StampedImageError, read_rgb, read_rgb_stamped, to_tensor
 from .sampling import GROUP_JOIN, stratified_sample
 
 Aligner = Callable[[Image.Image, int], Image.Image]
@@ -85,7 +85,7 @@ def hr_image_stamped(path: Path, resolution: int, crop: str = "center",
         try:
             image = aligner(image, resolution)
         except (InputImageError, ValueError, RuntimeError) as exc:  # missing weights stay fatal
-            raise InputImageError(f"{path}: alignment failed: {exc}") from exc
+            raise StampedImageError(f"{path}: alignment failed: {exc}", stamp) from exc
     if image.size != (resolution, resolution):
         image = image.resize((resolution, resolution), Image.LANCZOS)
     return to_tensor(image), stamp
@@ -102,6 +102,13 @@ def prepare_face(item: FaceItem, resolution: int, factor: int, crop: str = "cent
     :class:`InputImageError` when unusable."""
     truth, stamp = hr_image_stamped(item.path, resolution, crop, aligner)
     return UpsampleInput(item.item_id, low_of(truth, factor), truth, stamp.columns(SOURCE_STAMP))
+
+
+def failure_stamp(error: InputImageError) -> dict[str, str | int | None]:
+    """The ``source_*`` stamp columns of what was met at the path of a face whose input could not be made
+    (:func:`prepare_face` raised ``error``), for its failed rows; {} when its path could not be examined."""
+    stamp = error.stamp if isinstance(error, StampedImageError) else None
+    return stamp.columns(SOURCE_STAMP) if stamp is not None else {}
 
 
 def prepare_file(path: Path, resolution: int, factor: int, lr_given: bool = False,

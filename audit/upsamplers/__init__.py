@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +38,7 @@ from pulse_engine.registry import Entry, Registry
 from pulse_engine.search import SearchConfig, search_samples
 
 from ..core.records import UpsampleInput, UpsampleOutput, Upsampler
-from ..vision.images import read_rgb_stamped, to_image, to_tensor
+from ..vision.images import MISSING, StampedImageError, read_rgb_stamped, to_image, to_tensor
 
 JPEG_QUALITY = 90
 GENERATORS_DIR = Path(__file__).resolve().parents[2] / "datasets" / "generators"
@@ -51,9 +52,9 @@ def committed_generators() -> list[str]:
     return folder_generators(GENERATORS_DIR)
 
 
-def failed_output(message: str) -> UpsampleOutput:
-    """An output that could not be made: empty image, ``diagnostics["error"] = message``."""
-    return UpsampleOutput(torch.empty(0), {ERROR_KEY: message})
+def failed_output(message: str, diagnostics: Mapping[str, Any] | None = None) -> UpsampleOutput:
+    """An output that could not be made: empty image, ``diagnostics["error"] = message`` (and ``diagnostics``)."""
+    return UpsampleOutput(torch.empty(0), {**(diagnostics or {}), ERROR_KEY: message})
 
 
 def output_error(output: UpsampleOutput) -> str:
@@ -174,12 +175,20 @@ def folder_candidates(folder: Path, item_id: str, sample: int) -> list[Path]:
     return [folder / f"{name}{ext}" for name in names for ext in FOLDER_EXTENSIONS]
 
 
-class FolderUpsampler(Upsampler):
-    """Outputs made elsewhere, read from ``folder`` and resized (Lanczos) to R when needed. Each output's
-    diagnostics name its file and its stamp (``file``, ``file_sha256``, ``file_bytes``,
-    ``file_mtime_ns``), so that a resumed run can tell whether a stored row's output file changed.
+def folder_output(folder: Path, item_id: str, sample: int) -> Path | None:
+    """The file the ``folder`` upsampler reads for sample ``sample`` of ``item_id``: the first of
+    :func:`folder_candidates` that is a regular file (a FIFO or folder of that name is not), None if none is."""
+    return next((path for path in folder_candidates(folder, item_id, sample) if path.is_file()), None)
 
-    A missing, unreadable or non-square output becomes a failed output for that row only.
+
+class FolderUpsampler(Upsampler):
+    """Outputs made elsewhere, read from ``folder`` (:func:`folder_output`) and resized (Lanczos) to R when
+    needed. Each output's diagnostics name its file and its stamp (``file``, ``file_sha256``, ``file_bytes``, …:
+    :class:`~audit.vision.images.FileStamp`), so that a resumed run can tell whether a stored row's output
+    file changed, or appeared.
+
+    A missing, unreadable or non-square output becomes a failed output for that row only; it still names
+    what was met (``file`` "" and the stamp :data:`~audit.vision.images.MISSING` when there was no file).
     """
 
     name = "folder"
@@ -190,19 +199,21 @@ class FolderUpsampler(Upsampler):
         self.folder, self.resolution = Path(folder), resolution
 
     def read(self, item_id: str, sample: int) -> UpsampleOutput:
-        found = [p for p in folder_candidates(self.folder, item_id, sample) if p.is_file()]
-        if not found:
+        found = folder_output(self.folder, item_id, sample)
+        if found is None:
             stem = Path(item_id).stem
             return failed_output(f"no output for {item_id!r} sample {sample} in {self.folder} "
-                                 f"(expected {stem}_{sample}.png" + (f" or {stem}.png)" if sample == 0 else ")"))
+                                 f"(expected {stem}_{sample}.png" + (f" or {stem}.png)" if sample == 0 else ")"),
+                                 {"file": "", **MISSING.columns("file_")})
         try:
-            image, stamp = read_rgb_stamped(found[0])
+            image, stamp = read_rgb_stamped(found)
         except InputImageError as exc:
-            return failed_output(str(exc))
+            met = exc.stamp if isinstance(exc, StampedImageError) else None
+            return failed_output(str(exc), {"file": found.name, **(met.columns("file_") if met else {})})
         side = image.size[0]
         if side != self.resolution:
             image = image.resize((self.resolution, self.resolution), Image.LANCZOS)
-        return UpsampleOutput(to_tensor(image), {"file": found[0].name, **stamp.columns("file_"), "source_px": side})
+        return UpsampleOutput(to_tensor(image), {"file": found.name, **stamp.columns("file_"), "source_px": side})
 
     def upsample(self, inputs: Sequence[UpsampleInput], samples: int) -> list[list[UpsampleOutput]]:
         rows = []

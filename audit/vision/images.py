@@ -13,28 +13,35 @@
   whose message is one bounded line, for the caller to record as a failed row.
 
 The file is read once, into memory, and decoded from there; :func:`read_rgb_stamped` also returns
-its :class:`FileStamp` (SHA-256 of exactly the bytes decoded, size, modification time), which the
-audit stores with the rows so that a resumed run can tell whether the file changed
-(:mod:`audit.run.source_check`). Hashing costs one SHA-256 pass over bytes already in memory.
+its :class:`FileStamp` (SHA-256 of exactly the bytes decoded, size, ``stat`` fields), which the audit
+stores with the rows so that a resumed run can tell whether the file changed
+(:mod:`audit.run.source_check`). Hashing costs one SHA-256 pass over bytes already in memory. A file
+that cannot be used raises :class:`StampedImageError`, which carries the stamp of what was met at
+its path (the bytes' SHA-256 when they were read; ``stat`` fields only, or :data:`MISSING`, when not),
+so that its failed row can be checked on resume too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
 import stat
 import struct
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pulse_engine.errors import InputImageError
+
+from ..core.schema import STAMP_FIELDS
 
 CROP_MODES = ("none", "center")
 MAX_PIXELS = 40_000_000
@@ -67,43 +74,97 @@ def _file_kind(mode: int) -> str:
     return "not a regular file"
 
 
-def open_regular(path: Path) -> int:
-    """A read-only descriptor of ``path`` after checking (with ``stat``, before opening) that it is a
-    regular file within :data:`MAX_FILE_BYTES`; checked again on the descriptor (it may have been
-    swapped in between). Raises :class:`InputImageError`."""
-    try:
-        info = os.stat(path)
-    except FileNotFoundError as exc:
-        raise InputImageError(f"{path}: no such file") from exc
-    except OSError as exc:
-        raise InputImageError(f"{path}: cannot be examined ({_detail(exc)})") from exc
-    if not stat.S_ISREG(info.st_mode):
-        raise InputImageError(f"{path}: is {_file_kind(info.st_mode)}, not an image file")
-    if info.st_size > MAX_FILE_BYTES:
-        raise InputImageError(f"{path}: file of {info.st_size} bytes is over the {MAX_FILE_BYTES} byte budget")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise InputImageError(f"{path}: cannot be opened ({_detail(exc)})") from exc
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_BYTES:
-        os.close(fd)
-        raise InputImageError(f"{path}: changed while being opened; no longer a regular file within budget")
-    return fd
+def _int64(value: int) -> int:
+    """An unsigned 64-bit ``stat`` field (inode, device) as the signed integer a table column holds."""
+    return value - 2**64 if value >= 2**63 else value
 
 
 @dataclass(frozen=True)
 class FileStamp:
-    """What identifies the content of a file as it was read: the SHA-256 of its bytes, their number, and
-    the file's modification time in nanoseconds (a cheap first test of whether it changed since)."""
+    """What a run met at a file's path, stored with the rows made from it (one column per field, named by
+    :data:`~audit.core.schema.STAMP_FIELDS`) so that a resumed run can tell whether the file changed.
+
+    Attributes:
+        sha256: of the bytes read; "" when they were not read (not a regular file, over budget, unopenable).
+        size: the number of bytes (read, else the file's size); :data:`ABSENT_SIZE` when there was no file.
+        mtime_ns, ctime_ns, inode, device: the file's ``stat`` fields, a cheap first test of whether it changed
+            (any change of content moves the inode change time, which ``touch``/``os.utime`` cannot set back, and
+            a copy is another inode); None in stamps stored before they were recorded.
+    """
 
     sha256: str
     size: int
-    mtime_ns: int
+    mtime_ns: int | None
+    ctime_ns: int | None
+    inode: int | None
+    device: int | None
 
-    def columns(self, prefix: str) -> dict[str, str | int]:
-        """Row columns ``<prefix>sha256``, ``<prefix>bytes`` and ``<prefix>mtime_ns``."""
-        return {f"{prefix}sha256": self.sha256, f"{prefix}bytes": self.size, f"{prefix}mtime_ns": self.mtime_ns}
+    @classmethod
+    def of(cls, info: os.stat_result, sha256: str = "") -> FileStamp:
+        """The stamp of a file from its ``stat`` (``sha256`` "": not read)."""
+        return cls(sha256, info.st_size, info.st_mtime_ns, info.st_ctime_ns, _int64(info.st_ino), _int64(info.st_dev))
+
+    @classmethod
+    def from_columns(cls, row: Mapping[str, Any], prefix: str) -> FileStamp | None:
+        """The stamp in a row's ``<prefix>*`` columns (absent ones None); None when the row has none."""
+        values = [row.get(prefix + name) for name in STAMP_FIELDS]
+        return None if values[0] is None or values[1] is None else cls(*values)
+
+    def columns(self, prefix: str) -> dict[str, str | int | None]:
+        """Row columns ``<prefix>sha256``, ``<prefix>bytes``, … (one per field)."""
+        return {prefix + name: value for name, value in zip(STAMP_FIELDS, dataclasses.astuple(self), strict=True)}
+
+    @property
+    def absent(self) -> bool:
+        """There was no file at the path."""
+        return self.size == ABSENT_SIZE
+
+    def same_stat(self, info: os.stat_result) -> bool:
+        """Whether ``info`` (the file's ``stat`` now) has this stamp's size and ``stat`` fields (the fields the
+        stamp lacks are not compared)."""
+        stored, now = dataclasses.astuple(self)[1:], dataclasses.astuple(FileStamp.of(info))[1:]
+        return all(mine is None or mine == theirs for mine, theirs in zip(stored, now, strict=True))
+
+
+ABSENT_SIZE = -1
+MISSING = FileStamp("", ABSENT_SIZE, 0, 0, 0, 0)
+"""The stamp of a path where there was no file."""
+
+
+class StampedImageError(InputImageError):
+    """An :class:`InputImageError` for a file that was met: ``stamp`` says what was at its path (None once the
+    error has been pickled: it travels as its message only)."""
+
+    def __init__(self, message: str, stamp: FileStamp | None = None) -> None:
+        super().__init__(message)
+        self.stamp = stamp
+
+
+def open_regular(path: Path) -> int:
+    """A read-only descriptor of ``path`` after checking (with ``stat``, before opening) that it is a
+    regular file within :data:`MAX_FILE_BYTES`; checked again on the descriptor (it may have been
+    swapped in between). Raises :class:`StampedImageError` (:class:`InputImageError` when ``stat`` fails)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError as exc:
+        raise StampedImageError(f"{path}: no such file", MISSING) from exc
+    except OSError as exc:
+        raise InputImageError(f"{path}: cannot be examined ({_detail(exc)})") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise StampedImageError(f"{path}: is {_file_kind(info.st_mode)}, not an image file", FileStamp.of(info))
+    if info.st_size > MAX_FILE_BYTES:
+        raise StampedImageError(f"{path}: file of {info.st_size} bytes is over the {MAX_FILE_BYTES} byte budget",
+                                FileStamp.of(info))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise StampedImageError(f"{path}: cannot be opened ({_detail(exc)})", FileStamp.of(info)) from exc
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_BYTES:
+        os.close(fd)
+        raise StampedImageError(f"{path}: changed while being opened; no longer a regular file within budget",
+                                FileStamp.of(info))
+    return fd
 
 
 def _chunks(handle, limit: int, path: Path) -> Iterator[bytes]:
@@ -176,30 +237,39 @@ def read_rgb(path: Path, crop: str = "none") -> Image.Image:
     return read_rgb_stamped(path, crop)[0]
 
 
-def read_rgb_stamped(path: Path, crop: str = "none") -> tuple[Image.Image, FileStamp]:
-    """:func:`read_rgb` and the :class:`FileStamp` of the bytes it decoded."""
-    path = Path(path)
-    try:
-        with os.fdopen(open_regular(path), "rb") as handle:
-            modified = os.fstat(handle.fileno()).st_mtime_ns
+def read_stamped(path: Path) -> tuple[bytes, FileStamp]:
+    """The bytes of a regular file within :data:`MAX_FILE_BYTES` and their :class:`FileStamp`;
+    :class:`StampedImageError` (or :class:`InputImageError`) otherwise."""
+    with os.fdopen(open_regular(path), "rb") as handle:
+        met = FileStamp.of(os.fstat(handle.fileno()))
+        try:
             data = b"".join(_chunks(handle, MAX_FILE_BYTES, path))
-    except OSError as exc:
-        raise InputImageError(f"{path}: cannot be read ({_detail(exc)})") from exc
-    stamp = FileStamp(hashlib.sha256(data).hexdigest(), len(data), modified)
+        except OSError as exc:
+            raise StampedImageError(f"{path}: cannot be read ({_detail(exc)})", met) from exc
+        except InputImageError as exc:
+            raise StampedImageError(str(exc), met) from exc
+    return data, dataclasses.replace(met, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+
+
+def read_rgb_stamped(path: Path, crop: str = "none") -> tuple[Image.Image, FileStamp]:
+    """:func:`read_rgb` and the :class:`FileStamp` of the bytes it decoded; a file it cannot use is a
+    :class:`StampedImageError` carrying the stamp of what it met."""
+    path = Path(path)
+    data, stamp = read_stamped(path)
     try:
         rgb = _decode(io.BytesIO(data), path)
-    except InputImageError:
-        raise
+    except InputImageError as exc:
+        raise StampedImageError(str(exc), stamp) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputImageError(f"{path}: image over the {MAX_PIXELS} pixel budget, refused before decoding "
-                              f"({_detail(exc)})") from exc
+        raise StampedImageError(f"{path}: image over the {MAX_PIXELS} pixel budget, refused before decoding "
+                                f"({_detail(exc)})", stamp) from exc
     except DECODE_ERRORS as exc:
-        raise InputImageError(f"{path}: not a readable image ({_detail(exc)})") from exc
+        raise StampedImageError(f"{path}: not a readable image ({_detail(exc)})", stamp) from exc
     width, height = rgb.size
     if width != height:
         if crop != "center":
-            raise InputImageError(f"{path}: image is {width}×{height}, not square; pass --crop center "
-                                  "to use its central square")
+            raise StampedImageError(f"{path}: image is {width}×{height}, not square; pass --crop center "
+                                    "to use its central square", stamp)
         side = min(width, height)
         left, top = (width - side) // 2, (height - side) // 2
         rgb = rgb.crop((left, top, left + side, top + side))
