@@ -9,7 +9,8 @@
 2. Resuming: a run folder whose parts hold ``--files`` stamped rows (16 rows per part), each of its own
    small image file; the time of :func:`audit.run.source_check.check_stored_sources` when nothing
    changed (one ``stat`` per file, nothing read) and when every file was touched (each file read
-   and hashed once, found unchanged).
+   and hashed once, found unchanged). The stamps hold every stat field (size, modification and inode
+   change times, inode, device); a file differing in any of them is hashed.
 Medians of repeated timings in one process, because other processes share the machine.
 """
 
@@ -36,7 +37,7 @@ from audit.core.records import FaceItem  # noqa: E402
 from audit.core.schema import SOURCE_STAMP  # noqa: E402
 from audit.run.run_store import RunStore  # noqa: E402
 from audit.run.source_check import check_stored_sources  # noqa: E402
-from audit.vision.images import read_rgb_stamped  # noqa: E402
+from audit.vision.images import FileStamp, read_rgb_stamped  # noqa: E402
 
 
 def median_time(action, repeats: int) -> float:
@@ -77,11 +78,9 @@ def resuming(folder: Path, files: int) -> list[str]:
     for i in range(files):
         path = images / f"f{i:06d}.png"
         path.write_bytes(os.urandom(2048))
-        info = path.stat()
-        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        stamp = FileStamp.of(path.stat(), hashlib.sha256(path.read_bytes()).hexdigest())
         items.append(FaceItem(f"f{i:06d}", path))
-        rows.append({"item_id": f"f{i:06d}", "sample": 0, f"{SOURCE_STAMP}sha256": sha,
-                     f"{SOURCE_STAMP}bytes": info.st_size, f"{SOURCE_STAMP}mtime_ns": info.st_mtime_ns})
+        rows.append({"item_id": f"f{i:06d}", "sample": 0, **stamp.columns(SOURCE_STAMP)})
     with RunStore.open(folder / "run", {"benchmark": 1}) as store:
         for start in range(0, files, 16):
             store.append(rows[start:start + 16])

@@ -136,9 +136,9 @@ class UpsampleInput:
         item_id: the face's id (or a synthetic id for uninformative inputs).
         low: the LR image (3, h, h) in [0, 1].
         truth: the HR image at the upsampler's resolution (3, R, R) in [0, 1], None when there is none.
-        source: row columns identifying the file it was read from (``source_sha256``, ``source_bytes``,
-            ``source_mtime_ns``), stored with its rows so that a resumed run can tell whether that
-            file changed; empty for inputs not read from one file.
+        source: row columns identifying the file it was read from (``source_sha256``, ``source_bytes``, …:
+            ``FileStamp`` in :mod:`audit.vision.images`), stored with its rows so that a resumed run can tell
+            whether that file changed; empty for inputs not read from one file.
     """
 
     item_id: str
