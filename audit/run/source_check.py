@@ -14,10 +14,10 @@ so without their stamps a file that appeared or became readable would go unnotic
 has not changed: one ``stat`` per stored file (and for each stored ``folder`` output, the look-up the
 upsampler would make now: a file that appeared, or another candidate name that would now be read
 first, is a change). A SHA-256 pass is made only over a file whose ``stat`` differs from its stamp
-(e.g. a copied face set: another inode), refused only if its content differs too. Such a file is read
-again at every resume (its stamp is not updated): the cost of a copied face set is one read per stored
-image per resume, as in the session that first read it. A file that could not be read when stored and
-whose ``stat`` differs now is refused without reading it.
+(e.g. a copied face set: another inode; or a remount that renumbered the device), refused only if its
+content differs too. Such a file is read again at every resume (its stamp is not updated): the cost of a
+copied face set is one read per stored image per resume, as in the session that first read it. A file
+that could not be read when stored and whose ``stat`` differs now is refused without reading it.
 
 Limits: the inode change time cannot be set back by ``touch`` or ``os.utime``, but can by changing the
 system clock (or with raw disk access); a rewrite within the file system's timestamp resolution of the
