@@ -132,10 +132,9 @@ MISSING = FileStamp("", ABSENT_SIZE, 0, 0, 0, 0)
 
 
 class StampedImageError(InputImageError):
-    """An :class:`InputImageError` for a file that was met: ``stamp`` says what was at its path (None once the
-    error has been pickled: it travels as its message only)."""
+    """An :class:`InputImageError` for a file that was met: ``stamp`` says what was at its path."""
 
-    def __init__(self, message: str, stamp: FileStamp | None = None) -> None:
+    def __init__(self, message: str, stamp: FileStamp | None = None) -> None:  # unpickling passes the message only
         super().__init__(message)
         self.stamp = stamp
 
@@ -237,7 +236,7 @@ def read_rgb(path: Path, crop: str = "none") -> Image.Image:
     return read_rgb_stamped(path, crop)[0]
 
 
-def read_stamped(path: Path) -> tuple[bytes, FileStamp]:
+def _read_stamped(path: Path) -> tuple[bytes, FileStamp]:
     """The bytes of a regular file within :data:`MAX_FILE_BYTES` and their :class:`FileStamp`;
     :class:`StampedImageError` (or :class:`InputImageError`) otherwise."""
     with os.fdopen(open_regular(path), "rb") as handle:
@@ -255,7 +254,7 @@ def read_rgb_stamped(path: Path, crop: str = "none") -> tuple[Image.Image, FileS
     """:func:`read_rgb` and the :class:`FileStamp` of the bytes it decoded; a file it cannot use is a
     :class:`StampedImageError` carrying the stamp of what it met."""
     path = Path(path)
-    data, stamp = read_stamped(path)
+    data, stamp = _read_stamped(path)
     try:
         rgb = _decode(io.BytesIO(data), path)
     except InputImageError as exc:
