@@ -27,7 +27,7 @@ from pulse_engine.errors import InputImageError, PulseAuditError
 
 from ..core.records import FaceItem, FaceSet, UpsampleInput
 from ..core.schema import SOURCE_STAMP
-from ..vision.images import FileStamp, StampedImageError, read_rgb, read_rgb_stamped, to_tensor
+from ..vision.images import FileStamp, StampedImageError, read_rgb, read_rgb_stamped, stamp_of, to_tensor
 from .sampling import GROUP_JOIN, stratified_sample
 
 Aligner = Callable[[Image.Image, int], Image.Image]
@@ -107,7 +107,7 @@ def prepare_face(item: FaceItem, resolution: int, factor: int, crop: str = "cent
 def failure_stamp(error: InputImageError) -> dict[str, str | int | None]:
     """The ``source_*`` stamp columns of what was met at the path of a face whose input could not be made
     (:func:`prepare_face` raised ``error``), for its failed rows; {} when its path could not be examined."""
-    stamp = error.stamp if isinstance(error, StampedImageError) else None
+    stamp = stamp_of(error)
     return stamp.columns(SOURCE_STAMP) if stamp is not None else {}
 
 

@@ -38,7 +38,7 @@ from pulse_engine.registry import Entry, Registry
 from pulse_engine.search import SearchConfig, search_samples
 
 from ..core.records import UpsampleInput, UpsampleOutput, Upsampler
-from ..vision.images import MISSING, StampedImageError, read_rgb_stamped, to_image, to_tensor
+from ..vision.images import MISSING, read_rgb_stamped, stamp_of, to_image, to_tensor
 
 JPEG_QUALITY = 90
 GENERATORS_DIR = Path(__file__).resolve().parents[2] / "datasets" / "generators"
@@ -208,7 +208,7 @@ class FolderUpsampler(Upsampler):
         try:
             image, stamp = read_rgb_stamped(found)
         except InputImageError as exc:
-            met = exc.stamp if isinstance(exc, StampedImageError) else None
+            met = stamp_of(exc)
             return failed_output(str(exc), {"file": found.name, **(met.columns("file_") if met else {})})
         side = image.size[0]
         if side != self.resolution:

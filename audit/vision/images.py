@@ -139,6 +139,11 @@ class StampedImageError(InputImageError):
         self.stamp = stamp
 
 
+def stamp_of(error: InputImageError) -> FileStamp | None:
+    """What was met at the path of a file that could not be used (a :class:`StampedImageError`'s stamp), or None."""
+    return error.stamp if isinstance(error, StampedImageError) else None
+
+
 def open_regular(path: Path) -> int:
     """A read-only descriptor of ``path`` after checking (with ``stat``, before opening) that it is a
     regular file within :data:`MAX_FILE_BYTES`; checked again on the descriptor (it may have been
