@@ -79,6 +79,11 @@ def _int64(value: int) -> int:
     return value - 2**64 if value >= 2**63 else value
 
 
+def _stat_fields(info: os.stat_result) -> tuple[int, int, int, int, int]:
+    """(size, mtime_ns, ctime_ns, inode, device) of a ``stat``, as a :class:`FileStamp` holds them."""
+    return info.st_size, info.st_mtime_ns, info.st_ctime_ns, _int64(info.st_ino), _int64(info.st_dev)
+
+
 @dataclass(frozen=True)
 class FileStamp:
     """What a run met at a file's path, stored with the rows made from it (one column per field, named by
@@ -102,7 +107,7 @@ class FileStamp:
     @classmethod
     def of(cls, info: os.stat_result, sha256: str = "") -> FileStamp:
         """The stamp of a file from its ``stat`` (``sha256`` "": not read)."""
-        return cls(sha256, info.st_size, info.st_mtime_ns, info.st_ctime_ns, _int64(info.st_ino), _int64(info.st_dev))
+        return cls(sha256, *_stat_fields(info))
 
     @classmethod
     def from_columns(cls, row: Mapping[str, Any], prefix: str) -> FileStamp | None:
@@ -112,7 +117,12 @@ class FileStamp:
 
     def columns(self, prefix: str) -> dict[str, str | int | None]:
         """Row columns ``<prefix>sha256``, ``<prefix>bytes``, … (one per field)."""
-        return {prefix + name: value for name, value in zip(STAMP_FIELDS, dataclasses.astuple(self), strict=True)}
+        return {prefix + name: value for name, value in zip(STAMP_FIELDS, (self.sha256, *self.stat_fields()),
+                                                            strict=True)}
+
+    def stat_fields(self) -> tuple[int | None, ...]:
+        """(size, mtime_ns, ctime_ns, inode, device)."""
+        return self.size, self.mtime_ns, self.ctime_ns, self.inode, self.device
 
     @property
     def absent(self) -> bool:
@@ -122,8 +132,8 @@ class FileStamp:
     def same_stat(self, info: os.stat_result) -> bool:
         """Whether ``info`` (the file's ``stat`` now) has this stamp's size and ``stat`` fields (the fields the
         stamp lacks are not compared)."""
-        stored, now = dataclasses.astuple(self)[1:], dataclasses.astuple(FileStamp.of(info))[1:]
-        return all(mine is None or mine == theirs for mine, theirs in zip(stored, now, strict=True))
+        return all(mine is None or mine == theirs
+                   for mine, theirs in zip(self.stat_fields(), _stat_fields(info), strict=True))
 
 
 ABSENT_SIZE = -1
