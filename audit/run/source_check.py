@@ -54,11 +54,12 @@ OutputStamp = tuple[str, int, str, FileStamp | None]
 
 def _stored_stamps(root: Path) -> tuple[set[SourceStamp], set[OutputStamp]]:
     """The distinct stamps of the parts' rows (reading the stamp columns only)."""
-    wanted = [ITEM, SAMPLE, OUTPUT_FILE, *(p + s for p in (SOURCE_STAMP, OUTPUT_STAMP) for s in STAMP_FIELDS)]
+    wanted = [ITEM, OUTPUT_FILE, *(p + s for p in (SOURCE_STAMP, OUTPUT_STAMP) for s in STAMP_FIELDS)]
     sources, outputs = set(), set()
     for part in part_files(root / "parts"):
         with pq.ParquetFile(part) as handle:
-            present = [name for name in wanted if name in handle.schema_arrow.names]
+            names = set(handle.schema_arrow.names)
+            present = [name for name in wanted if name in names] + ([SAMPLE] if OUTPUT_FILE in names else [])
             rows = handle.read(columns=present, use_threads=False).to_pylist()
         for row in rows:
             if (stamp := FileStamp.from_columns(row, SOURCE_STAMP)) is not None:
