@@ -143,10 +143,17 @@ class DCGANGenerator(SearchableGenerator):
         return _OutputLayer.apply(x, self.fused_columns, getattr(self, f"fused_w{last}"))
 
 
+#: The oneDNN operators of :class:`_InputLayer` and :class:`_HiddenLayer` (internal to torch, used by its
+#: compiler on CPU): present in this torch build?
+_ONEDNN_OPS = torch.backends.mkldnn.is_available() and all(
+    hasattr(torch.ops.mkldnn, name)
+    for name in ("_linear_pointwise", "_convolution_transpose_pointwise", "_reorder_convolution_transpose_weight"))
+
+
 def _onednn_runs(x: torch.Tensor) -> bool:
     """Whether :class:`_InputLayer` and :class:`_HiddenLayer` (oneDNN operators) apply to ``x``: float32
-    on a CPU, torch built with oneDNN. Elsewhere the generator runs torch's plain operators."""
-    return x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+    on a CPU, torch built with oneDNN and those operators. Elsewhere the generator runs torch's plain operators."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and _ONEDNN_OPS
 
 
 class _InputLayer(torch.autograd.Function):
