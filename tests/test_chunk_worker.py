@@ -221,22 +221,30 @@ def test_a_planning_error_is_raised_after_the_chunks_in_flight_are_written():
     assert written == [0, 1]
 
 
-def test_an_interrupt_while_writing_returns_at_once():
-    """A KeyboardInterrupt in the writer (Ctrl-C) is not held up by the stages: a search that would only
-    end after the interrupt is handled does not delay it."""
-    release = threading.Event()
-    worker = Scripted({"search 1": lambda: release.wait(HANG_GUARD_S)})
+def test_an_interrupt_while_writing_stops_the_stages_before_it_returns():
+    """A KeyboardInterrupt in the writer (Ctrl-C) reaches the caller once the stage threads have ended: a search
+    thread in the middle of a chunk finishes that chunk, no later chunk is started, and no ``audit-`` thread is
+    left running (one left inside native code while the interpreter shuts down aborts the process)."""
+    interrupted, searching_1 = threading.Event(), threading.Event()
+    searched = []
+
+    def search_1() -> None:
+        searching_1.set()
+        interrupted.wait(HANG_GUARD_S)  # still searching when the writer is interrupted
+        searched.append(1)
+
+    worker = Scripted({"search 1": search_1, "search 2": lambda: searched.append(2),
+                       "search 3": lambda: searched.append(3)})
 
     def write(result: ChunkResult) -> None:
+        searching_1.wait(HANG_GUARD_S)
+        interrupted.set()
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         run_pipelined(worker, tasks(4), write)
-    assert not release.is_set()  # returned while chunk 1's search was still blocked
-    release.set()
-    for thread in threading.enumerate():
-        if thread.name.startswith("audit-"):
-            thread.join(HANG_GUARD_S)  # the stages end by themselves once released
+    assert interrupted.is_set() and searched == [1]  # chunk 1 was finished, chunks 2 and 3 never started
+    assert not [thread.name for thread in threading.enumerate() if thread.name.startswith("audit-")]
 
 
 # ------------------------------------------------------------------------------------------ the search process
