@@ -202,8 +202,9 @@ def search_step_flops(generator: SearchableGenerator, low: torch.Tensor) -> floa
 
     The count is taken on the first image alone and multiplied by the batch size: a step's work is
     the same for every image of a batch, and FlopCounterMode (torch 2.13) ignores ``groups`` in the
-    weight gradient of a grouped convolution, which StyleGAN2's modulated convolution is at batch B > 1
-    (one group per image), so counting the whole batch over-counts that gradient B times.
+    weight gradient of a grouped convolution, which StyleGAN2's modulated convolution is in its fused form
+    (the CUDA default) at batch B > 1 (one group per image), so counting the whole batch would over-count that
+    gradient B times.
     """
     first = low[:1]
     with FlopCounterMode(display=False) as counter:
