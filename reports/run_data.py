@@ -41,6 +41,7 @@ from audit.core.schema import (
     value_column,
 )
 from audit.core.schema import IDENTITY_DISTANCE as IDENTITY
+from audit.core.vocabulary import AGE_YEARS
 from audit.metrics.columns import split_inputs
 from audit.run.run_store import read_results, read_run_record
 from pulse_engine.errors import PulseAuditError
@@ -76,7 +77,8 @@ class ShiftSpec:
     unit: str
     signed: bool = True  # a signed change tested against 0 (False: a distance, compared between groups)
     meaning: str = ""
-    bounds: tuple[float, float] = (-math.inf, math.inf)  # possible values (ITA° ∈ [−90°, 90°]: |ΔITA| ≤ 180°)
+    bounds: tuple[float, float] = (-math.inf, math.inf)  # possible values (ITA° ∈ [−90°, 90°]: |ΔITA| ≤ 180°;
+    # ages in AGE_YEARS: |age shift| ≤ 116 years)
 
 
 @dataclass
@@ -221,7 +223,8 @@ def shift_specs(run: Run) -> list[ShiftSpec]:
         before, after = value_column("in", card["name"], "age_years"), value_column("out", card["name"], "age_years")
         if before in run.faces and after in run.faces and run.faces[after].notna().any():
             specs.append(ShiftSpec(f"age_shift/{card['name']}", f"age shift ({card['name']})", (before, after),
-                                   " years", True, "output − original estimated age"))
+                                   " years", True, "output − original estimated age",
+                                   (AGE_YEARS[0] - AGE_YEARS[1], AGE_YEARS[1] - AGE_YEARS[0])))
     if IDENTITY in run.faces and run.faces[IDENTITY].notna().any():
         specs.append(ShiftSpec("identity_distance", "identity distance", IDENTITY, "", False,
                                "embedding distance original ↔ output; same person below 0.6", (0.0, math.inf)))

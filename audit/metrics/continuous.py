@@ -23,8 +23,9 @@ class PairedShift:
     excludes 0 exactly when the test rejects at the same level; each with its MDE in ``unit``. Set
     ``test_zero=False`` for quantities that are not signed changes (identity distance ≥ 0): then there are no tests
     and groups are compared through ``frame.difference()``. ``bounds`` are the values d can take (e.g. ±180° for a
-    change of ITA°, which lies in [−90°, 90°]; ≥ 0 for a distance): the mean's intervals are clipped to them and
-    the tests carry the largest possible |d| as their ``effect_bound``.
+    change of ITA°, which lies in [−90°, 90°]; ±116 years for an age shift; ≥ 0 for a distance): the intervals of
+    the mean and median and of their differences between groups are clipped to them and the tests carry the largest
+    possible |d| as their ``effect_bound``.
     """
 
     def __init__(self, data: pd.DataFrame, value: str | tuple[str, str], groups: str | Sequence[str] | None = None,
@@ -43,7 +44,8 @@ class PairedShift:
             d["_shift"] = pd.to_numeric(d[after], errors="coerce") - pd.to_numeric(d[before], errors="coerce")
         self.name = name or (value if isinstance(value, str) else f"{value[1]} − {value[0]}")
         self.unit, self.test_zero, self.alpha, self.power, self.bounds = unit, test_zero, alpha, power, bounds
-        self.frame = MetricFrame(d, {"mean": Metric("_shift", bounds=bounds), "median": Metric("_shift", "median")},
+        self.frame = MetricFrame(d, {"mean": Metric("_shift", bounds=bounds), "median": Metric("_shift", "median",
+                                                                                                bounds)},
                                  groups_list, cluster, n_boot, seed, confidence, min_n)
 
     @property

@@ -4,8 +4,10 @@ max − min differences and min/max ratios, every number with an interval.
 Rates get a Wilson interval at their effective sample size and means a cluster-robust t interval (both from the
 stratified cluster design of :mod:`audit.stats.clustered`, so every sample is used and samples of one input count
 as correlated); medians the sign-test interval at the effective number of inputs
-(:func:`audit.stats.intervals.median_interval`, same design); differences and ratios between groups a percentile
-interval from one stratified cluster bootstrap."""
+(:func:`audit.stats.intervals.median_interval`, same design). Between groups, differences (max − min) and ratios
+(min / max) of means and medians get simultaneous intervals over all pairs of groups from the groups' standard errors
+(:mod:`audit.stats.between`: cluster-robust for means, Price–Bonett at the effective number of inputs for medians);
+those of rates a percentile interval from one stratified cluster bootstrap."""
 
 from __future__ import annotations
 
@@ -18,14 +20,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from audit.stats.between import range_interval, ratio_interval
 from audit.stats.clustered import clustered_mean
-from audit.stats.intervals import (
-    Bootstrap,
-    effective_wilson_interval,
-    median_interval,
-    percentile_interval,
-    weighted_median,
-)
+from audit.stats.intervals import Bootstrap, effective_wilson_interval, median_interval, median_se, percentile_interval
 
 MIN_N = 30  # groups with fewer independent units (inputs) are flagged "small"
 
@@ -75,11 +72,12 @@ class MetricFrame:
     median's is the sign-test interval at the effective number of inputs (see
     :func:`audit.stats.intervals.median_interval`; none, marked "none (too few inputs)", below 6 effective inputs at
     95 %). A mean without variation (every value equal, or one input) keeps its point as the interval, marked
-    ``ci_method`` "none (no variation)" (printed as not estimable). Bootstrap replicates of every metric (medians
-    included) feed the between-group differences and ratios.
+    ``ci_method`` "none (no variation)" (printed as not estimable). Bootstrap replicates of rates and means feed the
+    rates' between-group differences and ratios (and callers such as the RDP distribution); medians have none.
     ``n`` counts the rows with a value, ``n_clusters`` the independent units (inputs); ``small`` flags n_clusters <
-    ``min_n``. ``se`` and ``df`` of means and rates are
-    kept (see :meth:`design`) so that tests can use the same estimator.
+    ``min_n``. ``se`` and ``df`` of means and rates are kept (see :meth:`design`) so that tests can use the same
+    estimator; a median's ``se`` per group is Price–Bonett's at the effective number of inputs
+    (:func:`audit.stats.intervals.median_se`).
     """
 
     def __init__(self, data: pd.DataFrame, metrics: Mapping[str, Metric | str],
@@ -144,12 +142,13 @@ class MetricFrame:
         else:
             cols = [np.flatnonzero(m) for m in masks.T]
             point = np.array([np.median(v[c]) if len(c) else np.nan for c in cols])
-            reps = self.bootstrap.map(lambda w: np.stack([weighted_median(v[c], w[:, c]) if len(c) else
-                                                          np.full(len(w), np.nan) for c in cols], axis=1))
+            reps = None  # the median's bootstrap is not used: its percentile intervals under-covered
             bounds = np.array([median_interval(v[c], self._cluster[c], self.codes[c] if j == len(cols) - 1 else None,
                                                self.confidence) if len(c) else (np.nan, np.nan)
                                for j, c in enumerate(cols)]).reshape(-1, 2)
             low, high = bounds[:, 0], bounds[:, 1]
+            se = np.array([median_se(v[c], self._cluster[c], None, self.confidence) if len(c) else np.nan
+                           for c in cols[:-1]] + [np.nan])
             method = "sign test (effective n)"
         low, high = np.clip(low, *metric.bounds), np.clip(high, *metric.bounds)
         methods = np.full(len(point), method, dtype=object)
@@ -170,12 +169,11 @@ class MetricFrame:
                              "n_clusters": r["n_clusters"]}, index=index)
 
     def replicates(self, metric: str) -> np.ndarray:
-        """Bootstrap replicates (n_boot, n_groups) of a metric per group (columns in ``group_index`` order)."""
-        return self._results[metric]["replicates"][:, :-1]
-
-    def overall_replicates(self, metric: str) -> np.ndarray:
-        """Bootstrap replicates (n_boot,) of a metric over all rows."""
-        return self._results[metric]["replicates"][:, -1]
+        """Bootstrap replicates (n_boot, n_groups) of a rate or mean per group (columns in ``group_index`` order)."""
+        reps = self._results[metric]["replicates"]
+        if reps is None:
+            raise ValueError(f"{metric!r} is a median: medians have no bootstrap replicates")
+        return reps[:, :-1]
 
     def _table(self, sl: slice, index: pd.Index) -> pd.DataFrame:
         frames = []
@@ -201,29 +199,80 @@ class MetricFrame:
         """Point estimates of one metric per group (index = group labels)."""
         return pd.Series(self._results[metric]["point"][:-1], index=self.group_index, name=metric)
 
+    def _group_se(self, name: str, kind: str) -> tuple[np.ndarray, np.ndarray, float, str]:
+        """(estimates, standard errors, df, method) of a mean or median metric per group on the scale of ``kind``:
+        as is for differences, logs for ratios (a median's se from the logs of its values, a mean's by the delta
+        method, se/θ; NaN unless every value, resp. mean, is positive). NaN standard errors where a group has too
+        few inputs."""
+        metric, r = self.metrics[name], self._results[name]
+        point, se, df = r["point"][:-1], r["se"][:-1], r["df"][:-1]
+        has = r["n"][:-1] > 0
+        df_min = float(np.min(df[has])) if has.any() else math.nan
+        if metric.statistic == "mean":
+            se = np.where(df >= 1, se, np.nan)
+            method = "t (cluster-robust), simultaneous over pairs of groups"
+            if kind == "ratio":
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    point, se = np.log(np.where(point > 0, point, np.nan)), se / point
+            return point, se, df_min, method
+        method = "Price–Bonett (effective n), simultaneous over pairs of groups"
+        if kind == "difference":
+            return point, se, math.inf, method
+        v = _as_float(self.data[metric.column])
+        log_point, log_se = np.full(len(point), np.nan), np.full(len(point), np.nan)
+        for g in np.flatnonzero(has):
+            rows = (self.codes == g) & np.isfinite(v)
+            if (v[rows] > 0).all():
+                log_point[g] = np.log(point[g])
+                log_se[g] = median_se(np.log(v[rows]), self._cluster[rows], None, self.confidence)
+        return log_point, log_se, math.inf, method
+
     def _between(self, kind: str) -> pd.DataFrame:
         rows = {}
         for name, r in self._results.items():
-            point, reps = r["point"][:-1], r["replicates"][:, :-1]
+            point = r["point"][:-1]
             if self.n_groups < 2 or np.isnan(point).all():
-                rows[name] = dict(value=np.nan, ci_low=np.nan, ci_high=np.nan, group_min=None, group_max=None)
+                rows[name] = dict(value=np.nan, ci_low=np.nan, ci_high=np.nan, group_min=None, group_max=None,
+                                  ci_method="none (fewer than two groups)")
                 continue
-            with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN replicate rows give NaN
-                if kind == "difference":
-                    value, rep = np.nanmax(point) - np.nanmin(point), np.nanmax(reps, 1) - np.nanmin(reps, 1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                value = np.nanmax(point) - np.nanmin(point) if kind == "difference" else \
+                    np.nanmin(point) / np.nanmax(point)
+            if self.metrics[name].statistic == "rate":
+                reps = r["replicates"][:, :-1]
+                with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN replicate rows give NaN
+                    rep = np.nanmax(reps, 1) - np.nanmin(reps, 1) if kind == "difference" else \
+                        np.nanmin(reps, 1) / np.nanmax(reps, 1)
+                low, high = percentile_interval(rep, self.confidence)
+                method = "percentile bootstrap"
+            else:
+                estimate, se, df, method = self._group_se(name, kind)
+                if kind == "difference":  # within the widest difference the bounds allow
+                    bounds = self.metrics[name].bounds
+                    low, high = np.clip(range_interval(estimate, se, self.confidence, df), 0, bounds[1] - bounds[0])
                 else:
-                    value, rep = np.nanmin(point) / np.nanmax(point), np.nanmin(reps, 1) / np.nanmax(reps, 1)
-            low, high = percentile_interval(rep, self.confidence)
+                    low, high = ratio_interval(estimate, se, self.confidence, df)
+                if kind == "ratio" and np.isnan(estimate[np.isfinite(point)]).any():
+                    method = "none (a value is not positive)"
+                elif math.isnan(low):
+                    method = "none (too few inputs)"
+                elif low == high:
+                    method = "none (no variation)"
             rows[name] = dict(value=value, ci_low=low, ci_high=high, group_min=self.group_index[np.nanargmin(point)],
-                              group_max=self.group_index[np.nanargmax(point)])
+                              group_max=self.group_index[np.nanargmax(point)], ci_method=method)
         return pd.DataFrame.from_dict(rows, orient="index").rename_axis("metric")
 
     def difference(self) -> pd.DataFrame:
-        """Per metric: max − min over groups with a bootstrap interval (replicates of max − min; biased upwards when
-        groups are equal, so an interval away from 0 is not a test), and the groups at the min and max."""
+        """Per metric: max − min over groups with an interval, the groups at the min and max, and ``ci_method``.
+        Means and medians: simultaneous over all pairs of groups (:func:`audit.stats.between.range_interval`; ≥ 95 %
+        coverage, conservative when groups are close), none below 6 effective inputs in a group (medians) or with a
+        single input (means). Rates: percentile bootstrap of the replicates' max − min (biased upwards when groups
+        are equal, so an interval away from 0 is not a test)."""
         return self._between("difference")
 
     def ratio(self) -> pd.DataFrame:
-        """Per metric: min/max over groups (Aequitas-style disparity, fair if ≥ τ = 0.8) with a bootstrap interval."""
+        """Per metric: min/max over groups (Aequitas-style disparity, fair if ≥ τ = 0.8) with an interval: for means
+        and medians exp(−·) of the range interval of the logs (none unless every group's mean, resp. every value of
+        a median, is positive), for rates the percentile bootstrap."""
         return self._between("ratio")

@@ -2,6 +2,7 @@
 intervals that agree with them, minimum detectable effects, divergences and multiple-testing adjustment with three
 verdicts. Independent of the run table's schema (arrays in, numbers out)."""
 
+from audit.stats.between import range_interval, ratio_interval
 from audit.stats.clustered import (
     ClusteredMean,
     clustered_mean,
@@ -15,12 +16,14 @@ from audit.stats.intervals import (
     Bootstrap,
     bootstrap_interval,
     clopper_pearson_interval,
+    effective_inputs,
     effective_size,
     effective_wilson_interval,
     median_interval,
+    median_se,
     order_statistic_rank,
     percentile_interval,
-    weighted_median,
+    rank_bounds,
     wilson_bounds,
     wilson_interval,
 )
@@ -45,11 +48,10 @@ __all__ = [
     "Bootstrap", "ClusteredMean", "DIVERGENCES", "ScoreMaxT", "TestResult", "VERDICTS", "WaldMaxT", "adjust",
     "adjusted_levels", "benjamini_hochberg", "bootstrap_interval", "bowker", "chebyshev", "chi2_gof",
     "chi2_independence", "clopper_pearson_interval", "clustered_mean", "deff_floored_variance", "divergences",
-    "effective_size",
-    "effective_wilson_interval", "holm", "indicator_floor", "kl", "mcnemar", "mde_mcnemar", "mde_shift", "mde_w",
-    "median_interval", "noncentrality", "order_statistic_rank", "not_testable", "null_floored_variance",
-    "pearson_chi2", "percentile_interval",
-    "pooled_design_effect", "report_tests", "score_max_test",
-    "stuart_maxwell", "total_variation", "verdicts", "wald_max_test", "weighted_median", "wilcoxon_signed_rank",
-    "wilson_bounds", "wilson_interval",
+    "effective_inputs", "effective_size", "effective_wilson_interval", "holm", "indicator_floor", "kl", "mcnemar",
+    "mde_mcnemar", "mde_shift", "mde_w", "median_interval", "median_se", "noncentrality", "not_testable",
+    "null_floored_variance", "order_statistic_rank", "pearson_chi2", "percentile_interval",
+    "pooled_design_effect", "range_interval", "rank_bounds", "ratio_interval", "report_tests", "score_max_test",
+    "stuart_maxwell", "total_variation", "verdicts", "wald_max_test", "wilcoxon_signed_rank", "wilson_bounds",
+    "wilson_interval",
 ]

@@ -87,6 +87,41 @@ def order_statistic_rank(n: int, confidence: float = 0.95) -> int:
     return int(np.count_nonzero(stats.binom.cdf(np.arange(n + 1), n, 0.5) <= (1 - confidence) / 2))
 
 
+def effective_inputs(values: ArrayLike, clusters: ArrayLike | None = None, strata: ArrayLike | None = None,
+                     confidence: float = 0.95) -> int:
+    """⌊n_eff⌋, the effective number of independent rows behind the median of clustered rows: the Kish effective size
+    (:func:`effective_size`, at most the rows) of the indicator 1{y ≤ median}, whose design effect comes from the
+    stratified cluster-robust variance of :func:`audit.stats.clustered.clustered_mean` (Woodruff's 1952 route for
+    quantiles of complex samples), times (t_{rows−1}/t_df)² at α/2 with df = inputs − strata: Korn & Graubard's 1998
+    degrees-of-freedom adjustment, since the design effect is estimated from few inputs. With one row per input and
+    no strata it is the number of rows. 0 with fewer than two inputs per stratum (df < 1)."""
+    v = np.asarray(values, float)
+    n = len(v)
+    if n == 0 or not np.isfinite(v).all():
+        raise ValueError("a median's effective size needs at least one value, all finite")
+    below = (v <= np.median(v)).astype(float)
+    design = clustered_mean(below, None if clusters is None else np.asarray(clusters),
+                            None if strata is None else np.asarray(strata))
+    if design.df < 1:
+        return 0
+    a = (1 - confidence) / 2
+    n_eff = min(float(effective_size(design.estimate[0], design.cov[0, 0], n, design.n_clusters)), n)
+    n_eff *= (stats.t.ppf(a, n - 1) / stats.t.ppf(a, design.df)) ** 2
+    return math.floor(n_eff + 1e-9)
+
+
+def rank_bounds(values: ArrayLike, m: int, k: int) -> tuple[float, float]:
+    """The k-th smallest and k-th largest of m effective values, read off the n rows: the smallest row value with at
+    least a share (k − ½)/m of the rows ≤ it, and the largest with at least that share ≥ it (ties counted on both
+    sides). With m = n rows this is exactly (x_(k), x_(n−k+1))."""
+    s = np.sort(np.asarray(values, float))
+    n = len(s)
+    at_most = np.searchsorted(s, s, side="right")  # rows ≤ s[j]
+    at_least = n - np.searchsorted(s, s, side="left")  # rows ≥ s[j]
+    inside_low, inside_high = 2 * at_most * m >= (2 * k - 1) * n, 2 * at_least * m >= (2 * k - 1) * n
+    return float(s[np.argmax(inside_low)]), float(s[n - 1 - np.argmax(inside_high[::-1])])
+
+
 def median_interval(values: ArrayLike, clusters: ArrayLike | None = None, strata: ArrayLike | None = None,
                     confidence: float = 0.95) -> tuple[float, float]:
     """Distribution-free interval for the median of clustered rows: the sign-test (order-statistic) interval at the
@@ -95,40 +130,41 @@ def median_interval(values: ArrayLike, clusters: ArrayLike | None = None, strata
     For n independent values the exact interval is [x_(k), x_(n−k+1)] with k from :func:`order_statistic_rank`
     (``scipy.stats.quantile_test(...).confidence_interval``): θ is inside iff at least a share k/n of the values is
     ≤ θ and at least k/n is ≥ θ. Samples of one input are not independent, so the sign count's variance is larger
-    by the design effect of the indicator 1{y ≤ median}, estimated with the stratified cluster-robust variance of
-    :func:`audit.stats.clustered.clustered_mean` (Woodruff's 1952 route for quantiles of complex samples). The
-    interval keeps the threshold share k/m with m = ⌊n_eff⌋ and n_eff = the Kish effective size
-    (:func:`effective_size`, at most the rows) times (t_{rows−1}/t_df)² at α/2 (df = inputs − strata): Korn &
-    Graubard's 1998 degrees-of-freedom adjustment, since the design effect is estimated from few inputs. With one
-    row per input and no strata this is exactly the independent interval; ties are counted on both sides.
+    by the design effect of the indicator 1{y ≤ median}: the interval keeps the threshold share k/m with m the
+    effective number of inputs (:func:`effective_inputs`; :func:`rank_bounds`). With one row per input and no strata
+    this is exactly the independent interval.
 
     Why not a bootstrap: the percentile interval of a cluster-bootstrapped median covered 0.918–0.926 in
     ``benchmarks/validity.py`` (100 inputs × 2 samples per group); the median's bootstrap distribution is discrete
     and BCa needs a jackknife, which is inconsistent for the median. This interval needs no replicates or seed.
     NaN (no interval) with fewer than two inputs per stratum or m below the smallest size that reaches the level
     (6 at 95 %)."""
-    v = np.asarray(values, float)
-    n = len(v)
-    if n == 0 or not np.isfinite(v).all():
-        raise ValueError("median_interval needs at least one value, all finite")
-    below = (v <= np.median(v)).astype(float)
-    design = clustered_mean(below, None if clusters is None else np.asarray(clusters),
-                            None if strata is None else np.asarray(strata))
-    if design.df < 1:
-        return math.nan, math.nan
-    a = (1 - confidence) / 2
-    n_eff = min(float(effective_size(design.estimate[0], design.cov[0, 0], n, design.n_clusters)), n)
-    n_eff *= (stats.t.ppf(a, n - 1) / stats.t.ppf(a, design.df)) ** 2
-    m = math.floor(n_eff + 1e-9)
+    m = effective_inputs(values, clusters, strata, confidence)
     k = order_statistic_rank(m, confidence)
-    if k == 0:
-        return math.nan, math.nan
-    s = np.sort(v)
-    at_most = np.searchsorted(s, s, side="right")  # rows ≤ s[j]
-    at_least = n - np.searchsorted(s, s, side="left")  # rows ≥ s[j]
-    inside_low, inside_high = 2 * at_most * m >= (2 * k - 1) * n, 2 * at_least * m >= (2 * k - 1) * n  # ≥ (k − ½)/m
-    low, high = s[np.argmax(inside_low)], s[n - 1 - np.argmax(inside_high[::-1])]
-    return float(low), float(high)
+    return (math.nan, math.nan) if k == 0 else rank_bounds(values, m, k)
+
+
+MIN_MEDIAN_SE_INPUTS = 6
+"""Fewest effective inputs (:func:`effective_inputs`) for which :func:`median_se` gives a standard error: the
+smallest size at which a 95 % sign-test interval exists, and the size from which the between-group intervals built on
+it kept their coverage in ``benchmarks/validity.py`` (small clustered groups)."""
+
+
+def median_se(values: ArrayLike, clusters: ArrayLike | None = None, strata: ArrayLike | None = None,
+              confidence: float = 0.95) -> float:
+    """Standard error of the median of clustered rows: Price & Bonett's (2001; Bonett & Price 2002, *Psychological
+    Methods* 7:370) distribution-free estimate at the effective number of inputs m (:func:`effective_inputs`).
+
+    With c = max(1, round(m/2 − √m)) and p = P[Bin(m, ½) ≤ c − 1], [x_(c), x_(m−c+1)] is an exact interval of level
+    1 − 2p, so se = (x_(m−c+1) − x_(c)) / (2·Φ⁻¹(1 − p)); the order statistics are read off the rows at m effective
+    values (:func:`rank_bounds`). With one row per input this is statpsych's ``ci.median`` standard error. NaN below
+    :data:`MIN_MEDIAN_SE_INPUTS` effective inputs; 0 when those order statistics tie (most rows share one value)."""
+    m = effective_inputs(values, clusters, strata, confidence)
+    if m < MIN_MEDIAN_SE_INPUTS:
+        return math.nan
+    c = max(1, int(np.round(m / 2 - math.sqrt(m))))
+    low, high = rank_bounds(values, m, c)
+    return (high - low) / (2 * float(stats.norm.isf(stats.binom.cdf(c - 1, m, 0.5))))
 
 
 def clopper_pearson_interval(successes: ArrayLike, n: ArrayLike, confidence: float = 0.95) -> Interval:
@@ -151,21 +187,6 @@ def percentile_interval(replicates: np.ndarray, confidence: float = 0.95, axis: 
         warnings.simplefilter("ignore", RuntimeWarning)
         low, high = np.nanquantile(np.asarray(replicates, float), [a / 2, 1 - a / 2], axis=axis)
     return low, high
-
-
-def weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Median of ``values`` (n,) under each row of integer ``weights`` (b, n) → (b,).
-
-    Equals ``np.median`` of the data with value i repeated weights[j, i] times: the mean of the lower and upper
-    weighted medians (first sorted value whose cumulative weight reaches ≥ W/2, resp. > W/2). W = 0 gives NaN.
-    """
-    order = np.argsort(values, kind="stable")
-    v = np.asarray(values, float)[order]
-    cum = np.cumsum(np.atleast_2d(weights)[:, order], axis=1)
-    half = cum[:, -1:] / 2
-    low = v[np.argmax(cum >= half, axis=1)]
-    high = v[np.argmax(cum > half, axis=1)]
-    return np.where(cum[:, -1] > 0, (low + high) / 2, np.nan)
 
 
 class Bootstrap:
