@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from audit.core import schema
 from audit.metrics.frame import Metric, MetricFrame
@@ -405,8 +406,9 @@ SMALL = tuple(SmallGroups(kind, groups, inputs, planted=planted) for kind in SMA
 
 
 def small_groups_draw(design: SmallGroups, rng: np.random.Generator) -> tuple[pd.DataFrame, dict[str, float]]:
-    """One table (group, input, value) and the true max − min of the group medians and means, and the true min/max
-    of the group medians (NaN where values can be ≤ 0). Input effect + sample noise, so samples of one input are
+    """One table (group, input, value y, 0/1 ``above`` = y > 0) and the true max − min of the group medians and
+    means, the true min/max of the group medians (NaN where values can be ≤ 0) and, for ΔITA-like values, the true
+    max − min of the groups' rates of y > 0. Input effect + sample noise, so samples of one input are
     correlated: ΔITA-like N(μ_g, 4²) + N(0, 3²) (median = mean = μ_g; moved: +5°); distance-like
     0.5·m_g·exp(N(0, 0.5²) + N(0, 0.35²)) (median 0.5·m_g, mean 0.5·m_g·e^{σ²/2}; moved: m = 1.5); age-like
     round(30 + μ_g + N(0, 2²) + N(0, 1.5²)) (whole years, many ties; median = mean = 30 + μ_g for integer μ_g, by
@@ -429,22 +431,26 @@ def small_groups_draw(design: SmallGroups, rng: np.random.Generator) -> tuple[pd
         moved[-1] = 2.0 if design.planted else 0.0
         y = np.round(30 + moved[group] + rng.normal(0, 2, g * n)[item] + rng.normal(0, 1.5, g * n * m))
         medians = means = 30 + moved
-    table = pd.DataFrame({"group": np.array([f"g{i}" for i in range(g)])[group], "item": item, "y": y})
+    table = pd.DataFrame({"group": np.array([f"g{i}" for i in range(g)])[group], "item": item, "y": y,
+                          "above": (y > 0).astype(float)})
     truth = {"median difference": float(np.ptp(medians)), "mean difference": float(np.ptp(means)),
-             "median ratio": float(medians.min() / medians.max()) if not design.kind.startswith("ΔITA") else math.nan}
+             "median ratio": float(medians.min() / medians.max()) if not design.kind.startswith("ΔITA") else math.nan,
+             "rate difference": float(np.ptp(stats.norm.cdf(moved / 5.0))) if design.kind.startswith("ΔITA")
+             else math.nan}  # P[y > 0] = Φ(μ_g / 5) for ΔITA-like values
     return table, truth
 
 
 def run_small_groups(design: SmallGroups, reports: int, seed: int = 0, n_boot: int = 2000) -> dict[str, Any]:
-    """Coverage of the between-group intervals of ``MetricFrame`` (difference and ratio rows of a mean and a
-    median metric) over ``reports`` tables of one design, with the share of tables that gave no interval."""
+    """Coverage of the between-group intervals of ``MetricFrame`` (difference and ratio rows of a mean, a median
+    and a rate metric) over ``reports`` tables of one design, with the share of tables that gave no interval."""
     rng = np.random.default_rng(seed)
     hits: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # covered, with an interval, tables
     methods: dict[str, str] = {}
     for _ in range(reports):
         table, truth = small_groups_draw(design, rng)
-        frame = MetricFrame(table, {"mean": Metric("y"), "median": Metric("y", "median")}, "group", "item",
-                            n_boot=n_boot, seed=int(rng.integers(1 << 31)))
+        frame = MetricFrame(table, {"mean": Metric("y"), "median": Metric("y", "median"),
+                                    "rate": Metric("above", "rate")}, "group", "item", n_boot=n_boot,
+                            seed=int(rng.integers(1 << 31)))
         rows = {"difference": frame.difference(), "ratio": frame.ratio()}
         for key, true in truth.items():
             statistic, between = key.split()

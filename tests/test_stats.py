@@ -38,7 +38,6 @@ from audit.stats import (
     report_tests,
     stuart_maxwell,
     total_variation,
-    weighted_median,
     wilcoxon_signed_rank,
     wilson_interval,
 )
@@ -89,15 +88,6 @@ def test_wilson_coverage_by_simulation():
     low, high = wilson_interval(x, 60)
     coverage = np.mean((low <= p) & (p <= high))
     assert abs(coverage - 0.95) < 0.01, coverage  # SE of the estimate ≈ 0.0015
-
-
-def test_weighted_median_equals_median_of_repeated_data():
-    rng = np.random.default_rng(2)
-    values = rng.normal(size=15)
-    weights = rng.integers(0, 4, size=(200, 15)).astype(float)
-    weights[:, 0] += 1
-    expected = [np.median(np.repeat(values, w.astype(int))) for w in weights]
-    np.testing.assert_allclose(weighted_median(values, weights), expected)
 
 
 @pytest.mark.parametrize("n", [5, 6, 7, 11, 30, 101])

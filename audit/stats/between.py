@@ -9,9 +9,11 @@ pairs' covariance from the groups' independent standard errors) hold together wi
     R ∈ [max_ij max(0, L_ij, −U_ij), max_ij max(|L_ij|, |U_ij|)]
 
 with probability at least 1 − α. With two groups this is the interval of |θ_1 − θ_2| folded from the usual one of
-θ_1 − θ_2 (Bonett & Price 2002 for medians). The range cannot be estimated without bias when groups are equal (every
-estimate of it is ≥ 0), so no interval for it can be exact there; this one is conservative near R = 0 and near
-nominal when one pair stands apart. Groups are independent (disjoint inputs), so the pairs' covariance is exact.
+θ_1 − θ_2 (Bonett & Price 2002 for medians). Every estimate of the range is ≥ 0, so it is biased upwards where
+groups are equal and a percentile bootstrap of max − min then almost never covers R = 0; here R = 0 is covered
+exactly when no pair differs significantly (probability 1 − α), and with more than two groups the interval is
+conservative elsewhere (the extreme pair gets the simultaneous critical value). Groups are independent (disjoint
+inputs), so the pairs' covariance is exact.
 """
 
 from __future__ import annotations
