@@ -273,6 +273,16 @@ def score_report(report: dict[str, Any], truths: dict[str, Truth], shifts: dict[
         for r in s["differences"]:  # the true group medians are the mean shifts (symmetric ΔITA)
             tally.add(f"{r['metric']} difference: ΔITA max − min over groups ({r['ci_method']})", r["ci_low"],
                       r["ci_high"], max(spread) - min(spread))
+    for a in report["attributes"]:
+        t = truths[a["attribute"]]
+        keep = np.diag(t.cond)[t.pi > 0]
+        true = {("preservation", "difference"): float(keep.max() - keep.min()), ("no_face", "difference"): 0.0,
+                ("preservation", "ratio"): float(keep.min() / keep.max())}
+        for between in ("difference", "ratio"):
+            for r in a[f"{between}s"]:
+                if (r["metric"], between) in true:
+                    tally.add(f"rate {between}: {r['metric']} {'max − min' if between == 'difference' else 'min / max'}"
+                              f" over groups ({r['ci_method']})", r["ci_low"], r["ci_high"], true[r["metric"], between])
     planted = {"detected": False, "direction": None}
     for test in report["tests"]:
         if test["verdict"] == "not testable":

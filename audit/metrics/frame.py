@@ -5,15 +5,14 @@ Rates get a Wilson interval at their effective sample size and means a cluster-r
 stratified cluster design of :mod:`audit.stats.clustered`, so every sample is used and samples of one input count
 as correlated); medians the sign-test interval at the effective number of inputs
 (:func:`audit.stats.intervals.median_interval`, same design). Between groups, differences (max − min) and ratios
-(min / max) of means and medians get simultaneous intervals over all pairs of groups from the groups' standard errors
-(:mod:`audit.stats.between`: cluster-robust for means, Price–Bonett at the effective number of inputs for medians);
-those of rates a percentile interval from one stratified cluster bootstrap."""
+(min / max) get intervals simultaneous over all pairs of groups (:mod:`audit.stats.between`) from each group's own
+interval or standard error: Wilson at the effective size for rates (MOVER), cluster-robust t for means,
+Price–Bonett at the effective number of inputs for medians."""
 
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,10 +20,18 @@ import pandas as pd
 from scipy import stats
 
 from audit.stats.between import range_interval, ratio_interval
-from audit.stats.clustered import clustered_mean
-from audit.stats.intervals import Bootstrap, effective_wilson_interval, median_interval, median_se, percentile_interval
+from audit.stats.clustered import clustered_mean, indicator_floor
+from audit.stats.intervals import (
+    Bootstrap,
+    effective_size,
+    effective_wilson_interval,
+    median_interval,
+    median_se,
+    wilson_bounds,
+)
 
 MIN_N = 30  # groups with fewer independent units (inputs) are flagged "small"
+Bounds = Callable[[float], tuple[np.ndarray, np.ndarray]]  # per-group interval at a critical value
 
 
 @dataclass(frozen=True)
@@ -72,8 +79,8 @@ class MetricFrame:
     median's is the sign-test interval at the effective number of inputs (see
     :func:`audit.stats.intervals.median_interval`; none, marked "none (too few inputs)", below 6 effective inputs at
     95 %). A mean without variation (every value equal, or one input) keeps its point as the interval, marked
-    ``ci_method`` "none (no variation)" (printed as not estimable). Bootstrap replicates of rates and means feed the
-    rates' between-group differences and ratios (and callers such as the RDP distribution); medians have none.
+    ``ci_method`` "none (no variation)" (printed as not estimable). Rates and means keep bootstrap replicates (for
+    callers such as the RDP distribution); medians have none.
     ``n`` counts the rows with a value, ``n_clusters`` the independent units (inputs); ``small`` flags n_clusters <
     ``min_n``. ``se`` and ``df`` of means and rates are kept (see :meth:`design`) so that tests can use the same
     estimator; a median's ``se`` per group is Price–Bonett's at the effective number of inputs
@@ -199,25 +206,44 @@ class MetricFrame:
         """Point estimates of one metric per group (index = group labels)."""
         return pd.Series(self._results[metric]["point"][:-1], index=self.group_index, name=metric)
 
-    def _group_se(self, name: str, kind: str) -> tuple[np.ndarray, np.ndarray, float, str]:
-        """(estimates, standard errors, df, method) of a mean or median metric per group on the scale of ``kind``:
-        as is for differences, logs for ratios (a median's se from the logs of its values, a mean's by the delta
-        method, se/θ; NaN unless every value, resp. mean, is positive). NaN standard errors where a group has too
-        few inputs."""
+    def _groups_between(self, name: str, kind: str) -> tuple[np.ndarray, np.ndarray, float, str, Bounds | None]:
+        """What :mod:`audit.stats.between` needs of a metric per group, on the scale of ``kind`` (as is for
+        differences, logs for ratios): (estimates, standard errors, df, method, interval at a critical value or
+        None for estimate ± c·se). Means: cluster-robust se (NaN with one input), ratios by the delta method se/θ.
+        Medians: Price–Bonett se at the effective number of inputs, for ratios from the logs of the values. Rates:
+        the Wilson interval at the effective sample size (as by group; MOVER for the pairs), its se floored at
+        :func:`audit.stats.clustered.indicator_floor` for the critical value. Estimates are NaN where a ratio's
+        scale has no log (a value, mean or rate ≤ 0)."""
         metric, r = self.metrics[name], self._results[name]
-        point, se, df = r["point"][:-1], r["se"][:-1], r["df"][:-1]
-        has = r["n"][:-1] > 0
-        df_min = float(np.min(df[has])) if has.any() else math.nan
-        if metric.statistic == "mean":
-            se = np.where(df >= 1, se, np.nan)
-            method = "t (cluster-robust), simultaneous over pairs of groups"
-            if kind == "ratio":
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    point, se = np.log(np.where(point > 0, point, np.nan)), se / point
-            return point, se, df_min, method
+        point, se, df, n, clusters = (r[k][:-1] for k in ("point", "se", "df", "n", "n_clusters"))
+        has = n > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            log_point = np.log(np.where(point > 0, point, np.nan))
+            if metric.statistic == "mean":
+                se = np.where(df >= 1, se, np.nan)
+                df_min = float(np.min(df[has])) if has.any() else math.nan
+                method = "t (cluster-robust), simultaneous over pairs of groups"
+                return (point, se, df_min, method, None) if kind == "difference" else \
+                    (log_point, se / point, df_min, method, None)
+            if metric.statistic == "rate":
+                p = np.clip(point, 0, 1)
+                n_eff = effective_size(p, se**2, n, clusters)
+                se = np.sqrt(np.maximum(se**2, indicator_floor(p * n, n, clusters)))
+                method = "Wilson (effective n), MOVER, simultaneous over pairs of groups"
+
+                def wilson(c: float) -> tuple[np.ndarray, np.ndarray]:
+                    return wilson_bounds(p * n_eff, n_eff, c)
+
+                def log_wilson(c: float) -> tuple[np.ndarray, np.ndarray]:
+                    low, high = wilson(c)
+                    with np.errstate(divide="ignore"):
+                        return np.log(low), np.log(high)
+
+                return (point, se, math.inf, method, wilson) if kind == "difference" else \
+                    (log_point, se / p, math.inf, method, log_wilson)
         method = "Price–Bonett (effective n), simultaneous over pairs of groups"
         if kind == "difference":
-            return point, se, math.inf, method
+            return point, se, math.inf, method, None
         v = _as_float(self.data[metric.column])
         log_point, log_se = np.full(len(point), np.nan), np.full(len(point), np.nan)
         for g in np.flatnonzero(has):
@@ -225,7 +251,7 @@ class MetricFrame:
             if (v[rows] > 0).all():
                 log_point[g] = np.log(point[g])
                 log_se[g] = median_se(np.log(v[rows]), self._cluster[rows], None, self.confidence)
-        return log_point, log_se, math.inf, method
+        return log_point, log_se, math.inf, method, None
 
     def _between(self, kind: str) -> pd.DataFrame:
         rows = {}
@@ -238,41 +264,32 @@ class MetricFrame:
             with np.errstate(invalid="ignore", divide="ignore"):
                 value = np.nanmax(point) - np.nanmin(point) if kind == "difference" else \
                     np.nanmin(point) / np.nanmax(point)
-            if self.metrics[name].statistic == "rate":
-                reps = r["replicates"][:, :-1]
-                with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN replicate rows give NaN
-                    rep = np.nanmax(reps, 1) - np.nanmin(reps, 1) if kind == "difference" else \
-                        np.nanmin(reps, 1) / np.nanmax(reps, 1)
-                low, high = percentile_interval(rep, self.confidence)
-                method = "percentile bootstrap"
+            estimate, se, df, method, bounds = self._groups_between(name, kind)
+            if kind == "difference":  # within the widest difference the metric's bounds allow
+                widest = self.metrics[name].bounds[1] - self.metrics[name].bounds[0]
+                low, high = np.clip(range_interval(estimate, se, self.confidence, df, bounds), 0, widest)
             else:
-                estimate, se, df, method = self._group_se(name, kind)
-                if kind == "difference":  # within the widest difference the bounds allow
-                    bounds = self.metrics[name].bounds
-                    low, high = np.clip(range_interval(estimate, se, self.confidence, df), 0, bounds[1] - bounds[0])
-                else:
-                    low, high = ratio_interval(estimate, se, self.confidence, df)
-                if kind == "ratio" and np.isnan(estimate[np.isfinite(point)]).any():
-                    method = "none (a value is not positive)"
-                elif math.isnan(low):
-                    method = "none (too few inputs)"
-                elif low == high:
-                    method = "none (no variation)"
+                low, high = ratio_interval(estimate, se, self.confidence, df, bounds)
+            if kind == "ratio" and np.isnan(estimate[np.isfinite(point)]).any():
+                low = high = math.nan
+                method = "none (a value is not positive)"
+            elif math.isnan(low):
+                method = "none (too few inputs)"
+            elif low == high:
+                method = "none (no variation)"
             rows[name] = dict(value=value, ci_low=low, ci_high=high, group_min=self.group_index[np.nanargmin(point)],
                               group_max=self.group_index[np.nanargmax(point)], ci_method=method)
         return pd.DataFrame.from_dict(rows, orient="index").rename_axis("metric")
 
     def difference(self) -> pd.DataFrame:
-        """Per metric: max − min over groups with an interval, the groups at the min and max, and ``ci_method``.
-        Means and medians: simultaneous over all pairs of groups (:func:`audit.stats.between.range_interval`; ≥ 95 %
-        coverage, conservative when groups are close), none below 6 effective inputs in a group (medians) or with a
-        single input (means). Rates: percentile bootstrap of the replicates' max − min (biased upwards when groups
-        are equal, so an interval away from 0 is not a test)."""
+        """Per metric: max − min over groups with an interval, the groups at the min and max, and ``ci_method``:
+        simultaneous over all pairs of groups (:func:`audit.stats.between.range_interval`; the percentile bootstrap
+        of max − min almost never covers 0 when groups are equal). None below 6 effective inputs in a group
+        (medians) or with a single input (means)."""
         return self._between("difference")
 
     def ratio(self) -> pd.DataFrame:
-        """Per metric: min/max over groups (Aequitas-style disparity, fair if ≥ τ = 0.8) with an interval: for means
-        and medians exp(−·) of the range interval of the logs (none unless every group's mean, resp. every value of
-        a median, is positive), for rates the percentile bootstrap."""
+        """Per metric: min/max over groups (Aequitas-style disparity, fair if ≥ τ = 0.8) with an interval: exp(−·)
+        of the range interval of the logs; none unless every group's rate or mean, resp. every value of a median,
+        is positive."""
         return self._between("ratio")

@@ -19,6 +19,7 @@ inputs), so the pairs' covariance is exact.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from itertools import combinations
 
 import numpy as np
@@ -26,31 +27,45 @@ import numpy as np
 from audit.stats.simultaneous import WaldMaxT
 
 
-def range_interval(estimates: np.ndarray, se: np.ndarray, confidence: float = 0.95, df: float = math.inf
-                   ) -> tuple[float, float]:
+def range_interval(estimates: np.ndarray, se: np.ndarray, confidence: float = 0.95, df: float = math.inf,
+                   bounds: Callable[[float], tuple[np.ndarray, np.ndarray]] | None = None) -> tuple[float, float]:
     """Interval for max − min of the groups' ``estimates`` with independent standard errors ``se`` (see the module
     docstring). Groups with a NaN estimate (no values) are left out; NaN when fewer than two remain or any of them
-    has no standard error (NaN). A pair whose standard errors are both 0 keeps its difference as its interval."""
+    has no standard error (NaN).
+
+    The critical value c is the max-|T| quantile of the pairwise differences (t with ``df``). Each pair's interval
+    is built from the two groups' intervals at c, ``bounds(c)`` → (low, high) per group (default θ ± c·se), by MOVER
+    (Zou & Donner 2008; Newcombe 1998 for two proportions): L = d − √((θ_i − l_i)² + (u_j − θ_j)²),
+    U = d + √((u_i − θ_i)² + (θ_j − l_j)²) for d = θ_i − θ_j. With θ ± c·se bounds this is d ∓ c·√(se_i² + se_j²);
+    asymmetric bounds (Wilson's for rates near 0 or 1) carry their shape into the difference."""
     theta, s = np.asarray(estimates, float), np.asarray(se, float)
     keep = np.isfinite(theta)
-    theta, s = theta[keep], s[keep]
-    if len(theta) < 2 or not np.isfinite(s).all():
+    if keep.sum() < 2 or not np.isfinite(s[keep]).all():
         return math.nan, math.nan
+    theta, s = theta[keep], s[keep]
     pairs = np.array(list(combinations(range(len(theta)), 2)))
     contrast = np.zeros((len(pairs), len(theta)))
     contrast[np.arange(len(pairs)), pairs[:, 0]] = 1.0
     contrast[np.arange(len(pairs)), pairs[:, 1]] = -1.0
-    difference = contrast @ theta
-    test = WaldMaxT(difference, contrast @ np.diag(s * s) @ contrast.T, df=df)
-    low, high = test.intervals(confidence)
-    low, high = np.where(test.active, low, difference), np.where(test.active, high, difference)
-    lowest = np.maximum(0.0, np.maximum(low, -high))
-    return float(lowest.max()), float(np.maximum(np.abs(low), np.abs(high)).max())
+    test = WaldMaxT(contrast @ theta, contrast @ np.diag(s * s) @ contrast.T, df=df)
+    c = test.critical(confidence) if test.k else 0.0
+    if bounds is None:
+        low, high = theta - c * s, theta + c * s
+    else:
+        low, high = (np.asarray(b, float)[keep] for b in bounds(c))
+    i, j = pairs[:, 0], pairs[:, 1]
+    d = theta[i] - theta[j]
+    with np.errstate(invalid="ignore"):  # infinite bounds (log of a rate's 0) give infinite limits
+        pair_low = d - np.hypot(theta[i] - low[i], high[j] - theta[j])
+        pair_high = d + np.hypot(high[i] - theta[i], theta[j] - low[j])
+    lowest = np.maximum(0.0, np.maximum(pair_low, -pair_high))
+    return float(lowest.max()), float(np.maximum(np.abs(pair_low), np.abs(pair_high)).max())
 
 
-def ratio_interval(log_estimates: np.ndarray, log_se: np.ndarray, confidence: float = 0.95, df: float = math.inf
-                   ) -> tuple[float, float]:
-    """Interval for min / max of positive group quantities from their logs and the logs' standard errors:
-    min/max = exp(−(max − min) of the logs), so it is exp(−·) of :func:`range_interval` on the log scale."""
-    low, high = range_interval(log_estimates, log_se, confidence, df)
+def ratio_interval(log_estimates: np.ndarray, log_se: np.ndarray, confidence: float = 0.95, df: float = math.inf,
+                   log_bounds: Callable[[float], tuple[np.ndarray, np.ndarray]] | None = None) -> tuple[float, float]:
+    """Interval for min / max of positive group quantities from their logs and the logs' standard errors (and
+    optionally the logs of their intervals at c, see :func:`range_interval`): min/max = exp(−(max − min) of the
+    logs), so it is exp(−·) of :func:`range_interval` on the log scale."""
+    low, high = range_interval(log_estimates, log_se, confidence, df, log_bounds)
     return math.exp(-high), math.exp(-low)
