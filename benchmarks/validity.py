@@ -281,8 +281,9 @@ def score_report(report: dict[str, Any], truths: dict[str, Truth], shifts: dict[
         for between in ("difference", "ratio"):
             for r in a[f"{between}s"]:
                 if (r["metric"], between) in true:
-                    tally.add(f"rate {between}: {r['metric']} {'max − min' if between == 'difference' else 'min / max'}"
-                              f" over groups ({r['ci_method']})", r["ci_low"], r["ci_high"], true[r["metric"], between])
+                    tally.add(f"{between} of rates: {r['metric']} "
+                              f"{'max − min' if between == 'difference' else 'min / max'} over groups "
+                              f"({r['ci_method']})", r["ci_low"], r["ci_high"], true[r["metric"], between])
     planted = {"detected": False, "direction": None}
     for test in report["tests"]:
         if test["verdict"] == "not testable":

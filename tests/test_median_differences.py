@@ -132,18 +132,19 @@ def test_frame_differences_none_below_the_stated_size_and_ratios_need_positive_v
 
 
 def test_between_group_intervals_cover_in_small_clustered_groups():
-    """Known answer (benchmarks/validity.py's between-group generator, 200 tables per design): max − min of the
-    group medians and means, and min / max of the medians, in skewed, tied and normal clustered data (3 samples per
-    input), covered in ≥ 0.90 of the tables that give an interval (goal 0.93; 3 Monte-Carlo SE ≈ 0.046 at 0.95)."""
+    """Known answer (benchmarks/validity.py's between-group generator, 150 tables per design): max − min of the
+    group medians, means and rates, and min / max of the medians, in skewed, tied and normal clustered data (3
+    samples per input), covered in ≥ 0.90 of the tables that give an interval (goal 0.93; 3 Monte-Carlo SE ≈ 0.053
+    at 0.95)."""
     from benchmarks.validity import SmallGroups, run_small_groups
 
     designs = (SmallGroups("ΔITA-like (normal)", 2, 10), SmallGroups("distance-like (lognormal, skewed)", 4, 30,
                                                                      planted=True),
                SmallGroups("age-like (whole years, tied)", 2, 30, planted=True))
     for i, design in enumerate(designs):
-        result = run_small_groups(design, 200, seed=300 + i, n_boot=20)
+        result = run_small_groups(design, 150, seed=300 + i, n_boot=20)
         for key, (coverage, count, _, method) in result["coverage"].items():
-            assert count >= 150 and coverage >= 0.90, (design.name, key, coverage, count, method)
+            assert count >= 110 and coverage >= 0.90, (design.name, key, coverage, count, method)
 
 
 def _age_run(shifts: list[float]) -> Run:
