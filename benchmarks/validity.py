@@ -486,8 +486,9 @@ def small_groups_markdown(results: list[dict[str, Any]], seconds: float, label: 
     lines = [f"## {now} — validity battery, between-group part ({label}) — "
              f"{platform.processor() or platform.machine()}, {platform.python_implementation()} "
              f"{platform.python_version()}", "",
-             f"`benchmarks/validity.py --part between`: `MetricFrame.difference()` / `.ratio()` of a mean and a median "
-             f"metric on tables from `small_groups_draw` (see its docstring), {results[0]['reports']} tables per "
+             f"`benchmarks/validity.py --part between`: `MetricFrame.difference()` / `.ratio()` of a mean, a median "
+             f"and a rate metric on tables from `small_groups_draw` (see its docstring), {results[0]['reports']} "
+             f"tables per "
              f"design, {results[0]['n_boot']} bootstrap replicates. Wall time {seconds / 60:.1f} min; load average "
              f"(1, 5, 15 min) at the end {load} on {os.cpu_count()} cores. Coverage is over the tables that gave an "
              "interval; goal ≥ 0.93 (see `coverage_goal`).", "",
