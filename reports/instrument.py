@@ -15,12 +15,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from audit.core.schema import DELTA_ITA, DELTA_ITA_ALIGNED, PATH_OUT, PATH_TRUTH, SUCCESS
+from audit.core.schema import DELTA_ITA, DELTA_ITA_ALIGNED, ITEM, PATH_OUT, PATH_TRUTH, SUCCESS, face_column
 from audit.core.schema import IDENTITY_DISTANCE as IDENTITY
 from audit.metrics import Metric, MetricFrame
-from audit.metrics.columns import ITEM, face_column
 from audit.metrics.missing import detection_rates, missing_sensitivity
-from reports.run_data import Run, classifier_cards
+from reports.run_data import Run, classifier_cards, model_info
 from reports.tables import clean, records
 
 SAME_PERSON = 0.6
@@ -45,8 +44,8 @@ def scope_section(run: Run) -> dict[str, Any]:
     skin = [n for n in names if n in (SKIN_TONE, ALIGNED)]
     race = _classifiers_with(run, "race")
     identity = [n for n in names if n == "identity"]
-    factor = run.config.get("factor")
-    resolution = run.meta.get("upsampler", {}).get("resolution")
+    model = model_info(run)
+    factor, resolution = model["factor"], model["resolution"]
     low = resolution // factor if resolution and factor else None
     pinned = (f" At ×{factor} the {low}×{low} px input fixes the face's average colour within eps, so a "
               "skin-colour measure mostly sees that constraint; what the search changes is the shape of the face, "
@@ -68,7 +67,7 @@ def scope_section(run: Run) -> dict[str, Any]:
         notices.append("No perceived-race classifier was run, so this report cannot show whether outputs look like "
                        "a different race (the PULSE failure that keeps average colour and changes the face). "
                        + RACE_HOWTO)
-    if "race" in run.config.get("group_by", []):
+    if "race" in run.grouped_by:
         if "race" not in run.group_names:
             notices.append("The run is grouped by race, but no face of this face set has a race label: inputs "
                            "could not be grouped by race.")
@@ -173,7 +172,7 @@ def baseline_section(run: Run, baseline: Run | None, settings: Any) -> dict[str,
     section = headline_section(baseline, settings, run.group_by)
     if section is None:
         return None
-    upsampler = baseline.meta.get("upsampler", {}).get("name", baseline.config.get("upsampler", "?"))
+    upsampler = model_info(baseline)["upsampler"]
     return {**section, "name": baseline.name, "upsampler": upsampler, "zero_by_construction": upsampler == "oracle"}
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 from audit.core.schema import (
     DELTA_ITA,
     DELTA_ITA_ALIGNED,
+    ERROR,
     ITEM,
     PATH_LR,
     PATH_OUT,
@@ -93,8 +94,8 @@ class Run:
 
     def __post_init__(self) -> None:
         done = self.table
-        if "error" in done:
-            done = done[done["error"].fillna("").astype(str) == ""]
+        if ERROR in done:
+            done = done[done[ERROR].fillna("").astype(str) == ""]
         self.faces, self.ucpr = split_inputs(done)
 
     @property
@@ -106,15 +107,20 @@ class Run:
         return dict(record_value(self.meta, RECORD_CONFIG))
 
     @property
+    def grouped_by(self) -> list[str]:
+        """The attributes the run was asked to group by (``--group-by``), labelled or not."""
+        return list(self.config.get("group_by", []))
+
+    @property
     def group_by(self) -> list[str]:
         """Label columns of the run's sampling groups (``--group-by``) that label some face."""
-        columns = [label_column(a) for a in self.config.get("group_by", [])]
+        columns = [label_column(a) for a in self.grouped_by]
         return [c for c in columns if c in self.faces and self.faces[c].fillna("").astype(str).ne("").any()]
 
     @property
     def group_names(self) -> list[str]:
         """The attributes behind :attr:`group_by`, for display."""
-        return [a for a in self.config.get("group_by", []) if label_column(a) in self.group_by]
+        return [a for a in self.grouped_by if label_column(a) in self.group_by]
 
     def image(self, relative: str) -> Path | None:
         return self.root / relative if isinstance(relative, str) and relative else None
@@ -156,7 +162,7 @@ def dataset_info(run: Run) -> dict[str, Any]:
 
 def run_summary(run: Run) -> dict[str, Any]:
     """Identity, model, face set, configuration and row counts of a run (failed rows with example reasons)."""
-    errors = run.table["error"].fillna("").astype(str) if "error" in run.table else pd.Series(dtype=str)
+    errors = run.table[ERROR].fillna("").astype(str) if ERROR in run.table else pd.Series(dtype=str)
     return {"name": run.name, "root": str(run.root), "created": record_value(run.meta, RECORD_CREATED),
             "git_commit": record_value(run.meta, RECORD_GIT_COMMIT), "model": model_info(run),
             "dataset": dataset_info(run), "config": run.config, "rows": len(run.table), "face_rows": len(run.faces),

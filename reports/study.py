@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from audit.metrics.columns import ITEM
+from audit.core.schema import ITEM
 from audit.metrics.study import (
     PRIOR_INSTRUMENTS,
     Headline,
@@ -66,7 +66,7 @@ def generator_card(run: Run) -> dict[str, Any] | None:
     """The generator's full card, from the files recorded in run.json: among the ``card.json`` files listed with its
     weights, a prior-shift member's own card (it lists its base's card too), else the first; without any, the
     ``card.json`` beside its first weights file."""
-    paths = [Path(str(entry.get("path", ""))) for entry in (run.meta.get("generator") or {}).get("weights", [])]
+    paths = [Path(str(entry.get("path", ""))) for entry in (model_info(run)["generator"] or {}).get("weights", [])]
     cards = []
     for card in [p for p in paths if p.name == "card.json"] or [p.parent / "card.json" for p in paths[:1]]:
         try:
@@ -112,7 +112,7 @@ def study_run(run: Run, dose: float | None = None, design: str | None = None, na
     its generator card says."""
     card = generator_card(run)
     model = model_info(run)
-    gen = run.meta.get("generator") or {}
+    gen = model["generator"] or {}
     shift = shift_dose(card)
     if shift is not None:
         card_dose, card_design, text = shift, "shift", f"prior shift {shift:+g} SD"

@@ -31,6 +31,7 @@ from pulse_engine.search import SearchConfig
 
 from ..classifiers import build_classifier
 from ..core.records import UpsampleInput
+from ..core.schema import ITEM, SAMPLE, SUCCESS
 from ..run.inputs import average_faces, load_faceset, ucpr_inputs
 from ..stats import bootstrap_interval
 from ..upsamplers import GENERATORS_DIR, PulseUpsampler
@@ -40,6 +41,9 @@ TRAINED_DIR = GENERATORS_DIR / "skew-3x3"
 COMPOSITIONS = {"light-skewed": 0.85, "balanced": 0.5, "dark-skewed": 0.15}
 """Skew-trained replicate generators: name prefix → share of light faces in their training data."""
 SEEDS = (0, 1, 2)
+GENERATOR, DOSE, SIDE, OUTPUTS = "generator", "dose", "side", "outputs"
+"""Columns of the dose–response rows besides the run table's (``item_id``, ``sample``, ``ups_success`` and
+:data:`MEASURES`): the generator spec, its dose, the LR side in px; :func:`unit_means` adds the output count."""
 
 
 def trained_generators() -> dict[Path, tuple[float, int]]:
@@ -62,8 +66,8 @@ the primary measure) and ITA° where dlib's detector finds a face (NaN otherwise
 
 def output_ita(generator: SearchableGenerator, inputs: Sequence[UpsampleInput], samples: int,
                config: SearchConfig, measures: dict | None = None) -> pd.DataFrame:
-    """PULSE outputs of ``generator`` (``samples`` per input), measured: one row per output with ``item_id``,
-    ``sample``, ``success`` and one column per :data:`MEASURES` entry (NaN: not measured)."""
+    """PULSE outputs of ``generator`` (``samples`` per input), measured: one row per output with the run table's
+    ``item_id``, ``sample`` and ``ups_success``, and one column per :data:`MEASURES` entry (NaN: not measured)."""
     measures = measures or {column: build_classifier(name) for column, name in MEASURES.items()}
     outputs = PulseUpsampler(generator, config, batch_size=64).upsample(inputs, samples)
     rows = []
@@ -71,7 +75,7 @@ def output_ita(generator: SearchableGenerator, inputs: Sequence[UpsampleInput], 
         images = [np.asarray(to_image(out.image)) for out in row]
         values = {column: [p.values.get("ita", np.nan) for p in tone.predict(images)]
                   for column, tone in measures.items()}
-        rows += [{"item_id": inp.item_id, "sample": k, "success": bool(out.diagnostics["success"]),
+        rows += [{ITEM: inp.item_id, SAMPLE: k, SUCCESS: bool(out.diagnostics["success"]),
                   **{column: values[column][k] for column in measures}} for k, out in enumerate(row)]
     return pd.DataFrame(rows)
 
@@ -79,7 +83,7 @@ def output_ita(generator: SearchableGenerator, inputs: Sequence[UpsampleInput], 
 def dose_response(specs: dict[str, float], sides: Sequence[int], samples: int, config: SearchConfig,
                   dataset: str = "demo", columns: Sequence[str] = tuple(MEASURES)) -> pd.DataFrame:
     """Output rows (see :func:`output_ita`, measured for ``columns`` of :data:`MEASURES`) of every generator spec at
-    every LR side, with columns ``generator`` (the spec's key), ``dose`` and ``side``."""
+    every LR side, with columns :data:`GENERATOR` (the spec's key), :data:`DOSE` and :data:`SIDE`."""
     measures, frames, inputs = {column: build_classifier(MEASURES[column]) for column in columns}, [], {}
     for spec, dose in specs.items():
         generator = load_generator(spec)
@@ -87,18 +91,18 @@ def dose_response(specs: dict[str, float], sides: Sequence[int], samples: int, c
             key = (generator.resolution, side)
             inputs.setdefault(key, average_face_inputs(generator.resolution, side, dataset))
             frame = output_ita(generator, inputs[key], samples, config, measures)
-            frames.append(frame.assign(generator=spec, dose=dose, side=side))
+            frames.append(frame.assign(**{GENERATOR: spec, DOSE: dose, SIDE: side}))
     return pd.concat(frames, ignore_index=True)
 
 
 def unit_means(rows: pd.DataFrame) -> pd.DataFrame:
     """Per side and generator: dose, outputs, share that met eps, and per measure the mean ITA over measured
     outputs and the share measured (``<column>_measured``)."""
-    groups = rows.groupby(["side", "generator"], sort=False)
-    table = groups.agg(dose=("dose", "first"), outputs=("success", "size"), success=("success", "mean"))
+    groups = rows.groupby([SIDE, GENERATOR], sort=False)
+    table = groups.agg(**{DOSE: (DOSE, "first"), OUTPUTS: (SUCCESS, "size"), SUCCESS: (SUCCESS, "mean")})
     for column in (c for c in MEASURES if c in rows):
         table[column] = groups[column].mean()
-        table[f"{column}_measured"] = groups[column].count() / table["outputs"]
+        table[f"{column}_measured"] = groups[column].count() / table[OUTPUTS]
     return table.reset_index()
 
 
@@ -107,14 +111,14 @@ def slope_interval(rows: pd.DataFrame, column: str = "ita_aligned", n_boot: int 
     """Slope of output ITA (``column``) on dose with a 95 % bootstrap interval that resamples outputs within each
     generator (rows of one side)."""
     data = rows[np.isfinite(rows[column])]
-    dose, ita = data["dose"].to_numpy(float), data[column].to_numpy(float)
+    dose, ita = data[DOSE].to_numpy(float), data[column].to_numpy(float)
 
     def fit(w: np.ndarray) -> np.ndarray:
         mx, my = (w @ dose) / w.sum(axis=1), (w @ ita) / w.sum(axis=1)
         dx = dose[None] - mx[:, None]
         return (w * dx * (ita[None] - my[:, None])).sum(axis=1) / (w * dx ** 2).sum(axis=1)
 
-    estimate, low, high, _ = bootstrap_interval(fit, len(data), strata=data["generator"].to_numpy(), n_boot=n_boot,
+    estimate, low, high, _ = bootstrap_interval(fit, len(data), strata=data[GENERATOR].to_numpy(), n_boot=n_boot,
                                                 seed=seed)
     return float(estimate), float(low), float(high)
 
@@ -124,12 +128,12 @@ def markdown_table(rows: pd.DataFrame, dose_name: str) -> list[str]:
     lines = [(f"| LR side | generator | {dose_name} | outputs | met eps | mean ITA° in frame | mean ITA° where "
              "detected | detected |"), "|---|---|---|---|---|---|---|---|"]
     for _, unit in unit_means(rows).iterrows():
-        lines.append(f"| {unit['side']}×{unit['side']} | `{unit['generator']}` | {unit['dose']:+g} | "
-                     f"{unit['outputs']} | {unit['success']:.0%} | {unit['ita_aligned']:+.1f} | {unit['ita']:+.1f} | "
+        lines.append(f"| {unit[SIDE]}×{unit[SIDE]} | `{unit[GENERATOR]}` | {unit[DOSE]:+g} | {unit[OUTPUTS]} | "
+                     f"{unit[SUCCESS]:.0%} | {unit['ita_aligned']:+.1f} | {unit['ita']:+.1f} | "
                      f"{unit['ita_measured']:.0%} |")
     lines += ["", (f"| LR side | slope of output ITA° per unit {dose_name}, in frame (95 % CI) | where detected "
                    "(95 % CI) |"), "|---|---|---|"]
-    for side, part in rows.groupby("side"):
+    for side, part in rows.groupby(SIDE):
         slopes = [slope_interval(part, column) for column in MEASURES]
         lines.append(f"| {side}×{side} | " + " | ".join(f"{e:+.2f} ({lo:+.2f} to {hi:+.2f})" for e, lo, hi in slopes)
                      + " |")
@@ -152,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     shift = dose_response({m["spec"]: m["alpha"] for m in family["members"]}, sides, args.samples, config)
     trained = dose_response({f"dcgan-file:{folder}": share for folder, (share, _) in trained_generators().items()},
                             sides, args.samples, config)
-    trained["generator"] = trained["generator"].str.rsplit("/", n=1).str[-1]
+    trained[GENERATOR] = trained[GENERATOR].str.rsplit("/", n=1).str[-1]
     text = [f"## Prior-shift family `{args.family}`", "", *markdown_table(shift, "alpha (SD)"), "",
             "## Skew-trained generators", "", *markdown_table(trained, "light share"), ""]
     args.out.write_text("\n".join(text))
