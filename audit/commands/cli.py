@@ -7,8 +7,11 @@ a value outside its choices); anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -85,6 +88,29 @@ SphereRadius = Annotated[Literal[RADIUS_RULES], typer.Option(
 BatchSize = Annotated[int, typer.Option(
     help="Outputs searched (and, in a run, stored) together.", rich_help_panel=EXECUTION)]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel=EXECUTION)]
+SEARCH_OPTIONS = {"seed": Seed, "restarts": Restarts, "steps": Steps, "eps": Eps, "loss": Loss,
+                  "learning_rate": LearningRate, "sphere_radius": SphereRadius}
+"""The PULSE search options (fields of SearchConfig) that `upsample` and `run` share, in their --help order."""
+
+
+def search_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give ``command`` the :data:`SEARCH_OPTIONS` (defaults :data:`SEARCH_DEFAULTS`) where its signature has the
+    parameter ``search: SearchConfig``: typer reads them from the signature, and the body receives them gathered
+    into that SearchConfig."""
+    signature = inspect.signature(command, eval_str=True)
+    parameters = list(signature.parameters.values())
+    at = [p.name for p in parameters].index("search")
+    parameters[at:at + 1] = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=option,
+                                               default=getattr(SEARCH_DEFAULTS, name))
+                             for name, option in SEARCH_OPTIONS.items()]
+
+    @functools.wraps(command)
+    def with_search(*args: Any, **kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name) for name in SEARCH_OPTIONS}
+        return command(*args, search=replace(SEARCH_DEFAULTS, **values), **kwargs)
+
+    with_search.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    return with_search
 
 
 def _print_version(value: bool) -> None:
@@ -112,6 +138,7 @@ def _deprecated_lr(value: bool) -> bool:
 
 
 @app.command()
+@search_options
 def upsample(
     inputs: Annotated[list[Path], typer.Argument(
         help="PNG/JPEG face images (HR to downscale, or LR with --inputs-are-low-res).")],
@@ -124,13 +151,7 @@ def upsample(
                                      help="Deprecated name of --inputs-are-low-res.")] = False,
     crop: Crop = DEFAULTS.crop,
     samples: Samples = DEFAULTS.samples,
-    seed: Seed = SEARCH_DEFAULTS.seed,
-    restarts: Restarts = SEARCH_DEFAULTS.restarts,
-    steps: Steps = SEARCH_DEFAULTS.steps,
-    eps: Eps = SEARCH_DEFAULTS.eps,
-    loss: Loss = SEARCH_DEFAULTS.loss,
-    learning_rate: LearningRate = SEARCH_DEFAULTS.learning_rate,
-    sphere_radius: SphereRadius = SEARCH_DEFAULTS.sphere_radius,
+    search: SearchConfig = SEARCH_DEFAULTS,
     batch_size: BatchSize = DEFAULTS.batch_size,
     device: Device = DEFAULTS.device,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/upsample"),
@@ -138,8 +159,6 @@ def upsample(
     """Upsample faces with PULSE: writes OUT/<stem>/{lr,truth,sample<k>}.png and OUT/results.csv."""
     from .upsampling import prepare_inputs, search_items, write_outputs
 
-    config = replace(SEARCH_DEFAULTS, restarts=restarts, seed=seed, steps=steps, eps=eps, loss=loss,
-                     learning_rate=learning_rate, sphere_radius=sphere_radius)
     model = load_generator(generator, resolve_device(device))
     prepared = prepare_inputs(inputs, model.resolution, factor, inputs_are_low_res or lr, crop)
     if not prepared.items:
@@ -148,12 +167,12 @@ def upsample(
                                    f"{prepared.failures[0][1]}")
     for _, message in prepared.failures:
         console.print(f"[yellow]skipped:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    with image_step_progress(len(prepared.items) * samples * steps, "PULSE search") as advance:
-        search_items(model, prepared.items, config, samples, batch_size, advance)
+    with image_step_progress(len(prepared.items) * samples * search.steps, "PULSE search") as advance:
+        search_items(model, prepared.items, search, samples, batch_size, advance)
     table = write_outputs(prepared, out)
     done = sum(r.success for item in prepared.items for r in item.results)
     total = sum(len(item.results) for item in prepared.items)
-    console.print(f"{done}/{total} outputs downscale to their input within eps={eps:g}; results in {table}",
+    console.print(f"{done}/{total} outputs downscale to their input within eps={search.eps:g}; results in {table}",
                   soft_wrap=True)
 
 
@@ -207,6 +226,7 @@ def demo(
 
 
 @app.command()
+@search_options
 def run(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Option(
@@ -237,13 +257,7 @@ def run(
         help="Output side R in px for non-pulse upsamplers (0: the generator's).", rich_help_panel=UPSAMPLING)]
         = DEFAULTS.resolution,
     samples: Samples = DEFAULTS.samples,
-    seed: Seed = SEARCH_DEFAULTS.seed,
-    restarts: Restarts = SEARCH_DEFAULTS.restarts,
-    steps: Steps = SEARCH_DEFAULTS.steps,
-    eps: Eps = SEARCH_DEFAULTS.eps,
-    loss: Loss = SEARCH_DEFAULTS.loss,
-    learning_rate: LearningRate = SEARCH_DEFAULTS.learning_rate,
-    sphere_radius: SphereRadius = SEARCH_DEFAULTS.sphere_radius,
+    search: SearchConfig = SEARCH_DEFAULTS,
     classifiers: Annotated[str, typer.Option(
         help="Comma list of NAME[:WEIGHTS] (see `pulse-audit doctor`), or none.", rich_help_panel=CLASSIFYING)]
         = ",".join(DEFAULTS.classifiers),
@@ -272,6 +286,7 @@ def run(
     """Audit an upsampler on a labelled face set: writes OUT/run.json, OUT/results.parquet, OUT/images/."""
     from ..run.run_store import read_results, read_run_record
 
+    del search  # its options count as the others do: from ctx, only those given on the command line (over --config)
     given = {name: str(value) if isinstance(value, Path) else value for name, value in ctx.params.items()
              if name != "config" and getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
     settings = AuditConfig.from_toml(config, **given) if config else AuditConfig.from_mapping(given)
