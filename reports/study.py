@@ -41,9 +41,10 @@ from audit.metrics.study import (
     sampling_variance,
     summarise,
 )
+from audit.stats.estimate import detectable_ncp
 from audit.stats.multitest import report_tests
 from audit.stats.tests import TestResult
-from audit.stats.trend import detectable_ncp, slope_power
+from audit.stats.trend import slope_power
 from pulse_engine.errors import PulseAuditError
 from reports.analysis import Settings
 from reports.formatting import ci, num, pct, pval, signed

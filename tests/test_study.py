@@ -14,14 +14,13 @@ from scipy import stats
 
 from audit.metrics.study import StudyRun, condition_trend, contrast, pair_units
 from audit.stats.contrasts import paired_contrast, welch_contrast
+from audit.stats.estimate import detectable_ncp, t_power
 from audit.stats.trend import (
-    detectable_ncp,
     generator_trend,
     generators_for_power,
     inputs_for_power,
     paired_trend,
     permutation_trend,
-    t_power,
     unit_slopes,
 )
 from pulse_engine.errors import PulseAuditError

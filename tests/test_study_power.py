@@ -31,7 +31,7 @@ def _ols(doses: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _slopes_tests(rng: np.random.Generator, slopes: list[float], sd: float, doses: np.ndarray) -> list:
     from scipy import stats
 
-    from audit.stats.trend import t_test_result
+    from audit.stats.estimate import t_test_result
 
     y = np.array(slopes)[:, None] * doses + rng.normal(0, sd, (len(slopes), len(doses)))
     df = len(doses) - 2

@@ -25,119 +25,41 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, stats
 
-from audit.stats.tests import TestResult, not_testable
+from audit.stats.estimate import Estimate, t_power
 
 MAX_EXACT_PERMUTATIONS = 50_000  # enumerate every permutation up to this many (9 generators: 362 880 → sampled)
 
 
 @dataclass(frozen=True)
-class Trend:
-    """One dose–response slope with its test.
+class Trend(Estimate):
+    """One dose–response slope with its test (:class:`~audit.stats.estimate.Estimate`: ``estimate`` is the slope,
+    ``n`` the units).
 
     Attributes:
-        slope: change of the metric per unit of dose (metric unit / dose unit); NaN when not testable.
-        ci_low, ci_high: two-sided t interval of the slope at ``confidence``.
-        se: standard error of the slope; df: its degrees of freedom.
-        statistic: t = slope / se; p_value: two-sided (NaN when not testable).
-        n_units: generators (between design) or inputs (within design) used.
+        estimate: change of the metric per unit of dose (metric unit / dose unit), also :attr:`slope`; NaN when
+            not testable.
+        n: generators (between design) or inputs (within design) used, also :attr:`n_units`.
         mde: the slope detectable with ``power`` at level ``alpha`` (two-sided) given ``se`` and ``df``.
         method: which design and test; notes: why not testable, or warnings.
         intercept: fitted value at dose 0 (between design; NaN for the within design).
         residual_sd: SD of generators around the line (between) or of per-input slopes (within).
     """
 
-    slope: float
-    ci_low: float
-    ci_high: float
-    se: float
-    df: float
-    statistic: float
-    p_value: float
-    n_units: int
-    mde: float
-    method: str
-    notes: str = ""
+    KIND = "trend"
+    EFFECT_LABEL = "slope per unit dose"
+    NO_VARIATION = "no variation around the trend (standard error 0)"
+
     intercept: float = math.nan
     residual_sd: float = math.nan
 
     @property
-    def testable(self) -> bool:
-        return math.isfinite(self.p_value)
+    def slope(self) -> float:
+        return self.estimate
 
-    def test(self, name: str, unit: str = "", scale: float = 1.0, confidence: float = 0.95, kind: str = "trend",
-             effect_label: str = "slope per unit dose") -> TestResult:
-        """The trend as a :class:`TestResult` for a multiple-testing family: effect, MDE and intervals are slopes
-        × ``scale`` in ``unit`` (e.g. 100 and "pp" for shares), with the t interval at any level for adjusted
-        intervals; not testable (out of the family) with its reason."""
-        return t_test_result(name, self.slope, self.se, self.df, self.p_value, self.n_units, self.mde, self.method,
-                             self.notes, unit, scale, confidence, kind, effect_label)
-
-
-def t_test_result(name: str, estimate: float, se: float, df: float, p_value: float, n: int, mde: float, method: str,
-                  notes: str, unit: str, scale: float, confidence: float, kind: str, effect_label: str) -> TestResult:
-    """A t-based estimate as a :class:`TestResult` whose interval at level L is estimate ± t_{(1+L)/2, df}·se
-    (so it excludes 0 exactly when the test rejects at 1 − L)."""
-    if not math.isfinite(p_value):
-        return not_testable(name, kind, notes or "not run", n, unit=unit, effect_label=effect_label)
-
-    def interval_at(level: float) -> tuple[np.ndarray, np.ndarray]:
-        half = stats.t.isf((1 - level) / 2, df) * se
-        return np.array([scale * (estimate - half)]), np.array([scale * (estimate + half)])
-
-    low, high = interval_at(confidence)
-    component = {"label": "slope" if kind == "trend" else "difference", "effect": scale * estimate,
-                 "ci_low": float(low[0]), "ci_high": float(high[0]), "t": estimate / se}
-    return TestResult(name, estimate / se, df, p_value, method, n, scale * mde, notes, scale * estimate, unit, kind,
-                      "", effect_label, component["label"], float(low[0]), float(high[0]), confidence,
-                      (component,), interval_at=interval_at)
-
-
-def _untestable(n_units: int, method: str, why: str) -> Trend:
-    nan = math.nan
-    return Trend(nan, nan, nan, nan, nan, nan, nan, n_units, nan, method, why)
-
-
-def t_power(ncp: float, df: float, alpha: float = 0.05) -> float:
-    """Power of a two-sided t-test at level ``alpha`` with ``df`` degrees of freedom when the true effect is
-    ``ncp`` standard errors: P(|T| > t_{1−α/2}) for T ~ noncentral t(df, ncp)."""
-    if not df > 0:
-        return math.nan
-    crit, ncp = stats.t.isf(alpha / 2, df), abs(ncp)
-    lower = float(stats.nct.cdf(-crit, df, ncp))  # the wrong-sign tail: negligible, but NaN-prone far out
-    return float(stats.nct.sf(crit, df, ncp)) + (lower if math.isfinite(lower) else 0.0)
-
-
-def detectable_ncp(df: float, alpha: float = 0.05, power: float = 0.8) -> float:
-    """Noncentrality (effect in standard errors) at which the two-sided t-test reaches ``power``."""
-    if not df > 0:
-        return math.nan
-    if t_power(0.0, df, alpha) >= power:
-        return 0.0
-    high = 1.0
-    while t_power(high, df, alpha) < power:
-        high *= 2
-        if high > 1e6:  # df tiny: power creeps up too slowly to matter
-            return math.inf
-    return float(optimize.brentq(lambda d: t_power(d, df, alpha) - power, 0.0, high, xtol=1e-10))
-
-
-def _interval(estimate: float, se: float, df: float, confidence: float) -> tuple[float, float]:
-    half = stats.t.isf((1 - confidence) / 2, df) * se
-    return estimate - half, estimate + half
-
-
-def _finish(slope: float, se: float, df: float, n: int, method: str, alpha: float, power: float, confidence: float,
-            notes: str = "", intercept: float = math.nan, residual_sd: float = math.nan) -> Trend:
-    if not se > 1e-12 * max(1.0, abs(slope)):  # an exact fit: rounding noise is not a standard error
-        return Trend(slope, math.nan, math.nan, se, df, math.nan, math.nan, n, math.nan, method,
-                     "; ".join(filter(None, [notes, "no variation around the trend (standard error 0)"])),
-                     intercept, residual_sd)
-    t = slope / se
-    low, high = _interval(slope, se, df, confidence)
-    return Trend(slope, low, high, se, df, t, float(2 * stats.t.sf(abs(t), df)), n,
-                 detectable_ncp(df, alpha, power) * se, method, notes, intercept, residual_sd)
+    @property
+    def n_units(self) -> int:
+        return self.n
 
 
 def generator_trend(dose: np.ndarray | list, value: np.ndarray | list, alpha: float = 0.05, power: float = 0.8,
@@ -152,9 +74,10 @@ def generator_trend(dose: np.ndarray | list, value: np.ndarray | list, alpha: fl
     x, y = x[ok], y[ok]
     method = "OLS slope over generators, t-test (generators as units)"
     if len(x) < 3:
-        return _untestable(len(x), method, f"{len(x)} generator(s) with a value: a slope over generators needs ≥ 3")
+        return Trend.untestable(math.nan, len(x), method,
+                                f"{len(x)} generator(s) with a value: a slope over generators needs ≥ 3")
     if np.unique(x).size < 2:
-        return _untestable(len(x), method, "every generator has the same dose")
+        return Trend.untestable(math.nan, len(x), method, "every generator has the same dose")
     sxx = float(((x - x.mean()) ** 2).sum())
     slope = float(((x - x.mean()) * (y - y.mean())).sum() / sxx)
     intercept = float(y.mean() - slope * x.mean())
@@ -162,7 +85,8 @@ def generator_trend(dose: np.ndarray | list, value: np.ndarray | list, alpha: fl
     resid = y - intercept - slope * x
     s = math.sqrt(float((resid ** 2).sum()) / df) if df > 0 else math.nan
     notes = "" if np.unique(x).size > 2 or df > 1 else "one residual degree of freedom: very low power"
-    return _finish(slope, s / math.sqrt(sxx), df, len(x), method, alpha, power, confidence, notes, intercept, s)
+    return Trend.from_se(slope, s / math.sqrt(sxx), df, len(x), method, alpha, power, confidence, notes,
+                         intercept=intercept, residual_sd=s)
 
 
 def permutation_trend(dose: np.ndarray | list, value: np.ndarray | list, n_perm: int = 20000, seed: int = 0) -> float:
@@ -217,10 +141,10 @@ def paired_trend(dose: np.ndarray | list, values: np.ndarray, alpha: float = 0.0
     n = len(slopes)
     method = "per-input slope over doses, one-sample t-test (inputs as units)"
     if n < 2:
-        return _untestable(n, method, f"{n} input(s) seen at ≥ 2 doses: a test over inputs needs ≥ 2")
+        return Trend.untestable(math.nan, n, method, f"{n} input(s) seen at ≥ 2 doses: a test over inputs needs ≥ 2")
     sd = float(np.std(slopes, ddof=1))
-    return _finish(float(slopes.mean()), sd / math.sqrt(n), n - 1, n, method, alpha, power, confidence,
-                   residual_sd=sd)
+    return Trend.from_se(float(slopes.mean()), sd / math.sqrt(n), n - 1, n, method, alpha, power, confidence,
+                         residual_sd=sd)
 
 
 def generators_for_power(effect: float, residual_sd: float, doses: np.ndarray | list, alpha: float = 0.05,
