@@ -19,11 +19,10 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from audit.core.schema import ITEM
 from audit.metrics.study import (
@@ -41,10 +40,14 @@ from audit.metrics.study import (
     sampling_variance,
     summarise,
 )
-from audit.stats.estimate import detectable_ncp
+from audit.metrics.study_power import (
+    Attenuation,
+    design_power,
+    detectable_slope,
+    shift_attenuation,
+)
 from audit.stats.multitest import report_tests
 from audit.stats.tests import TestResult
-from audit.stats.trend import slope_power
 from pulse_engine.errors import PulseAuditError
 from reports.analysis import Settings
 from reports.formatting import ci, num, pct, pval, signed
@@ -342,7 +345,7 @@ def build_study(runs: Sequence[StudyRun], settings: Settings | None = None, base
         t["test"] = by_id[t.pop("test_id")]
         m = max(t["test"]["family_size"], 1)
         t["alpha_family"] = settings.alpha / m
-        t["mde_family"] = (detectable_ncp(t["df"], settings.alpha / m, settings.power) * t["se"] * t["display_scale"]
+        t["mde_family"] = (detectable_slope(t["se"], t["df"], settings.alpha / m, settings.power) * t["display_scale"]
                            if t["test"]["verdict"] != "not testable" else None)
         t["sentence"] = trend_sentence(t, metric_dicts[t["metric"]], settings)
         t["units_note"] = units_note(t)
@@ -434,40 +437,28 @@ def not_testable_summary(trends: Sequence[Mapping[str, Any]], metrics: Mapping[s
     return [{"reason": reason, "tests": tests} for reason, tests in groups.items()]
 
 
-EXTRA_GENERATORS = (0, 2, 4, 6, 8, 12, 18)  # sizing table: generators added, half at each end of the dose range
-SAMPLE_MULTIPLIERS = (1, 2, 4)  # sizing table: outputs per unit input × this
-
-
 def power_panels(runs: Sequence[StudyRun], trends: Sequence[Mapping[str, Any]], settings: Settings
                  ) -> list[dict[str, Any]]:
     """One power panel per dose design at its largest factor (the input carries least information there), for its
     primary test, at the primary family's Bonferroni level α/m (a lower bound of Holm's power). The composition
-    panel asks for the power to detect the *expected output* slope: the generators' own prior slope (cards) times
-    the attenuation PULSE applies to a prior shift, measured by the shift design at the same factor (output slope /
-    prior slope); it splits the scatter of generators around the line into sampling noise (shrinks with more
-    outputs per input) and between-generator variation (shrinks only with more generators) and sizes the design."""
-    panels = []
+    panel asks for the power to detect the *expected output* slope, with the attenuation the shift design measured
+    at its largest factor (:mod:`audit.metrics.study_power`)."""
     primary = [t for t in trends if t["role"] == "primary" and t["test"]["verdict"] != "not testable"]
     tops = {d: max((t for t in primary if t["design"] == d), key=lambda t: t["factor"], default=None)
             for d in DOSE_AXES}
-    shift = tops.get("shift")
+    shift, measured = tops.get("shift"), None
     instrument = prior_instrument(runs, [name for t in tops.values() if t is not None for name in t["runs"]])
-    attenuation = None
     if shift is not None:
-        prior = prior_slope(runs, shift["runs"], shift["doses"], instrument)
-        if math.isfinite(prior) and prior != 0:
-            attenuation = {"ratio": shift["slope"] / prior,
-                           "low": shift["test"]["ci_low"] / shift["display_scale"] / prior,
-                           "high": shift["test"]["ci_high"] / shift["display_scale"] / prior,
-                           "output_slope": shift["slope"], "prior_slope": prior, "factor": shift["factor"]}
-    for design, t in tops.items():
-        if t is not None:
-            panels.append(power_panel(runs, t, settings, attenuation if design == "composition" else None, instrument))
-    return panels
+        scale = shift["display_scale"]
+        measured = shift_attenuation(shift["slope"], shift["test"]["ci_low"] / scale, shift["test"]["ci_high"] / scale,
+                                     prior_slope(runs, shift["runs"], shift["doses"], instrument))
+    return [power_panel(runs, t, settings, measured if design == "composition" else None,
+                        shift["factor"] if shift is not None else None, instrument)
+            for design, t in tops.items() if t is not None]
 
 
-def power_panel(runs: Sequence[StudyRun], t: Mapping[str, Any], settings: Settings,
-                attenuation: Mapping[str, float] | None, instrument: str = "detector") -> dict[str, Any]:
+def power_panel(runs: Sequence[StudyRun], t: Mapping[str, Any], settings: Settings, attenuation: Attenuation | None,
+                attenuation_factor: int | None, instrument: str = "detector") -> dict[str, Any]:
     """The power panel of one primary trend (see :func:`power_panels`); slopes in display units (``t['per']``); the
     prior slope by ``instrument`` (each instrument's slope is listed too, for comparison)."""
     scale, alpha = t["display_scale"], t["alpha_family"]
@@ -484,24 +475,13 @@ def power_panel(runs: Sequence[StudyRun], t: Mapping[str, Any], settings: Settin
         panel["prior_slope"] = prior * scale
     if t["design"] != "composition" or attenuation is None or not math.isfinite(prior):
         return panel
-    doses = np.array(t["doses"], float)
-    sampling = float(np.nanmean(np.array(t["sampling_variances"], float)))
-    residual = t["residual_sd"] ** 2
-    between = max(residual - sampling, 0.0) if math.isfinite(sampling) else residual
-    sampling = sampling if math.isfinite(sampling) else 0.0
-    expected, low = prior * attenuation["ratio"], prior * min(attenuation["low"], attenuation["high"])
-    panel.update(attenuation=dict(attenuation), expected=expected * scale, expected_low=low * scale,
-                 sampling_sd=math.sqrt(sampling), between_sd=math.sqrt(between),
-                 power_expected=slope_power(expected, residual, doses, alpha),
-                 power_expected_low=slope_power(low, residual, doses, alpha))
-    ends = (doses.min(), doses.max())
-    for extra in EXTRA_GENERATORS:
-        layout = np.concatenate([doses, np.repeat(ends, extra // 2)])
-        for k in SAMPLE_MULTIPLIERS:
-            panel["sizing"].append({"generators": len(layout), "added_at_ends": extra, "samples_multiplier": k,
-                                    "power": slope_power(expected, between + sampling / k, layout, alpha)})
-    panel["generators_needed"] = next((row["generators"] for row in panel["sizing"] if row["samples_multiplier"] == 1
-                                       and row["power"] >= settings.power), None)
+    design = design_power(prior, attenuation, t["doses"], t["residual_sd"], t["sampling_variances"], alpha,
+                          settings.power)
+    panel.update(attenuation={**asdict(attenuation), "factor": attenuation_factor}, expected=design.expected * scale,
+                 expected_low=design.expected_low * scale, sampling_sd=design.sampling_sd,
+                 between_sd=design.between_sd, power_expected=design.power_expected,
+                 power_expected_low=design.power_expected_low, sizing=design.sizing,
+                 generators_needed=design.generators_needed)
     return panel
 
 
