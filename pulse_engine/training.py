@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .generators.base import power_of_two_log2
 from .generators.dcgan import DCGANGenerator
 
 LOSS_COLUMNS = ("step", "loss_d", "loss_g", "d_real", "d_fake")
@@ -67,8 +68,7 @@ class TrainConfig:
     max_seconds: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.resolution < 8 or 2 ** int(math.log2(self.resolution)) != self.resolution:
-            raise ValueError(f"resolution must be a power of two ≥ 8, got {self.resolution}")
+        power_of_two_log2(self.resolution, 8, "resolution")
         for name in ("nz", "ngf", "ndf", "steps", "batch_size", "threads", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -12,9 +12,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from audit.commands.cli import app
+from audit.commands.cli import SEARCH_DEFAULTS, SEARCH_OPTIONS, app, search_options
 from audit.commands.progress import LogLines, image_step_progress, row_progress
 from audit.upsamplers import GENERATORS_DIR
+from pulse_engine.search import SearchConfig
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = typer.main.get_command(app).commands
@@ -61,6 +62,23 @@ def test_upsample_and_run_share_their_options_and_defaults():
             continue  # a run folder and an image folder: different on purpose
         a, b = upsample[name], run[name]
         assert (a.default, a.help, a.type_descriptor.annotation) == (b.default, b.help, b.type_descriptor.annotation)
+
+
+def test_search_options_stand_where_the_command_asks_and_reach_it_as_one_search_config():
+    toy, seen = typer.Typer(add_completion=False), {}
+
+    @toy.command()
+    @search_options
+    def go(samples: int = 1, search: SearchConfig = SEARCH_DEFAULTS, device: str = "cpu") -> None:
+        seen.update(samples=samples, search=search, device=device)
+
+    assert [p.name for p in typer.main.get_command(toy).params] == ["samples", *SEARCH_OPTIONS, "device"]
+    result = CliRunner().invoke(toy, ["--steps", "7", "--eps", "0.01", "--sphere-radius", "initial", "--device", "x"])
+    assert result.exit_code == 0, result.output
+    assert seen == {"samples": 1, "device": "x",
+                    "search": SearchConfig(**{**SEARCH_DEFAULTS.__dict__, "steps": 7, "eps": 0.01,
+                                              "sphere_radius": "initial"})}
+    assert CliRunner().invoke(toy, []).exit_code == 0 and seen["search"] == SEARCH_DEFAULTS
 
 
 def test_lr_is_a_hidden_deprecated_alias_that_warns_once(tmp_path, face_png):

@@ -114,3 +114,19 @@ def test_dcgan_file_refuses_bad_folders(tmp_path):
     del card["weights"]
     (tmp_path / "card.json").write_text(json.dumps(card))
     assert load_dcgan_file(tmp_path).resolution == 16
+
+
+@pytest.mark.parametrize("side", [0, 2, 12, 48])
+def test_every_generator_refuses_a_side_that_is_not_a_power_of_two(side):
+    """One check (``pulse_engine.generators.base.power_of_two_log2``) with each generator's own one-line message."""
+    from pulse_engine.generators.dcgan import DCGANGenerator
+    from pulse_engine.generators.stylegan1 import StyleGAN1Config
+    from pulse_engine.generators.stylegan2 import StyleGAN2Generator
+    from pulse_engine.training import TrainConfig
+
+    for build, what, least in ((lambda: DCGANGenerator(resolution=side), "DCGAN resolution", 8),
+                               (lambda: TrainConfig(resolution=side), "resolution", 8),
+                               (lambda: StyleGAN1Config(resolution=side), "StyleGAN1 resolution", 8),
+                               (lambda: StyleGAN2Generator(size=side, style_dim=8, n_mlp=1), "StyleGAN2 size", 4)):
+        with pytest.raises(ValueError, match=f"^{what} must be a power of two ≥ {least}, got {side}$"):
+            build()

@@ -17,6 +17,7 @@ Every generator is frozen (no parameter requires grad) and in eval mode.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,14 @@ DCGAN_CARD_FORMAT = "pulse-audit generator card v1"
 """``format`` of the ``card.json`` beside the weights that ``pulse-audit train-generator`` writes (``dcgan-file``)."""
 SHIFTED_CARD_FORMAT = "pulse-audit shifted generator card v1"
 """``format`` of a prior-shifted generator's ``card.json`` (``shifted``)."""
+
+def power_of_two_log2(side: int, minimum: int, what: str) -> int:
+    """log2 of an image side that must be a power of two ≥ ``minimum``; otherwise ValueError "``what`` must be a
+    power of two ≥ ``minimum``, got ``side``"."""
+    if side < minimum or 2 ** int(math.log2(side)) != side:
+        raise ValueError(f"{what} must be a power of two ≥ {minimum}, got {side}")
+    return int(math.log2(side))
+
 
 @dataclass(frozen=True)
 class GeneratorCard:

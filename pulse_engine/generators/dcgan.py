@@ -22,7 +22,6 @@ values and the gradients to the plain layers' (``self.main``, the layout as load
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -32,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import WeightsError, short_repr
-from .base import GeneratorCard, SearchableGenerator
+from .base import GeneratorCard, SearchableGenerator, power_of_two_log2
 from .checkpoint import build_and_load, load_state_strict, load_torch_file, require_file, sha256_file
 
 DIGIFACE_CARD = dict(
@@ -56,9 +55,7 @@ class DCGANGenerator(SearchableGenerator):
     def __init__(self, nz: int = 100, ngf: int = 64, resolution: int = 64, channels: int = 3,
                  card: GeneratorCard | None = None) -> None:
         super().__init__()
-        n = int(math.log2(resolution))
-        if resolution < 8 or 2**n != resolution:
-            raise ValueError(f"DCGAN resolution must be a power of two ≥ 8, got {resolution}")
+        n = power_of_two_log2(resolution, 8, "DCGAN resolution")
         self.nz, self.ngf, self.channels = nz, ngf, channels
         self.resolution = resolution
         self.latent_shape = (1, nz)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import WeightsError
-from .base import GeneratorCard, SearchableGenerator
+from .base import GeneratorCard, SearchableGenerator, power_of_two_log2
 from .checkpoint import load_state_strict, load_torch_file, require_file, sha256_file
 from .gaussian_fit import (
     CHECK_Z,
@@ -94,8 +94,7 @@ class StyleGAN1Config:
     num_channels: int = 3
 
     def __post_init__(self) -> None:
-        if self.resolution < 8 or 2 ** self.log2_resolution != self.resolution:
-            raise ValueError(f"StyleGAN1 resolution must be a power of two ≥ 8, got {self.resolution}")
+        power_of_two_log2(self.resolution, 8, "StyleGAN1 resolution")
 
     @property
     def log2_resolution(self) -> int:

@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from .base import GeneratorCard, SearchableGenerator
+from .base import GeneratorCard, SearchableGenerator, power_of_two_log2
 from .gaussian_fit import GaussianFit
 from .stylegan2_layers import DEFAULT_BLUR, ConstantInput, EqualLinear, ModulatedConv2d, PixelNorm, StyledConv, ToRGB
 
@@ -80,9 +80,7 @@ class StyleGAN2Generator(SearchableGenerator):
                  nvlabs_demod: bool = False, rgb_blur_kernel: Sequence[float] | None = None,
                  card: GeneratorCard | None = None) -> None:
         super().__init__()
-        log_size = int(math.log2(size)) if size >= 1 else 0
-        if size < 4 or 2**log_size != size:
-            raise ValueError(f"StyleGAN2 size must be a power of two ≥ 4, got {size}")
+        log_size = power_of_two_log2(size, 4, "StyleGAN2 size")
         self.size = self.resolution = size
         self.style_dim, self.n_mlp, self.log_size = style_dim, n_mlp, log_size
         self.lr_mlp, self.conv_clamp, self.blur_kernel = lr_mlp, conv_clamp, tuple(blur_kernel)
