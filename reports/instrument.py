@@ -2,7 +2,7 @@
 (search success beside every metric, identity preservation), how many faces each detector missed and how far
 that could move ΔITA, and the skin-tone validation run on this run's own images.
 
-Numbers come from :mod:`audit.metrics` (:class:`MetricFrame`, :mod:`audit.metrics.missing`) and
+Numbers come from :mod:`audit.metrics` (:mod:`audit.metrics.headline`, :mod:`audit.metrics.missing`) and
 :func:`audit.classifiers.skin_tone_validation.validate_skin_tone`; this module only selects columns and
 assembles JSON-ready dicts for the report templates.
 """
@@ -12,18 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
-from audit.core.schema import DELTA_ITA, DELTA_ITA_ALIGNED, ITEM, PATH_OUT, PATH_TRUTH, SUCCESS, face_column
-from audit.core.schema import IDENTITY_DISTANCE as IDENTITY
-from audit.metrics import Metric, MetricFrame
+from audit.core.schema import DELTA_ITA, DELTA_ITA_ALIGNED, ITEM, PATH_OUT, PATH_TRUTH, face_column
+from audit.metrics.headline import headline_frame
 from audit.metrics.missing import detection_rates, missing_sensitivity
+from audit.metrics.study import SAME_PERSON
 from reports.run_data import Run, classifier_cards, model_info
 from reports.tables import clean, records
 
-SAME_PERSON = 0.6
-"""dlib's embedding distance below which two faces are the same person (its documented threshold)."""
 SKIN_TONE, ALIGNED = "skin-tone", "skin-tone-aligned"
 VALIDATION_FACES = 8
 """Truth images (and as many outputs) of the run the per-report validation uses."""
@@ -77,37 +74,19 @@ def scope_section(run: Run) -> dict[str, Any]:
     return clean({"attributes": attributes, "notices": notices, "race_classifiers": race})
 
 
-def _identity_preserved(frame: pd.DataFrame) -> pd.Series:
-    distance = pd.to_numeric(frame[IDENTITY], errors="coerce")
-    return (distance < SAME_PERSON).astype(float).where(distance.notna())
-
-
 def headline_section(run: Run, settings: Any, groups: list[str] | None = None) -> dict[str, Any] | None:
     """Per group and overall: search success (share of outputs that met eps) beside ΔITA and identity
-    preservation, each with its interval; ``groups`` overrides the run's group columns (a baseline run is
-    summarised by the audited run's groups)."""
-    data = run.faces.copy()
-    metrics: dict[str, Metric] = {}
-    if SUCCESS in data and data[SUCCESS].notna().any():
-        data["_success"] = data[SUCCESS].astype(float)
-        metrics["search_success"] = Metric("_success", "rate")
-    for column, name in ((DELTA_ITA, "delta_ita"), (DELTA_ITA_ALIGNED, "delta_ita_aligned")):
-        if column in data and data[column].notna().any():
-            metrics[name] = Metric(column)
-    if IDENTITY in data and data[IDENTITY].notna().any():
-        data["_same_person"] = _identity_preserved(data)
-        metrics["identity_preserved"] = Metric("_same_person", "rate")
-    if not metrics:
+    preservation, each with its interval (:mod:`audit.metrics.headline`); ``groups`` overrides the run's group
+    columns (a baseline run is summarised by the audited run's groups)."""
+    group_by = run.group_by if groups is None else [g for g in groups if g in run.faces]
+    frame = headline_frame(run.faces, group_by or None, settings.n_boot, settings.seed, settings.confidence)
+    if frame is None:
         return None
-    group_by = run.group_by if groups is None else [g for g in groups if g in data]
-    groups = group_by or None
-    frame = MetricFrame(data, metrics, groups, ITEM, n_boot=settings.n_boot, seed=settings.seed,
-                        confidence=settings.confidence)
     overall = frame.overall.reset_index()
     overall.insert(0, "group", "all")
-    rows = records(frame.by_group, group_by) if groups else []
+    rows = records(frame.by_group, group_by) if group_by else []
     table = records(overall) + rows
-    return clean({"metrics": list(metrics), "groups": ["all"] + sorted({r["group"] for r in rows}),
+    return clean({"metrics": list(frame.metrics), "groups": ["all"] + sorted({r["group"] for r in rows}),
                   "cells": {f"{r['group']}|{r['metric']}": r for r in table}, "same_person": SAME_PERSON})
 
 
