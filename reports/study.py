@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from audit.core.schema import ITEM
+from audit.core.schema import ITEM, RECORD_GENERATOR, record_value
 from audit.metrics.study import (
     PRIOR_INSTRUMENTS,
     Headline,
@@ -70,7 +70,8 @@ def generator_card(run: Run) -> dict[str, Any] | None:
     """The generator's full card, from the files recorded in run.json: among the ``card.json`` files listed with its
     weights, a prior-shift member's own card (it lists its base's card too), else the first; without any, the
     ``card.json`` beside its first weights file."""
-    paths = [Path(str(entry.get("path", ""))) for entry in (model_info(run)["generator"] or {}).get("weights", [])]
+    recorded = record_value(run.meta, RECORD_GENERATOR) or {}
+    paths = [Path(str(entry.get("path", ""))) for entry in recorded.get("weights", [])]
     cards = []
     for card in [p for p in paths if p.name == "card.json"] or [p.parent / "card.json" for p in paths[:1]]:
         try:
