@@ -11,6 +11,7 @@ and the specs below, never raw keys.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,15 @@ from audit.core.schema import (
     RECORD_CONFIG,
     RECORD_CREATED,
     RECORD_DATASET,
+    RECORD_ENGINE,
     RECORD_GENERATOR,
     RECORD_GIT_COMMIT,
+    RECORD_PACKAGES,
     RECORD_RUN_ID,
     RECORD_SAMPLING,
+    RECORD_SEARCH_THREADS,
+    RECORD_SESSIONS,
+    RECORD_STARTED,
     RECORD_UPSAMPLER,
     RUN_JSON,
     SAMPLE,
@@ -44,6 +50,7 @@ from audit.core.schema import (
 from audit.core.schema import IDENTITY_DISTANCE as IDENTITY
 from audit.core.vocabulary import AGE_YEARS
 from audit.metrics.columns import split_inputs
+from audit.run.provenance import session_differences
 from audit.run.run_store import read_results, read_run_record
 from pulse_engine.errors import PulseAuditError
 
@@ -160,11 +167,29 @@ def dataset_info(run: Run) -> dict[str, Any]:
     return {**data, "sampling": list(record_value(run.meta, RECORD_SAMPLING).get("summary", []))}
 
 
+def session_summary(run: Run) -> dict[str, Any]:
+    """``sessions``: per session of the run, its start, commit, engine, search threads and torch version (what
+    was not recorded is empty); ``mixed``: how later sessions differed from earlier ones in code, package versions
+    or threads (:func:`~audit.run.provenance.session_differences`), empty for a run made under one setting."""
+    stored = record_value(run.meta, RECORD_SESSIONS)
+    entries = [s for s in stored if isinstance(s, Mapping)] if isinstance(stored, list) else []
+    sessions = []
+    for entry in entries:
+        packages = entry.get(RECORD_PACKAGES)
+        sessions.append({"started": str(entry.get(RECORD_STARTED) or ""), "engine": str(entry.get(RECORD_ENGINE) or ""),
+                         "git_commit": str(entry.get(RECORD_GIT_COMMIT) or "")[:12],
+                         "search_threads": entry.get(RECORD_SEARCH_THREADS) or "",
+                         "torch": str(packages.get("torch", "")) if isinstance(packages, Mapping) else ""})
+    mixed = list(dict.fromkeys(phrase for i, later in enumerate(entries) for earlier in entries[:i]
+                               for phrase in session_differences(earlier, later)))
+    return {"sessions": sessions, "mixed": mixed}
+
+
 def run_summary(run: Run) -> dict[str, Any]:
     """Identity, model, face set, configuration and row counts of a run (failed rows with example reasons)."""
     errors = run.table[ERROR].fillna("").astype(str) if ERROR in run.table else pd.Series(dtype=str)
     return {"name": run.name, "root": str(run.root), "created": record_value(run.meta, RECORD_CREATED),
-            "git_commit": record_value(run.meta, RECORD_GIT_COMMIT), "model": model_info(run),
+            "git_commit": record_value(run.meta, RECORD_GIT_COMMIT), **session_summary(run), "model": model_info(run),
             "dataset": dataset_info(run), "config": run.config, "rows": len(run.table), "face_rows": len(run.faces),
             "inputs": int(run.faces[ITEM].nunique()), "ucpr_rows": 0 if run.ucpr is None else len(run.ucpr),
             "failed_rows": int((errors != "").sum()), "failed_examples": sorted(set(errors[errors != ""]))[:5]}

@@ -121,7 +121,9 @@ class WorkerSpec:
     """Everything needed to build a :class:`ChunkWorker` elsewhere (picklable): the upsampler's options
     (as :func:`audit.upsamplers.build_upsampler` takes them), the classifier specs, the face set's label
     sources (attribute → ``annotated``/``predicted``, in the face set's order) and the grouping; ``device``
-    as the user gave it (``auto`` is resolved where the worker is built)."""
+    as the user gave it (``auto`` is resolved where the worker is built); ``threads`` the torch CPU threads the
+    worker's process uses (0: that process's default), which every engine sets alike so that they store the same
+    rows (a search's last bits depend on how its reductions are split between threads)."""
 
     upsampler: str
     generator: str
@@ -133,6 +135,7 @@ class WorkerSpec:
     classifiers: tuple[str, ...]
     label_sources: tuple[tuple[str, str], ...]
     group_by: tuple[str, ...]
+    threads: int = 0
 
 
 class ChunkWorker:

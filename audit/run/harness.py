@@ -29,12 +29,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
+
 from pulse_engine.device import resolve_device
 from pulse_engine.errors import ConfigError, InputImageError, PulseAuditError
 from pulse_engine.search import SearchConfig
 
 from ..classifiers import build_classifier
 from ..core.records import FaceItem, FaceSet, Upsampler
+from ..core.schema import RECORD_ENGINE, RECORD_SEARCH_THREADS, RECORD_SESSIONS, RUN_JSON, record_value
 from ..upsamplers import TRUTH_UPSAMPLERS, UPSAMPLERS, build_upsampler
 from ..vision.images import CROP_MODES
 from .chunk_worker import ChunkResult, ChunkTask, ChunkWorker, Job, WorkerSpec
@@ -53,7 +56,7 @@ from .inputs import (
 from .pipeline import Engine, run_local, run_sequential, search_process_pays
 from .provenance import run_inputs, run_provenance
 from .ray_engine import RayOptions, check_ray, ray_engine
-from .run_store import RunStore
+from .run_store import RunStore, read_run_record, stored_changes
 from .search_process import SearchProcess
 from .source_check import check_stored_sources
 
@@ -64,8 +67,11 @@ ENGINES = ("local", "sequential", "ray")
 """``local``: this machine, the search (in a child process) overlapping the classification and encoding of
 the previous chunk; ``sequential``: this process, one stage after the other (a reference for measurements);
 ``ray``: Ray actors (:mod:`audit.run.ray_engine`, with ``ray_address``, ``workers`` and ``gpus_per_worker``)."""
-SESSION_OPTIONS = ("out", "new_run", "engine", "ray_address", "workers", "gpus_per_worker")
-"""Options that may differ between the sessions of one run (not part of its fingerprint)."""
+SESSION_OPTIONS = ("out", "new_run", "engine", "ray_address", "workers", "gpus_per_worker", "threads", "allow_mixed")
+"""Options that may differ between the sessions of one run (not part of its fingerprint; the search threads are
+checked with the code's versions instead, see :meth:`RunStore.open`)."""
+MAX_THREADS = 1024
+"""A thread count read from ``run.json`` above this is ignored (a damaged or hostile record)."""
 AUDIT_SEARCH = SearchConfig(restarts=3)
 """The search settings of an audit: :class:`SearchConfig`'s defaults (PULSE's), except that an output which misses
 eps is retried up to 3 times with fresh seeds (PULSE makes one attempt)."""
@@ -104,7 +110,9 @@ class AuditConfig:
     Lists (``classifiers``, ``group_by``) also accept a comma-separated string; ``per_group`` 0
     keeps every item; ``resolution`` 0 means the generator's; ``ucpr`` 0 disables the UCPR inputs;
     ``new_run`` discards the rows already stored in ``out`` and starts a new run there; ``engine`` is
-    where chunks are computed (:data:`ENGINES`; every engine stores the same rows). ``search`` holds the PULSE
+    where chunks are computed (:data:`ENGINES`; every engine stores the same rows); ``threads`` the CPU threads of
+    each search and classification (0: :func:`search_threads`); ``allow_mixed`` resumes a run whose earlier
+    sessions used other code, package versions or threads (refused otherwise). ``search`` holds the PULSE
     search settings (:data:`AUDIT_SEARCH` by default); :meth:`from_mapping` also takes them as top-level keys.
     """
 
@@ -131,6 +139,8 @@ class AuditConfig:
     ray_address: str = ""
     workers: int = 0
     gpus_per_worker: float = 0.0
+    threads: int = 0
+    allow_mixed: bool = False
 
     def __post_init__(self) -> None:
         for name in ("classifiers", "group_by"):
@@ -195,6 +205,7 @@ class AuditConfig:
                   (self.crop in CROP_MODES, f"--crop must be one of {', '.join(CROP_MODES)}"),
                   (self.engine in ENGINES, f"unknown engine {self.engine!r}; known: {', '.join(ENGINES)}"),
                   (self.workers >= 0 and self.gpus_per_worker >= 0, "--workers and --gpus-per-worker must be ≥ 0"),
+                  (0 <= self.threads <= MAX_THREADS, f"--threads must be between 0 and {MAX_THREADS}"),
                   (self.engine == "ray" or not (self.ray_address or self.workers or self.gpus_per_worker),
                    "--ray-address, --workers and --gpus-per-worker need --engine ray"),
                   (not (self.upsampler in TRUTH_UPSAMPLERS and self.ucpr),
@@ -311,6 +322,7 @@ def run_audit(config: AuditConfig, progress: ProgressFn | None = None) -> Path:
         raise PulseAuditError(f"face set {faceset.name} has no attribute to group by; name one with --group-by")
     items, sampling = sample_faces(faceset, config.group_by, config.per_group, config.seed)
     spec = worker_spec(config, faceset)
+    torch.set_num_threads(spec.threads)
     with contextlib.ExitStack() as stack:
         chunks = math.ceil(len(items) / max(1, config.batch_size // config.samples)) + bool(config.ucpr)
         searcher = (stack.enter_context(SearchProcess(spec))  # loads while this process loads the rest
@@ -334,7 +346,9 @@ def _run(config: AuditConfig, faceset: FaceSet, items: list[FaceItem], sampling:
     inputs = run_inputs(faceset, items, upsampler, classifiers, aligner)
     worker = ChunkWorker(upsampler, classifiers, dict(spec.label_sources), config.group_by)
     engine = make_engine(config, spec, worker, searcher)
-    with RunStore.open(Path(config.out), config.fingerprint(), provenance, inputs, config.new_run) as store:
+    session = {RECORD_ENGINE: config.engine, RECORD_SEARCH_THREADS: spec.threads}
+    with RunStore.open(Path(config.out), config.fingerprint(), provenance, inputs, config.new_run, session,
+                       config.allow_mixed) as store:
         check_stored_sources(store.root, items, getattr(upsampler, "folder", None))
         audit = Audit(config, faceset, upsampler, store, aligner, progress)
         skipped = [Job("skipped", s.item_id, audit.pending(s.item_id, config.samples), {}, str(s.path), error=s.reason)
@@ -349,7 +363,31 @@ def worker_spec(config: AuditConfig, faceset: FaceSet) -> WorkerSpec:
     """What a chunk worker of this run is built from, elsewhere (:meth:`ChunkWorker.from_spec`)."""
     return WorkerSpec(config.upsampler, config.generator, config.folder or None, config.search,
                       config.device, config.resolution or None, config.batch_size, config.classifiers,
-                      tuple((name, spec.source) for name, spec in faceset.attributes.items()), config.group_by)
+                      tuple((name, spec.source) for name, spec in faceset.attributes.items()), config.group_by,
+                      search_threads(config))
+
+
+def changes_since_run(config: AuditConfig) -> list[str]:
+    """How this session would differ from the sessions of the run already in ``config.out`` in code, package
+    versions or search threads (what resuming refuses without ``allow_mixed``); empty for a new folder."""
+    return stored_changes(Path(config.out), {RECORD_SEARCH_THREADS: search_threads(config)})
+
+
+def search_threads(config: AuditConfig) -> int:
+    """The CPU threads of every search and classification of this session, on every engine (a search's last bits
+    depend on them): ``threads`` when given, else those of the run's last session (a resumed run keeps them, so
+    its rows are those of a run made in one session), else torch's default (this machine's cores)."""
+    if config.threads:
+        return config.threads
+    if not config.new_run and (Path(config.out) / RUN_JSON).is_file():
+        with contextlib.suppress(PulseAuditError):
+            sessions = record_value(read_run_record(Path(config.out)), RECORD_SESSIONS)
+            stored = [s.get(RECORD_SEARCH_THREADS) for s in sessions if isinstance(s, Mapping)] \
+                if isinstance(sessions, list) else []
+            usable = [t for t in stored if type(t) is int and 1 <= t <= MAX_THREADS]
+            if usable:
+                return usable[-1]
+    return torch.get_num_threads()
 
 
 def make_engine(config: AuditConfig, spec: WorkerSpec, worker: ChunkWorker, searcher: SearchProcess | None = None

@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pulse_engine.errors import short_repr
 from pulse_engine.generators.checkpoint import sha256_file
 
 from ..core.records import Classifier, FaceItem, FaceSet, Upsampler
@@ -23,7 +24,10 @@ from ..core.schema import (
     RECORD_CLASSIFIERS,
     RECORD_DATASET,
     RECORD_GENERATOR,
+    RECORD_GIT_COMMIT,
+    RECORD_PACKAGES,
     RECORD_SAMPLING,
+    RECORD_SEARCH_THREADS,
     RECORD_SEEDS,
     RECORD_UPSAMPLER,
 )
@@ -56,6 +60,30 @@ def git_commit(folder: Path | None = None) -> str:
     except (OSError, subprocess.SubprocessError):
         return ""
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def session_differences(before: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """How session ``now`` differs from session ``before`` (``run.json`` session entries) in what a row's values
+    depend on beyond the options: the git commit, the versions of :data:`PACKAGES` (and Python) and the search's
+    CPU threads (a search's last bits depend on how its reductions are split). One short phrase per difference,
+    e.g. ``torch 2.13.0 → 2.14.0``; a key that either session lacks (an older run) is not compared."""
+    phrases = []
+    commits = str(before.get(RECORD_GIT_COMMIT) or ""), str(now.get(RECORD_GIT_COMMIT) or "")
+    if all(commits) and commits[0] != commits[1]:
+        phrases.append(f"git commit {commits[0][:12]} → {commits[1][:12]}")
+    old, new = (v if isinstance(v, Mapping) else {} for v in (before.get(RECORD_PACKAGES), now.get(RECORD_PACKAGES)))
+    for name in dict.fromkeys([*old, *new]):
+        if old.get(name) != new.get(name):
+            phrases.append(f"{_plain(name)} {_plain(old.get(name, 'absent'))} → {_plain(new.get(name, 'absent'))}")
+    threads = before.get(RECORD_SEARCH_THREADS), now.get(RECORD_SEARCH_THREADS)
+    if None not in threads and threads[0] != threads[1]:
+        phrases.append(f"search threads {threads[0]} → {threads[1]}")
+    return phrases
+
+
+def _plain(value: Any) -> str:
+    """A name or version from ``run.json`` as is when it is a short printable string, else bounded."""
+    return value if isinstance(value, str) and len(value) <= 40 and value.isprintable() else short_repr(value, 40)
 
 
 def utc_now() -> str:

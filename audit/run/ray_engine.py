@@ -45,6 +45,7 @@ from pulse_engine.errors import PulseAuditError
 from .chunk_worker import ChunkResult, ChunkTask, ChunkWorker, WorkerSpec
 from .pipeline import Engine, Write
 from .run_store import hold_point
+from .search_process import prepare_search
 
 RESTARTS = 3
 """Times an actor whose process died is started again (and its unfinished chunks re-run)."""
@@ -73,6 +74,8 @@ class ChunkActor:
     """The body of one Ray actor: a chunk worker built once, then one chunk per call."""
 
     def __init__(self, spec: WorkerSpec) -> None:
+        if spec.threads:
+            prepare_search(spec.threads)  # the driver's threads, not Ray's OMP_NUM_THREADS=1: the same rows
         self.worker = ChunkWorker.from_spec(spec)
 
     def run(self, task: ChunkTask) -> ChunkResult:

@@ -64,6 +64,7 @@ from ..core.schema import (
     RECORD_CREATED,
     RECORD_GIT_COMMIT,
     RECORD_INPUTS,
+    RECORD_MIXED,
     RECORD_PACKAGES,
     RECORD_RUN_ID,
     RECORD_SESSIONS,
@@ -77,7 +78,7 @@ from ..core.schema import (
     record_value,
 )
 from ..vision.images import to_image
-from .provenance import git_commit, package_versions, utc_now
+from .provenance import git_commit, package_versions, session_differences, utc_now
 
 RESULTS = "results.parquet"
 Key = tuple[str, int]
@@ -186,10 +187,15 @@ class RunStore:
 
     @classmethod
     def open(cls, root: Path, config: Mapping[str, Any], provenance: Callable[[], Mapping[str, Any]] = dict,
-             inputs: Mapping[str, str] | None = None, new_run: bool = False) -> RunStore:
+             inputs: Mapping[str, str] | None = None, new_run: bool = False, session: Mapping[str, Any] | None = None,
+             allow_mixed: bool = False) -> RunStore:
         """Open or create ``root``. A new run writes ``run.json`` with ``config``, ``inputs`` (name → SHA-256 of
         what the rows depend on, e.g. weights files) and ``provenance()`` (called only then); an existing one
-        must have been made with an equal ``config`` and equal ``inputs``, unless ``new_run`` discards it."""
+        must have been made with an equal ``config`` and equal ``inputs``, unless ``new_run`` discards it.
+        Every session is recorded (start, git commit, package versions, and ``session``, e.g. the engine and the
+        search threads); a session that differs from an earlier one of the run in any of these
+        (:func:`~audit.run.provenance.session_differences`) is refused unless ``allow_mixed``, which records
+        the differences in its entry."""
         root = Path(root)
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -204,7 +210,7 @@ class RunStore:
                                   "--out") from exc
         try:
             checked = json.loads(json.dumps(config)), json.loads(json.dumps(inputs or {}))
-            return cls._open_locked(root, lock, *checked, provenance, new_run)
+            return cls._open_locked(root, lock, *checked, provenance, new_run, dict(session or {}), allow_mixed)
         except OSError as exc:
             lock.close()
             raise PulseAuditError(f"cannot use {root} as a run folder: {exc.strerror or exc}") from exc
@@ -214,7 +220,8 @@ class RunStore:
 
     @classmethod
     def _open_locked(cls, root: Path, lock: Any, config: dict[str, Any], inputs: dict[str, str],
-                     provenance: Callable[[], Mapping[str, Any]], new_run: bool) -> RunStore:
+                     provenance: Callable[[], Mapping[str, Any]], new_run: bool, extra: dict[str, Any],
+                     allow_mixed: bool) -> RunStore:
         run_file = root / RUN_JSON
         if not run_file.exists() and any(not p.name.startswith(".") for p in root.iterdir()):
             raise PulseAuditError(f"{root} is not empty and holds no run.json; use a new --out")
@@ -223,13 +230,17 @@ class RunStore:
         for folder in (root, root / "parts", *(root / "images").glob("*")):
             for stale in folder.glob(".*.tmp"):
                 stale.unlink()
-        session = {RECORD_STARTED: utc_now(), RECORD_GIT_COMMIT: git_commit(), RECORD_PACKAGES: package_versions()}
+        session = this_session(extra)
         if run_file.exists():
             record = read_run_record(root)
             cls._check_schema(root, record_value(record, RECORD_TABLE_SCHEMA))
             cls._check_config(root, record_value(record, RECORD_CONFIG), config)
             cls._check_inputs(root, record.setdefault(RECORD_INPUTS, inputs), inputs)
-            record.setdefault(RECORD_SESSIONS, []).append(session)
+            sessions = record_value(record, RECORD_SESSIONS)
+            if not isinstance(sessions, list):
+                raise PulseAuditError(f"{run_file}: its sessions are not a list; use a new --out")
+            cls._check_sessions(root, sessions, session, allow_mixed)
+            record[RECORD_SESSIONS] = [*sessions, session]
         else:
             record = {RECORD_RUN_ID: f"{root.name}-{uuid.uuid4().hex[:8]}", RECORD_CREATED: session[RECORD_STARTED],
                       RECORD_TABLE_SCHEMA: TABLE_SCHEMA, RECORD_CONFIG: config, RECORD_INPUTS: inputs, **session,
@@ -264,6 +275,19 @@ class RunStore:
             more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
             raise PulseAuditError(f"{root}: {name} changed since this run began ({what}){more}; the stored rows "
                                   "depend on it: restore it, use a new --out, or pass --new-run to discard them")
+
+    @staticmethod
+    def _check_sessions(root: Path, sessions: Sequence[Any], session: dict[str, Any], allow_mixed: bool) -> None:
+        differences = changes_since(sessions, session)
+        if differences and not allow_mixed:
+            more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""
+            raise PulseAuditError(f"{root}: its rows so far were computed by other code or settings "
+                                  f"({'; '.join(differences[:3])}{more}), so rows stored now could differ from "
+                                  "theirs: resume with the same versions and --threads, pass --allow-mixed to mix "
+                                  "them (each session stays listed in run.json and the report), use a new --out, or "
+                                  "pass --new-run to discard them")
+        if differences:
+            session[RECORD_MIXED] = differences
 
     def image_path(self, item_id: str, name: str) -> str:
         """Path, relative to the run folder, of image ``name`` (e.g. ``out_0``) of ``item_id``."""
@@ -404,6 +428,29 @@ def read_parts(root: Path) -> pa.Table:
     if not part_files(root / "parts"):
         return concat([])
     return concat(list(_scan_parts(root / "parts", record_value(read_run_record(root), RECORD_RUN_ID))))
+
+
+def this_session(extra: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``run.json`` entry of a session starting now: start time, git commit, package versions, and ``extra``."""
+    return {RECORD_STARTED: utc_now(), RECORD_GIT_COMMIT: git_commit(), RECORD_PACKAGES: package_versions(), **extra}
+
+
+def changes_since(sessions: Sequence[Any], session: Mapping[str, Any]) -> list[str]:
+    """How ``session`` differs from any of the earlier ``sessions`` (:func:`session_differences`), each once."""
+    return list(dict.fromkeys(phrase for earlier in sessions if isinstance(earlier, Mapping)
+                              for phrase in session_differences(earlier, session)))
+
+
+def stored_changes(root: Path, extra: Mapping[str, Any]) -> list[str]:
+    """How a session starting now with ``extra`` would differ from the sessions of the run stored in ``root``
+    (empty when there is none, or its record is unreadable: opening it says so)."""
+    if not (Path(root) / RUN_JSON).is_file():
+        return []
+    try:
+        sessions = record_value(read_run_record(root), RECORD_SESSIONS)
+    except PulseAuditError:
+        return []
+    return changes_since(sessions, this_session(extra)) if isinstance(sessions, list) else []
 
 
 def read_run_record(root: Path) -> dict[str, Any]:

@@ -5,8 +5,9 @@ Some classifiers hold Python's GIL while they compute (dlib's detector and face 
 thread in the same process would wait for them. :class:`SearchProcess` runs
 :meth:`audit.run.chunk_worker.ChunkWorker.search` in a child Python (``python -c``, this interpreter, this
 ``sys.path``; never a re-import of the caller's main script) built from the run's
-:class:`~audit.run.chunk_worker.WorkerSpec` (the upsampler only), set up by :func:`prepare_search` with the
-parent's number of torch threads, as ``pulse-audit run`` sets up its own process: results do not depend on which
+:class:`~audit.run.chunk_worker.WorkerSpec` (the upsampler only), set up by
+:func:`prepare_search` with the run's torch threads (``spec.threads``, else the parent's), as ``pulse-audit run``
+sets up its own process: results do not depend on which
 process searched (the same batch gives the same bits), and neither should the speed of a search
 (:attr:`SearchProcess.setup` says how the child was set up, so a measurement can state it). Tasks go to the
 child and outputs come back over a socket pair as pickles made by this code. The child ignores SIGINT
@@ -109,7 +110,7 @@ class SearchProcess:
         finally:
             theirs.close()
         self.conn = Connection(mine.detach())
-        self.conn.send_bytes(pickle.dumps((spec, torch.get_num_threads())))
+        self.conn.send_bytes(pickle.dumps((spec, spec.threads or torch.get_num_threads())))
         self.setup = ""
 
     def _receive(self) -> Any:
