@@ -30,6 +30,7 @@ from audit.core.schema import (
     RECORD_CONFIG,
     RECORD_CREATED,
     RECORD_DATASET,
+    RECORD_DEVICE,
     RECORD_ENGINE,
     RECORD_GENERATOR,
     RECORD_GIT_COMMIT,
@@ -50,7 +51,7 @@ from audit.core.schema import (
 from audit.core.schema import IDENTITY_DISTANCE as IDENTITY
 from audit.core.vocabulary import AGE_YEARS
 from audit.metrics.columns import split_inputs
-from audit.run.provenance import session_differences
+from audit.run.provenance import session_differences, short_commit
 from audit.run.run_store import read_results, read_run_record
 from pulse_engine.errors import PulseAuditError
 
@@ -168,18 +169,21 @@ def dataset_info(run: Run) -> dict[str, Any]:
 
 
 def session_summary(run: Run) -> dict[str, Any]:
-    """``sessions``: per session of the run, its start, commit, engine, search threads and torch version (what
-    was not recorded is empty); ``mixed``: how later sessions differed from earlier ones in code, package versions
-    or threads (:func:`~audit.run.provenance.session_differences`), empty for a run made under one setting."""
+    """``sessions``: per session of the run, its start, commit, engine, device type, search threads and torch
+    version (what was not recorded is empty); ``mixed``: how later sessions differed from earlier ones in code,
+    package versions, device type or threads (:func:`~audit.run.provenance.session_differences`), empty for a
+    run made under one setting."""
     stored = record_value(run.meta, RECORD_SESSIONS)
     entries = [s for s in stored if isinstance(s, Mapping)] if isinstance(stored, list) else []
     sessions = []
     for entry in entries:
-        packages = entry.get(RECORD_PACKAGES)
-        sessions.append({"started": str(entry.get(RECORD_STARTED) or ""), "engine": str(entry.get(RECORD_ENGINE) or ""),
-                         "git_commit": str(entry.get(RECORD_GIT_COMMIT) or "")[:12],
-                         "search_threads": entry.get(RECORD_SEARCH_THREADS) or "",
-                         "torch": str(packages.get("torch", "")) if isinstance(packages, Mapping) else ""})
+        packages, threads = entry.get(RECORD_PACKAGES), entry.get(RECORD_SEARCH_THREADS)
+        sessions.append({"started": str(entry.get(RECORD_STARTED) or "")[:40],
+                         "engine": str(entry.get(RECORD_ENGINE) or "")[:40],
+                         "device": str(entry.get(RECORD_DEVICE) or "")[:40],
+                         "git_commit": short_commit(str(entry.get(RECORD_GIT_COMMIT) or "")),
+                         "search_threads": threads if type(threads) is int else "",
+                         "torch": str(packages.get("torch", ""))[:40] if isinstance(packages, Mapping) else ""})
     mixed = list(dict.fromkeys(phrase for i, later in enumerate(entries) for earlier in entries[:i]
                                for phrase in session_differences(earlier, later)))
     return {"sessions": sessions, "mixed": mixed}

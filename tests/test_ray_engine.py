@@ -111,7 +111,7 @@ def parts(out: Path) -> dict[str, bytes]:
 
 def test_ray_workers_store_the_rows_and_images_of_the_local_engine(tmp_path, ray_tmp):
     options = dict(dataset="demo", generator="dcgan-digiface", classifiers="skin-tone,age-gender", per_group=1,
-                   factor=4, samples=2, steps=10, restarts=2, eps=0.02, batch_size=4, device="cpu")
+                   factor=4, samples=2, steps=10, restarts=2, eps=0.02, batch_size=4, device="cpu", threads=2)
     local = run_audit(AuditConfig.from_mapping({**options, "out": str(tmp_path / "local")}))
     done = cli(*[f"--{k.replace('_', '-')}={v}" for k, v in options.items()], "--engine", "ray", "--workers", "2",
                "--out", tmp_path / "ray")

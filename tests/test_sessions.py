@@ -40,6 +40,13 @@ def test_session_differences_name_commit_packages_and_threads():
                                                                   "search_threads": 4, "git_commit": "c"}) == []
     [phrase] = session_differences({"packages": ["not", "a", "mapping"]}, {"packages": {"x": "y\n" * 10**6}})
     assert "\n" not in phrase and len(phrase) < 120
+    for hostile in ({"search_threads": "x\n" * 10**5}, {"git_commit": "ab\ncd" * 10**5}, {"device": "y\n" * 10**5}):
+        [phrase] = session_differences(hostile, {"search_threads": 2, "git_commit": "c" * 40, "device": "cpu"})
+        assert "\n" not in phrase and len(phrase) < 120, phrase
+    # a clean → dirty checkout stays visible; the device type is compared
+    assert session_differences({"git_commit": "a" * 40}, {"git_commit": "a" * 40 + "+dirty"}) == [
+        "git commit aaaaaaaaaaaa → aaaaaaaaaaaa+dirty"]
+    assert session_differences({"device": "cpu"}, {"device": "cuda"}) == ["device cpu → cuda"]
 
 
 def _stored_run(root: Path, **session) -> None:
@@ -130,12 +137,15 @@ def test_a_ray_actor_searches_with_the_runs_threads_not_rays():
 
 def test_the_report_lists_sessions_and_says_when_a_run_is_mixed(tmp_path):
     one = {"started": "2026-11-30T05:00:00+00:00", "git_commit": "a" * 40, "engine": "local", "search_threads": 2,
-           "packages": {"torch": "2.13.0"}}
+           "device": "cpu", "packages": {"torch": "2.13.0"}}
     two = {**one, "started": "2026-11-30T06:00:00+00:00", "engine": "ray", "packages": {"torch": "2.14.0"}}
     summary = session_summary(SimpleNamespace(meta={"sessions": [one, two]}))
     assert [s["engine"] for s in summary["sessions"]] == ["local", "ray"]
-    assert summary["sessions"][0] == {"started": one["started"], "engine": "local", "git_commit": "a" * 12,
-                                      "search_threads": 2, "torch": "2.13.0"}
+    assert summary["sessions"][0] == {"started": one["started"], "engine": "local", "device": "cpu",
+                                      "git_commit": "a" * 12, "search_threads": 2, "torch": "2.13.0"}
+    damaged = {"search_threads": "<b>x</b>", "engine": "e" * 10**6}
+    hostile = session_summary(SimpleNamespace(meta={"sessions": [damaged]}))
+    assert hostile["sessions"][0]["search_threads"] == "" and len(hostile["sessions"][0]["engine"]) == 40
     assert summary["mixed"] == ["torch 2.13.0 → 2.14.0"]
     assert session_summary(SimpleNamespace(meta={"sessions": "junk"})) == {"sessions": [], "mixed": []}
 
@@ -164,3 +174,23 @@ def test_changes_since_run_says_what_a_resume_would_refuse(tmp_path):
     assert changes_since_run(config.replace(threads=1)) == ["search threads 2 → 1"]
     _edit_sessions(tmp_path / "run", lambda s: s["packages"].update(numpy="0.0.1"))
     assert changes_since_run(config) == [f"numpy 0.0.1 → {package_versions()['numpy']}"]
+
+
+def test_run_audit_records_its_session_and_refuses_other_threads(tmp_path):
+    """End to end through the harness: the session's engine, device type and threads reach run.json; the caller's
+    torch threads are restored; a resume with other threads is refused, and --allow-mixed records it."""
+    from audit.run.harness import run_audit
+
+    config = AuditConfig(dataset="demo", upsampler="bicubic", per_group=1, classifiers="none", factor=4,
+                         device="cpu", out=str(tmp_path / "run"), threads=1)
+    before = torch.get_num_threads()
+    run_audit(config)
+    assert torch.get_num_threads() == before
+    [session] = read_run_record(tmp_path / "run")["sessions"]
+    assert (session["engine"], session["device"], session["search_threads"]) == ("local", "cpu", 1)
+    run_audit(config.replace(threads=0))  # the default keeps the run's threads: an ordinary resume
+    with pytest.raises(PulseAuditError, match="search threads 1 → 2"):
+        run_audit(config.replace(threads=2))
+    run_audit(config.replace(threads=2, allow_mixed=True))
+    sessions = read_run_record(tmp_path / "run")["sessions"]
+    assert [s["search_threads"] for s in sessions] == [1, 1, 2] and sessions[-1]["mixed"] == ["search threads 1 → 2"]

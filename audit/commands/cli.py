@@ -271,13 +271,14 @@ def run(
         help="Ray cluster to join (HOST:PORT, ray://HOST:PORT or auto); default: a local one for this run.",
         rich_help_panel=EXECUTION)] = DEFAULTS.ray_address,
     workers: Annotated[int, typer.Option(
-        help="Ray actors, each holding the models once (0: one per GPU, else one per CPU).",
+        help="Ray actors, each holding the models once (0: one per GPU, else one per --threads CPUs).",
         rich_help_panel=EXECUTION)] = DEFAULTS.workers,
     gpus_per_worker: Annotated[float, typer.Option(
         help="GPUs per Ray actor (0: CPU actors).", rich_help_panel=EXECUTION)] = DEFAULTS.gpus_per_worker,
     threads: Annotated[int, typer.Option(
-        help="CPU threads of each search and classification, on every engine (0: those of the run's earlier "
-             "sessions, else this machine's cores). A search's last bits depend on them; recorded per session.",
+        help="torch's CPU threads for the searches and torch classifiers, on every engine (0: those of the run's "
+             "earlier sessions, else this machine's cores). A search's last bits depend on them; recorded per "
+             "session.",
         rich_help_panel=EXECUTION)] = DEFAULTS.threads,
     out: Annotated[Path, typer.Option(
         help="Run folder; the same command on it resumes the run.", rich_help_panel=RUN_FOLDER)] = Path(DEFAULTS.out),
@@ -285,7 +286,8 @@ def run(
         help="Discard the rows stored in --out and start a new run there (e.g. after its inputs changed).",
         rich_help_panel=RUN_FOLDER)] = DEFAULTS.new_run,
     allow_mixed: Annotated[bool, typer.Option(
-        help="Resume although pulse-audit, its packages or --threads differ from the run's earlier sessions "
+        help="Resume although pulse-audit, its packages, the device type or --threads differ from the run's "
+             "earlier sessions "
              "(refused otherwise); each session stays listed in run.json and the report.",
         rich_help_panel=RUN_FOLDER)] = DEFAULTS.allow_mixed,
     config: Annotated[Path | None, typer.Option(

@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..classifiers import REGISTRY as CLASSIFIERS
-from ..run.harness import AuditConfig, changes_since_run, run_audit
+from ..run.harness import REFERENCE_THREADS, AuditConfig, changes_since_run, run_audit
 from ..upsamplers import GENERATORS_DIR
 
 SKEWED = ("light-skewed", "balanced", "dark-skewed")
@@ -55,9 +55,6 @@ STUDY_GENERATORS = known_answer_generators()
 ONE_PER_COMPOSITION = {name: f"dcgan-file:{GENERATORS_DIR / name}" for name in SKEWED}  # the showcase's
 QUICK_GENERATORS = {name: ONE_PER_COMPOSITION[name] for name in ("light-skewed", "dark-skewed")}  # reports/examples
 STUDY_FACTORS, QUICK_FACTORS = (4, 16), (4,)  # ×16: 32 → 2 px, where the input no longer pins the colour
-DEMO_THREADS = 2
-"""CPU threads of every demo search (the machine's that made ``reports/examples``): a search's last bits depend on
-them, so the demo's numbers are the same on any machine's CPU."""
 STUDY_BASELINE = "balanced-seed0" if "balanced-seed0" in STUDY_GENERATORS else "balanced"  # a generator name
 
 
@@ -129,7 +126,7 @@ def run_plan(out: Path, quick: bool, device: str, progress_factory: Callable | N
     classifiers = offline_classifiers(quick)
     common = {"dataset": "demo", "group_by": ("skin_tone",), "per_group": 2 if quick else 1, "samples": 1,
               "restarts": 1, "steps": 30 if quick else 100, "classifiers": classifiers, "device": device, "seed": 0,
-              "threads": DEMO_THREADS}
+              "threads": REFERENCE_THREADS}
     folders: dict[str, Path] = {}
     for run in demo_plan(quick):
         config = AuditConfig.from_mapping({**common, "upsampler": run.upsampler, "generator": run.generator,

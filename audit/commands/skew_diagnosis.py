@@ -31,7 +31,7 @@ from pulse_engine.search import SearchConfig
 
 from ..classifiers import build_classifier
 from ..metrics.columns import INPUT_KIND, ITEM, value_column
-from ..run.harness import AuditConfig, run_audit
+from ..run.harness import REFERENCE_THREADS, AuditConfig, changes_since_run, run_audit
 from ..run.run_store import read_results
 from ..stats import bootstrap_interval
 from ..upsamplers import GENERATORS_DIR
@@ -62,8 +62,8 @@ def pulse_rows(names: list[str], factors: list[int], root: Path, steps: int = 10
             config = AuditConfig(dataset="demo", classifiers=("skin-tone",), per_group=0, group_by=("skin_tone",),
                                  generator=f"dcgan-file:{GENERATORS_DIR / name}", factor=factor, samples=1,
                                  search=SearchConfig(restarts=1, steps=steps), device="cpu", batch_size=64,
-                                 out=str(root / f"{name}-x{factor}"))
-            run_audit(config)
+                                 out=str(root / f"{name}-x{factor}"), threads=REFERENCE_THREADS)
+            run_audit(config.replace(new_run=bool(changes_since_run(config))))  # a run of other code is made again
             rows = read_results(root / f"{name}-x{factor}").to_pandas()
             frames.append(rows[rows[INPUT_KIND] == "face"].assign(generator=name, factor=factor))
     return pd.concat(frames, ignore_index=True)

@@ -156,9 +156,10 @@ RECORD_RUN_ID, RECORD_CREATED, RECORD_TABLE_SCHEMA = RUN_ID, "created", "table_s
 RECORD_CONFIG, RECORD_INPUTS, RECORD_SESSIONS = "config", "inputs", "sessions"
 """``config``: the resume fingerprint (``AuditConfig.fingerprint``: flat option → value); ``inputs``: name →
 SHA-256 of what the rows depend on; ``sessions``: one ``{started, git_commit, packages, engine, search_threads,
-mixed}`` per session (``mixed``: how it differed from the sessions before it, when ``--allow-mixed`` let it resume)."""
+device, mixed}`` per session (``device``: the type the searches ran on, ``cpu`` or ``cuda``; ``mixed``: how it
+differed from the sessions before it, when ``--allow-mixed`` let it resume)."""
 RECORD_STARTED, RECORD_GIT_COMMIT, RECORD_PACKAGES = "started", "git_commit", "packages"
-RECORD_ENGINE, RECORD_SEARCH_THREADS, RECORD_MIXED = "engine", "search_threads", "mixed"
+RECORD_ENGINE, RECORD_SEARCH_THREADS, RECORD_MIXED, RECORD_DEVICE = "engine", "search_threads", "mixed", "device"
 RECORD_SEEDS, RECORD_UPSAMPLER, RECORD_GENERATOR = "seeds", "upsampler", "generator"
 RECORD_CLASSIFIERS, RECORD_DATASET, RECORD_SAMPLING = "classifiers", "dataset", "sampling"
 """Provenance (:mod:`audit.run.provenance`): ``upsampler`` {name, resolution}; ``generator`` its card or null;

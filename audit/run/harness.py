@@ -37,7 +37,7 @@ from pulse_engine.search import SearchConfig
 
 from ..classifiers import build_classifier
 from ..core.records import FaceItem, FaceSet, Upsampler
-from ..core.schema import RECORD_ENGINE, RECORD_SEARCH_THREADS, RECORD_SESSIONS, RUN_JSON, record_value
+from ..core.schema import RECORD_DEVICE, RECORD_ENGINE, RECORD_SEARCH_THREADS, RECORD_SESSIONS, RUN_JSON, record_value
 from ..upsamplers import TRUTH_UPSAMPLERS, UPSAMPLERS, build_upsampler
 from ..vision.images import CROP_MODES
 from .chunk_worker import ChunkResult, ChunkTask, ChunkWorker, Job, WorkerSpec
@@ -70,6 +70,9 @@ the previous chunk; ``sequential``: this process, one stage after the other (a r
 SESSION_OPTIONS = ("out", "new_run", "engine", "ray_address", "workers", "gpus_per_worker", "threads", "allow_mixed")
 """Options that may differ between the sessions of one run (not part of its fingerprint; the search threads are
 checked with the code's versions instead, see :meth:`RunStore.open`)."""
+REFERENCE_THREADS = 2
+"""The threads of the runs behind committed numbers (the demo, ``reports/examples``, the skew diagnosis): a search's
+last bits depend on them, so pinning them makes those numbers the same on any machine's CPU."""
 MAX_THREADS = 1024
 """A thread count read from ``run.json`` above this is ignored (a damaged or hostile record)."""
 AUDIT_SEARCH = SearchConfig(restarts=3)
@@ -110,9 +113,9 @@ class AuditConfig:
     Lists (``classifiers``, ``group_by``) also accept a comma-separated string; ``per_group`` 0
     keeps every item; ``resolution`` 0 means the generator's; ``ucpr`` 0 disables the UCPR inputs;
     ``new_run`` discards the rows already stored in ``out`` and starts a new run there; ``engine`` is
-    where chunks are computed (:data:`ENGINES`; every engine stores the same rows); ``threads`` the CPU threads of
-    each search and classification (0: :func:`search_threads`); ``allow_mixed`` resumes a run whose earlier
-    sessions used other code, package versions or threads (refused otherwise). ``search`` holds the PULSE
+    where chunks are computed (:data:`ENGINES`; every engine stores the same rows); ``threads`` torch's CPU threads
+    for the searches and torch classifiers (0: :func:`search_threads`); ``allow_mixed`` resumes a run whose earlier
+    sessions used other code, package versions, device type or threads (refused otherwise). ``search`` holds the PULSE
     search settings (:data:`AUDIT_SEARCH` by default); :meth:`from_mapping` also takes them as top-level keys.
     """
 
@@ -322,12 +325,16 @@ def run_audit(config: AuditConfig, progress: ProgressFn | None = None) -> Path:
         raise PulseAuditError(f"face set {faceset.name} has no attribute to group by; name one with --group-by")
     items, sampling = sample_faces(faceset, config.group_by, config.per_group, config.seed)
     spec = worker_spec(config, faceset)
+    caller_threads = torch.get_num_threads()
     torch.set_num_threads(spec.threads)
-    with contextlib.ExitStack() as stack:
-        chunks = math.ceil(len(items) / max(1, config.batch_size // config.samples)) + bool(config.ucpr)
-        searcher = (stack.enter_context(SearchProcess(spec))  # loads while this process loads the rest
-                    if config.engine == "local" and search_process_pays(spec, chunks) else None)
-        return _run(config, faceset, items, sampling, spec, searcher, progress)
+    try:
+        with contextlib.ExitStack() as stack:
+            chunks = math.ceil(len(items) / max(1, config.batch_size // config.samples)) + bool(config.ucpr)
+            searcher = (stack.enter_context(SearchProcess(spec))  # loads while this process loads the rest
+                        if config.engine == "local" and search_process_pays(spec, chunks) else None)
+            return _run(config, faceset, items, sampling, spec, searcher, progress)
+    finally:
+        torch.set_num_threads(caller_threads)  # the caller's process keeps its own setting
 
 
 def _run(config: AuditConfig, faceset: FaceSet, items: list[FaceItem], sampling: Any, spec: WorkerSpec,
@@ -346,9 +353,8 @@ def _run(config: AuditConfig, faceset: FaceSet, items: list[FaceItem], sampling:
     inputs = run_inputs(faceset, items, upsampler, classifiers, aligner)
     worker = ChunkWorker(upsampler, classifiers, dict(spec.label_sources), config.group_by)
     engine = make_engine(config, spec, worker, searcher)
-    session = {RECORD_ENGINE: config.engine, RECORD_SEARCH_THREADS: spec.threads}
-    with RunStore.open(Path(config.out), config.fingerprint(), provenance, inputs, config.new_run, session,
-                       config.allow_mixed) as store:
+    with RunStore.open(Path(config.out), config.fingerprint(), provenance, inputs, config.new_run,
+                       session_settings(config, spec.threads), config.allow_mixed) as store:
         check_stored_sources(store.root, items, getattr(upsampler, "folder", None))
         audit = Audit(config, faceset, upsampler, store, aligner, progress)
         skipped = [Job("skipped", s.item_id, audit.pending(s.item_id, config.samples), {}, str(s.path), error=s.reason)
@@ -370,7 +376,17 @@ def worker_spec(config: AuditConfig, faceset: FaceSet) -> WorkerSpec:
 def changes_since_run(config: AuditConfig) -> list[str]:
     """How this session would differ from the sessions of the run already in ``config.out`` in code, package
     versions or search threads (what resuming refuses without ``allow_mixed``); empty for a new folder."""
-    return stored_changes(Path(config.out), {RECORD_SEARCH_THREADS: search_threads(config)})
+    return stored_changes(Path(config.out), session_settings(config, search_threads(config)))
+
+
+def session_settings(config: AuditConfig, threads: int) -> dict[str, Any]:
+    """What a session records beside its code's versions: the engine, the device type its searches run on and
+    their CPU threads."""
+    if config.engine == "ray":  # actors get a GPU only with gpus_per_worker; "auto" resolves to the CPU without one
+        device = "cuda" if config.gpus_per_worker else "cpu" if config.device == "auto" else config.device
+    else:
+        device = str(resolve_device(config.device))
+    return {RECORD_ENGINE: config.engine, RECORD_DEVICE: device.split(":")[0], RECORD_SEARCH_THREADS: threads}
 
 
 def search_threads(config: AuditConfig) -> int:

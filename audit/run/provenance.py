@@ -23,6 +23,7 @@ from ..core.records import Classifier, FaceItem, FaceSet, Upsampler
 from ..core.schema import (
     RECORD_CLASSIFIERS,
     RECORD_DATASET,
+    RECORD_DEVICE,
     RECORD_GENERATOR,
     RECORD_GIT_COMMIT,
     RECORD_PACKAGES,
@@ -64,21 +65,30 @@ def git_commit(folder: Path | None = None) -> str:
 
 def session_differences(before: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
     """How session ``now`` differs from session ``before`` (``run.json`` session entries) in what a row's values
-    depend on beyond the options: the git commit, the versions of :data:`PACKAGES` (and Python) and the search's
-    CPU threads (a search's last bits depend on how its reductions are split). One short phrase per difference,
-    e.g. ``torch 2.13.0 → 2.14.0``; a key that either session lacks (an older run) is not compared."""
+    depend on beyond the options: the git commit, the versions of :data:`PACKAGES` (and Python), the device type
+    and the search's CPU threads (a search's last bits depend on how its reductions are split). One short phrase
+    per difference, e.g. ``torch 2.13.0 → 2.14.0``; a key that either session lacks (an older run) is not
+    compared. A commit's ``+dirty`` flag says only that the checkout had local edits, not which: two sessions
+    with different uncommitted edits compare equal."""
     phrases = []
     commits = str(before.get(RECORD_GIT_COMMIT) or ""), str(now.get(RECORD_GIT_COMMIT) or "")
     if all(commits) and commits[0] != commits[1]:
-        phrases.append(f"git commit {commits[0][:12]} → {commits[1][:12]}")
+        phrases.append(f"git commit {short_commit(commits[0])} → {short_commit(commits[1])}")
     old, new = (v if isinstance(v, Mapping) else {} for v in (before.get(RECORD_PACKAGES), now.get(RECORD_PACKAGES)))
     for name in dict.fromkeys([*old, *new]):
         if old.get(name) != new.get(name):
             phrases.append(f"{_plain(name)} {_plain(old.get(name, 'absent'))} → {_plain(new.get(name, 'absent'))}")
-    threads = before.get(RECORD_SEARCH_THREADS), now.get(RECORD_SEARCH_THREADS)
-    if None not in threads and threads[0] != threads[1]:
-        phrases.append(f"search threads {threads[0]} → {threads[1]}")
+    for key, what in ((RECORD_DEVICE, "device"), (RECORD_SEARCH_THREADS, "search threads")):
+        pair = before.get(key), now.get(key)
+        if None not in pair and pair[0] != pair[1]:
+            phrases.append(f"{what} {_plain(pair[0])} → {_plain(pair[1])}")
     return phrases
+
+
+def short_commit(commit: str) -> str:
+    """The first 12 hex digits of a recorded commit, with its ``+dirty`` flag; bounded and on one line."""
+    head, dirty = (commit[:-6], "+dirty") if commit.endswith("+dirty") else (commit, "")
+    return _plain(head[:12] + dirty)
 
 
 def _plain(value: Any) -> str:

@@ -165,15 +165,19 @@ def connected(ray: ModuleType, address: str) -> Iterator[None]:
 
 
 def start_actors(ray: ModuleType, options: RayOptions, spec: WorkerSpec) -> list[Any]:
-    """Start the actors the cluster can hold and wait until each has loaded its models."""
+    """Start the actors the cluster can hold and wait until each has loaded its models: ``options.workers``, else
+    one per GPU (``gpus_per_worker``), else one per ``spec.threads`` CPUs of the cluster."""
     resources = ray.cluster_resources()
     cpus, gpus, per_gpu = int(resources.get("CPU", 0)), resources.get("GPU", 0.0), options.gpus_per_worker
-    workers = options.workers or (int(gpus // per_gpu) if per_gpu else cpus)
+    threads = max(1, spec.threads)
+    workers = options.workers or (int(gpus // per_gpu) if per_gpu else max(1, cpus // threads))
     if per_gpu and workers * per_gpu > gpus:
         raise PulseAuditError(f"the Ray cluster has {gpus:g} GPUs; {max(workers, 1)} workers × {per_gpu:g} GPUs "
                               "do not fit (lower --workers or --gpus-per-worker)")
     if workers > cpus or not workers:
         raise PulseAuditError(f"the Ray cluster has {cpus} CPUs; each worker needs one (lower --workers)")
+    # one CPU reserved per actor (always schedulable while workers ≤ CPUs), whatever its threads: the default count
+    # of CPU actors leaves a CPU per thread, an explicit --workers may ask for more threads than CPUs
     actor_class = ray.remote(ChunkActor).options(num_cpus=1, num_gpus=per_gpu, max_restarts=RESTARTS,
                                                  max_task_retries=RESTARTS)
     actors = [actor_class.remote(spec) for _ in range(workers)]

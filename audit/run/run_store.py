@@ -3,7 +3,8 @@
 Layout of ``OUT/``::
 
     run.json                 config and inputs (the resume fingerprint), provenance (:mod:`audit.run.provenance`),
-                             one entry per session (start time, git commit, package versions)
+                             one entry per session (start time, git commit, package versions, engine,
+                             device type, search threads; a resume under others is refused unless allowed)
     parts/part-000001.parquet, …   rows, append-only, one file per flush (the source of truth)
     results.parquet          the concatenation of the parts, written when a session closes normally;
                              it records which parts it holds, so readers (:func:`read_results`) use
@@ -283,7 +284,8 @@ class RunStore:
             more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""
             raise PulseAuditError(f"{root}: its rows so far were computed by other code or settings "
                                   f"({'; '.join(differences[:3])}{more}), so rows stored now could differ from "
-                                  "theirs: resume with the same versions and --threads, pass --allow-mixed to mix "
+                                  "theirs: resume with the same versions, device and --threads, pass --allow-mixed "
+                                  "(allow_mixed = true in a TOML config; a run already mixed always needs it) to mix "
                                   "them (each session stays listed in run.json and the report), use a new --out, or "
                                   "pass --new-run to discard them")
         if differences:

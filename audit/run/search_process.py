@@ -49,7 +49,7 @@ def _die_with_parent(parent: int) -> None:
 
 
 def prepare_search(threads: int) -> str:
-    """Set up this process for searching on the CPU, as the search process and ``pulse-audit run`` do: ``threads``
+    """Set up this process for searching, as the search process, Ray actors and ``pulse-audit run`` do: ``threads``
     torch threads and glibc's large buffers kept (:func:`~pulse_engine.allocator.keep_large_buffers`); returns
     one line saying so (with the OpenMP wait policy, which decides whether idle threads spin)."""
     torch.set_num_threads(threads)
