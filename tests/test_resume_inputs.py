@@ -285,3 +285,31 @@ def test_stamps_round_trip_and_compare_only_the_fields_they_have(tmp_path):
         path.stat())
     huge = os.stat_result((0o100644, 2**64 - 1, 2**63, 1, 0, 0, 3, 0, 0, 0))  # inode, device past int64
     assert FileStamp.of(huge).inode == -1 and FileStamp.of(huge).device == -(2**63)
+
+
+def test_a_changed_gaussian_fit_is_an_input_that_a_resume_refuses(tmp_path):
+    """The Gaussian fit of W defines the search space but is not a weights file: another sample count
+    ($PULSE_AUDIT_FIT_SAMPLES), a deleted or planted cache, or PULSE's own fit file changes every output. Its
+    buffers' digest is a run input, so such a change between sessions is refused, and an unchanged reload is not."""
+    from types import SimpleNamespace
+
+    from test_stylegan1 import TINY, write_weights
+
+    from audit.run.provenance import run_inputs, tensors_digest
+    from pulse_engine.generators.stylegan1 import load_stylegan1_ffhq
+
+    write_weights(tmp_path / "weights")
+    first, again, other = (load_stylegan1_ffhq(tmp_path / "weights", "cpu", fit_samples=n, config=TINY)
+                           for n in (500, 500, 600))
+    digest = lambda generator: tensors_digest(generator.search_space_state())  # noqa: E731
+    assert digest(first) == digest(again) != digest(other)
+    faceset = SimpleNamespace(card="", attributes={}, root=tmp_path, name="none")
+    before, after = (run_inputs(faceset, [], SimpleNamespace(generator=g), []) for g in (first, other))
+    [key] = [k for k in before if "Gaussian fit" in k]
+    assert before[key] != after[key] and {k: v for k, v in before.items() if k != key} == {
+        k: v for k, v in after.items() if k != key}  # the weights files did not change
+    RunStore.open(tmp_path / "run", {"option": 1}, inputs=before).close()
+    with pytest.raises(PulseAuditError, match="Gaussian fit of W"):
+        RunStore.open(tmp_path / "run", {"option": 1}, inputs=after)
+    RunStore.open(tmp_path / "run", {"option": 1}, inputs=run_inputs(faceset, [], SimpleNamespace(generator=again),
+                                                                     [])).close()

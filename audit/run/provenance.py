@@ -16,6 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from pulse_engine.errors import short_repr
 from pulse_engine.generators.checkpoint import sha256_file
 
@@ -138,10 +140,22 @@ def run_provenance(faceset: FaceSet, upsampler: Upsampler, classifiers: Sequence
             RECORD_SAMPLING: dict(sampling)}
 
 
+def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over named tensors (names, dtypes, shapes and bytes, in order), wherever they live."""
+    digest = hashlib.sha256()
+    for name, buffer in tensors.items():
+        tensor = buffer.detach().to("cpu").contiguous()
+        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def run_inputs(faceset: FaceSet, items: Sequence[FaceItem], upsampler: Upsampler,
                classifiers: Sequence[Classifier], aligner: Any = None) -> dict[str, str]:
     """Name → SHA-256 of everything besides the options that the stored rows depend on, for a resume to
-    check: every weights file of the generator, of each classifier and of the aligner (its
+    check: every weights file of the generator, its search-space state (``search_space_state()``, digested by
+    :func:`tensors_digest`: the Gaussian fit of W, which a cache file, PULSE's own fit file or
+    ``$PULSE_AUDIT_FIT_SAMPLES`` decide), every weights file of each classifier and of the aligner (its
     ``weights``, e.g. the landmark model of ``--align``), the data set's card, and the sampled items
     (ids, paths relative to the set's root, labels; skipped files with their reasons) together with
     the label vocabularies and their sources.
@@ -154,6 +168,9 @@ def run_inputs(faceset: FaceSet, items: Sequence[FaceItem], upsampler: Upsampler
     cards += [(f"classifier {c.name}", c.card) for c in classifiers]
     found = {f"{role} weights file {Path(entry['path']).name}": entry["sha256"]
              for role, card in cards for entry in weights_record(card.weights, card.weights_sha256)}
+    state = generator.search_space_state() if hasattr(generator, "search_space_state") else {}
+    if state:
+        found[f"generator {generator.card.name} search space (its Gaussian fit of W)"] = tensors_digest(state)
     found |= {f"aligner model file {Path(path).name}": sha256_file(Path(path))
               for path in getattr(aligner, "weights", ())}
     if faceset.card and Path(faceset.card).is_file():

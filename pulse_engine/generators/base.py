@@ -78,6 +78,13 @@ class SearchableGenerator(nn.Module):
             param.requires_grad_(False)
         return self
 
+    def search_space_state(self) -> dict[str, torch.Tensor]:
+        """Tensors besides the weights files that decide this generator's outputs, e.g. StyleGAN's Gaussian fit
+        of W (from a cache file, PULSE's own fit file or a sample count): a resumed audit checks their digest.
+        Default: those of the searchable generators this one wraps (a shifted generator's base), else none."""
+        return {f"{name}.{key}": tensor for name, child in self.named_children()
+                if isinstance(child, SearchableGenerator) for key, tensor in child.search_space_state().items()}
+
     def sample_latent(self, generator: torch.Generator) -> torch.Tensor:
         """One draw (1, N, D) from the search space's standard Gaussian prior, on the CPU."""
         return torch.randn((1, *self.latent_shape), generator=generator)

@@ -235,6 +235,10 @@ class StyleGAN1Generator(SearchableGenerator):
         """The Gaussian fit, on the module's device."""
         return GaussianFit(self.fit_mean, self.fit_std, self.fit_samples)
 
+    def search_space_state(self) -> dict[str, torch.Tensor]:
+        """The Gaussian fit: mean and std (D,) and the sample count."""
+        return {"fit_mean": self.fit_mean, "fit_std": self.fit_std, "fit_samples": torch.tensor(self.fit_samples)}
+
     def latent_to_w(self, latent: torch.Tensor) -> torch.Tensor:
         """Search variable (B, num_ws, D) → w (B, num_ws, D)."""
         self.check_latent(latent)

@@ -166,6 +166,10 @@ class StyleGAN2Generator(SearchableGenerator):
         self.fit_samples = fit.samples
         return self
 
+    def search_space_state(self) -> dict[str, torch.Tensor]:
+        """The Gaussian fit: mean and std (style_dim,) and the sample count."""
+        return {"fit_mean": self.fit_mean, "fit_std": self.fit_std, "fit_samples": torch.tensor(self.fit_samples)}
+
     def latent_to_w(self, latent: torch.Tensor) -> torch.Tensor:
         """w = LeakyReLU₀.₂(latent ⊙ σ + μ) for latent (B, n_latent, style_dim)."""
         self.check_latent(latent)
