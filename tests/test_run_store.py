@@ -55,8 +55,9 @@ def test_concat_promotes_null_and_int_columns_and_orders_columns():
 def test_safe_id_is_a_plain_name_and_never_collides():
     assert safe_id("face_01.png") == "face_01.png"
     ids = ["a/b.png", "a_b.png", "ucpr/White × Male", "../x", "."]
+    ids.append(safe_id("a b"))  # an id named like another id's folder gets a folder of its own
     safe = [safe_id(i) for i in ids]
-    assert len(set(safe)) == len(ids)
+    assert len(set(safe)) == len(ids) and safe[-1] != safe_id("a b")
     assert all("/" not in s and not s.startswith(".") and s for s in safe)
 
 

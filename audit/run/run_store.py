@@ -139,11 +139,16 @@ def write_parquet(table: pa.Table, path: Path) -> None:
     atomic_write(path, buffer.getvalue())
 
 
+HASH_SUFFIX = re.compile(r"-[0-9a-f]{8}$")
+"""The end of a name :func:`safe_id` made by adding a hash; an id that already ends so gets one too."""
+
+
 def safe_id(item_id: str, max_chars: int = 120) -> str:
-    """A folder name for ``item_id``: unsafe characters become ``_``, plus a short hash when changed
-    or cut to ``max_chars`` (so that distinct ids never share a folder and no name is too long)."""
+    """A folder name for ``item_id``: unsafe characters become ``_``, plus a short hash of the id when
+    changed, cut to ``max_chars``, or ending like such a hash (so that distinct ids share a folder only if
+    their 32-bit hashes collide as well, and no name is too long)."""
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", item_id).strip(".") or "_"
-    if safe != item_id or len(safe) > max_chars:
+    if safe != item_id or len(safe) > max_chars or HASH_SUFFIX.search(safe):
         safe = safe[:max_chars] + "-" + uuid.uuid5(uuid.NAMESPACE_URL, item_id).hex[:8]
     return safe
 
