@@ -94,10 +94,5 @@ def detectable(value: Any, bound: Any = None) -> str:
     return f"none within ±{num(bound)}" if beyond_range(value, bound) else num(value)
 
 
-def cell(text: Any) -> str:
-    """Text safe inside a Markdown table cell (pipes escaped, newlines folded)."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-FILTERS = {"cell": cell, "pct": pct, "num": num, "signed": signed, "pval": pval, "ci": ci, "mde": mde,
+FILTERS = {"pct": pct, "num": num, "signed": signed, "pval": pval, "ci": ci, "mde": mde,
            "detectable": detectable}

@@ -1,6 +1,7 @@
 """Untrusted text (dataset and model names, labels, card fields) made inert in Markdown documents.
 
-Registered as the Jinja filters ``md`` (inline text and table cells) and ``md_code`` (a code span).
+Registered as the Jinja filters ``md`` (inline text; ``cell`` is the same escape, named for table cells)
+and ``md_code`` (a code span).
 Both drop control characters (NUL, C0/C1 except that newlines and tabs become spaces) and the
 bidirectional overrides that can make text read differently from how it is stored. ``md`` then
 writes ``<``, ``>`` and ``&`` as HTML entities (so user HTML is shown, never interpreted) and
@@ -39,4 +40,4 @@ def md_code(value: Any) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
-FILTERS = {"md": md, "md_code": md_code}
+FILTERS = {"md": md, "cell": md, "md_code": md_code}

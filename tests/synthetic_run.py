@@ -11,6 +11,7 @@ from images. The face set mimics FairFace (race7 as an annotated label, group-by
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -87,24 +88,28 @@ def _output_race(rng: np.random.Generator, race: str, plant: Plant) -> str:
     return race if rng.random() < plant.keep else _other(rng, race)
 
 
-def _faceset(root: Path, items: list[FaceItem]) -> FaceSet:
-    attributes = {"race": AttributeSpec("race", RACE7, "annotated", "", "synthetic labels"),
+def _faceset(root: Path, items: list[FaceItem], races: tuple[str, ...]) -> FaceSet:
+    attributes = {"race": AttributeSpec("race", races, "annotated", "", "synthetic labels"),
                   "gender": AttributeSpec("gender", GENDERS, "annotated", "", "synthetic labels")}
     return FaceSet("synthetic-fairface", root, attributes, items, None, "synthetic (tests/synthetic_run.py)", "")
 
 
 def synthetic_run(root: Path, inputs: int = 140, samples: int = 1, seed: int = 0, plant: Plant = Plant(),
-                  ucpr: int = 0, image_side: int = 16, group_by: tuple[str, ...] = ("race",)) -> Path:
+                  ucpr: int = 0, image_side: int = 16, group_by: tuple[str, ...] = ("race",),
+                  race_names: Mapping[str, str] | None = None,
+                  training_data: str = "synthetic training data (none)") -> Path:
     """Write a run folder with ``inputs`` faces (races in turn, genders alternating every 7) × ``samples`` rows,
     plus ``ucpr`` rows per race of uninformative inputs, sampled by ``group_by`` (``("race", "gender")`` for
-    intersections); every row gets its LR, truth and output PNGs (``image_side`` px). Returns ``root``."""
+    intersections); every row gets its LR, truth and output PNGs (``image_side`` px). ``race_names`` renames
+    races in the face set's labels and groups (e.g. to hostile text; the classifiers keep FairFace's names);
+    ``training_data`` is the generator card's. Returns ``root``."""
     rng = np.random.default_rng(seed)
     root = Path(root)
+    names = dict(race_names or {})
     items = [FaceItem(f"img/{i:06d}.png", root / f"{i:06d}.png",
                       {"race": RACE7[i % 7], "gender": GENDERS[(i // 7) % 2]}) for i in range(inputs)]
-    faceset = _faceset(root, items)
-    generator = SimpleNamespace(card=GeneratorCard("synthetic-gan", "StyleGAN", "synthetic training data (none)",
-                                                   "n/a (synthetic)"))
+    faceset = _faceset(root, items, tuple(names.get(r, r) for r in RACE7))
+    generator = SimpleNamespace(card=GeneratorCard("synthetic-gan", "StyleGAN", training_data, "n/a (synthetic)"))
     upsampler = SimpleNamespace(name="pulse", resolution=image_side * 4, generator=generator)
     sampling = {"by": list(group_by), "items": inputs,
                 "summary": [f"{inputs} items, races in turn (synthetic, seed {seed})"]}
@@ -113,9 +118,10 @@ def synthetic_run(root: Path, inputs: int = 140, samples: int = 1, seed: int = 0
               "ucpr": ucpr}
     provenance = lambda: run_provenance(faceset, upsampler, CLASSIFIERS, sampling, seed)  # noqa: E731
     with RunStore.open(root, config, provenance) as store:
-        rows = [row for item in items for row in _face_rows(store, rng, item, samples, plant, image_side, group_by)]
+        rows = [row for item in items
+                for row in _face_rows(store, rng, item, samples, plant, image_side, group_by, names)]
         for race in RACE7[:7 if ucpr else 0]:
-            rows += _ucpr_rows(store, rng, race, ucpr, image_side, group_by)
+            rows += _ucpr_rows(store, rng, race, ucpr, image_side, group_by, names)
         store.append(rows)
     return root
 
@@ -139,8 +145,9 @@ def _images(store: RunStore, rng: np.random.Generator, item_id: str, sample: int
     return paths
 
 
-def _base(item_id: str, sample: int, kind: str, labels: dict[str, str], group_by: tuple[str, ...]
-          ) -> dict[str, Any]:
+def _base(item_id: str, sample: int, kind: str, labels: dict[str, str], group_by: tuple[str, ...],
+          names: Mapping[str, str]) -> dict[str, Any]:
+    labels = labels | {"race": names.get(labels["race"], labels["race"])}
     row = {"item_id": item_id, "sample": sample, "input_kind": kind, "group": group_key(labels, group_by),
            "path_source": "", "error": "", "ups_success": True, "ups_lr_l2": 0.0, "t_upsample_s": 0.0,
            "t_classify_s": 0.0}
@@ -150,7 +157,7 @@ def _base(item_id: str, sample: int, kind: str, labels: dict[str, str], group_by
 
 
 def _face_rows(store: RunStore, rng: np.random.Generator, item: FaceItem, samples: int, plant: Plant,
-               side: int, group_by: tuple[str, ...]) -> list[dict[str, Any]]:
+               side: int, group_by: tuple[str, ...], names: Mapping[str, str]) -> list[dict[str, Any]]:
     race, gender = item.labels["race"], item.labels["gender"]
     seen = race if rng.random() >= plant.input_error else _other(rng, race)
     ita = ITA_MEAN[race] + rng.normal(0, 6)
@@ -162,7 +169,7 @@ def _face_rows(store: RunStore, rng: np.random.Generator, item: FaceItem, sample
         out_ita = ita + plant.ita_shift.get(race, 0.0) + rng.normal(0, 3)
         out = _predictions(rng, _output_race(rng, race, plant), gender, out_ita,
                            embedding + rng.normal(0, 0.16, 8), found)
-        row = _base(item.item_id, k, "face", item.labels, group_by) | _images(store, rng, item.item_id, k, side)
+        row = _base(item.item_id, k, "face", item.labels, group_by, names) | _images(store, rng, item.item_id, k, side)
         row["ups_lr_l2"] = float(rng.gamma(2.0, 5e-4))
         row["ups_success"] = bool(row["ups_lr_l2"] < 2e-3)
         for side_name, preds in (("out", out), ("in", truth)):
@@ -173,13 +180,13 @@ def _face_rows(store: RunStore, rng: np.random.Generator, item: FaceItem, sample
 
 
 def _ucpr_rows(store: RunStore, rng: np.random.Generator, race: str, count: int, side: int,
-               group_by: tuple[str, ...]) -> list[dict[str, Any]]:
+               group_by: tuple[str, ...], names: Mapping[str, str]) -> list[dict[str, Any]]:
     labels = {"race": race, "gender": "Male"}
     item_id = UCPR_PREFIX + group_key(labels, group_by)
     rows = []
     for k in range(count):
         out = _predictions(rng, _output_race(rng, race, Plant(keep=1 / 7)), "Male", 30.0, rng.normal(0, 1, 8))
-        row = _base(item_id, k, "ucpr", labels, group_by) | _images(store, rng, item_id, k, side, truth=False)
+        row = _base(item_id, k, "ucpr", labels, group_by, names) | _images(store, rng, item_id, k, side, truth=False)
         for classifier, prediction in zip(CLASSIFIERS, out):
             row |= prediction_columns("out", classifier, prediction)
         rows.append(row)

@@ -27,9 +27,11 @@ from PIL import Image
 from synthetic_run import synthetic_run
 
 from audit.facesets import load_faceset
+from audit.facesets.folder import MAX_SIDECAR_BYTES
 from audit.run.harness import AuditConfig, run_audit
 from audit.vision.images import MAX_PIXELS, read_rgb
 from pulse_engine.errors import InputImageError, PulseAuditError
+from reports.analysis import Settings
 from reports.card import write_card
 from reports.card_info import MAX_DEPTH, ensure_info
 from reports.markdown_text import md, md_code
@@ -335,6 +337,57 @@ def test_hostile_labels_and_names_do_not_reach_report_md_raw(tmp_path):
     report = write_report(run_audit(config))["md"].read_text()
     _inert(report)
     assert "<b>" not in report and "&lt;b&gt;x&lt;/b&gt;\\|" in report
+
+
+LABEL = "<script>x</script>![y](http://e/x.png)"
+
+
+def test_hostile_group_labels_are_escaped_in_every_table_of_report_and_card(tmp_path):
+    """With classifiers, so that the headline, missing-face, transition, preservation and shift tables render:
+    the label reaches report.md and the card's README.md only escaped, and still readable."""
+    root = synthetic_run(tmp_path / "run", inputs=28, race_names={"Black": LABEL}, training_data=HOSTILE)
+    settings = Settings(n_boot=50)
+    report = write_report(root, settings=settings)["md"].read_text()
+    readme = write_card([root], tmp_path / "card", None, settings)[0]["md"].read_text().split("---\n", 2)[2]
+    escaped = "&lt;script&gt;x&lt;/script&gt;!\\[y\\](http://e/x.png)"
+    for text in (report, readme):
+        _inert(text)
+        assert "<script" not in text and "![" not in text and "<b>" not in text
+        assert escaped in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text  # label; training data
+    headline = report.split("## Headline by group", 1)[1].split("\n## ", 1)[0]
+    assert f"| {escaped} |" in headline  # the group table that escaped only pipes before
+
+
+def _folder_with_sidecar(tmp_path: Path, sidecar: bytes) -> Path:
+    data = tmp_path / "set"
+    random_rgb(data / "0.png")
+    (data / "manifest.csv").write_text("path,race\n0.png,A\n")
+    (data / "labels.json").write_bytes(sidecar)
+    return data
+
+
+@pytest.mark.parametrize("sidecar, message", [
+    (b'{"name": "' + b"x" * (MAX_SIDECAR_BYTES + 1) + b'"}', "larger than the 1,048,576 bytes"),
+    (b"[" * 200_000 + b"]" * 200_000, "nested too deeply"),
+    (b'{"name": "caf\xe9"}', "not UTF-8 text"),
+    (b'{"name": ["' + b"y" * 5000 + b'"]}', "'name' must be a string, not list"),
+    (b'{"attributes": {"' + b"z" * 5000 + b'": {"values": 3}}}', "must be a list of non-empty strings"),
+], ids=["oversized", "deeply-nested", "not-utf8", "name-not-text", "long-key"])
+def test_hostile_labels_json_is_a_one_line_error(tmp_path, sidecar, message):
+    data = _folder_with_sidecar(tmp_path, sidecar)
+    with pytest.raises(PulseAuditError) as info:
+        load_faceset(f"folder:{data}")
+    text = str(info.value)
+    assert message in text and "\n" not in text and len(text) < 400, text
+
+
+def test_a_long_label_outside_the_declared_vocabulary_is_a_short_error(tmp_path):
+    data = _folder_with_sidecar(tmp_path, json.dumps({"attributes": {"race": {"values": [
+        f"v{i}" * 50 for i in range(1000)]}}}).encode())
+    (data / "manifest.csv").write_text("path,race\n0.png," + "q" * 100_000 + "\n")
+    with pytest.raises(PulseAuditError, match="unknown race value 'qqq.*and 988 more") as info:
+        load_faceset(f"folder:{data}")
+    assert len(str(info.value)) < 1200
 
 
 def test_labels_are_never_read_as_mathtext_in_figures():

@@ -24,6 +24,7 @@ from audit.stats.trend import (
     unit_slopes,
 )
 from pulse_engine.errors import PulseAuditError
+from reports.markdown_text import md as md_escape
 
 sm = pytest.importorskip("statsmodels.api")
 
@@ -278,7 +279,7 @@ def test_study_renders_from_synthetic_runs(synthetic_runs, tmp_path):
     assert all(c["paired"] for c in study["contrasts"])  # one condition: paired over shared inputs
     html, md = paths["html"].read_text(), paths["md"].read_text()
     assert delta["sentence"].split("(")[0] in html and html.count("data:image/png;base64") >= 5
-    assert study["families"]["primary"] in md and delta["sentence"] in md
+    assert md_escape(study["families"]["primary"]) in md and md_escape(delta["sentence"]) in md
 
 
 def test_study_command(synthetic_runs, tmp_path):

@@ -3,8 +3,8 @@
 Loaders are imported only when used. Every loader returns a :class:`LoadedFaceSet`: a
 :class:`~audit.core.records.FaceSet` plus the files it could not label (``skipped``, each with a
 reason, for the harness to record as failed items) and the options it was loaded with.
-Shared helpers for the loaders (CSV rows with line numbers, label errors, vocabularies, cards)
-live here too.
+Shared helpers for the loaders (CSV rows with line numbers, bounded text files, label errors,
+vocabularies, cards) live here too.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pulse_engine.errors import PulseAuditError
+from pulse_engine.errors import PulseAuditError, short_repr
 from pulse_engine.registry import Entry, Registry
 
 from ..core.records import FaceSet
@@ -128,9 +128,31 @@ def normal_id(path: str) -> str:
 
 
 def label_error(where: str, attribute: str, value: str, valid: Sequence[str]) -> PulseAuditError:
-    """The one-line error for a label outside the vocabulary; ``where`` is e.g. ``FILE line 12``."""
-    return PulseAuditError(f"{where}: unknown {attribute} value {value!r}; valid: "
-                           + ", ".join(repr(v) for v in valid))
+    """The one-line error for a label outside the vocabulary; ``where`` is e.g. ``FILE line 12``. The value
+    and the vocabulary come from the user's files, so both are shown shortened (:func:`short_repr`)."""
+    shown = ", ".join(short_repr(v) for v in valid[:_SHOWN_VALUES])
+    more = f" and {len(valid) - _SHOWN_VALUES} more" if len(valid) > _SHOWN_VALUES else ""
+    name = attribute if len(attribute) <= 40 and attribute.isprintable() else short_repr(attribute)
+    return PulseAuditError(f"{where}: unknown {name} value {short_repr(value)}; valid: {shown}{more}")
+
+
+_SHOWN_VALUES = 12  # vocabulary values a label error lists
+
+
+def read_text_bounded(path: Path, limit: int) -> str:
+    """The UTF-8 text of ``path``, read no further than ``limit`` bytes: a larger file, a file that is not
+    UTF-8 or one that cannot be read is a one-line PulseAuditError (its memory never depends on the file)."""
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(limit + 1)
+    except OSError as exc:
+        raise PulseAuditError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from exc
+    if len(raw) > limit:
+        raise PulseAuditError(f"{path}: larger than the {limit:,} bytes such a file may have")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PulseAuditError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
 
 
 def csv_rows(path: Path, required: Sequence[str]) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from pulse_engine.errors import PulseAuditError
 
 from ..core.records import AttributeSpec, FaceItem
-from . import LoadedFaceSet, card_path, label_error
+from . import LoadedFaceSet, card_path, label_error, read_text_bounded
 
 LAYOUTS = (
     ("celeba", ("list_attr_celeba.txt", "Anno/list_attr_celeba.txt"),
@@ -30,6 +30,7 @@ LAYOUTS = (
 )
 VALUES = {"1": "yes", "-1": "no"}
 GENDER = {"1": "Male", "-1": "Female"}
+MAX_ATTRIBUTE_BYTES = 64 * 2**20  # attribute files larger than this are refused (CelebA's own is ~26 MB)
 LICENCE = ("non-commercial research purposes only (CelebA agreement; CelebA-HQ and CelebAMask-HQ "
            "inherit it); image copyright stays with the owners")
 CITATION = ("Liu, Z., Luo, P., Wang, X. and Tang, X. Deep Learning Face Attributes in the Wild. ICCV 2015."
@@ -84,10 +85,7 @@ def load_celeba(root: Path) -> LoadedFaceSet:
 
 def _parse_attributes(path: Path) -> tuple[list[str], list[tuple[str, list[str]]]]:
     """The attribute names and (file name, values as "1"/"-1") per image of a CelebA attribute file."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise PulseAuditError(f"{path}: not UTF-8 text") from exc
+    lines = read_text_bounded(path, MAX_ATTRIBUTE_BYTES).splitlines()
     if len(lines) < 2 or not lines[0].strip().isdigit():
         raise PulseAuditError(f"{path} line 1: expected the image count, found {lines[0][:40]!r}"
                               if lines else f"{path}: empty file")

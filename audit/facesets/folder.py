@@ -26,13 +26,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pulse_engine.errors import PulseAuditError
+from pulse_engine.errors import PulseAuditError, short_repr
 
 from ..core.records import LABEL_SOURCES, AttributeSpec, FaceItem
-from . import LoadedFaceSet, card_path, csv_rows, label_error, normal_id, vocabulary
+from . import LoadedFaceSet, card_path, csv_rows, label_error, normal_id, read_text_bounded, vocabulary
 
 MANIFEST = "manifest.csv"
 SIDECAR = "labels.json"
+MAX_SIDECAR_BYTES = 1 << 20  # a labels.json larger than this is refused before it is parsed
 _TOP_KEYS = {"name", "licence", "citation", "source", "model", "attributes"}
 _ATTRIBUTE_KEYS = {"values", "source", "model", "notes"}
 
@@ -60,7 +61,7 @@ def load_folder(root: Path, labels_source: str | None = None) -> LoadedFaceSet:
     declared: dict[str, dict[str, Any]] = meta.get("attributes", {})
     for attribute in declared:
         if attribute not in columns:
-            raise PulseAuditError(f"{base / SIDECAR}: attribute {attribute!r} is not a manifest column")
+            raise PulseAuditError(f"{base / SIDECAR}: attribute {short_repr(attribute)} is not a manifest column")
 
     items: list[FaceItem] = []
     seen: dict[str, int] = {}
@@ -83,7 +84,7 @@ def load_folder(root: Path, labels_source: str | None = None) -> LoadedFaceSet:
         spec = declared.get(column, {})
         source = spec.get("source") or labels_source or meta.get("source") or "annotated"
         if source not in LABEL_SOURCES:
-            raise PulseAuditError(f"folder: label source of {column!r} is {source!r}; valid: "
+            raise PulseAuditError(f"folder: label source of {short_repr(column)} is {short_repr(source)}; valid: "
                                   + ", ".join(LABEL_SOURCES))
         values = tuple(spec["values"]) if "values" in spec else vocabulary(i.labels[column] for i in items)
         attributes[column] = AttributeSpec(column, values, source, model=spec.get("model", meta.get("model", "")),
@@ -97,23 +98,36 @@ def load_folder(root: Path, labels_source: str | None = None) -> LoadedFaceSet:
 
 
 def _read_sidecar(path: Path) -> dict[str, Any]:
-    """The sidecar's content ({} when absent), with its keys and value types checked."""
+    """The sidecar's content ({} when absent, at most :data:`MAX_SIDECAR_BYTES`), with its keys and value types
+    checked; nesting too deep for the parser is a one-line error like any other malformed JSON."""
     if not path.is_file():
         return {}
+    text = read_text_bounded(path, MAX_SIDECAR_BYTES)
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PulseAuditError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg})") from exc
+    except RecursionError as exc:
+        raise PulseAuditError(f"{path}: JSON nested too deeply") from exc
     if not isinstance(meta, dict) or set(meta) - _TOP_KEYS:
         raise PulseAuditError(f"{path}: expected an object with keys among {', '.join(sorted(_TOP_KEYS))}")
+    _check_texts(path, "", meta, _TOP_KEYS - {"attributes"})
     attributes = meta.get("attributes", {})
     if not isinstance(attributes, dict):
         raise PulseAuditError(f"{path}: 'attributes' must map column names to objects")
     for name, spec in attributes.items():
         if not isinstance(spec, dict) or set(spec) - _ATTRIBUTE_KEYS:
-            raise PulseAuditError(f"{path}: attribute {name!r} must be an object with keys among "
+            raise PulseAuditError(f"{path}: attribute {short_repr(name)} must be an object with keys among "
                                   + ", ".join(sorted(_ATTRIBUTE_KEYS)))
+        _check_texts(path, f"attribute {short_repr(name)}: ", spec, _ATTRIBUTE_KEYS - {"values"})
         values = spec.get("values")
         if values is not None and (not isinstance(values, list) or not all(isinstance(v, str) and v for v in values)):
-            raise PulseAuditError(f"{path}: values of {name!r} must be a list of non-empty strings")
+            raise PulseAuditError(f"{path}: values of {short_repr(name)} must be a list of non-empty strings")
     return meta
+
+
+def _check_texts(path: Path, where: str, entry: dict[str, Any], keys: set[str]) -> None:
+    """Each of ``keys`` present in ``entry`` holds a string (it is shown in reports as text)."""
+    for key in sorted(keys & set(entry)):
+        if not isinstance(entry[key], str):
+            raise PulseAuditError(f"{path}: {where}{key!r} must be a string, not {type(entry[key]).__name__}")
