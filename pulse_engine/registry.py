@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from .errors import PulseAuditError
+from .errors import PulseAuditError, short_repr
 
 
 @dataclass(frozen=True)
@@ -69,9 +69,9 @@ class Registry(Mapping[str, E], Generic[E]):
         """``NAME[:ARG]`` → (its entry, ``ARG`` or ""); an unknown name is a one-line error listing the known."""
         name, _, arg = str(spec).partition(":")
         if name not in self._entries:
-            where = f" in {spec!r}" if arg else ""
+            where = f" in {short_repr(spec, 200)}" if arg else ""
             known = ", ".join(entry.form for entry in self._entries.values())
-            raise PulseAuditError(f"unknown {self.kind} {name!r}{where}; known: {known}")
+            raise PulseAuditError(f"unknown {self.kind} {short_repr(name, 60)}{where}; known: {known}")
         return self._entries[name], arg
 
     def function(self, entry: E, target: str | None = None) -> Callable[..., Any]:

@@ -28,6 +28,8 @@ import torch
 from test_safe_pickle import Reduce, load_fixture_tree, write_snapshot
 from test_stylegan2 import save_tiny_checkpoint
 
+from pulse_engine.generators.base import SHIFTED_CARD_FORMAT
+from pulse_engine.generators.checkpoint import sha256_file
 from pulse_engine.generators.gaussian_fit import compute_fit
 from pulse_engine.generators.stylegan1 import TINY, StyleGAN1Mapping, StyleGAN1Synthesis, seeded_random_state
 from pulse_engine.generators.stylegan2_loaders import fit_cache_path, load_stylegan2
@@ -44,7 +46,7 @@ import torch
 torch.set_num_threads(1)
 from pathlib import Path
 from pulse_engine.errors import PulseAuditError
-from pulse_engine.generators import load_generator
+from pulse_engine.generators import folder_generators, load_generator
 from pulse_engine.generators.stylegan1 import TINY, load_stylegan1_ffhq
 
 soft = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE") + int(sys.argv[3])
@@ -52,6 +54,7 @@ resource.setrlimit(resource.RLIMIT_AS, (soft, soft))
 LOADERS = {
     "generator": lambda p: load_generator(p),
     "stylegan1-tiny": lambda p: load_stylegan1_ffhq(Path(p), "cpu", fit_samples=200, config=TINY),
+    "folders": lambda p: folder_generators(Path(p)),
 }
 results = []
 for case in json.loads(Path(sys.argv[1]).read_text()):
@@ -97,6 +100,20 @@ def nested_key_pickle(levels: int = 200_000) -> bytes:
 
 def nested_list_pickle(levels: int = 200_000) -> bytes:
     return b"\x80\x02" + b"]" * levels + b"a" * (levels - 1) + b"."
+
+
+def _text(value: str) -> bytes:
+    return b"X" + struct.pack("<I", len(value)) + value.encode()
+
+
+def module_cycle_pickle() -> bytes:
+    """An NVlabs-style ``G_ema`` (valid init_kwargs) whose ``_modules`` dict, memoised, is given G_ema itself
+    after it is built: a cycle through the memo, which the depth scan cannot see (the module walk looped)."""
+    kwargs = b"".join(_text(k) + b"K" + bytes([v]) for k, v in (("z_dim", 16), ("w_dim", 16), ("img_resolution", 8)))
+    meta = (b"}(" + _text("type") + _text("class") + _text("class_name") + _text("Generator") + _text("state")
+            + b"}(" + _text("_init_kwargs") + b"}(" + kwargs + b"u" + _text("_modules") + b"}q\x01uu")
+    return (b"\x80\x02}" + _text("G_ema") + b"ctorch_utils.persistence\n_reconstruct_persistent_obj\n" + meta
+            + b"\x85Rq\x02s" + b"h\x01" + _text("self") + b"h\x02s0.")
 
 
 FROZENSET_BYTESTORAGE = b"\x80\x02cbuiltins\nfrozenset\nctorch\nByteStorage\nJ\x00\x00\x00\x80\x85R\x85R."
@@ -180,6 +197,16 @@ def stylegan1_folder(folder: Path, synthesis: bytes | None = None, pulse_fit: ob
     return folder
 
 
+def shifted_folder(folder: Path, card_text: str | None = None, **changes) -> Path:
+    """A ``shifted:`` member folder over ``dcgan-tiny`` (a valid direction), its card changed or replaced."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(torch.zeros(1, 16), folder / "direction.pt")
+    card = {"format": SHIFTED_CARD_FORMAT, "base": "dcgan-tiny", "alpha": 1.0,
+            "direction": {"file": "direction.pt", "sha256": sha256_file(folder / "direction.pt")}} | changes
+    (folder / "card.json").write_text(card_text if card_text is not None else json.dumps(card))
+    return folder
+
+
 def build_corpus(root: Path) -> list[dict]:
     """(name, loader, target, expected fragment of the message) for every hostile case."""
     cases: list[tuple[str, str, Path, str]] = []
@@ -203,6 +230,7 @@ def build_corpus(root: Path) -> list[dict]:
     raw("missing_memo", b"\x80\x02h\x05.", "truncated or not a readable")
     raw("truncated_fixture", (Path(__file__).parent / "data/stylegan2/nvlabs_tiny.pkl").read_bytes()[:60_000],
         "truncated")
+    raw("nv_module_cycle", module_cycle_pickle(), "appears twice in the module tree")
     raw("huge_key_repr", pickle.dumps({"x" * 5_000_000: 1}), "has no NVlabs 'G_ema' generator")
     three = torch.TypedStorage(wrap_storage=torch.zeros(3).untyped_storage(), dtype=torch.float32, _internal=True)
     embedded = pickle.dumps(three)  # pickles via torch.storage._load_from_bytes, as in NVlabs files
@@ -289,7 +317,7 @@ def build_corpus(root: Path) -> list[dict]:
     ):
         add(name, dcgan_folder(root / name, arch), expect, spec="dcgan-file")
     add("dcgan_card_nested", dcgan_folder(root / "dcgan_nested", TINY_DCGAN, card_text="[" * 100_000 + "]" * 100_000),
-        "RecursionError", spec="dcgan-file")
+        "levels deep", spec="dcgan-file")
     add("dcgan_card_5MB", dcgan_folder(root / "dcgan_big", TINY_DCGAN, card_text=" " * (5 << 20) + "{}"),
         "larger than", spec="dcgan-file")
     add("dcgan_card_list", dcgan_folder(root / "dcgan_list", TINY_DCGAN, card_text="[1, 2]"), "not an object",
@@ -302,6 +330,23 @@ def build_corpus(root: Path) -> list[dict]:
     negative["main.1.running_var"] = -negative["main.1.running_var"] - 1
     add("dcgan_negative_variance", dcgan_folder(root / "dcgan_negvar", TINY_DCGAN, negative), "non-finite",
         spec="dcgan-file")
+
+    # shifted: member cards, and the registry's listing of generator folders --------------------------
+    add("shifted_card_list", shifted_folder(root / "shifted_list", card_text="[1, 2]"), "not an object",
+        spec="shifted")
+    add("shifted_base_self", shifted_folder(root / "shifted_self", base="shifted:."), "is itself a shifted",
+        spec="shifted")
+    add("shifted_base_chain", shifted_folder(root / "shifted_chain", base="shifted:../shifted_self"),
+        "is itself a shifted", spec="shifted")
+    add("shifted_card_40_deep", shifted_folder(root / "shifted_deep", notes=json.loads("[" * 40 + "]" * 40)),
+        "more than 32 levels deep", spec="shifted")
+    add("shifted_card_2MB", shifted_folder(root / "shifted_big", card_text=" " * (2 << 20) + "{}"), "larger than",
+        spec="shifted")
+    add("shifted_alpha_500KB", shifted_folder(root / "shifted_alpha", alpha="9" * 500_000), "alpha '9999",
+        spec="shifted")
+    (root / "listing" / "deep").mkdir(parents=True)
+    (root / "listing" / "deep" / "card.json").write_text("[" * 100_000 + "]" * 100_000)
+    add("folders_nested_card", root / "listing", "levels deep", loader="folders")
 
     # StyleGAN1 folders ------------------------------------------------------------------------------
     add("sg1_nested_synthesis", stylegan1_folder(root / "sg1_nested", zip_with_pickle(

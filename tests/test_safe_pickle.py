@@ -27,10 +27,13 @@ import torch
 from pulse_engine.errors import WeightsError
 from pulse_engine.generators.safe_pickle import (
     ALLOWED_GLOBALS,
+    MAX_MODULES,
+    MAX_NAME_CHARS,
     ForbiddenGlobal,
     PersistentObject,
     RestrictedUnpickler,
     child,
+    flatten_module_state,
     restricted_load,
 )
 from pulse_engine.generators.stylegan2_loaders import read_nvlabs_pickle
@@ -269,3 +272,28 @@ def test_tensor_view_past_its_storage_is_refused():
     repeated = Reduce(torch._utils._rebuild_tensor_v2, storage, 0, (1000, 1000), (0, 0), False, OrderedDict())
     with pytest.raises(pickle.UnpicklingError, match="needs more elements"):
         restricted_load(io.BytesIO(pickle.dumps(repeated)))
+    # sizes are bounded before any product is taken (a file-sized integer would make it take hours)
+    huge = Reduce(torch._utils._rebuild_tensor_v2, storage, 0, (1 << 4000, 0), (1, 1), False, OrderedDict())
+    with pytest.raises(pickle.UnpicklingError, match="2\\*\\*62"):
+        restricted_load(io.BytesIO(pickle.dumps(huge)))
+
+
+def module(**children: PersistentObject) -> PersistentObject:
+    return PersistentObject("M", 6, {"_parameters": {"w": torch.zeros(1)}, "_modules": children})
+
+
+def test_module_walk_refuses_repeats_and_is_bounded():
+    """A module met twice (shared, or a cycle made through the memo), too many modules or an over-long name
+    is one line; a plain tree flattens to dotted names."""
+    leaf = module()
+    assert set(flatten_module_state(module(a=module(b=leaf)))) == {"w", "a.w", "a.b.w"}
+    with pytest.raises(pickle.UnpicklingError, match="'b' appears twice"):
+        flatten_module_state(module(a=leaf, b=leaf))
+    cycle = module()
+    cycle.state["_modules"]["again"] = cycle
+    with pytest.raises(pickle.UnpicklingError, match="'again' appears twice"):
+        flatten_module_state(cycle)
+    with pytest.raises(pickle.UnpicklingError, match=f"more than {MAX_MODULES:,} modules"):
+        flatten_module_state(module(**{f"m{i}": module() for i in range(MAX_MODULES)}))
+    with pytest.raises(pickle.UnpicklingError, match=f"at most {MAX_NAME_CHARS} characters"):
+        flatten_module_state(module(**{"x" * (MAX_NAME_CHARS + 1): leaf}))

@@ -7,7 +7,6 @@ names it and says where to put it.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,17 +94,17 @@ REGISTRY: Registry[GeneratorEntry] = Registry("generator", __name__, (
 
 
 def folder_generators(root: Path) -> list[str]:
-    """``NAME:FOLDER`` of every generator folder under ``root`` (sorted): a folder whose ``card.json``
-    (at most 1 MiB) has the ``format`` of a registry entry that takes a folder."""
+    """``NAME:FOLDER`` of every generator folder under ``root`` (sorted): a folder whose ``card.json`` has the
+    ``format`` of a registry entry that takes a folder. Each card is read by :func:`.card_file.read_card`
+    (bounded size and nesting), so a card that is not a JSON object within those bounds is a WeightsError
+    naming it, not a folder silently left out."""
+    from .card_file import read_card  # listing the registry imports no more than its own types
+
     entries = {entry.card_format: entry.name for entry in REGISTRY.values() if entry.card_format}
     specs = []
     for card in sorted(Path(root).rglob("card.json")):
-        try:
-            text = card.read_text() if card.stat().st_size <= 1 << 20 else "{}"
-            fmt = json.loads(text).get("format")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if fmt in entries:
+        fmt = read_card(card, "generator card").get("format")
+        if isinstance(fmt, str) and fmt in entries:
             specs.append(f"{entries[fmt]}:{card.parent}")
     return specs
 

@@ -21,7 +21,6 @@ values and the gradients to the plain layers' (``self.main``, the layout as load
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -32,6 +31,7 @@ from torch import nn
 
 from ..errors import WeightsError, short_repr
 from .base import GeneratorCard, SearchableGenerator, power_of_two_log2
+from .card_file import card_provenance, read_card
 from .checkpoint import build_and_load, load_state_strict, load_torch_file, require_file, sha256_file
 
 DIGIFACE_CARD = dict(
@@ -349,13 +349,9 @@ def load_dcgan_file(weights: Path | None = None, device: torch.device | str = "c
         raise WeightsError(f"{weights_file} does not match {card_path}: SHA-256 {digest[:12]}…, card records "
                            f"{str(recorded)[:12]}…")
     state = load_torch_file(weights_file, "DCGAN generator state dict")
-    data = card.get("training_data") or {}
-    notes = card.get("notes")
-    gen_card = GeneratorCard(name=str(card.get("name") or weights_file.parent.name)[:200], family="DCGAN",
-                             training_data=str(data.get("summary", "") if isinstance(data, dict) else data)[:2000],
-                             licence=str(card.get("licence", ""))[:500], weights=(weights_file, card_path),
+    gen_card = GeneratorCard(family="DCGAN", weights=(weights_file, card_path),
                              weights_sha256=(digest, sha256_file(card_path)),
-                             notes=tuple(str(n)[:500] for n in notes[:50]) if isinstance(notes, list) else ())
+                             **card_provenance(card, weights_file.parent.name))
     model = build_and_load(lambda: DCGANGenerator(card=gen_card, **shape), state, weights_file,
                            f"{shape['resolution']}×{shape['resolution']} DCGAN generator (nz={shape['nz']}, "
                            f"ngf={shape['ngf']}) as its card says")
@@ -365,27 +361,18 @@ def load_dcgan_file(weights: Path | None = None, device: torch.device | str = "c
 #: Bounds on a card's architecture, checked before anything is built (the shipped 64 px model has
 #: nz 100, ngf 64; the widest layer has ngf·resolution/8 channels).
 CARD_LIMITS = {"nz": 4096, "ngf": 1024, "resolution": 1024, "channels": 4, "widest": 8192}
-CARD_MAX_BYTES = 1 << 20
 
 
 def read_dcgan_card(card_path: Path) -> tuple[dict, dict[str, int]]:
-    """A generator card (at most :data:`CARD_MAX_BYTES`) and its bounded DCGAN architecture."""
-    try:
-        with open(card_path, "rb") as handle:
-            raw = handle.read(CARD_MAX_BYTES + 1)
-        if len(raw) > CARD_MAX_BYTES:
-            raise ValueError(f"larger than {CARD_MAX_BYTES:,} bytes")
-        card = json.loads(raw)
-        if not isinstance(card, dict):
-            raise TypeError(f"the card is a {type(card).__name__}, not an object")
-        arch = card["architecture"]
-        if arch.get("family") != "DCGAN":
-            raise ValueError(f"family {short_repr(arch.get('family'), 40)}")
-        shape = {key: arch[key] for key in ("nz", "ngf", "resolution", "channels")}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
-        raise WeightsError(f"{card_path} is not a DCGAN generator card with an architecture entry "
-                           f"(family DCGAN, nz, ngf, resolution, channels): {type(exc).__name__}: "
-                           f"{str(exc)[:120]}") from None
+    """A generator card (read by :func:`.card_file.read_card`: bounded size and nesting) and its bounded DCGAN
+    architecture."""
+    card = read_card(card_path, "DCGAN generator card")
+    arch = card.get("architecture")
+    keys = ("nz", "ngf", "resolution", "channels")
+    if not isinstance(arch, dict) or arch.get("family") != "DCGAN" or not all(key in arch for key in keys):
+        raise WeightsError(f"{card_path} is not a DCGAN generator card with an architecture entry (family DCGAN, "
+                           f"nz, ngf, resolution, channels): found architecture {short_repr(arch, 100)}")
+    shape = {key: arch[key] for key in keys}
     for key, value in shape.items():
         if type(value) is not int or not 1 <= value <= CARD_LIMITS[key]:
             raise WeightsError(f"{card_path}: architecture {key} {short_repr(value, 40)} is not an integer in "

@@ -48,8 +48,9 @@ import torch
 from ..errors import short_repr
 from .pickle_scan import DEFAULT_BUDGET, LoadBudget, scan_pickle
 
-__all__ = ["ALLOWED_GLOBALS", "STORAGE_TYPES", "TENSOR_GLOBALS", "ForbiddenGlobal", "PersistentObject",
-           "RestrictedUnpickler", "StorageType", "child", "flatten_module_state", "restricted_load"]
+__all__ = ["ALLOWED_GLOBALS", "MAX_MODULES", "MAX_NAME_CHARS", "STORAGE_TYPES", "TENSOR_GLOBALS", "ForbiddenGlobal",
+           "PersistentObject", "RestrictedUnpickler", "StorageType", "child", "flatten_module_state",
+           "restricted_load"]
 
 
 class ForbiddenGlobal(pickle.UnpicklingError):
@@ -147,6 +148,8 @@ def _rebuild_tensor_v2(storage: Any, offset: Any, size: Any, stride: Any, requir
         raise pickle.UnpicklingError("tensor with an invalid size, stride or offset")
     if offset < 0 or any(n < 0 for n in size + stride):
         raise pickle.UnpicklingError("tensor with a negative size, stride or offset")
+    if max((offset, *size, *stride)) >= 1 << 62:  # before any product: a file-sized integer would take hours
+        raise pickle.UnpicklingError("tensor with a size, stride or offset of 2**62 or more")
     stored = storage._size()  # element count, without the TypedStorage deprecation warning
     numel = math.prod(size)
     if numel and (numel > stored - offset or offset + sum((n - 1) * st for n, st in zip(size, stride)) >= stored):
@@ -303,23 +306,43 @@ def child(obj: PersistentObject, name: str) -> Any:
     return modules.get(name) if isinstance(modules, Mapping) else None
 
 
+MAX_MODULES = 10_000
+"""Most modules :func:`flatten_module_state` visits in one tree. NVIDIA's 1024 px StyleGAN2 ``G_ema`` has
+about 130; the walk does constant work per module, so this bounds its time whatever the file nests."""
+MAX_NAME_CHARS = 200
+"""Longest dotted tensor or module name :func:`flatten_module_state` builds (NVlabs' longest is about 40, e.g.
+``synthesis.b1024.conv0.resample_filter``): a long key shared through the memo at every level cannot make
+the names, and their memory, grow with the product of its length and the tree's size."""
+
+
 def flatten_module_state(obj: PersistentObject, prefix: str = "") -> dict[str, torch.Tensor]:
     """The ``state_dict``-style ``{dotted.name: tensor}`` of a captured module tree.
 
     Parameters and buffers are taken from each module's ``_parameters`` and ``_buffers``
-    (non-persistent buffers excluded), walking ``_modules`` with an explicit stack (the tree's
-    depth is bounded by the pickle scan, and no recursion is needed); ``None`` entries are skipped.
+    (non-persistent buffers excluded), walking ``_modules`` with an explicit stack (no recursion);
+    ``None`` entries are skipped. The pickle scan bounds nesting depth but cannot see a module that
+    the memo places inside itself (or under two parents), so the walk refuses a module met twice
+    (by ``id``), a tree of more than :data:`MAX_MODULES` modules and a name longer than
+    :data:`MAX_NAME_CHARS`, each with one line.
     """
     flat: dict[str, torch.Tensor] = {}
     pending: list[tuple[PersistentObject, str]] = [(obj, prefix)]
+    seen: set[int] = set()
     while pending:
         module, at = pending.pop()
+        if id(module) in seen:
+            raise pickle.UnpicklingError(f"module {short_repr(at.rstrip('.') or '<root>')} appears twice in the "
+                                         "module tree (a cycle or a shared submodule)")
+        seen.add(id(module))
+        if len(seen) > MAX_MODULES:
+            raise pickle.UnpicklingError(f"module tree of more than {MAX_MODULES:,} modules")
         skip = module.state.get("_non_persistent_buffers_set") or set()
         for group in ("_parameters", "_buffers"):
             entries = module.state.get(group) or {}
             if not isinstance(entries, Mapping):
                 raise pickle.UnpicklingError(f"{short_repr(at + group)} is not a dict")
             for key, value in entries.items():
+                _check_name(at, key)
                 if value is None or (group == "_buffers" and isinstance(skip, (set, frozenset)) and key in skip):
                     continue
                 if not isinstance(value, torch.Tensor):
@@ -330,7 +353,14 @@ def flatten_module_state(obj: PersistentObject, prefix: str = "") -> dict[str, t
         for key, sub in reversed(list(modules.items()) if isinstance(modules, Mapping) else []):
             if sub is None:
                 continue
-            if not isinstance(sub, PersistentObject) or not isinstance(key, str):
+            _check_name(at, key)
+            if not isinstance(sub, PersistentObject):
                 raise pickle.UnpicklingError(f"submodule {short_repr(f'{at}{key}')} is a {type(sub).__name__}")
             pending.append((sub, f"{at}{key}."))
     return flat
+
+
+def _check_name(at: str, key: Any) -> None:
+    if not isinstance(key, str) or len(at) + len(key) > MAX_NAME_CHARS:
+        raise pickle.UnpicklingError(f"name {short_repr(at)} + {short_repr(key)} is not a string of at most "
+                                     f"{MAX_NAME_CHARS} characters")

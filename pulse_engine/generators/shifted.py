@@ -17,16 +17,16 @@ names the base generator spec (a ``dcgan-file:`` path relative to the folder), t
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from ..errors import WeightsError
+from ..errors import WeightsError, short_repr
 from .base import SHIFTED_CARD_FORMAT as CARD_FORMAT
 from .base import GeneratorCard, SearchableGenerator
+from .card_file import card_provenance, read_card
 from .checkpoint import load_torch_file, require_file, sha256_file
 
 
@@ -80,9 +80,40 @@ def load_direction(path: Path) -> torch.Tensor:
     return value.float()
 
 
+#: Longest ``base`` spec and ``direction.file`` name a card may give (both end up in messages and paths).
+CARD_MAX_NAME = 255
+
+
+def read_shifted_card(card_path: Path) -> tuple[dict, str, float, str, str]:
+    """A shifted generator card (read by :func:`.card_file.read_card`: bounded size and nesting) and its checked
+    entries: (card, base spec, alpha, direction file name, its recorded SHA-256).
+
+    The base must not be a ``shifted:`` generator itself (a base naming its own folder, or a chain of
+    members, would load recursively); a family member's base is always a plain generator."""
+    card = read_card(card_path, "shifted generator card")
+    base, alpha, direction = card.get("base"), card.get("alpha"), card.get("direction")
+    file, digest = (direction.get("file"), direction.get("sha256")) if isinstance(direction, dict) else (None, None)
+    problem = ""
+    if card.get("format") != CARD_FORMAT:
+        problem = f"format {short_repr(card.get('format'), 60)}"
+    elif not (isinstance(base, str) and 0 < len(base) <= CARD_MAX_NAME):
+        problem = f"base {short_repr(base, 60)} (a generator spec of at most {CARD_MAX_NAME} characters)"
+    elif type(alpha) not in (int, float) or not math.isfinite(alpha):
+        problem = f"alpha {short_repr(alpha, 60)} (a finite number)"
+    elif not (isinstance(file, str) and 0 < len(file) <= CARD_MAX_NAME and isinstance(digest, str)):
+        problem = f"direction {short_repr(direction, 100)} (file name and sha256)"
+    if problem:
+        raise WeightsError(f"{card_path} is not a shifted generator card ({CARD_FORMAT}: base, alpha, direction "
+                           f"file and sha256): {problem}")
+    if base.partition(":")[0] == "shifted":
+        raise WeightsError(f"{card_path}: its base {short_repr(base, 100)} is itself a shifted generator; a "
+                           "family member's base must be a plain generator (e.g. dcgan-file:FOLDER)")
+    return card, base, float(alpha), file, digest
+
+
 def load_shifted(weights: Path | None = None, device: torch.device | str = "cpu") -> ShiftedGenerator:
     """A family member from its folder (see the module docstring); refuses a card whose recorded
-    SHA-256 of the direction differs from the file."""
+    SHA-256 of the direction differs from the file, or whose base is itself shifted (:func:`read_shifted_card`)."""
     from . import load_generator  # the registry imports this module lazily
 
     if weights is None:
@@ -91,31 +122,18 @@ def load_shifted(weights: Path | None = None, device: torch.device | str = "cpu"
     folder = Path(weights).expanduser()
     card_path = require_file(folder / "card.json" if folder.is_dir() else folder, "shifted generator card")
     folder = card_path.parent
-    try:
-        card = json.loads(card_path.read_text())
-        if card.get("format") != CARD_FORMAT:
-            raise ValueError(f"format {card.get('format')!r}")
-        base_spec, alpha = str(card["base"]), float(card["alpha"])
-        direction_file = folder / str(card["direction"]["file"])
-        recorded = str(card["direction"]["sha256"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise WeightsError(f"{card_path} is not a shifted generator card ({CARD_FORMAT}: base, alpha, direction "
-                           f"file and sha256): {type(exc).__name__}: {exc}") from exc
-    direction_file = require_file(direction_file, "latent direction (named by the card)")
+    card, base_spec, alpha, file, recorded = read_shifted_card(card_path)
+    direction_file = require_file(folder / file, "latent direction (named by the card)")
     if sha256_file(direction_file) != recorded:
         raise WeightsError(f"{direction_file} does not match {card_path}: its SHA-256 differs from the card's")
     name, sep, rest = base_spec.partition(":")
     if sep and not Path(rest).is_absolute():
         base_spec = f"{name}:{(folder / rest).resolve()}"
     base = load_generator(base_spec, "cpu")
-    data = card.get("training_data") or {}
     gen_card = GeneratorCard(
-        name=str(card.get("name") or folder.name), family=base.card.family,
-        training_data=str(data.get("summary", "")) if isinstance(data, dict) else str(data),
-        licence=str(card.get("licence", base.card.licence)),
+        family=base.card.family, **card_provenance(card, folder.name, base.card.licence),
         weights=(*base.card.weights, direction_file, card_path),
-        weights_sha256=(*base.card.weights_sha256, recorded, sha256_file(card_path)),
-        notes=tuple(str(n) for n in card.get("notes", ())))
+        weights_sha256=(*base.card.weights_sha256, recorded, sha256_file(card_path)))
     try:
         return ShiftedGenerator(base, load_direction(direction_file), alpha, gen_card).to(device)
     except ValueError as exc:
