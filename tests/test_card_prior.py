@@ -50,7 +50,7 @@ def test_update_card_measures_every_sample_in_the_aligned_frame(tmp_path):
 
 def test_update_card_refuses_a_card_it_cannot_load(tmp_path):
     (tmp_path / "card.json").write_text("{not json")
-    with pytest.raises(PulseAuditError, match="not a readable generator card"):
+    with pytest.raises(PulseAuditError, match="not a usable generator card"):
         update_card(tmp_path, 2, 1)
     (tmp_path / "card.json").write_text(json.dumps({"format": "something else"}))
     with pytest.raises(PulseAuditError, match="not a committed generator card"):

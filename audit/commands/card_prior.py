@@ -26,6 +26,7 @@ import torch
 from pulse_engine.errors import PulseAuditError
 from pulse_engine.generators import load_generator
 from pulse_engine.generators.base import DCGAN_CARD_FORMAT, SHIFTED_CARD_FORMAT
+from pulse_engine.generators.card_file import read_card
 
 from .train_cli import ALIGNED_PRIOR_FIELD, aligned_prior, card_markdown
 
@@ -49,10 +50,7 @@ def update_card(folder: Path, count: int, seed: int, command: str = "") -> dict[
     """Measure ``count`` samples (latent seed ``seed``) of the generator in ``folder`` in the aligned frame and write
     the result into its ``card.json``; returns the new entry."""
     path = folder / "card.json"
-    try:
-        card = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise PulseAuditError(f"{path}: not a readable generator card ({type(exc).__name__})") from exc
+    card = read_card(path, "generator card")
     prefix = SPEC_PREFIX.get(card.get("format"))
     if prefix is None:
         raise PulseAuditError(f"{path}: format {card.get('format')!r} is not a committed generator card "

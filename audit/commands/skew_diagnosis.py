@@ -18,7 +18,6 @@ Run: ``python -m audit.commands.skew_diagnosis --out DIR [--generators NAME,…]
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ import torch
 
 from pulse_engine.downsample import downsample
 from pulse_engine.generators import load_generator
+from pulse_engine.generators.card_file import read_card
 from pulse_engine.search import SearchConfig
 
 from ..classifiers import build_classifier
@@ -78,7 +78,7 @@ def pulse_table(rows: pd.DataFrame, names: list[str]) -> list[str]:
         ita = by_factor.pivot_table(index=ITEM, columns="generator", values=ITA_OUT, aggfunc="mean")
         common = ita.dropna()
         for name in names:
-            card = json.loads((GENERATORS_DIR / name / "card.json").read_text())["samples_skin_tone"]
+            card = read_card(GENERATORS_DIR / name / "card.json", "generator card")["samples_skin_tone"]
             part = by_factor[by_factor["generator"] == name]
             found = part[ITA_OUT].notna().mean()
             lines.append(f"| ×{factor} ({32 // factor} px) | `{name}` | {card['ita_mean_deg']:+.1f} | {len(part)} | "
