@@ -28,6 +28,8 @@ import torch
 from test_safe_pickle import Reduce, load_fixture_tree, write_snapshot
 from test_stylegan2 import save_tiny_checkpoint
 
+from pulse_engine.errors import WeightsError
+from pulse_engine.generators import folder_generators
 from pulse_engine.generators.base import SHIFTED_CARD_FORMAT
 from pulse_engine.generators.checkpoint import sha256_file
 from pulse_engine.generators.gaussian_fit import compute_fit
@@ -344,6 +346,8 @@ def build_corpus(root: Path) -> list[dict]:
         spec="shifted")
     add("shifted_alpha_500KB", shifted_folder(root / "shifted_alpha", alpha="9" * 500_000), "alpha '9999",
         spec="shifted")
+    add("shifted_alpha_huge_int", shifted_folder(root / "shifted_alpha_int", alpha=10**400), "a number within",
+        spec="shifted")  # beyond float range: math.isfinite would raise OverflowError
     (root / "listing" / "deep").mkdir(parents=True)
     (root / "listing" / "deep" / "card.json").write_text("[" * 100_000 + "]" * 100_000)
     add("folders_nested_card", root / "listing", "levels deep", loader="folders")
@@ -417,3 +421,17 @@ def test_planted_fit_cache_is_recomputed_not_trusted(tmp_path, plant, caplog):
         assert "recomputing the Gaussian-fit cache" in caplog.text
     expected = compute_fit(honest.mapping, honest.style_dim, 400)
     assert torch.equal(torch.load(cache, weights_only=True)["mean"], expected.mean)
+
+
+def test_listing_generator_folders_names_an_unusable_card_and_goes_on(tmp_path):
+    """``doctor`` and ``pulse-audit generators`` list folders: a card that cannot be read (here a directory named
+    card.json, and a nested one) is named in one line each, and the usable folders are still listed."""
+    good = shifted_folder(tmp_path / "good")
+    (tmp_path / "dir" / "card.json").mkdir(parents=True)
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "deep" / "card.json").write_text("[" * 100 + "]" * 100)
+    unusable: list[str] = []
+    assert folder_generators(tmp_path, unusable) == [f"shifted:{good}"]
+    assert len(unusable) == 2 and all("\n" not in line and len(line) < 300 for line in unusable)
+    with pytest.raises(WeightsError):
+        folder_generators(tmp_path)  # a loader's listing still refuses

@@ -180,7 +180,8 @@ def upsample(
 def generators() -> None:
     """List the generators: whether each one's weights are present (whole paths), and the committed
     generator folders (datasets/generators) that the folder entries load."""
-    committed = committed_generators()
+    unusable: list[str] = []
+    committed = committed_generators(unusable)
     for entry in REGISTRY.values():
         print(f"{entry.name}: {entry.summary}")
         if entry.card_format:
@@ -193,6 +194,8 @@ def generators() -> None:
         missing, location = entry.missing_files(), entry.default_location()
         where = "built in" if location is None else str(location.resolve())
         print(f"  present: {where}" if not missing else "  missing: " + ", ".join(map(str, missing)))
+    for problem in unusable:
+        print(f"unusable generator folder: {problem}")
 
 
 @app.command()

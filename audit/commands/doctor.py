@@ -68,10 +68,13 @@ def classifier_checks() -> list[Check]:
 def generator_checks() -> list[Check]:
     """Each generator's weights; an entry that takes a folder (``NAME:FOLDER``) is ready with the folders
     committed in ``datasets/generators`` (``pulse-audit generators`` lists them), or any folder you make."""
-    committed = [spec.partition(":")[0] for spec in committed_generators()]
+    unusable: list[str] = []
+    committed = [spec.partition(":")[0] for spec in committed_generators(unusable)]
     return [Check("generator", check.name, True, f"{committed.count(check.name)} committed folders, listed by "
                   "pulse-audit generators", check.purpose) if GENERATORS[check.name].card_format else check
-            for check in entry_checks("generator", GENERATORS)]
+            for check in entry_checks("generator", GENERATORS)] + [
+        Check("generator", "committed folder", False, problem, "a generator folder's card.json")
+        for problem in unusable]
 
 
 def package_checks() -> list[Check]:

@@ -47,9 +47,10 @@ ERROR_KEY = "error"
 FOLDER_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
-def committed_generators() -> list[str]:
-    """``NAME:FOLDER`` specs of the generators committed in :data:`GENERATORS_DIR` (whole paths)."""
-    return folder_generators(GENERATORS_DIR)
+def committed_generators(unusable: list[str] | None = None) -> list[str]:
+    """``NAME:FOLDER`` specs of the generators committed in :data:`GENERATORS_DIR` (whole paths); with
+    ``unusable``, a card that cannot be read is listed there instead of raising (see ``folder_generators``)."""
+    return folder_generators(GENERATORS_DIR, unusable)
 
 
 def failed_output(message: str, diagnostics: Mapping[str, Any] | None = None) -> UpsampleOutput:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import PulseAuditError
+from ..errors import PulseAuditError, WeightsError
 from ..registry import Entry, Registry
 from .base import DCGAN_CARD_FORMAT, SHIFTED_CARD_FORMAT, GeneratorCard, SearchableGenerator
 
@@ -93,17 +93,24 @@ REGISTRY: Registry[GeneratorEntry] = Registry("generator", __name__, (
 ))
 
 
-def folder_generators(root: Path) -> list[str]:
+def folder_generators(root: Path, unusable: list[str] | None = None) -> list[str]:
     """``NAME:FOLDER`` of every generator folder under ``root`` (sorted): a folder whose ``card.json`` has the
     ``format`` of a registry entry that takes a folder. Each card is read by :func:`.card_file.read_card`
     (bounded size and nesting), so a card that is not a JSON object within those bounds is a WeightsError
-    naming it, not a folder silently left out."""
+    naming it, not a folder silently left out; a lister (``doctor``, ``generators``) passes ``unusable``, which
+    receives that error's line instead, and goes on with the other folders."""
     from .card_file import read_card  # listing the registry imports no more than its own types
 
     entries = {entry.card_format: entry.name for entry in REGISTRY.values() if entry.card_format}
     specs = []
     for card in sorted(Path(root).rglob("card.json")):
-        fmt = read_card(card, "generator card").get("format")
+        try:
+            fmt = read_card(card, "generator card").get("format")
+        except WeightsError as exc:
+            if unusable is None:
+                raise
+            unusable.append(str(exc))
+            continue
         if isinstance(fmt, str) and fmt in entries:
             specs.append(f"{entries[fmt]}:{card.parent}")
     return specs

@@ -82,6 +82,8 @@ def load_direction(path: Path) -> torch.Tensor:
 
 #: Longest ``base`` spec and ``direction.file`` name a card may give (both end up in messages and paths).
 CARD_MAX_NAME = 255
+MAX_ALPHA = 1000.0
+"""Largest |alpha| a card may give (the committed families use ±2; beyond this no prior is meaningful)."""
 
 
 def read_shifted_card(card_path: Path) -> tuple[dict, str, float, str, str]:
@@ -98,8 +100,8 @@ def read_shifted_card(card_path: Path) -> tuple[dict, str, float, str, str]:
         problem = f"format {short_repr(card.get('format'), 60)}"
     elif not (isinstance(base, str) and 0 < len(base) <= CARD_MAX_NAME):
         problem = f"base {short_repr(base, 60)} (a generator spec of at most {CARD_MAX_NAME} characters)"
-    elif type(alpha) not in (int, float) or not math.isfinite(alpha):
-        problem = f"alpha {short_repr(alpha, 60)} (a finite number)"
+    elif type(alpha) not in (int, float) or not abs(alpha) <= MAX_ALPHA:  # an int beyond float range too, and NaN
+        problem = f"alpha {short_repr(alpha, 60)} (a number within ±{MAX_ALPHA:g})"
     elif not (isinstance(file, str) and 0 < len(file) <= CARD_MAX_NAME and isinstance(digest, str)):
         problem = f"direction {short_repr(direction, 100)} (file name and sha256)"
     if problem:
