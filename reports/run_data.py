@@ -38,7 +38,6 @@ from audit.core.schema import (
     RECORD_RUN_ID,
     RECORD_SAMPLING,
     RECORD_SEARCH_THREADS,
-    RECORD_SESSIONS,
     RECORD_STARTED,
     RECORD_UPSAMPLER,
     RUN_JSON,
@@ -52,7 +51,7 @@ from audit.core.schema import IDENTITY_DISTANCE as IDENTITY
 from audit.core.vocabulary import AGE_YEARS
 from audit.metrics.columns import split_inputs
 from audit.run.provenance import session_differences, short_commit
-from audit.run.run_store import read_results, read_run_record
+from audit.run.run_store import read_results, read_run_record, session_entries
 from pulse_engine.errors import PulseAuditError
 
 IMAGE_COLUMNS = {"lr": PATH_LR, "truth": PATH_TRUTH, "out": PATH_OUT}
@@ -173,8 +172,7 @@ def session_summary(run: Run) -> dict[str, Any]:
     version (what was not recorded is empty); ``mixed``: how later sessions differed from earlier ones in code,
     package versions, device type or threads (:func:`~audit.run.provenance.session_differences`), empty for a
     run made under one setting."""
-    stored = record_value(run.meta, RECORD_SESSIONS)
-    entries = [s for s in stored if isinstance(s, Mapping)] if isinstance(stored, list) else []
+    entries = session_entries(run.meta)
     sessions = []
     for entry in entries:
         packages, threads = entry.get(RECORD_PACKAGES), entry.get(RECORD_SEARCH_THREADS)

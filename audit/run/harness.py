@@ -37,7 +37,7 @@ from pulse_engine.search import SearchConfig
 
 from ..classifiers import build_classifier
 from ..core.records import FaceItem, FaceSet, Upsampler
-from ..core.schema import RECORD_DEVICE, RECORD_ENGINE, RECORD_SEARCH_THREADS, RECORD_SESSIONS, RUN_JSON, record_value
+from ..core.schema import RECORD_DEVICE, RECORD_ENGINE, RECORD_SEARCH_THREADS
 from ..upsamplers import TRUTH_UPSAMPLERS, UPSAMPLERS, build_upsampler
 from ..vision.images import CROP_MODES
 from .chunk_worker import ChunkResult, ChunkTask, ChunkWorker, Job, WorkerSpec
@@ -56,7 +56,7 @@ from .inputs import (
 from .pipeline import Engine, run_local, run_sequential, search_process_pays
 from .provenance import run_inputs, run_provenance
 from .ray_engine import RayOptions, check_ray, ray_engine
-from .run_store import RunStore, read_run_record, stored_changes
+from .run_store import RunStore, changes_since, stored_sessions, this_session
 from .search_process import SearchProcess
 from .source_check import check_stored_sources
 
@@ -376,7 +376,8 @@ def worker_spec(config: AuditConfig, faceset: FaceSet) -> WorkerSpec:
 def changes_since_run(config: AuditConfig) -> list[str]:
     """How this session would differ from the sessions of the run already in ``config.out`` in code, package
     versions or search threads (what resuming refuses without ``allow_mixed``); empty for a new folder."""
-    return stored_changes(Path(config.out), session_settings(config, search_threads(config)))
+    sessions = stored_sessions(Path(config.out))
+    return changes_since(sessions, this_session(session_settings(config, search_threads(config, sessions))))
 
 
 def session_settings(config: AuditConfig, threads: int) -> dict[str, Any]:
@@ -389,20 +390,18 @@ def session_settings(config: AuditConfig, threads: int) -> dict[str, Any]:
     return {RECORD_ENGINE: config.engine, RECORD_DEVICE: device.split(":")[0], RECORD_SEARCH_THREADS: threads}
 
 
-def search_threads(config: AuditConfig) -> int:
+def search_threads(config: AuditConfig, sessions: Sequence[Mapping[str, Any]] | None = None) -> int:
     """The CPU threads of every search and classification of this session, on every engine (a search's last bits
     depend on them): ``threads`` when given, else those of the run's last session (a resumed run keeps them, so
-    its rows are those of a run made in one session), else torch's default (this machine's cores)."""
+    its rows are those of a run made in one session), else torch's default (this machine's cores). ``sessions``:
+    the stored run's, when the caller has read them already."""
     if config.threads:
         return config.threads
-    if not config.new_run and (Path(config.out) / RUN_JSON).is_file():
-        with contextlib.suppress(PulseAuditError):
-            sessions = record_value(read_run_record(Path(config.out)), RECORD_SESSIONS)
-            stored = [s.get(RECORD_SEARCH_THREADS) for s in sessions if isinstance(s, Mapping)] \
-                if isinstance(sessions, list) else []
-            usable = [t for t in stored if type(t) is int and 1 <= t <= MAX_THREADS]
-            if usable:
-                return usable[-1]
+    if not config.new_run:
+        stored = stored_sessions(Path(config.out)) if sessions is None else sessions
+        usable = [t for t in (s.get(RECORD_SEARCH_THREADS) for s in stored) if type(t) is int and 1 <= t <= MAX_THREADS]
+        if usable:
+            return usable[-1]
     return torch.get_num_threads()
 
 

@@ -448,16 +448,21 @@ def changes_since(sessions: Sequence[Any], session: Mapping[str, Any]) -> list[s
                               for phrase in session_differences(earlier, session)))
 
 
-def stored_changes(root: Path, extra: Mapping[str, Any]) -> list[str]:
-    """How a session starting now with ``extra`` would differ from the sessions of the run stored in ``root``
-    (empty when there is none, or its record is unreadable: opening it says so)."""
+def stored_sessions(root: Path) -> list[Mapping[str, Any]]:
+    """The session entries of the run stored in ``root`` (none when there is no run, or its record is
+    unreadable or damaged: opening it says so)."""
     if not (Path(root) / RUN_JSON).is_file():
         return []
     try:
-        sessions = record_value(read_run_record(root), RECORD_SESSIONS)
+        return session_entries(read_run_record(root))
     except PulseAuditError:
         return []
-    return changes_since(sessions, this_session(extra)) if isinstance(sessions, list) else []
+
+
+def session_entries(record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The session entries of a ``run.json`` record that are objects (none when its sessions are not a list)."""
+    sessions = record_value(record, RECORD_SESSIONS)
+    return [s for s in sessions if isinstance(s, Mapping)] if isinstance(sessions, list) else []
 
 
 def read_run_record(root: Path) -> dict[str, Any]:
