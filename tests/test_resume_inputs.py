@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 from PIL import Image
+from test_classifiers_models import random_fairface_state
 from test_harness import config, fakes, rows_by_key  # noqa: F401  (fakes is a fixture)
 
 import audit.run.harness as harness
@@ -313,3 +315,21 @@ def test_a_changed_gaussian_fit_is_an_input_that_a_resume_refuses(tmp_path):
         RunStore.open(tmp_path / "run", {"option": 1}, inputs=after)
     RunStore.open(tmp_path / "run", {"option": 1}, inputs=run_inputs(faceset, [], SimpleNamespace(generator=again),
                                                                      [])).close()
+
+
+def test_swapped_classifier_weights_are_refused_end_to_end(tmp_path, monkeypatch):
+    """The real FairFace classifier on random weights, through the registry and ``run_audit``: other weights
+    behind the same ``fairface:PATH`` between sessions are refused; the original weights resume."""
+    from audit.classifiers.fairface import WEIGHTS_FILE
+
+    weights = tmp_path / WEIGHTS_FILE
+    torch.save(random_fairface_state(seed=0), weights)
+    original = weights.read_bytes()
+    settings = config(tmp_path, upsampler="bicubic", classifiers=f"fairface:{weights}", batch_size=2)
+    interrupted(monkeypatch, settings)
+    torch.save(random_fairface_state(seed=1), weights)
+    message = refusal(settings)
+    assert f"classifier fairface weights file {WEIGHTS_FILE} changed since this run began" in message
+    weights.write_bytes(original)
+    rows = rows_by_key(run_audit(settings))
+    assert len(rows) == 9 and {key for key, row in rows.items() if row["error"]} == {("img/broken.png", 0)}

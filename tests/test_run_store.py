@@ -356,3 +356,47 @@ def test_a_full_disk_is_one_line_and_loses_nothing(tmp_path, monkeypatch):
         assert store.done == {("a", 0)}
         store.append([{"item_id": "b", "sample": 0}])
     assert read_results(root).column("item_id").to_pylist() == ["a", "b"]
+
+
+def test_a_part_of_another_schema_is_one_line_on_open_and_never_merged(tmp_path):
+    """Every column of every part is checked on open, not only the keys: a documented column of another
+    kind, a column no row holds (a list), a column twice, or a column whose kind differs from an earlier
+    part's would each break the concatenation or the readers later."""
+    def part(**columns):
+        return lambda parts: pq.write_table(pa.table({"run_id": [_run_id(parts)], "item_id": ["z"], "sample": [0],
+                                                      **columns}), parts / "part-000007.parquet")
+
+    cases = {
+        "sample as numbers": (lambda parts: pq.write_table(pa.table({"run_id": [_run_id(parts)], "item_id": ["z"],
+                                                                      "sample": [0.0]}), parts / "part-000007.parquet"),
+                              r"part-000007.parquet: not a result part of this store \(column 'sample' holds numbers, "
+                              r"not integers\)"),
+        "a flag as strings": (part(**{"out_skin-tone_face": ["yes"]}),
+                              r"column 'out_skin-tone_face' holds strings, not flags"),
+        "timing as strings": (part(t_upsample_s=["1 s"]), r"column 't_upsample_s' holds strings, not numbers"),
+        "a list column": (part(ups_lr_l2=[[0.1, 0.2]]),
+                          r"column 'ups_lr_l2' holds 'list<element: double>', not strings, numbers or flags"),
+        "a column twice": (lambda parts: pq.write_table(
+            pa.Table.from_arrays([pa.array([_run_id(parts)]), pa.array(["z"]), pa.array([0]), pa.array([1.0]),
+                                  pa.array([2.0])], names=["run_id", "item_id", "sample", "psnr", "psnr"]),
+            parts / "part-000007.parquet"), r"column 'psnr' appears twice"),
+        "strings where numbers were": (part(v=["0.1"]),
+                                       r"part-000007.parquet: column 'v' holds strings, but numbers in "
+                                       r"part-000001.parquet; move it out"),
+    }
+    for name, (spoil, message) in cases.items():
+        root = tmp_path / name.replace(" ", "-")
+        _two_part_run(root)
+        spoil(root / "parts")
+        _one_line_error(root, message)
+        assert len(list((root / "parts").iterdir())) == 3  # nothing was moved, deleted or merged
+    root = tmp_path / "compatible"
+    _two_part_run(root)
+    part(v=[3], note=[None], new_reading=[True])(root / "parts")  # an integer where numbers were: fine
+    assert read_results(root).column("v").to_pylist() == [1.0, 2.0, 3.0]
+    with RunStore.open(root, {"n": 1}) as store:
+        assert store.done == {("a", 0), ("b", 0), ("z", 0)}
+
+
+def _run_id(parts: Path) -> str:
+    return json.loads((parts.parent / "run.json").read_text())["run_id"]

@@ -135,6 +135,29 @@ def probability_columns(columns: Iterable[str], side: str, classifier: str, attr
     return {spelled.get(c[len(prefix):], c[len(prefix):]): c for c in columns if c.startswith(prefix)}
 
 
+STRING, INTEGER, FLOAT, BOOL = "string", "integer", "float", "bool"
+"""The kinds of the table's documented columns (:func:`column_kind`)."""
+_KIND_BY_NAME = {RUN_ID: STRING, ITEM: STRING, SAMPLE: INTEGER, INPUT_KIND: STRING, GROUP: STRING, ERROR: STRING,
+                 T_UPSAMPLE: FLOAT, T_CLASSIFY: FLOAT, IDENTITY_DISTANCE: FLOAT, DELTA_ITA: FLOAT,
+                 DELTA_ITA_ALIGNED: FLOAT, PSNR: FLOAT, SSIM: FLOAT}
+_KIND_BY_NAME |= {f"{prefix}{field}": STRING if field == "sha256" else INTEGER
+                  for prefix in (SOURCE_STAMP, OUTPUT_STAMP) for field in STAMP_FIELDS}
+
+
+def column_kind(name: str) -> str | None:
+    """The kind (:data:`STRING`, :data:`INTEGER`, :data:`FLOAT`, :data:`BOOL`) the table documents for column
+    ``name``, or None for a column whose kind it leaves open (upsampler diagnostics, classifier labels,
+    probabilities and readings: a string, a number or a flag, the same in every part of a run)."""
+    if name in _KIND_BY_NAME:
+        return _KIND_BY_NAME[name]
+    if name.startswith(("label_", "path_")):
+        return STRING
+    parts = name.split("_")
+    if parts[0] in SIDES and len(parts) == 3 and parts[2] in ("face", "error"):
+        return BOOL if parts[2] == "face" else STRING
+    return None
+
+
 def column_order(names: Iterable[str]) -> list[str]:
     """Canonical column order: ids, labels, paths, upsampler diagnostics, timings, input-side and
     output-side classifier columns, comparisons."""

@@ -25,8 +25,10 @@ the part of their rows.
 Resume: the options and the inputs (SHA-256 of the weights files, the face set's items and labels:
 :func:`audit.run.provenance.run_inputs`) must equal those in ``run.json``, else the run is refused with one
 line naming what changed (``new_run`` discards the stored rows instead). Every part is checked when
-read (its name, its key columns, the run id of its rows, no key stored twice): a copied, foreign or
-malformed part is a one-line error naming it, never merged.
+read (its name; its schema: key columns present, every column a string, number or flag column, of
+the documented kind (:func:`audit.core.schema.column_kind`) and of the same kind in every part; the run
+id of its rows; no key stored twice): a copied, foreign or malformed part is a one-line error naming it,
+never merged.
 
 Cost: a flush writes one part of its own rows and checks their keys in an in-memory set, so its cost
 does not grow with the run; opening reads only the key columns of the parts (``benchmarks/run_store.py``).
@@ -59,7 +61,10 @@ from PIL import Image
 from pulse_engine.errors import PulseAuditError, short_repr
 
 from ..core.schema import (
+    BOOL,
     ERROR,
+    FLOAT,
+    INTEGER,
     ITEM,
     RECORD_CONFIG,
     RECORD_CREATED,
@@ -74,7 +79,9 @@ from ..core.schema import (
     RUN_ID,
     RUN_JSON,
     SAMPLE,
+    STRING,
     TABLE_SCHEMA,
+    column_kind,
     column_order,
     record_value,
 )
@@ -353,8 +360,10 @@ class RunStore:
 
 
 PART_NAME = re.compile(r"part-(\d{6})\.parquet")
-KEY_COLUMNS = ((ITEM, "strings", pa.types.is_string), (SAMPLE, "integers", pa.types.is_integer),
-               (RUN_ID, "strings", pa.types.is_string))
+KEY_COLUMNS = (ITEM, SAMPLE, RUN_ID)
+_ARROW_KINDS = ((STRING, (pa.types.is_string, pa.types.is_large_string)), (INTEGER, (pa.types.is_integer,)),
+                (FLOAT, (pa.types.is_floating,)), (BOOL, (pa.types.is_boolean,)))
+_PLURAL = {STRING: "strings", INTEGER: "integers", FLOAT: "numbers", BOOL: "flags"}
 PARTS_DIGEST = b"pulse_audit_parts"
 """Key of ``results.parquet``'s metadata that identifies the parts it was made from."""
 
@@ -383,29 +392,71 @@ def parts_digest(parts: Sequence[Path]) -> bytes:
     return digest.hexdigest().encode()
 
 
-def _read_part(part: Path, columns: Sequence[str] | None = None) -> pa.Table:
-    """One part (``columns`` only, when given), its key columns checked."""
+def _arrow_kind(field: pa.Field) -> str | None:
+    """The kind of a part's column (None for an all-null column); a type no row of the table has (lists,
+    structs, bytes, dates …) is an error."""
+    if pa.types.is_null(field.type):
+        return None
+    for kind, checks in _ARROW_KINDS:
+        if any(check(field.type) for check in checks):
+            return kind
+    raise ValueError(f"column {short_repr(field.name)} holds {short_repr(str(field.type))}, not strings, numbers "
+                     "or flags")
+
+
+def _part_kinds(schema: pa.Schema) -> dict[str, str]:
+    """Column → kind of a part's schema, checked: the key columns present, no column twice, every column
+    of a kind the table has and the documented one where :func:`audit.core.schema.column_kind` gives it
+    (integers where numbers are documented are accepted)."""
+    if len(set(schema.names)) != len(schema.names):
+        twice = next(name for name in schema.names if schema.names.count(name) > 1)
+        raise ValueError(f"column {short_repr(twice)} appears twice")
+    kinds: dict[str, str] = {}
+    for field in schema:
+        kind, documented = _arrow_kind(field), column_kind(field.name)
+        if kind is not None and documented is not None and kind != documented and (kind, documented) != (
+                INTEGER, FLOAT):
+            raise ValueError(f"column {short_repr(field.name)} holds {_PLURAL[kind]}, not {_PLURAL[documented]}")
+        if kind is not None:
+            kinds[field.name] = FLOAT if kind == INTEGER and documented != INTEGER else kind
+    missing = [name for name in KEY_COLUMNS if name not in kinds]
+    if missing:
+        raise ValueError(f"no {missing[0]} column of {_PLURAL[column_kind(missing[0])]}")
+    return kinds
+
+
+def _read_part(part: Path, columns: Sequence[str] | None = None) -> tuple[pa.Table, dict[str, str]]:
+    """One part (``columns`` only, when given) and the kinds of all its columns, its schema checked
+    (:func:`_part_kinds`) before any row is read."""
     try:
         with pq.ParquetFile(part) as handle:
-            schema = handle.schema_arrow
-            for name, kind, check in KEY_COLUMNS:
-                if name not in schema.names or not check(schema.field(name).type):
-                    raise PulseAuditError(f"{part}: not a result part of this store (no {name} column of {kind}); "
-                                          "move it out of the parts folder")
+            try:
+                kinds = _part_kinds(handle.schema_arrow)
+            except ValueError as exc:
+                raise PulseAuditError(f"{part}: not a result part of this store ({exc}); move it out of the "
+                                      "parts folder") from None
             table = handle.read(columns=list(columns) if columns else None, use_threads=False)  # a few rows
     except (OSError, pa.ArrowException) as exc:
         raise PulseAuditError(f"{part}: unreadable result part ({exc}); move it away to redo its rows") from exc
-    if any(table.column(name).null_count for name, _, _ in KEY_COLUMNS):
+    if any(table.column(name).null_count for name in KEY_COLUMNS):
         raise PulseAuditError(f"{part}: rows without an item_id, sample or run_id; move it out of the parts folder")
-    return table
+    return table, kinds
 
 
 def _scan_parts(folder: Path, run_id: str, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
-    """The parts of ``folder``, each checked: key columns present, rows of run ``run_id``, no (item_id,
+    """The parts of ``folder``, each checked: its schema (:func:`_part_kinds`), every column of the same kind
+    as in the parts before it (integers and numbers are one kind except where integers are documented; so
+    the parts always concatenate), rows of run ``run_id``, no (item_id,
     sample) stored twice. A part that fails is a one-line error naming it (never merged)."""
     seen: dict[Key, str] = {}
+    first_kinds: dict[str, tuple[str, str]] = {}
     for part in part_files(folder):
-        table = _read_part(part, columns)
+        table, kinds = _read_part(part, columns)
+        for name, kind in kinds.items():
+            before, where = first_kinds.setdefault(name, (kind, part.name))
+            if kind != before:
+                raise PulseAuditError(f"{part}: column {short_repr(name)} holds {_PLURAL[kind]}, but "
+                                      f"{_PLURAL[before]} in {where}; move it out of the parts folder")
         foreign = set(pc.unique(table.column(RUN_ID)).to_pylist()) - {run_id}
         if foreign:
             raise PulseAuditError(f"{part}: rows of another run ({min(foreign)!r}; this run is {run_id!r}); "
@@ -423,7 +474,7 @@ def stored_keys(folder: Path, run_id: str) -> tuple[set[Key], int]:
     """The (item_id, sample) keys of run ``run_id``'s parts in ``folder`` and the next part number, reading
     only the key columns."""
     done: set[Key] = set()
-    for table in _scan_parts(folder, run_id, [name for name, _, _ in KEY_COLUMNS]):
+    for table in _scan_parts(folder, run_id, KEY_COLUMNS):
         done.update(zip(table.column(ITEM).to_pylist(), table.column(SAMPLE).to_pylist()))
     numbers = [int(PART_NAME.fullmatch(p.name)[1]) for p in part_files(folder)]
     return done, max(numbers, default=0) + 1
