@@ -16,6 +16,8 @@ bracketed run also carries the CPU time other processes took during it (:func:`o
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import math
 import os
 import platform
@@ -238,11 +240,34 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def _status_gb(field: str) -> float:
+    """A ``kB`` field of ``/proc/self/status`` in GB (1e9 B)."""
+    with open("/proc/self/status") as handle:
+        line = next(line for line in handle if line.startswith(f"{field}:"))
+    return int(line.split()[1]) * 1024 / 1e9
+
+
 def peak_rss_gb() -> float:
     """Peak resident size of this process since start or the last :func:`reset_peak_rss`, GB (1e9 B)."""
-    with open("/proc/self/status") as handle:
-        line = next(line for line in handle if line.startswith("VmHWM:"))
-    return int(line.split()[1]) * 1024 / 1e9
+    return _status_gb("VmHWM")
+
+
+def rss_gb() -> float:
+    """Resident size of this process now, GB (1e9 B)."""
+    return _status_gb("VmRSS")
+
+
+def start_peak_window() -> float:
+    """Begin measuring one run's peak memory: collect garbage, give the heap's free memory back to the system
+    (glibc ``malloc_trim``; :func:`pulse_engine.allocator.keep_large_buffers` otherwise keeps it), reset the peak
+    (:func:`reset_peak_rss`); returns the resident size the run starts from, GB. Read the run's peak with
+    :func:`peak_rss_gb` after it. Raises OSError where the peak cannot be reset (not Linux)."""
+    gc.collect()
+    if platform.libc_ver()[0] == "glibc":
+        ctypes.CDLL(None).malloc_trim(ctypes.c_size_t(0))
+    if not reset_peak_rss():
+        raise OSError("this system cannot reset a process's peak resident size (/proc/self/clear_refs)")
+    return rss_gb()
 
 
 def append_results(out: Path, text: str) -> None:

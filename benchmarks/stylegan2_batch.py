@@ -14,7 +14,9 @@ repeats, so load from other processes hits both alike. Per run ``--steps`` steps
 one progress call to the next and the first is dropped. Reported per image-step: wall seconds
 and CPU seconds (user + system of this process, all threads: less sensitive to other processes'
 load than wall time; system seconds beside them), medians over runs, and the ratios shared ÷ fused
-of image-steps/s and fused ÷ shared of CPU seconds.
+of image-steps/s and fused ÷ shared of CPU seconds; and the peak memory of a run (the most, over its
+runs, of the process's peak resident size during the run above the resident size it started from, with the
+heap's free memory given back first: ``instruments.start_peak_window``), which says which batch fits.
 
 Before timing, the two formulations' images are compared on one batch (the instrument checks
 that it compares equal work). glibc's large-buffer settings are applied as ``pulse-audit``
@@ -38,7 +40,7 @@ import time
 from pathlib import Path
 
 import torch
-from instruments import append_results, machine
+from instruments import append_results, machine, peak_rss_gb, start_peak_window
 
 from pulse_engine.allocator import keep_large_buffers
 from pulse_engine.downsample import BicubicDownsample
@@ -70,10 +72,13 @@ def mark() -> tuple[float, float, float]:
 
 
 def timed_steps(model: StyleGAN2Generator, low: torch.Tensor, steps: int) -> tuple[float, ...]:
-    """(wall, CPU, system CPU) seconds per search step, from one progress call to the next, first step dropped."""
+    """(wall, CPU, system CPU) seconds per search step, from one progress call to the next, first step dropped,
+    then the run's peak memory above the resident size it started from, GB (:func:`start_peak_window`)."""
     marks: list[tuple[float, float, float]] = []
+    base = start_peak_window()
     pulse_search(model, low, SearchConfig(steps=steps), batch_size=len(low), progress=lambda _: marks.append(mark()))
-    return tuple((last - first) / (len(marks) - 1) for first, last in zip(marks[0], marks[-1]))
+    per_step = tuple((last - first) / (len(marks) - 1) for first, last in zip(marks[0], marks[-1]))
+    return (*per_step, peak_rss_gb() - base)
 
 
 def formulation_gap(model: StyleGAN2Generator, batch: int = 2) -> float:
@@ -104,22 +109,25 @@ def profile_pass(model: StyleGAN2Generator, batch: int, rows: int = 6) -> str:
 
 
 def results_table(times: dict[tuple[str, int, str], list[tuple[float, ...]]]) -> str:
-    """Markdown table of the medians of (wall, CPU, system CPU) seconds per step, keyed (config, batch, name)."""
+    """Markdown table of the medians of (wall, CPU, system CPU) seconds per step and the largest peak memory of a
+    run, keyed (config, batch, name)."""
     lines = ["| config | batch | fused image-steps/s (runs) | shared image-steps/s (runs) | shared ÷ fused | "
-             "fused CPU s per image-step (system) | shared CPU s per image-step (system) | CPU s, fused ÷ shared |",
-             "|---|---|---|---|---|---|---|---|"]
+             "fused CPU s per image-step (system) | shared CPU s per image-step (system) | CPU s, fused ÷ shared | "
+             "peak memory of a run, GB, fused / shared |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for config, batch in dict.fromkeys((config, batch) for config, batch, _ in times):
-        rate, cpu, system, runs = {}, {}, {}, {}
+        rate, cpu, system, runs, peak = {}, {}, {}, {}, {}
         for name in FORMULATIONS:
             measured = times[config, batch, name]
             rate[name] = batch / statistics.median(m[0] for m in measured)
             cpu[name] = statistics.median(m[1] for m in measured) / batch
             system[name] = statistics.median(m[2] for m in measured) / batch
             runs[name] = ", ".join(f"{batch / m[0]:.3g}" for m in measured)
+            peak[name] = max(m[3] for m in measured)
         lines.append(f"| {config} | {batch} | {rate['fused']:.2f} ({runs['fused']}) | "
                      f"{rate['shared']:.2f} ({runs['shared']}) | {rate['shared'] / rate['fused']:.2f}× | "
                      f"{cpu['fused']:.3f} ({system['fused']:.3f}) | {cpu['shared']:.3f} ({system['shared']:.3f}) | "
-                     f"{cpu['fused'] / cpu['shared']:.2f}× |")
+                     f"{cpu['fused'] / cpu['shared']:.2f}× | {peak['fused']:.2f} / {peak['shared']:.2f} |")
     return "\n".join(lines)
 
 
@@ -155,16 +163,18 @@ def main() -> None:
                     print(f"  profile {config} batch {batch} {name}: "
                           f"{profile_pass(model.set_fused(fused), batch)}", flush=True)
     times: dict[tuple[str, int, str], list[tuple[float, ...]]] = {}
+    resident = peak_rss_gb()
     for repeat in range(args.repeats):
         order = list(FORMULATIONS) if repeat % 2 == 0 else list(reversed(FORMULATIONS))
         for config in configs:
             for batch in batches:
                 for name in order:
                     model = models[config].set_fused(FORMULATIONS[name])
-                    wall, cpu, system = timed_steps(model, lows[config, batch], args.steps)
-                    times.setdefault((config, batch, name), []).append((wall, cpu, system))
+                    wall, cpu, system, peak = timed_steps(model, lows[config, batch], args.steps)
+                    times.setdefault((config, batch, name), []).append((wall, cpu, system, peak))
                     print(f"{config} batch {batch:2d} {name:6s}: {batch / wall:7.2f} image-steps/s, "
-                          f"CPU {cpu / batch:.3f} s per image-step (system {system / batch:.3f})", flush=True)
+                          f"CPU {cpu / batch:.3f} s per image-step (system {system / batch:.3f}), "
+                          f"peak memory {peak:.2f} GB", flush=True)
     lines = [f"\n## {datetime.date.today().isoformat()} — StyleGAN2 search step by batch: fused vs shared "
              f"modulated convolution (CPU)\n",
              (f"`benchmarks/stylegan2_batch.py --configs {args.configs} --batches {args.batches} --steps {args.steps} "
@@ -172,7 +182,11 @@ def main() -> None:
               f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after; {time.perf_counter() - began:.0f} s in all. "
               f"{malloc}. Random weights (seed 0), ×{FACTOR}, PULSE defaults, {args.steps - 1} timed steps per run, "
               f"median over {args.repeats} runs alternating the formulations' order. Images fused vs shared: "
-              + ", ".join(f"{c} {gaps[c]:.1e}" for c in configs) + " (max relative difference).\n")]
+              + ", ".join(f"{c} {gaps[c]:.1e}" for c in configs)
+              + " (max relative difference). Peak memory of a run: the largest over its runs of the process's "
+              "peak resident size during the run minus its resident size at the run's start, after the heap's "
+              f"free memory was given back (the generators, inputs and libraries, {resident:.2f} GB resident "
+              "before the first run, come on top).\n")]
     text = "\n".join(lines) + "\n" + results_table(times) + "\n"
     print(text)
     if args.out:

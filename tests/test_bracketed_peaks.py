@@ -87,3 +87,34 @@ def test_steady_median_of_only_disturbed_values_is_nan_with_none_kept():
     assert math.isnan(value) and kept == 0
     value, kept = steady_median([])
     assert math.isnan(value) and kept == 0
+
+
+PEAK_WINDOW_PROBE = """
+import sys
+import numpy as np
+sys.path.insert(0, "benchmarks")
+from instruments import peak_rss_gb, start_peak_window
+from pulse_engine.allocator import keep_large_buffers
+print(keep_large_buffers())
+earlier = np.ones(50_000_000)  # 400 MB, written so that it is resident
+del earlier
+base = start_peak_window()
+idle = peak_rss_gb() - base
+inside = np.ones(25_000_000)  # 200 MB
+print(idle, peak_rss_gb() - base)
+"""
+
+
+def test_a_runs_peak_memory_window_sees_its_own_allocation_and_not_an_earlier_ones():
+    """The instrument behind the per-run peak memory of benchmarks/stylegan2_batch.py, on planted sizes (in a
+    child process, so that the malloc setting stays there): an earlier 400 MB buffer, freed, must not count
+    in the next window even under glibc's large-buffer setting (the benchmarks', which keeps freed blocks in
+    the heap); a 200 MB buffer inside the window must."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", PEAK_WINDOW_PROBE], cwd=root, capture_output=True, text=True,
+                          check=True, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    setting, numbers = done.stdout.strip().splitlines()
+    idle, inside = map(float, numbers.split())
+    assert "thresholds set" in setting and idle < 0.05 and 0.19 < inside < 0.25, done.stdout
