@@ -37,7 +37,7 @@ from ..stats import bootstrap_interval
 from ..upsamplers import GENERATORS_DIR
 from ..vision.images import to_image
 
-ITA_OUT, ITA_IN = value_column("out", "skin-tone", "ita"), value_column("in", "skin-tone", "ita")
+ITA_OUT = value_column("out", "skin-tone", "ita")
 
 
 def mean_ci(values: np.ndarray, seed: int = 0) -> tuple[float, float, float, int]:
