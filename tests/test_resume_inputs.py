@@ -7,6 +7,7 @@ and the ``--align`` landmark model; unchanged files resume without being read ag
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -333,3 +334,27 @@ def test_swapped_classifier_weights_are_refused_end_to_end(tmp_path, monkeypatch
     weights.write_bytes(original)
     rows = rows_by_key(run_audit(settings))
     assert len(rows) == 9 and {key for key, row in rows.items() if row["error"]} == {("img/broken.png", 0)}
+
+
+def test_weights_files_that_share_a_name_are_each_an_input(tmp_path, fakes, monkeypatch):  # noqa: F811
+    """A shifted member whose direction file is named like its base's weights (``weights.pt``): inputs were keyed
+    by file name, so one hid the other and other base weights resumed silently into a mixed run."""
+    from test_harness import _dcgan_folder
+
+    from pulse_engine.generators.base import SHIFTED_CARD_FORMAT
+    from pulse_engine.generators.checkpoint import sha256_file
+
+    base, member = _dcgan_folder(tmp_path / "base", seed=0), tmp_path / "member"
+    member.mkdir()
+    torch.manual_seed(2)
+    torch.save(torch.randn(1, 16), member / "weights.pt")
+    (member / "card.json").write_text(json.dumps({
+        "format": SHIFTED_CARD_FORMAT, "base": f"dcgan-file:{base}", "alpha": 1.0,
+        "direction": {"file": "weights.pt", "sha256": sha256_file(member / "weights.pt")}}))
+    settings = config(tmp_path, generator=f"shifted:{member}", steps=2, batch_size=2)
+    interrupted(monkeypatch, settings)
+    original = (base / "weights.pt").read_bytes()
+    _dcgan_folder(base, seed=1)  # other weights of the same architecture behind the base
+    assert f"weights file {base / 'weights.pt'} changed since this run began" in refusal(settings)
+    (base / "weights.pt").write_bytes(original)
+    assert len(rows_by_key(run_audit(settings))) == 9

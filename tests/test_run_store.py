@@ -400,3 +400,63 @@ def test_a_part_of_another_schema_is_one_line_on_open_and_never_merged(tmp_path)
 
 def _run_id(parts: Path) -> str:
     return json.loads((parts.parent / "run.json").read_text())["run_id"]
+
+
+def test_a_run_record_of_other_json_types_is_one_line_everywhere_it_is_read(tmp_path):
+    """run.json is checked key by key against the types the store writes when it is read (before: a TypeError
+    or AttributeError traceback on open for ``inputs`` null-valued, a list or int-valued, ``config`` a list;
+    and in the report for e.g. ``dataset`` a list or ``generator`` a string)."""
+    cases = {"inputs": (["x"], r"'inputs' is an array, not an object"), "config": (["a"], r"'config' is an array"),
+             "run_id": (["a"], r"'run_id' is an array, not a string"), "generator": ("x", r"'generator' is a string"),
+             "dataset": (["x"], r"'dataset' is an array, not an object"),
+             "table_schema": (True, r"'table_schema' is true or false, not an integer"),
+             "sessions": ({}, r"'sessions' is an object, not an array")}
+    for key, (value, message) in {**cases, "inputs ": ({"x" * 10_000: 5}, r"input 'x{80}' has an integer, not a "
+                                                                          r"SHA-256 string")}.items():
+        root = tmp_path / key.strip() / str(len(key))
+        _two_part_run(root)
+        record = json.loads((root / "run.json").read_text())
+        (root / "run.json").write_text(json.dumps({**record, key.strip(): value}))
+        _one_line_error(root, r"run.json: a damaged run record \(" + message)
+        with pytest.raises(PulseAuditError, match=message):
+            load_run(root)
+        assert len(str(_error(lambda root=root: RunStore.open(root, {"n": 1})))) < 400
+
+
+def test_an_edited_results_file_is_checked_as_a_part_is(tmp_path):
+    """results.parquet is used when its metadata names the current parts; it is now checked like a part (before:
+    a copy without ``item_id`` that kept the metadata reached the metrics as a KeyError traceback)."""
+    root = tmp_path / "run"
+    run_id = _two_part_run(root)
+    read_results(root, save=True)
+    table = pq.read_table(root / "results.parquet")
+    pq.write_table(table.drop(["item_id"]), root / "results.parquet")  # keeps the parts digest in the metadata
+    with pytest.raises(PulseAuditError, match=r"results.parquet: not a result part of this store \(no item_id"):
+        read_results(root)
+    foreign = table.set_column(0, "run_id", pa.array(["x" * 1_000_000] * len(table)))
+    pq.write_table(foreign, root / "results.parquet")
+    message = str(_error(lambda: read_results(root)))
+    assert "results.parquet: rows of another run ('xxx" in message and len(message) < 400, message
+    assert run_id in message
+
+
+def test_documented_flags_and_numbers_of_the_upsampler_are_checked_and_messages_stay_short(tmp_path):
+    """``ups_success`` as text passed the schema check and failed in the report ("could not convert string to
+    float"); a 5 MB item id stored twice made a 5 MB error line."""
+    root = tmp_path / "run"
+    run_id = _two_part_run(root)
+    pq.write_table(pa.table({"run_id": [run_id], "item_id": ["z"], "sample": [0], "ups_success": ["true"]}),
+                   root / "parts/part-000007.parquet")
+    _one_line_error(root, r"column 'ups_success' holds strings, not flags")
+    (root / "parts/part-000007.parquet").unlink()
+    huge = "i" * 5_000_000
+    pq.write_table(pa.table({"run_id": [run_id] * 2, "item_id": [huge] * 2, "sample": [0, 0]}),
+                   root / "parts/part-000007.parquet")
+    message = str(_error(lambda: read_results(root)))
+    assert "part-000007.parquet: item 'iii" in message and "is stored twice" in message and len(message) < 400
+
+
+def _error(attempt) -> PulseAuditError:
+    with pytest.raises(PulseAuditError) as caught:
+        attempt()
+    return caught.value

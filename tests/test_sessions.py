@@ -94,7 +94,7 @@ def test_sessions_that_are_not_a_list_are_one_line(tmp_path):
     _stored_run(root)
     record = read_run_record(root)
     (root / RUN_JSON).write_text(json.dumps({**record, "sessions": "hello"}))
-    with pytest.raises(PulseAuditError, match="sessions are not a list"):
+    with pytest.raises(PulseAuditError, match=r"a damaged run record \('sessions' is a string, not an array\)"):
         RunStore.open(root, {"option": 1})
 
 

@@ -138,8 +138,8 @@ def probability_columns(columns: Iterable[str], side: str, classifier: str, attr
 STRING, INTEGER, FLOAT, BOOL = "string", "integer", "float", "bool"
 """The kinds of the table's documented columns (:func:`column_kind`)."""
 _KIND_BY_NAME = {RUN_ID: STRING, ITEM: STRING, SAMPLE: INTEGER, INPUT_KIND: STRING, GROUP: STRING, ERROR: STRING,
-                 T_UPSAMPLE: FLOAT, T_CLASSIFY: FLOAT, IDENTITY_DISTANCE: FLOAT, DELTA_ITA: FLOAT,
-                 DELTA_ITA_ALIGNED: FLOAT, PSNR: FLOAT, SSIM: FLOAT}
+                 SUCCESS: BOOL, LR_ERROR: FLOAT, T_UPSAMPLE: FLOAT, T_CLASSIFY: FLOAT, IDENTITY_DISTANCE: FLOAT,
+                 DELTA_ITA: FLOAT, DELTA_ITA_ALIGNED: FLOAT, PSNR: FLOAT, SSIM: FLOAT}
 _KIND_BY_NAME |= {f"{prefix}{field}": STRING if field == "sha256" else INTEGER
                   for prefix in (SOURCE_STAMP, OUTPUT_STAMP) for field in STAMP_FIELDS}
 
@@ -194,6 +194,28 @@ RECORD_DEFAULTS: dict[str, object] = {
     RECORD_GENERATOR: None, RECORD_CLASSIFIERS: [], RECORD_DATASET: {}, RECORD_SAMPLING: {}}
 """What a reader takes for a key a record lacks (an older run, or a run killed before its provenance);
 ``table_schema`` 1 is the schema before :data:`TABLE_SCHEMA` was recorded."""
+
+
+_JSON_TYPES = ((dict, "an object"), (list, "an array"), (str, "a string"), (bool, "true or false"),
+               (int, "an integer"), (float, "a number"))
+
+
+def _json_type(value: Any) -> str:
+    return next((name for kind, name in _JSON_TYPES if isinstance(value, kind)), type(value).__name__)
+
+
+def record_problem(record: Mapping[str, Any]) -> str | None:
+    """The first key of a ``run.json`` record whose JSON type is not the one written (:data:`RECORD_DEFAULTS`'s;
+    ``generator`` an object), or an ``inputs`` value that is not a string, as a phrase; None when every key fits
+    (a missing or null key is fine: :func:`record_value` gives its default)."""
+    for key, default in RECORD_DEFAULTS.items():
+        value = record.get(key)
+        expected = dict if default is None else type(default)
+        if value is not None and (not isinstance(value, expected) or isinstance(value, bool) != (expected is bool)):
+            return f"{key!r} is {_json_type(value)}, not {_json_type(expected())}"
+    inputs = record.get(RECORD_INPUTS) or {}
+    odd = next((name for name, digest in inputs.items() if not isinstance(digest, str)), None)
+    return None if odd is None else f"input {odd[:80]!r} has {_json_type(inputs[odd])}, not a SHA-256 string"
 
 
 def record_value(record: Mapping[str, Any], key: str) -> Any:

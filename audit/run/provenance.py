@@ -10,6 +10,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
@@ -156,7 +157,8 @@ def run_inputs(faceset: FaceSet, items: Sequence[FaceItem], upsampler: Upsampler
     check: every weights file of the generator, its search-space state (``search_space_state()``, digested by
     :func:`tensors_digest`: the Gaussian fit of W, which a cache file, PULSE's own fit file or
     ``$PULSE_AUDIT_FIT_SAMPLES`` decide), every weights file of each classifier and of the aligner (its
-    ``weights``, e.g. the landmark model of ``--align``), the data set's card, and the sampled items
+    ``weights``, e.g. the landmark model of ``--align``; a file is named by its file name, or by its path where
+    two files of one role share a name), the data set's card, and the sampled items
     (ids, paths relative to the set's root, labels; skipped files with their reasons) together with
     the label vocabularies and their sources.
 
@@ -166,8 +168,11 @@ def run_inputs(faceset: FaceSet, items: Sequence[FaceItem], upsampler: Upsampler
     generator = getattr(upsampler, "generator", None)
     cards = [(f"generator {generator.card.name}", generator.card)] if generator is not None else []
     cards += [(f"classifier {c.name}", c.card) for c in classifiers]
-    found = {f"{role} weights file {Path(entry['path']).name}": entry["sha256"]
-             for role, card in cards for entry in weights_record(card.weights, card.weights_sha256)}
+    files = [(role, Path(entry["path"]), entry["sha256"])
+             for role, card in cards for entry in weights_record(card.weights, card.weights_sha256)]
+    names = Counter((role, path.name) for role, path, _ in files)
+    found = {f"{role} weights file {path.name if names[role, path.name] == 1 else path}": digest
+             for role, path, digest in files}  # a name two files share (a shifted member's and its base's) is a path
     state = generator.search_space_state() if hasattr(generator, "search_space_state") else {}
     if state:
         found[f"generator {generator.card.name} search space (its Gaussian fit of W)"] = tensors_digest(state)

@@ -83,6 +83,7 @@ from ..core.schema import (
     TABLE_SCHEMA,
     column_kind,
     column_order,
+    record_problem,
     record_value,
 )
 from ..vision.images import to_image
@@ -250,8 +251,6 @@ class RunStore:
             cls._check_config(root, record_value(record, RECORD_CONFIG), config)
             cls._check_inputs(root, record.setdefault(RECORD_INPUTS, inputs), inputs)
             sessions = record_value(record, RECORD_SESSIONS)
-            if not isinstance(sessions, list):
-                raise PulseAuditError(f"{run_file}: its sessions are not a list; use a new --out")
             cls._check_sessions(root, sessions, session, allow_mixed)
             record[RECORD_SESSIONS] = [*sessions, session]
         else:
@@ -426,28 +425,43 @@ def _part_kinds(schema: pa.Schema) -> dict[str, str]:
 
 
 def _read_part(part: Path, columns: Sequence[str] | None = None) -> tuple[pa.Table, dict[str, str]]:
-    """One part (``columns`` only, when given) and the kinds of all its columns, its schema checked
-    (:func:`_part_kinds`) before any row is read."""
+    """One part, or ``results.parquet`` (``columns`` only, when given), and the kinds of all its columns, its
+    schema checked (:func:`_part_kinds`) before any row is read."""
     try:
         with pq.ParquetFile(part) as handle:
             try:
                 kinds = _part_kinds(handle.schema_arrow)
             except ValueError as exc:
-                raise PulseAuditError(f"{part}: not a result part of this store ({exc}); move it out of the "
-                                      "parts folder") from None
-            table = handle.read(columns=list(columns) if columns else None, use_threads=False)  # a few rows
+                raise PulseAuditError(f"{part}: not a result part of this store ({exc}); move it out of "
+                                      f"{part.parent}") from None
+            table = handle.read(columns=list(columns) if columns else None, use_threads=False)
     except (OSError, pa.ArrowException) as exc:
         raise PulseAuditError(f"{part}: unreadable result part ({exc}); move it away to redo its rows") from exc
     if any(table.column(name).null_count for name in KEY_COLUMNS):
-        raise PulseAuditError(f"{part}: rows without an item_id, sample or run_id; move it out of the parts folder")
+        raise PulseAuditError(f"{part}: rows without an item_id, sample or run_id; move it out of {part.parent}")
     return table, kinds
+
+
+def _check_rows(path: Path, table: pa.Table, run_id: str, seen: dict[Key, str]) -> None:
+    """Rows of ``path`` (a part, or ``results.parquet``) checked: all of run ``run_id`` and no (item_id,
+    sample) in ``seen`` (key → the file that holds it) or stored twice; adds them to ``seen``."""
+    foreign = set(pc.unique(table.column(RUN_ID)).to_pylist()) - {run_id}
+    if foreign:
+        raise PulseAuditError(f"{path}: rows of another run ({short_repr(min(foreign))}; this run is "
+                              f"{short_repr(run_id)}); move it out of {path.parent}")
+    for key in zip(table.column(ITEM).to_pylist(), table.column(SAMPLE).to_pylist()):
+        if key in seen:
+            where = "twice" if seen[key] == path.name else f"also in {seen[key]}"
+            raise PulseAuditError(f"{path}: item {short_repr(key[0])} sample {key[1]} is stored {where} (a copied "
+                                  f"file?); move the extra file out of {path.parent}")
+        seen[key] = path.name
 
 
 def _scan_parts(folder: Path, run_id: str, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
     """The parts of ``folder``, each checked: its schema (:func:`_part_kinds`), every column of the same kind
     as in the parts before it (integers and numbers are one kind except where integers are documented; so
-    the parts always concatenate), rows of run ``run_id``, no (item_id,
-    sample) stored twice. A part that fails is a one-line error naming it (never merged)."""
+    the parts always concatenate), its rows (:func:`_check_rows`). A part that fails is a one-line error
+    naming it (never merged)."""
     seen: dict[Key, str] = {}
     first_kinds: dict[str, tuple[str, str]] = {}
     for part in part_files(folder):
@@ -456,17 +470,8 @@ def _scan_parts(folder: Path, run_id: str, columns: Sequence[str] | None = None)
             before, where = first_kinds.setdefault(name, (kind, part.name))
             if kind != before:
                 raise PulseAuditError(f"{part}: column {short_repr(name)} holds {_PLURAL[kind]}, but "
-                                      f"{_PLURAL[before]} in {where}; move it out of the parts folder")
-        foreign = set(pc.unique(table.column(RUN_ID)).to_pylist()) - {run_id}
-        if foreign:
-            raise PulseAuditError(f"{part}: rows of another run ({min(foreign)!r}; this run is {run_id!r}); "
-                                  "move it out of the parts folder")
-        for key in zip(table.column(ITEM).to_pylist(), table.column(SAMPLE).to_pylist()):
-            if key in seen:
-                where = "twice" if seen[key] == part.name else f"also in {seen[key]}"
-                raise PulseAuditError(f"{part}: item {key[0]!r} sample {key[1]} is stored {where} (a copied part?); "
-                                      "move the extra part out of the parts folder")
-            seen[key] = part.name
+                                      f"{_PLURAL[before]} in {where}; move it out of {folder}")
+        _check_rows(part, table, run_id, seen)
         yield table
 
 
@@ -511,9 +516,8 @@ def stored_sessions(root: Path) -> list[Mapping[str, Any]]:
 
 
 def session_entries(record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The session entries of a ``run.json`` record that are objects (none when its sessions are not a list)."""
-    sessions = record_value(record, RECORD_SESSIONS)
-    return [s for s in sessions if isinstance(s, Mapping)] if isinstance(sessions, list) else []
+    """The session entries of a ``run.json`` record (:func:`read_run_record`'s) that are objects."""
+    return [s for s in record_value(record, RECORD_SESSIONS) if isinstance(s, Mapping)]
 
 
 def read_run_record(root: Path) -> dict[str, Any]:
@@ -524,6 +528,9 @@ def read_run_record(root: Path) -> dict[str, Any]:
         raise PulseAuditError(f"{Path(root) / RUN_JSON}: unreadable ({exc}); use a new --out") from exc
     if not isinstance(record, dict):
         raise PulseAuditError(f"{Path(root) / RUN_JSON}: not a run record; use a new --out")
+    problem = record_problem(record)
+    if problem:
+        raise PulseAuditError(f"{Path(root) / RUN_JSON}: a damaged run record ({problem}); use a new --out")
     return record
 
 
@@ -565,7 +572,9 @@ def read_results(root: Path, save: bool = False) -> pa.Table:
     folder is writable."""
     root = Path(root)
     if (root / RESULTS).exists() and results_current(root):
-        return pq.read_table(root / RESULTS)
+        table, _ = _read_part(root / RESULTS)  # checked as a part is: it may have been edited or replaced
+        _check_rows(root / RESULTS, table, record_value(read_run_record(root), RECORD_RUN_ID), {})
+        return table
     table = read_parts(root)
     if save:
         with contextlib.suppress(PulseAuditError):
