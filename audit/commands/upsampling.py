@@ -15,9 +15,10 @@ from pulse_engine.errors import InputImageError
 from pulse_engine.generators.base import SearchableGenerator
 from pulse_engine.search import ProgressFn, SearchConfig, SearchResult, search_samples
 
+from ..facesets import file_key
 from ..run.inputs import check_factor, prepare_file
 from ..run.run_store import safe_id
-from ..vision.images import to_image
+from ..vision.images import one_line, to_image
 
 TABLE = "results.csv"
 RESULT_COLUMNS = ("input", "sample", "output", "success", "lr_l2", "best_step", "steps", "restarts_used",
@@ -62,8 +63,9 @@ def output_names(paths: Sequence[Path]) -> list[str]:
 
 def prepare_inputs(paths: Sequence[Path], resolution: int, factor: int, lr_given: bool = False,
                    crop: str = "none") -> Prepared:
-    """Load every input; an unusable file, or one listed again (after normalising its path), becomes
-    a failure record, never a crash.
+    """Load every input; an unusable file, or one listed again (under another spelling, through a symbolic
+    link or as a hard link: :func:`~audit.facesets.file_key`), becomes a failure record with a one-line reason,
+    never a crash; the first listing of a file is the one upsampled.
 
     All usable inputs must give LR images of one size (a mixed set is an error).
     """
@@ -71,15 +73,15 @@ def prepare_inputs(paths: Sequence[Path], resolution: int, factor: int, lr_given
         check_factor(resolution, factor)
     items, failures, unique = [], [], {}
     for path in map(Path, map(os.path.normpath, paths)):
-        same = unique.setdefault(os.path.realpath(path), path)
+        same = unique.setdefault(file_key(path), path)
         if same is not path:
-            failures.append((path, f"{path}: the same file as {same}, which is upsampled once"))
+            failures.append((path, one_line(f"{path}: the same file as {same}, which is upsampled once")))
     kept = list(unique.values())
     for path, name in zip(kept, output_names(kept)):
         try:
             truth, low = prepare_file(path, resolution, factor, lr_given, crop)
         except InputImageError as exc:
-            failures.append((path, str(exc)))
+            failures.append((path, one_line(str(exc))))
         else:
             items.append(UpsampledItem(path, name, low, truth))
     sides = {item.low.shape[-1] for item in items}

@@ -20,6 +20,7 @@ from pulse_engine.errors import PulseAuditError, short_repr
 from pulse_engine.registry import Entry, Registry
 
 from ..core.records import FaceSet
+from ..vision.images import one_line
 
 CARDS_DIR = Path(__file__).resolve().parents[2] / "datasets"
 
@@ -37,6 +38,9 @@ class SkippedFile:
     item_id: str
     path: Path
     reason: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", one_line(self.reason))  # it becomes a failed row's error
 
 
 @dataclass
@@ -127,6 +131,19 @@ def normal_id(path: str) -> str:
     return Path(os.path.normpath(path)).as_posix()
 
 
+def file_key(path: Path | str) -> tuple[int, int] | str:
+    """What identifies the file at ``path``: its (device, inode), so that a hard link, a symbolic link or another
+    spelling of a listed file is the same key; its resolved path when it cannot be examined (e.g. missing)."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        try:
+            return os.path.realpath(path)
+        except (OSError, ValueError):
+            return os.path.abspath(path)
+    return info.st_dev, info.st_ino
+
+
 def label_error(where: str, attribute: str, value: str, valid: Sequence[str]) -> PulseAuditError:
     """The one-line error for a label outside the vocabulary; ``where`` is e.g. ``FILE line 12``. The value
     and the vocabulary come from the user's files, so both are shown shortened (:func:`short_repr`)."""
@@ -172,8 +189,8 @@ def csv_rows(path: Path, required: Sequence[str]) -> tuple[list[str], Iterator[t
     missing = [column for column in required if column not in header]
     if missing:
         handle.close()
-        raise PulseAuditError(f"{path}: no {missing[0]!r} column in the header line "
-                              f"(found: {', '.join(header) or 'an empty file'})")
+        raise PulseAuditError(f"{path}: no {missing[0]!r} column in the header line of {len(header)} columns"
+                              f" ({'found: ' + short_repr(header) if header else 'an empty file'})")
     if len(set(header)) != len(header):
         handle.close()
         raise PulseAuditError(f"{path}: the header line repeats a column name")

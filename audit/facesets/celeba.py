@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pulse_engine.errors import PulseAuditError
+from pulse_engine.errors import PulseAuditError, short_repr
 
 from ..core.records import AttributeSpec, FaceItem
 from . import LoadedFaceSet, card_path, label_error, read_text_bounded
@@ -63,7 +63,7 @@ def load_celeba(root: Path) -> LoadedFaceSet:
         raise PulseAuditError(f"{attr_file}: lists no images")
     image_dir = next((root / c for c in image_candidates if (root / c / rows[0][0]).is_file()), None)
     if image_dir is None:
-        raise PulseAuditError(f"CelebA: image {rows[0][0]} not found in any of "
+        raise PulseAuditError(f"CelebA: image {short_repr(rows[0][0])} not found in any of "
                               f"{', '.join(image_candidates)} under {root}")
     keys = ["gender" if a == "Male" else a for a in names]
     maps = [GENDER if a == "Male" else VALUES for a in names]
@@ -87,7 +87,7 @@ def _parse_attributes(path: Path) -> tuple[list[str], list[tuple[str, list[str]]
     """The attribute names and (file name, values as "1"/"-1") per image of a CelebA attribute file."""
     lines = read_text_bounded(path, MAX_ATTRIBUTE_BYTES).splitlines()
     if len(lines) < 2 or not lines[0].strip().isdigit():
-        raise PulseAuditError(f"{path} line 1: expected the image count, found {lines[0][:40]!r}"
+        raise PulseAuditError(f"{path} line 1: expected the image count, found {short_repr(lines[0])}"
                               if lines else f"{path}: empty file")
     names = lines[1].split()
     if not names or len(set(names)) != len(names):
@@ -104,7 +104,7 @@ def _parse_attributes(path: Path) -> tuple[list[str], list[tuple[str, list[str]]
             attribute, value = next((a, v) for a, v in zip(names, fields[1:]) if v not in VALUES)
             raise label_error(f"{path} line {number}", attribute, value, tuple(VALUES))
         if fields[0] in seen:
-            raise PulseAuditError(f"{path} line {number}: {fields[0]!r} is listed twice")
+            raise PulseAuditError(f"{path} line {number}: {short_repr(fields[0])} is listed twice")
         seen.add(fields[0])
         rows.append((fields[0], fields[1:]))
     if int(lines[0]) != len(rows):

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pulse_engine.errors import PulseAuditError
+from pulse_engine.errors import PulseAuditError, short_repr
 
 from ..core.records import AttributeSpec, FaceItem
 from ..core.vocabulary import AGE_BIN_LOWER, AGE_BINS, GENDERS, RACE4, RACE7, RACE7_TO_RACE4
+from ..vision.images import one_line
 from . import LoadedFaceSet, card_path, csv_rows, label_error, normal_id
 
 SPLITS = {"val": ("val",), "train": ("train",), "both": ("train", "val")}
@@ -56,7 +57,7 @@ def load_fairface(root: Path, split: str = "val") -> LoadedFaceSet:
     if root.is_file():
         raise PulseAuditError(f"FairFace: {root} is a file; pass the folder holding the label CSVs")
     if split not in SPLITS:
-        raise PulseAuditError(f"unknown FairFace split {split!r}; valid: {', '.join(SPLITS)}")
+        raise PulseAuditError(f"unknown FairFace split {short_repr(split)}; valid: {', '.join(SPLITS)}")
     items: list[FaceItem] = []
     seen: dict[str, str] = {}
     for part in SPLITS[split]:
@@ -79,7 +80,7 @@ def load_fairface(root: Path, split: str = "val") -> LoadedFaceSet:
                 raise PulseAuditError(f"{where}: empty file column")
             item_id = normal_id(row["file"])
             if item_id in seen:
-                raise PulseAuditError(f"{where}: {item_id!r} is already listed at {seen[item_id]}")
+                raise PulseAuditError(f"{where}: {short_repr(item_id)} is already listed at {seen[item_id]}")
             seen[item_id] = where
             items.append(FaceItem(item_id, root / item_id, labels))
     _check_images_present(root, items)
@@ -93,5 +94,5 @@ def _check_images_present(root: Path, items: list[FaceItem], probe: int = 20) ->
     (Single missing images are left to the harness, which records them as failed items.)"""
     head = items[:probe]
     if head and not any(item.path.is_file() for item in head):
-        raise PulseAuditError(f"FairFace: images not found, e.g. {head[0].path}; put the train/ and val/ "
-                              f"image folders beside the label CSVs in {root}")
+        raise PulseAuditError(f"FairFace: images not found, e.g. {one_line(str(head[0].path))}; put the train/ "
+                              f"and val/ image folders beside the label CSVs in {root}")

@@ -4,7 +4,7 @@
 The manifest has a ``path`` column (image paths relative to the manifest's folder, or absolute)
 and any number of attribute columns; an empty cell means "no label". Item ids are the ``path``
 values normalised (``/`` separators, ``.`` and ``x/..`` removed); a file listed twice, under any
-spelling or through a symbolic link, is an error.
+spelling, through a symbolic link or a hard link (one device and inode), is an error naming both lines.
 
 Label vocabularies are the distinct values found, sorted (numerically when all are numbers),
 unless an optional sidecar ``labels.json`` beside the manifest declares them::
@@ -29,7 +29,7 @@ from typing import Any
 from pulse_engine.errors import PulseAuditError, short_repr
 
 from ..core.records import LABEL_SOURCES, AttributeSpec, FaceItem
-from . import LoadedFaceSet, card_path, csv_rows, label_error, normal_id, read_text_bounded, vocabulary
+from . import LoadedFaceSet, card_path, csv_rows, file_key, label_error, normal_id, read_text_bounded, vocabulary
 
 MANIFEST = "manifest.csv"
 SIDECAR = "labels.json"
@@ -64,14 +64,14 @@ def load_folder(root: Path, labels_source: str | None = None) -> LoadedFaceSet:
             raise PulseAuditError(f"{base / SIDECAR}: attribute {short_repr(attribute)} is not a manifest column")
 
     items: list[FaceItem] = []
-    seen: dict[str, int] = {}
+    seen: dict[tuple[int, int] | str, tuple[int, str]] = {}
     for line, row in rows:
         if not row["path"]:
             raise PulseAuditError(f"{manifest} line {line}: empty path")
         item_id = normal_id(row["path"])
-        same = seen.setdefault(os.path.realpath(base / item_id), line)
+        same, first = seen.setdefault(file_key(base / item_id), (line, item_id))
         if same != line:
-            raise PulseAuditError(f"{manifest} line {line}: {item_id!r} is already listed on line {same} (same file)")
+            raise PulseAuditError(f"{manifest} line {line}: {_same_file(base, item_id, first, same)}")
         labels = {column: row[column] for column in columns}
         for attribute, spec in declared.items():
             valid = spec.get("values")
@@ -95,6 +95,15 @@ def load_folder(root: Path, labels_source: str | None = None) -> LoadedFaceSet:
                          licence=meta.get("licence", ""), citation=meta.get("citation", ""),
                          options={"manifest": manifest.name}
                          | ({"labels_source": labels_source} if labels_source else {}))
+
+
+def _same_file(base: Path, item_id: str, first: str, line: int) -> str:
+    """Why the file listed as ``item_id`` is the one listed as ``first`` on ``line``, naming both."""
+    if item_id == first:
+        return f"{short_repr(item_id)} is already listed on line {line} (same file)"
+    how = ("the same path once links are resolved" if os.path.realpath(base / item_id) == os.path.realpath(base / first)
+           else "a hard link: same device and inode")
+    return f"{short_repr(item_id)} is {short_repr(first)} ({how}), which is already listed on line {line} (same file)"
 
 
 def _read_sidecar(path: Path) -> dict[str, Any]:

@@ -9,8 +9,10 @@
 * 16-bit greyscale is scaled to 8 bits (v / 257), not clipped; EXIF orientation is applied; palette,
   CMYK (converted without its colour profile, so colours are approximate), 1-bit and YCbCr images
   are converted; transparency is composited over white; animated images give their first frame;
-* anything Pillow cannot decode (truncated, corrupt, unsupported mode) is an :class:`InputImageError`
-  whose message is one bounded line, for the caller to record as a failed row.
+* anything Pillow cannot decode (truncated, corrupt, unsupported mode or pixel format, too large for the memory
+  left) is an :class:`InputImageError` whose message is one bounded line with control characters escaped
+  (:func:`one_line`: a path or a decoder's text cannot start a new line or reach the terminal raw), for the
+  caller to record as a failed row.
 
 The file is read once, into memory, and decoded from there; :func:`read_rgb_stamped` also returns
 its :class:`FileStamp` (SHA-256 of exactly the bytes decoded, size, ``stat`` fields), which the audit
@@ -53,9 +55,29 @@ GREY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 CONVERTIBLE_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "L", "LA", "La", "P", "PA", "1", "YCbCr", "CMYK",
                                *GREY16_MODES})
 DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError,
-                 KeyError, TypeError, ZeroDivisionError)
-"""What Pillow raises on malformed data (its plugins parse with struct, index and dict look-ups)."""
+                 KeyError, TypeError, ArithmeticError, NotImplementedError, RecursionError)
+"""What Pillow raises on malformed data: its plugins parse with struct, index and dict look-ups and raise
+SyntaxError, EOFError or OSError on bad headers; ArithmeticError holds ZeroDivisionError and OverflowError (sizes
+computed from header fields); NotImplementedError is a pixel format a plugin does not know (DDS, BLP). A MemoryError
+(an image larger than the memory left) is a failed row of its own. Not caught, so that they stop the run:
+KeyboardInterrupt, SystemExit and errors of this code's own (NameError, AttributeError, AssertionError)."""
 _DETAIL_CHARS = 160
+MAX_MESSAGE_CHARS = 600
+"""Longest message of an image error (a longer one keeps its start and end: the path's head and the reason)."""
+GREY16_STRIP_PIXELS = 1 << 20
+"""Pixels of 16-bit greyscale converted at a time (bounds the conversion's temporary arrays to a few MiB)."""
+
+
+def one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` as one line of at most ``limit`` characters: every character that is not printable (line breaks,
+    ESC and other control characters, bidirectional overrides) written as its Python escape (``\\n``, ``\\x1b``,
+    ``\\u202e``), and a longer text cut in its middle."""
+    if not text.isprintable():
+        text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) // 2
+    return text[:head] + "…" + text[len(text) - (limit - 1 - head):]
 
 
 def _detail(exc: BaseException) -> str:
@@ -142,10 +164,11 @@ MISSING = FileStamp("", ABSENT_SIZE, 0, 0, 0, 0)
 
 
 class StampedImageError(InputImageError):
-    """An :class:`InputImageError` for a file that was met: ``stamp`` says what was at its path."""
+    """An :class:`InputImageError` for a file that was met: ``stamp`` says what was at its path (None: its path could
+    not be examined). Every error this module raises is one, so every message is made :func:`one_line` here."""
 
     def __init__(self, message: str, stamp: FileStamp | None = None) -> None:  # unpickling passes the message only
-        super().__init__(message)
+        super().__init__(one_line(message))
         self.stamp = stamp
 
 
@@ -163,7 +186,7 @@ def open_regular(path: Path) -> int:
     except FileNotFoundError as exc:
         raise StampedImageError(f"{path}: no such file", MISSING) from exc
     except OSError as exc:
-        raise InputImageError(f"{path}: cannot be examined ({_detail(exc)})") from exc
+        raise StampedImageError(f"{path}: cannot be examined ({_detail(exc)})") from exc
     if not stat.S_ISREG(info.st_mode):
         raise StampedImageError(f"{path}: is {_file_kind(info.st_mode)}, not an image file", FileStamp.of(info))
     if info.st_size > MAX_FILE_BYTES:
@@ -182,12 +205,12 @@ def open_regular(path: Path) -> int:
 
 
 def _chunks(handle, limit: int, path: Path) -> Iterator[bytes]:
-    """The bytes of an open file in 1 MiB chunks, an InputImageError past ``limit`` bytes."""
+    """The bytes of an open file in 1 MiB chunks, a StampedImageError (without stamp) past ``limit`` bytes."""
     total = 0
     while block := handle.read(1 << 20):
         total += len(block)
         if total > limit:
-            raise InputImageError(f"{path}: grew over the {limit} byte budget while being read")
+            raise StampedImageError(f"{path}: grew over the {limit} byte budget while being read")
         yield block
 
 
@@ -200,17 +223,27 @@ def file_sha256(path: Path) -> str:
             for block in _chunks(handle, MAX_FILE_BYTES, path):
                 digest.update(block)
     except OSError as exc:
-        raise InputImageError(f"{path}: cannot be read ({_detail(exc)})") from exc
+        raise StampedImageError(f"{path}: cannot be read ({_detail(exc)})") from exc
     return digest.hexdigest()
 
 
 def _grey16_to_rgb(image: Image.Image) -> Image.Image:
-    """16-bit greyscale (0..65535) as 8-bit RGB, scaled (v / 257, rounded) rather than clipped."""
-    values = np.asarray(image).astype(np.int64)
-    if values.size and (values.min() < 0 or values.max() > 65535):
-        raise ValueError(f"integer greyscale values outside 0..65535 (mode {image.mode})")
-    grey = np.rint(values / 257.0).astype(np.uint8)
-    return Image.fromarray(grey, "L").convert("RGB")
+    """16-bit greyscale (0..65535) as 8-bit RGB, scaled (v / 257, rounded) rather than clipped.
+
+    Converted in strips of :data:`GREY16_STRIP_PIXELS` pixels with integer arithmetic: round(v / 257) is
+    (v + 128) // 257 (v / 257 is never halfway between integers), so beside the decoded image and the result only a
+    few MiB are used, whatever the image's size."""
+    width, height = image.size
+    grey = Image.new("L", image.size)
+    rows = max(1, GREY16_STRIP_PIXELS // width)
+    for top in range(0, height, rows):
+        box = (0, top, width, min(height, top + rows))
+        values = np.asarray(image.crop(box))
+        if values.dtype.kind == "i" and values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(f"integer greyscale values outside 0..65535 (mode {image.mode})")
+        scaled = (values.astype(np.uint32) + 128) // 257
+        grey.paste(Image.fromarray(scaled.astype(np.uint8)), box)
+    return grey.convert("RGB")
 
 
 def _decode(handle, path: Path) -> Image.Image:
@@ -227,7 +260,7 @@ def _decode(handle, path: Path) -> Image.Image:
             if image.mode not in CONVERTIBLE_MODES:
                 raise InputImageError(f"{path}: unsupported image mode {image.mode}; save it as RGB")
             image.load()
-            image = ImageOps.exif_transpose(image)
+            ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of an image without orientation
             if image.mode in GREY16_MODES:
                 return _grey16_to_rgb(image)
             if image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info:
@@ -260,6 +293,8 @@ def _read_stamped(path: Path) -> tuple[bytes, FileStamp]:
             data = b"".join(_chunks(handle, MAX_FILE_BYTES, path))
         except OSError as exc:
             raise StampedImageError(f"{path}: cannot be read ({_detail(exc)})", met) from exc
+        except MemoryError as exc:
+            raise StampedImageError(f"{path}: not enough memory left to read this file", met) from exc
         except InputImageError as exc:
             raise StampedImageError(str(exc), met) from exc
     return data, dataclasses.replace(met, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
@@ -277,6 +312,9 @@ def read_rgb_stamped(path: Path, crop: str = "none") -> tuple[Image.Image, FileS
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise StampedImageError(f"{path}: image over the {MAX_PIXELS} pixel budget, refused before decoding "
                                 f"({_detail(exc)})", stamp) from exc
+    except MemoryError as exc:
+        raise StampedImageError(f"{path}: not enough memory left to decode this image ({_detail(exc)})",
+                                stamp) from exc
     except DECODE_ERRORS as exc:
         raise StampedImageError(f"{path}: not a readable image ({_detail(exc)})", stamp) from exc
     width, height = rgb.size
