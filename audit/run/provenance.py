@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from pulse_engine.errors import short_repr
+from pulse_engine.generators.card_file import CARD_MAX_BYTES
 from pulse_engine.generators.checkpoint import sha256_file
 
 from ..core.records import Classifier, FaceItem, FaceSet, Upsampler
@@ -127,7 +128,7 @@ def run_provenance(faceset: FaceSet, upsampler: Upsampler, classifiers: Sequence
               "attributes": {a: list(v) for a, v in c.attributes.items()},
               "weights": weights_record(c.card.weights, c.card.weights_sha256)} for c in classifiers]
     card_file = Path(faceset.card) if faceset.card else None
-    card_sha256 = sha256_file(card_file) if card_file and card_file.is_file() else ""
+    card_sha256 = sha256_file(card_file, CARD_MAX_BYTES, "face set card") if card_file and card_file.is_file() else ""
     dataset = {"name": faceset.name, "root": str(faceset.root), "items": len(faceset.items),
                "skipped": len(getattr(faceset, "skipped", [])), "options": dict(getattr(faceset, "options", {})),
                "card": str(card_file or ""), "card_sha256": card_sha256,
@@ -179,7 +180,8 @@ def run_inputs(faceset: FaceSet, items: Sequence[FaceItem], upsampler: Upsampler
     found |= {f"aligner model file {Path(path).name}": sha256_file(Path(path))
               for path in getattr(aligner, "weights", ())}
     if faceset.card and Path(faceset.card).is_file():
-        found[f"face set card {Path(faceset.card).name}"] = sha256_file(Path(faceset.card))
+        found[f"face set card {Path(faceset.card).name}"] = sha256_file(Path(faceset.card), CARD_MAX_BYTES,
+                                                                        "face set card")
     digest = hashlib.sha256()
     attributes = {name: [list(spec.values), spec.source, spec.model] for name, spec in faceset.attributes.items()}
     digest.update(json.dumps(attributes, sort_keys=True).encode())

@@ -10,7 +10,9 @@ same architecture built on the ``meta`` device (no memory) has exactly those sha
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,12 +34,39 @@ def require_file(path: Path, what: str, hint: str = "") -> Path:
     return path
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
+WEIGHTS_MAX_BYTES = DEFAULT_BUDGET.max_file_bytes
+"""Largest weights file hashed or read (:attr:`.pickle_scan.LoadBudget.max_file_bytes`)."""
+
+
+def sha256_file(path: Path, max_bytes: int = WEIGHTS_MAX_BYTES, what: str = "weights file") -> str:
+    """Hex SHA-256 of the regular file ``path`` of at most ``max_bytes`` bytes, read in 1 MiB chunks.
+
+    The file is opened without blocking (a FIFO cannot hang the reader) and checked on the open
+    descriptor before a byte is read: anything but a regular file, or a file over ``max_bytes``
+    (e.g. a sparse 200 GB file, which would take minutes of CPU), is a one-line WeightsError naming
+    the file, ``what`` it should be, its size and the budget; so is a file that grows past the
+    budget while being read, or one that cannot be read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise WeightsError(f"{path}: the {what} cannot be opened ({exc.strerror or type(exc).__name__})") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise WeightsError(f"{path}: the {what} is not a regular file; refusing to read it")
+        if info.st_size > max_bytes:
+            raise WeightsError(f"{path}: the {what} has {info.st_size:,} bytes, over the {max_bytes:,}-byte budget; "
+                               "refusing to read it")
+        digest, total = hashlib.sha256(), 0
+        try:
+            while block := handle.read(min(1 << 20, max_bytes + 1 - total)):
+                total += len(block)
+                if total > max_bytes:
+                    raise WeightsError(f"{path}: the {what} grew over the {max_bytes:,}-byte budget while being read")
+                digest.update(block)
+        except OSError as exc:
+            raise WeightsError(f"{path}: the {what} cannot be read ({exc.strerror or type(exc).__name__})") from None
     return digest.hexdigest()
 
 

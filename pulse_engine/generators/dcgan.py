@@ -31,7 +31,7 @@ from torch import nn
 
 from ..errors import WeightsError, short_repr
 from .base import GeneratorCard, SearchableGenerator, power_of_two_log2
-from .card_file import card_provenance, read_card
+from .card_file import CARD_MAX_BYTES, card_provenance, read_card
 from .checkpoint import build_and_load, load_state_strict, load_torch_file, require_file, sha256_file
 
 DIGIFACE_CARD = dict(
@@ -350,7 +350,7 @@ def load_dcgan_file(weights: Path | None = None, device: torch.device | str = "c
                            f"{str(recorded)[:12]}…")
     state = load_torch_file(weights_file, "DCGAN generator state dict")
     gen_card = GeneratorCard(family="DCGAN", weights=(weights_file, card_path),
-                             weights_sha256=(digest, sha256_file(card_path)),
+                             weights_sha256=(digest, sha256_file(card_path, CARD_MAX_BYTES, "generator card")),
                              **card_provenance(card, weights_file.parent.name))
     model = build_and_load(lambda: DCGANGenerator(card=gen_card, **shape), state, weights_file,
                            f"{shape['resolution']}×{shape['resolution']} DCGAN generator (nz={shape['nz']}, "

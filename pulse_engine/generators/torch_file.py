@@ -10,7 +10,10 @@ or repeat a storage, and its unpickler has the recursion problem described in
    :class:`.safe_pickle.RestrictedUnpickler` and the allowlist :data:`TORCH_FILE_GLOBALS`
    (containers, tensor rebuilders that refuse views larger than their storage, storage-type
    markers, ``argparse.Namespace``);
-3. a storage is allocated only after its declared size has been checked against the bytes really
+3. a zip file's central directory is located and walked here first, as :mod:`zipfile` would parse
+   it (:func:`_check_zip_directory`), and refused when it holds more entries or bytes than a file
+   within the budget needs, before :mod:`zipfile` builds an object per entry;
+4. a storage is allocated only after its declared size has been checked against the bytes really
    in the file (the zip record's size; in the legacy format, the length header and the bytes left),
    so the memory used is at most the file's size, plus one copy while reading.
 
@@ -40,9 +43,17 @@ from .pickle_scan import (
 )
 from .safe_pickle import STORAGE_TYPES, TENSOR_GLOBALS, RestrictedUnpickler, StorageType
 
-__all__ = ["TORCH_FILE_GLOBALS", "is_torch_file", "read_legacy_stream", "read_torch_file"]
+__all__ = ["TORCH_FILE_GLOBALS", "ZIP_ENTRY_MAX_BYTES", "is_torch_file", "read_legacy_stream", "read_torch_file"]
 
 ZIP_MAGIC = b"PK\x03\x04"
+# The zip records _check_zip_directory reads, as zipfile (CPython 3.11) reads them.
+_EOCD = struct.Struct("<4s4H2LH")  # signature, disk, directory disk, entries here, entries, size, offset, comment
+_EOCD64_LOCATOR = struct.Struct("<4sLQL")  # signature, disk of the ZIP64 record, its offset, disks
+_EOCD64 = struct.Struct("<4sQ2H2L4Q")  # signature, size, versions, disks, entries here, entries, size, offset
+_ENTRY = struct.Struct("<4s4B4HL2L5H2L")  # one central-directory entry; name, extra, comment lengths at 28
+ZIP_ENTRY_MAX_BYTES = 512
+"""Central-directory bytes allowed per zip entry: 46 fixed, a name (``<file stem>/data/<key>``, the stem
+at most 255 bytes) and a 28-byte ZIP64 extra field fit with room to spare."""
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_MAGIC_PICKLE = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"  # pickled LEGACY_MAGIC_NUMBER
 LEGACY_PROTOCOL = 1001
@@ -138,15 +149,13 @@ def _storage(data: bytearray, kind: StorageType) -> torch.TypedStorage:
 
 
 def _read_zip(handle: IO[bytes], size: int, budget: LoadBudget) -> Any:
+    _check_zip_directory(handle, size, budget.max_tensors + 16)
     try:
         archive = zipfile.ZipFile(handle)
     except (zipfile.BadZipFile, ValueError, EOFError) as exc:
         raise MalformedPickle(f"damaged zip file ({type(exc).__name__})") from None
     with archive:
-        infos = archive.infolist()
-        if len(infos) > budget.max_tensors + 16:
-            raise PickleBudgetError(f"zip file with {len(infos):,} entries")
-        by_name = {info.filename: info for info in infos}
+        by_name = {info.filename: info for info in archive.infolist()}
         roots = [name[:-len("data.pkl")] for name in by_name if name.endswith("/data.pkl") and name.count("/") == 1]
         if len(roots) != 1:
             raise pickle.UnpicklingError("zip file without exactly one <name>/data.pkl (not written by torch.save)")
@@ -171,6 +180,70 @@ def _read_zip(handle: IO[bytes], size: int, budget: LoadBudget) -> Any:
 
         storages = _Lazy()
         return _load(io.BytesIO(pickled), budget, storages, wanted)
+
+
+def _check_zip_directory(handle: IO[bytes], size: int, max_entries: int) -> None:
+    """Refuse a zip file whose central directory has more than ``max_entries`` entries or more than
+    ``max_entries`` × :data:`ZIP_ENTRY_MAX_BYTES` bytes, reading only the end records and the entry
+    headers (never more than 64 KiB at once).
+
+    :class:`zipfile.ZipFile` reads the whole directory into memory and builds a ``ZipInfo`` per
+    entry, so a 45 MiB file listing a million one-byte entries took 360 MiB before any count could
+    be checked. The directory is located exactly as ``zipfile._EndRecData`` / ``_EndRecData64`` /
+    ``_RealGetContents`` locate it (the end record at the very end, else the last signature in the
+    final 64 KiB; a ZIP64 record directly before it overrides its sizes; the directory ends where
+    those records begin) and walked the way zipfile walks it (46-byte headers, each followed by its
+    name, extra field and comment, until the declared size is used up), so the entries counted here
+    are the entries zipfile would build. A directory zipfile would reject is left to zipfile.
+    """
+    end = _end_record(handle, size)  # where the end record starts
+    if end is None:
+        return
+    handle.seek(end)
+    _, _, _, _, entries, directory, _, _ = _EOCD.unpack(handle.read(_EOCD.size))
+    if end >= _EOCD64_LOCATOR.size:
+        handle.seek(end - _EOCD64_LOCATOR.size)
+        signature, disk, _, disks = _EOCD64_LOCATOR.unpack(handle.read(_EOCD64_LOCATOR.size))
+        if signature == b"PK\x06\x07":
+            if disk != 0 or disks > 1 or end < _EOCD64_LOCATOR.size + _EOCD64.size:
+                return  # zipfile refuses these
+            handle.seek(end - _EOCD64_LOCATOR.size - _EOCD64.size)
+            record = _EOCD64.unpack(handle.read(_EOCD64.size))
+            if record[0] == b"PK\x06\x06":
+                entries, directory = record[7], record[8]
+                end -= _EOCD64_LOCATOR.size + _EOCD64.size
+    max_bytes = max_entries * ZIP_ENTRY_MAX_BYTES
+    if entries > max_entries or directory > max_bytes:
+        raise PickleBudgetError(f"zip directory of {entries:,} entries and {directory:,} bytes exceeds the budget "
+                                f"of {max_entries:,} entries and {max_bytes:,} bytes")
+    if directory > end:
+        return  # zipfile refuses it
+    walked, count = 0, 0
+    handle.seek(end - directory)
+    while walked < directory:
+        header = handle.read(_ENTRY.size)
+        if walked + _ENTRY.size > directory or len(header) != _ENTRY.size or not header.startswith(b"PK\x01\x02"):
+            return  # zipfile refuses it
+        count += 1
+        if count > max_entries:
+            raise PickleBudgetError(f"zip directory of more than {max_entries:,} entries (it declares {entries:,})")
+        skip = sum(struct.unpack_from("<3H", header, 28))  # name, extra field and comment lengths
+        walked += _ENTRY.size + skip
+        handle.seek(skip, io.SEEK_CUR)
+
+
+def _end_record(handle: IO[bytes], size: int) -> int | None:
+    """Offset of the zip end-of-central-directory record, found as ``zipfile._EndRecData`` finds it,
+    or None when there is none."""
+    handle.seek(max(size - _EOCD.size, 0))
+    tail = handle.read(_EOCD.size)
+    if len(tail) == _EOCD.size and tail.startswith(b"PK\x05\x06") and tail.endswith(b"\0\0"):
+        return size - _EOCD.size
+    start = max(size - (1 << 16) - _EOCD.size, 0)
+    handle.seek(start)
+    tail = handle.read()
+    found = tail.rfind(b"PK\x05\x06")
+    return start + found if found >= 0 and len(tail) - found >= _EOCD.size else None
 
 
 def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
