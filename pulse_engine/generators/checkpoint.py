@@ -13,6 +13,7 @@ import hashlib
 import os
 import pickle
 import stat
+import struct
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ def load_torch_file(path: Path, what: str, budget: LoadBudget = DEFAULT_BUDGET) 
     except pickle.UnpicklingError as exc:
         raise WeightsError(f"{path} is not a plain {what}: {_first_line(exc)}; refusing to load it") from None
     except (EOFError, OSError, RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError,
-            OverflowError, MemoryError) as exc:
+            OverflowError, MemoryError, struct.error) as exc:
         raise WeightsError(f"{path} is truncated or not a torch file (expected a {what}): "
                            f"{type(exc).__name__}") from None
 

@@ -46,7 +46,7 @@ from .safe_pickle import STORAGE_TYPES, TENSOR_GLOBALS, RestrictedUnpickler, Sto
 __all__ = ["TORCH_FILE_GLOBALS", "ZIP_ENTRY_MAX_BYTES", "is_torch_file", "read_legacy_stream", "read_torch_file"]
 
 ZIP_MAGIC = b"PK\x03\x04"
-# The zip records _check_zip_directory reads, as zipfile (CPython 3.11) reads them.
+# The zip records _check_zip_directory reads, as zipfile reads them (same logic in CPython 3.11.7 to 3.13.0).
 _EOCD = struct.Struct("<4s4H2LH")  # signature, disk, directory disk, entries here, entries, size, offset, comment
 _EOCD64_LOCATOR = struct.Struct("<4sLQL")  # signature, disk of the ZIP64 record, its offset, disks
 _EOCD64 = struct.Struct("<4sQ2H2L4Q")  # signature, size, versions, disks, entries here, entries, size, offset
