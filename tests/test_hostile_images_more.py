@@ -42,6 +42,20 @@ def dds_unknown_pixel_format(path: Path) -> Path:
     return path
 
 
+SPIDER_IMAGE_NUMBER_AT = 104  # the 27th float of a SPIDER header: the image's number within a stack
+
+
+def spider_in_a_stack(path: Path) -> Path:
+    """An 8×8 SPIDER file (as Pillow writes it, little-endian floats) whose header says it is image 1 of a stack:
+    Pillow's plugin then reads an attribute it never set (AttributeError inside Pillow, not an error of ours)."""
+    buffer = io.BytesIO()
+    Image.new("F", (8, 8), 0.5).save(buffer, "SPIDER")
+    data = bytearray(buffer.getvalue())
+    data[SPIDER_IMAGE_NUMBER_AT:SPIDER_IMAGE_NUMBER_AT + 4] = struct.pack("<f", 1.0)
+    path.write_bytes(bytes(data))
+    return path
+
+
 def _run_in_child(script: str, *args: str) -> dict:
     """Run ``script`` (which prints one JSON object) in a child process with this worktree's code; its result."""
     done = subprocess.run([sys.executable, "-c", script, *args], check=False, capture_output=True, text=True,
@@ -125,6 +139,10 @@ def test_mutated_images_of_many_formats_are_read_or_failed_rows(tmp_path):
 
 
 def test_decoder_errors_are_failed_rows_but_our_own_bugs_and_interrupts_are_not(tmp_path, monkeypatch):
+    with pytest.raises(InputImageError, match="not a readable image \\(AttributeError: 'SpiderImageFile' object"):
+        read_rgb(spider_in_a_stack(tmp_path / "spider.png"))
+    with pytest.raises(InputImageError, match="Unknown pixel format flags 26"):
+        read_rgb(dds_unknown_pixel_format(tmp_path / "dds.png"))
     path = random_rgb(tmp_path / "a.png")
     for raised in (NotImplementedError("x"), OverflowError("x"), ZeroDivisionError("x"), RecursionError("x"),
                    MemoryError("x"), SyntaxError("x"), EOFError("x")):
@@ -152,48 +170,72 @@ def test_grey16_conversion_keeps_its_values_across_strips(tmp_path, monkeypatch)
     Image.fromarray(values.astype(np.uint16)).save(tmp_path / "grey16.png")
     Image.fromarray(values.astype(np.int32)).save(tmp_path / "grey32.tif")
     Image.frombytes("I;16B", (256, 256), values.astype(">u2").tobytes()).save(tmp_path / "grey16b.tif")
-    monkeypatch.setattr(images, "GREY16_STRIP_PIXELS", 7 * 256)
+    monkeypatch.setattr(images, "STRIP_PIXELS", 7 * 256)
     for name, mode in (("grey16.png", "I;16"), ("grey32.tif", "I"), ("grey16b.tif", "I;16B")):
         assert Image.open(tmp_path / name).mode == mode
         rgb = np.asarray(read_rgb(tmp_path / name))
         assert rgb.shape == (256, 256, 3) and all(np.array_equal(rgb[..., c], expected) for c in range(3)), name
 
 
-GREY16_MEMORY = """
+MEMORY = """
 import json, resource, sys
+from benchmarks.instruments import peak_rss_gb, start_peak_window
 from audit.vision.images import read_rgb
 from pulse_engine.errors import InputImageError
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-image = read_rgb(sys.argv[1])
-grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
-del image
-small = read_rgb(sys.argv[2]).size
+*large, small = sys.argv[1:]
+grown = []
+for path in large:
+    start = start_peak_window()
+    image = read_rgb(path)
+    grown.append((peak_rss_gb() - start) * 1e9)
+    del image
 with open("/proc/self/statm") as handle:  # address space now, in pages: leave ~100 MiB more than that
     mapped = int(handle.read().split()[0]) * resource.getpagesize()
 resource.setrlimit(resource.RLIMIT_AS, (mapped + 100 * 2**20, mapped + 100 * 2**20))
 try:
-    read_rgb(sys.argv[1])
+    read_rgb(large[0])
     tight = "read"
 except InputImageError as exc:
     tight = str(exc)
-print(json.dumps({"grown": grown, "small": small, "tight": tight, "after": read_rgb(sys.argv[2]).size}))
+print(json.dumps({"grown": grown, "tight": tight, "after": read_rgb(small).size}))
 """
 
 
-def test_grey16_within_the_pixel_budget_reads_in_bounded_memory_and_a_memory_error_is_a_failed_row(tmp_path):
+def test_large_images_within_the_pixel_budget_read_in_bounded_memory_and_a_memory_error_is_a_failed_row(tmp_path):
     """A 6320² 16-bit PNG (40 Mpx, inside the budget; a ~90 KiB file) grew the reader's peak memory by 28 bytes a
-    pixel (1067 MiB) through int64 and float64 copies; now the decoded image (2), the 8-bit grey (1) and the RGB
-    result (4) are all it needs: at most 8 bytes a pixel. With only 100 MiB of address space left the same read is
-    a failed row naming the memory, and the reader still works afterwards."""
+    pixel (1067 MiB) through int64 and float64 copies, and an RGBA one by 16 (whole-image copies for the EXIF step
+    and the compositing); now the decoded image (2 or 4 bytes) and the RGB result (4) are all they need, at most
+    9 bytes a pixel. With only 100 MiB of address space left the same read is a failed row naming the memory (it was
+    an uncaught MemoryError), and the reader still works afterwards."""
     side = 6320
     assert side * side <= MAX_PIXELS
-    big = tmp_path / "grey16.png"
-    Image.fromarray(np.full((side, side), 40000, np.uint16)).save(big, compress_level=1)
+    grey16, rgba = tmp_path / "grey16.png", tmp_path / "rgba.png"
+    Image.fromarray(np.full((side, side), 40000, np.uint16)).save(grey16, compress_level=1)
+    Image.new("RGBA", (side, side), (10, 20, 30, 128)).save(rgba, compress_level=1)
     small = random_rgb(tmp_path / "small.png")
-    result = _run_in_child(GREY16_MEMORY, str(big), str(small))
-    assert result["grown"] / (side * side) <= 8, result
-    assert result["tight"].startswith(f"{big}: not enough memory left to decode this image (MemoryError"), result
-    assert result["small"] == result["after"] == [32, 32]
+    result = _run_in_child(MEMORY, str(grey16), str(rgba), str(small))
+    assert max(result["grown"]) / (side * side) <= 9, result
+    assert result["tight"].startswith(f"{grey16}: not enough memory left to decode this image (MemoryError"), result
+    assert result["after"] == [32, 32]
+
+
+def test_transparency_is_composited_over_white_as_one_whole_image_would_be(tmp_path, monkeypatch):
+    """Converted in strips (7 rows of a 61-row image here), every kind of transparency (alpha channel, transparent
+    colour of an RGB, grey or palette image) gives exactly what compositing the whole image over white gives (the
+    conversion before strips)."""
+    rgba = Image.fromarray(np.random.default_rng(5).integers(0, 256, (61, 61, 4), dtype=np.uint8))
+    rgb, grey, palette = rgba.convert("RGB"), rgba.convert("L"), rgba.convert("RGB").quantize(64)
+    cases = {"rgba.png": (rgba, None), "la.png": (rgba.convert("LA"), None),
+             "rgb_keyed.png": (rgb, tuple(int(v) for v in rgb.getpixel((4, 3)))),
+             "grey_keyed.png": (grey, grey.getpixel((0, 0))), "palette.png": (palette, palette.getpixel((0, 0)))}
+    monkeypatch.setattr(images, "STRIP_PIXELS", 7 * 61)
+    for name, (image, transparent) in cases.items():
+        image.save(tmp_path / name, **({} if transparent is None else {"transparency": transparent}))
+        with Image.open(tmp_path / name) as stored:
+            whole = stored.convert("RGBA")
+        assert np.asarray(whole)[..., 3].min() == 0, name  # some pixels are transparent
+        expected = Image.alpha_composite(Image.new("RGBA", whole.size, (255,) * 4), whole).convert("RGB")
+        assert np.array_equal(np.asarray(read_rgb(tmp_path / name)), np.asarray(expected)), name
 
 
 # ---- messages and reasons ----------------------------------------------------------------------

@@ -32,7 +32,7 @@ import os
 import stat
 import struct
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,13 +59,17 @@ DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFEr
 """What Pillow raises on malformed data: its plugins parse with struct, index and dict look-ups and raise
 SyntaxError, EOFError or OSError on bad headers; ArithmeticError holds ZeroDivisionError and OverflowError (sizes
 computed from header fields); NotImplementedError is a pixel format a plugin does not know (DDS, BLP). A MemoryError
-(an image larger than the memory left) is a failed row of its own. Not caught, so that they stop the run:
-KeyboardInterrupt, SystemExit and errors of this code's own (NameError, AttributeError, AssertionError)."""
+(an image larger than the memory left) is a failed row of its own, and so is any other exception raised inside
+Pillow's own code (:func:`_raised_by_pillow`: e.g. the AttributeError of its SPIDER plugin on a malformed header).
+Not caught, so that they stop the run: KeyboardInterrupt, SystemExit and errors of this code's own (NameError,
+AttributeError, AssertionError raised outside Pillow)."""
+_PILLOW_DIR = Path(Image.__file__).resolve().parent
 _DETAIL_CHARS = 160
 MAX_MESSAGE_CHARS = 600
 """Longest message of an image error (a longer one keeps its start and end: the path's head and the reason)."""
-GREY16_STRIP_PIXELS = 1 << 20
-"""Pixels of 16-bit greyscale converted at a time (bounds the conversion's temporary arrays to a few MiB)."""
+STRIP_PIXELS = 1 << 20
+"""Pixels of 16-bit greyscale or of an image with transparency converted at a time (bounds the conversion's
+temporary images and arrays to a few MiB)."""
 
 
 def one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
@@ -85,6 +89,15 @@ def _detail(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc).strip() else ""
     text = text if len(text) <= _DETAIL_CHARS else text[:_DETAIL_CHARS] + "…"
     return type(exc).__name__ + (f": {text}" if text else "")
+
+
+def _raised_by_pillow(exc: Exception) -> bool:
+    """Whether ``exc`` was raised in Pillow's own code (its innermost frame is in the PIL package): on a file being
+    decoded, a fault of a plugin meeting input it does not expect, not of this code."""
+    trace = exc.__traceback__
+    while trace is not None and trace.tb_next is not None:
+        trace = trace.tb_next
+    return trace is not None and Path(trace.tb_frame.f_code.co_filename).resolve().is_relative_to(_PILLOW_DIR)
 
 
 def _file_kind(mode: int) -> str:
@@ -227,23 +240,31 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _grey16_to_rgb(image: Image.Image) -> Image.Image:
-    """16-bit greyscale (0..65535) as 8-bit RGB, scaled (v / 257, rounded) rather than clipped.
-
-    Converted in strips of :data:`GREY16_STRIP_PIXELS` pixels with integer arithmetic: round(v / 257) is
-    (v + 128) // 257 (v / 257 is never halfway between integers), so beside the decoded image and the result only a
-    few MiB are used, whatever the image's size."""
+def _by_strips(image: Image.Image, convert: Callable[[Image.Image], Image.Image]) -> Image.Image:
+    """``image`` as RGB, converted by ``convert`` in strips of :data:`STRIP_PIXELS` pixels (whole rows), so that
+    beside the decoded image and the RGB result only a few MiB are used, whatever the image's size."""
     width, height = image.size
-    grey = Image.new("L", image.size)
-    rows = max(1, GREY16_STRIP_PIXELS // width)
+    result = Image.new("RGB", image.size)
+    rows = max(1, STRIP_PIXELS // width)
     for top in range(0, height, rows):
         box = (0, top, width, min(height, top + rows))
-        values = np.asarray(image.crop(box))
-        if values.dtype.kind == "i" and values.size and (values.min() < 0 or values.max() > 65535):
-            raise ValueError(f"integer greyscale values outside 0..65535 (mode {image.mode})")
-        scaled = (values.astype(np.uint32) + 128) // 257
-        grey.paste(Image.fromarray(scaled.astype(np.uint8)), box)
-    return grey.convert("RGB")
+        result.paste(convert(image.crop(box)), box)
+    return result
+
+
+def _grey16_to_rgb(strip: Image.Image) -> Image.Image:
+    """16-bit greyscale (0..65535) as 8-bit RGB, scaled (v / 257, rounded) rather than clipped, in integers:
+    round(v / 257) is (v + 128) // 257 (v / 257 is never halfway between integers)."""
+    values = np.asarray(strip)
+    if values.dtype.kind == "i" and values.size and (values.min() < 0 or values.max() > 65535):
+        raise ValueError(f"integer greyscale values outside 0..65535 (mode {strip.mode})")
+    return Image.fromarray(((values.astype(np.uint32) + 128) // 257).astype(np.uint8)).convert("RGB")
+
+
+def _over_white(strip: Image.Image) -> Image.Image:
+    """An image with transparency (alpha, or a transparent colour) composited over white, as RGB."""
+    strip = strip.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", strip.size, (255, 255, 255, 255)), strip).convert("RGB")
 
 
 def _decode(handle, path: Path) -> Image.Image:
@@ -262,11 +283,9 @@ def _decode(handle, path: Path) -> Image.Image:
             image.load()
             ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of an image without orientation
             if image.mode in GREY16_MODES:
-                return _grey16_to_rgb(image)
+                return _by_strips(image, _grey16_to_rgb)
             if image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info:
-                image = image.convert("RGBA")
-                background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(background, image)
+                return _by_strips(image, _over_white)
             return image.convert("RGB")
 
 
@@ -315,7 +334,9 @@ def read_rgb_stamped(path: Path, crop: str = "none") -> tuple[Image.Image, FileS
     except MemoryError as exc:
         raise StampedImageError(f"{path}: not enough memory left to decode this image ({_detail(exc)})",
                                 stamp) from exc
-    except DECODE_ERRORS as exc:
+    except Exception as exc:
+        if not isinstance(exc, DECODE_ERRORS) and not _raised_by_pillow(exc):
+            raise
         raise StampedImageError(f"{path}: not a readable image ({_detail(exc)})", stamp) from exc
     width, height = rgb.size
     if width != height:
