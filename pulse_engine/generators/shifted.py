@@ -26,7 +26,7 @@ import torch
 from ..errors import WeightsError, short_repr
 from .base import SHIFTED_CARD_FORMAT as CARD_FORMAT
 from .base import GeneratorCard, SearchableGenerator
-from .card_file import card_provenance, read_card
+from .card_file import CARD_MAX_BYTES, card_provenance, read_card
 from .checkpoint import load_torch_file, require_file, sha256_file
 
 
@@ -135,7 +135,7 @@ def load_shifted(weights: Path | None = None, device: torch.device | str = "cpu"
     gen_card = GeneratorCard(
         family=base.card.family, **card_provenance(card, folder.name, base.card.licence),
         weights=(*base.card.weights, direction_file, card_path),
-        weights_sha256=(*base.card.weights_sha256, recorded, sha256_file(card_path)))
+        weights_sha256=(*base.card.weights_sha256, recorded, sha256_file(card_path, CARD_MAX_BYTES, "generator card")))
     try:
         return ShiftedGenerator(base, load_direction(direction_file), alpha, gen_card).to(device)
     except ValueError as exc:
