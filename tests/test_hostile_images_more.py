@@ -291,3 +291,18 @@ def test_a_hard_link_is_the_same_item_in_a_manifest_and_in_upsample(tmp_path):
     assert [item.path for item in prepared.items] == [tmp_path / "a.png"]
     assert prepared.failures == [(tmp_path / name, f"{tmp_path / name}: the same file as {tmp_path / 'a.png'}, "
                                                    "which is upsampled once") for name in ("b.png", "c.png", "a.png")]
+
+
+def test_a_utkface_file_found_under_two_names_is_one_item(tmp_path):
+    """UTKFace labels come from file names, so a link under another valid name would audit one face twice with other
+    labels: the second name (in path order) is skipped with a reason naming the first."""
+    random_rgb(tmp_path / "20_1_0_20170109150557335.png")
+    os.link(tmp_path / "20_1_0_20170109150557335.png", tmp_path / "70_0_1_20170109150557335.png")
+    os.symlink(tmp_path / "20_1_0_20170109150557335.png", tmp_path / "sub_30_1_2_20170109150557335.png")
+    random_rgb(tmp_path / "40_0_3_20170109150557335.png", seed=2)
+    faceset = load_faceset(f"utkface:{tmp_path}")
+    assert [item.item_id for item in faceset.items] == ["20_1_0_20170109150557335.png",
+                                                         "40_0_3_20170109150557335.png"]
+    assert [(s.item_id, s.reason) for s in faceset.skipped] == [
+        (name, "the same file as 20_1_0_20170109150557335.png (a link), which is audited once")
+        for name in ("70_0_1_20170109150557335.png", "sub_30_1_2_20170109150557335.png")]

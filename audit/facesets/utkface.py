@@ -4,7 +4,8 @@ Names are ``[age]_[gender]_[race]_[datetime].jpg``, or ``….jpg.chip.jpg`` in t
 release: age in years (0–116 in the release), gender 0 male / 1 female, race 0 White, 1 Black,
 2 Asian, 3 Indian, 4 Others, datetime ``yyyymmddHHMMSSFFF``. Images are found recursively under the
 root (so ``UTKFace/``, ``crop_part1/`` and the in-the-wild ``part1/``…``part3/`` all work); item ids
-are paths relative to the root. A name that does not parse is skipped with a reason, not fatal.
+are paths relative to the root. A name that does not parse is skipped with a reason, not fatal, and so is a second
+name of a file already found (a symbolic or hard link: one device and inode), so that one file is one item.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from pulse_engine.errors import PulseAuditError
 
 from ..core.records import AttributeSpec, FaceItem
-from . import LoadedFaceSet, SkippedFile, card_path, vocabulary
+from . import LoadedFaceSet, SkippedFile, card_path, file_key, vocabulary
 from .fairface import AGE_BINS, GENDERS, age_bin
 
 RACES = ("White", "Black", "Asian", "Indian", "Others")
@@ -57,7 +58,8 @@ def parse_name(name: str) -> tuple[dict[str, str], str]:
 def load_utkface(root: Path) -> LoadedFaceSet:
     """Load every image under ``root`` (recursively; hidden files ignored), sorted by relative path.
 
-    Malformed names go to ``skipped`` with a reason.
+    Malformed names, and names of a file already found under another name (in path order), go to ``skipped`` with
+    a reason.
 
     Raises:
         PulseAuditError: ``root`` is not a folder, holds no images, or no name parses.
@@ -70,10 +72,14 @@ def load_utkface(root: Path) -> LoadedFaceSet:
         raise PulseAuditError(f"UTKFace: no .jpg/.png images under {root}")
     items: list[FaceItem] = []
     skipped: list[SkippedFile] = []
+    seen: dict[tuple[int, int] | str, str] = {}
     for path in paths:
         item_id = path.relative_to(root).as_posix()
         labels, reason = parse_name(path.name)
-        if reason:
+        first = seen.setdefault(file_key(path), item_id)
+        if first != item_id:
+            skipped.append(SkippedFile(item_id, path, f"the same file as {first} (a link), which is audited once"))
+        elif reason:
             skipped.append(SkippedFile(item_id, path, reason))
         else:
             items.append(FaceItem(item_id, path, labels))
