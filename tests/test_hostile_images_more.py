@@ -204,9 +204,9 @@ print(json.dumps({"grown": grown, "tight": tight, "after": read_rgb(small).size}
 def test_large_images_within_the_pixel_budget_read_in_bounded_memory_and_a_memory_error_is_a_failed_row(tmp_path):
     """A 6320² 16-bit PNG (40 Mpx, inside the budget; a ~90 KiB file) grew the reader's peak memory by 28 bytes a
     pixel (1067 MiB) through int64 and float64 copies, and an RGBA one by 16 (whole-image copies for the EXIF step
-    and the compositing); now the decoded image (2 or 4 bytes) and the RGB result (4) are all they need, at most
-    9 bytes a pixel. With only 100 MiB of address space left the same read is a failed row naming the memory (it was
-    an uncaught MemoryError), and the reader still works afterwards."""
+    and the compositing); now the decoded image (2 or 4 bytes) and the RGB result (4) are all they need, plus strips
+    of 1 Mpx: at most 7 and 9 bytes a pixel. With only 100 MiB of address space left the same read is a failed row
+    naming the memory (it was an uncaught MemoryError), and the reader still works afterwards."""
     side = 6320
     assert side * side <= MAX_PIXELS
     grey16, rgba = tmp_path / "grey16.png", tmp_path / "rgba.png"
@@ -214,7 +214,8 @@ def test_large_images_within_the_pixel_budget_read_in_bounded_memory_and_a_memor
     Image.new("RGBA", (side, side), (10, 20, 30, 128)).save(rgba, compress_level=1)
     small = random_rgb(tmp_path / "small.png")
     result = _run_in_child(MEMORY, str(grey16), str(rgba), str(small))
-    assert max(result["grown"]) / (side * side) <= 9, result
+    grey16_bytes, rgba_bytes = (grown / (side * side) for grown in result["grown"])
+    assert grey16_bytes <= 7 and rgba_bytes <= 9, result  # measured 6.4 and 8.3 (2026-11-30)
     assert result["tight"].startswith(f"{grey16}: not enough memory left to decode this image (MemoryError"), result
     assert result["after"] == [32, 32]
 
