@@ -54,3 +54,19 @@ class WeightsError(PulseAuditError):
 
 class InputImageError(PulseAuditError):
     """An input image cannot be used (unreadable, wrong shape, wrong size)."""
+
+
+MAX_MESSAGE_CHARS = 600
+"""Longest message :func:`one_line` keeps (a longer one keeps its start and end: e.g. a path's head and the reason)."""
+
+
+def one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` as one line of at most ``limit`` characters: every character that is not printable (line breaks,
+    ESC and other control characters, bidirectional overrides) written as its Python escape (``\\n``, ``\\x1b``,
+    ``\\u202e``), and a longer text cut in its middle."""
+    if not text.isprintable():
+        text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) // 2
+    return text[:head] + "…" + text[len(text) - (limit - 1 - head):]

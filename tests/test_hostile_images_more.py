@@ -26,7 +26,7 @@ from audit.facesets import SkippedFile, load_faceset
 from audit.run.harness import AuditConfig, run_audit
 from audit.vision import images
 from audit.vision.images import MAX_PIXELS, read_rgb
-from pulse_engine.errors import InputImageError, PulseAuditError
+from pulse_engine.errors import MAX_MESSAGE_CHARS, InputImageError, PulseAuditError, one_line
 
 DDS_PIXEL_FLAGS_AT = 80  # "DDS " + header size + 6 fields + 11 reserved words + pixel format size: 4·20 bytes
 
@@ -260,9 +260,9 @@ def test_face_set_error_lines_are_bounded_whatever_the_file_holds(tmp_path):
 
 
 def test_reasons_are_one_line_with_control_characters_escaped(tmp_path):
-    assert images.one_line("a\nb\r\x1b[2J\u202ec\x00 é d") == "a\\nb\\r\\x1b[2J\\u202ec\\x00 é d"
-    long = images.one_line("x" * 10_000 + ": no such file")
-    assert len(long) == images.MAX_MESSAGE_CHARS and long.endswith("x: no such file") and "…" in long
+    assert one_line("a\nb\r\x1b[2J\u202ec\x00 é d") == "a\\nb\\r\\x1b[2J\\u202ec\\x00 é d"
+    long = one_line("x" * 10_000 + ": no such file")
+    assert len(long) == MAX_MESSAGE_CHARS and long.endswith("x: no such file") and "…" in long
     assert SkippedFile("a", tmp_path / "a", "line\nbreak\x07").reason == "line\\nbreak\\x07"
     with pytest.raises(InputImageError) as caught:
         read_rgb(tmp_path / "no\nsuch\x1b[31m.png")
@@ -307,3 +307,24 @@ def test_a_utkface_file_found_under_two_names_is_one_item(tmp_path):
     assert [(s.item_id, s.reason) for s in faceset.skipped] == [
         (name, "the same file as 20_1_0_20170109150557335.png (a link), which is audited once")
         for name in ("70_0_1_20170109150557335.png", "sub_30_1_2_20170109150557335.png")]
+
+
+def test_a_classifier_failure_is_a_one_line_error_in_its_row():
+    """A classifier's exception text (e.g. a runtime's multi-line message carrying image content) becomes the row's
+    error as one bounded line, and the other images are still classified."""
+    from audit.core.records import Classifier, Prediction
+    from audit.run.rows import safe_predict
+
+    class Fragile(Classifier):
+        name, attributes = "fragile", {}
+
+        def predict(self, images):
+            if any(image.mean() > 100 for image in images):
+                raise RuntimeError("bad pixel\n\x1b[2J" + "z" * 100_000)
+            return [Prediction(True) for _ in images]
+
+    dark, light = np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 200, np.uint8)
+    first, second = safe_predict(Fragile(), [dark, light])
+    assert first.face_found and not second.face_found
+    assert second.error.startswith("fragile: RuntimeError: bad pixel\\n\\x1b[2J") and "\n" not in second.error
+    assert len(second.error) == MAX_MESSAGE_CHARS

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import torch
 
-from pulse_engine.errors import InputImageError
+from pulse_engine.errors import InputImageError, one_line
 from pulse_engine.generators.base import SearchableGenerator
 from pulse_engine.search import ProgressFn, SearchConfig, SearchResult, search_samples
 
 from ..facesets import file_key
 from ..run.inputs import check_factor, prepare_file
 from ..run.run_store import safe_id
-from ..vision.images import one_line, to_image
+from ..vision.images import to_image
 
 TABLE = "results.csv"
 RESULT_COLUMNS = ("input", "sample", "output", "success", "lr_l2", "best_step", "steps", "restarts_used",

@@ -16,11 +16,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pulse_engine.errors import PulseAuditError, short_repr
+from pulse_engine.errors import PulseAuditError, one_line, short_repr
 from pulse_engine.registry import Entry, Registry
 
 from ..core.records import FaceSet
-from ..vision.images import one_line
 
 CARDS_DIR = Path(__file__).resolve().parents[2] / "datasets"
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pulse_engine.errors import PulseAuditError, short_repr
+from pulse_engine.errors import PulseAuditError, one_line, short_repr
 
 from ..core.records import AttributeSpec, FaceItem
 from ..core.vocabulary import AGE_BIN_LOWER, AGE_BINS, GENDERS, RACE4, RACE7, RACE7_TO_RACE4
-from ..vision.images import one_line
 from . import LoadedFaceSet, card_path, csv_rows, label_error, normal_id
 
 SPLITS = {"val": ("val",), "train": ("train",), "both": ("train", "val")}

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pulse_engine.errors import one_line
+
 from ..classifiers.skin_tone import ita_change
 from ..core.records import Classifier, Prediction
 from ..core.schema import (
@@ -51,7 +53,7 @@ def safe_predict(classifier: Classifier, arrays: list[np.ndarray]) -> list[Predi
             try:
                 predictions.extend(classifier.predict([array]))
             except Exception as exc:  # noqa: BLE001
-                predictions.append(Prediction(False, error=f"{classifier.name}: {type(exc).__name__}: {exc}"))
+                predictions.append(Prediction(False, error=one_line(f"{classifier.name}: {type(exc).__name__}: {exc}")))
         return predictions
 
 

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pulse_engine.errors import InputImageError
+from pulse_engine.errors import InputImageError, one_line
 
 from ..core.schema import STAMP_FIELDS
 
@@ -65,23 +65,9 @@ Not caught, so that they stop the run: KeyboardInterrupt, SystemExit and errors 
 AttributeError, AssertionError raised outside Pillow)."""
 _PILLOW_DIR = Path(Image.__file__).resolve().parent
 _DETAIL_CHARS = 160
-MAX_MESSAGE_CHARS = 600
-"""Longest message of an image error (a longer one keeps its start and end: the path's head and the reason)."""
 STRIP_PIXELS = 1 << 20
 """Pixels of 16-bit greyscale or of an image with transparency converted at a time (bounds the conversion's
 temporary images and arrays to a few MiB)."""
-
-
-def one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """``text`` as one line of at most ``limit`` characters: every character that is not printable (line breaks,
-    ESC and other control characters, bidirectional overrides) written as its Python escape (``\\n``, ``\\x1b``,
-    ``\\u202e``), and a longer text cut in its middle."""
-    if not text.isprintable():
-        text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
-    if len(text) <= limit:
-        return text
-    head = (limit - 1) // 2
-    return text[:head] + "…" + text[len(text) - (limit - 1 - head):]
 
 
 def _detail(exc: BaseException) -> str:
