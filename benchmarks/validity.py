@@ -453,9 +453,10 @@ def small_groups_draw(design: SmallGroups, rng: np.random.Generator) -> tuple[pd
 
 def run_small_groups(design: SmallGroups, reports: int, seed: int = 0, n_boot: int = 2000) -> dict[str, Any]:
     """Coverage of the between-group intervals of ``MetricFrame`` (difference and ratio rows of a mean, a median
-    and a rate metric) over ``reports`` tables of one design, with the share of tables that gave no interval."""
+    and a rate metric) over ``reports`` tables of one design, with the share of tables that gave no interval and the
+    mean width of the intervals given."""
     rng = np.random.default_rng(seed)
-    hits: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # covered, with an interval, tables
+    hits: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0, 0.0])  # covered, with an interval, tables, widths
     methods: dict[str, str] = {}
     for _ in range(reports):
         table, truth = small_groups_draw(design, rng)
@@ -474,9 +475,10 @@ def run_small_groups(design: SmallGroups, reports: int, seed: int = 0, n_boot: i
                 methods[key] = str(row.get("ci_method", "percentile bootstrap"))
                 tally[1] += 1
                 tally[0] += row["ci_low"] - 1e-12 <= true <= row["ci_high"] + 1e-12
+                tally[3] += row["ci_high"] - row["ci_low"]
     return {"design": design, "reports": reports, "n_boot": n_boot,
-            "coverage": {k: (v[0] / v[1] if v[1] else math.nan, v[1], 1 - v[1] / v[2], methods.get(k, "–"))
-                         for k, v in hits.items()}}
+            "coverage": {k: (v[0] / v[1] if v[1] else math.nan, v[1], 1 - v[1] / v[2], methods.get(k, "–"),
+                             v[3] / v[1] if v[1] else math.nan) for k, v in hits.items()}}
 
 
 def small_groups_markdown(results: list[dict[str, Any]], seconds: float, label: str) -> str:
@@ -492,12 +494,13 @@ def small_groups_markdown(results: list[dict[str, Any]], seconds: float, label: 
              f"design, {results[0]['n_boot']} bootstrap replicates. Wall time {seconds / 60:.1f} min; load average "
              f"(1, 5, 15 min) at the end {load} on {os.cpu_count()} cores. Coverage is over the tables that gave an "
              "interval; goal ≥ 0.93 (see `coverage_goal`).", "",
-             "| design | interval | method | coverage | tables with an interval | no interval |",
-             "|---|---|---|---:|---:|---:|"]
+             "| design | interval | method | coverage | tables with an interval | no interval | mean width |",
+             "|---|---|---|---:|---:|---:|---:|"]
     for r in results:
-        for key, (cov, count, none, method) in sorted(r["coverage"].items()):
+        for key, (cov, count, none, method, width) in sorted(r["coverage"].items()):
             ok = "" if math.isnan(cov) else (" ✓" if cov >= 0.93 else " ✗")
-            lines.append(f"| {r['design'].name} | {key} | {method} | {cov:.3f}{ok} | {count} | {none:.2f} |")
+            lines.append(f"| {r['design'].name} | {key} | {method} | {cov:.3f}{ok} | {count} | {none:.2f} | "
+                         f"{width:.4g} |")
     return "\n".join(lines) + "\n"
 
 

@@ -97,7 +97,7 @@ def test_rate_difference_of_two_groups_is_newcombes_hybrid_score_interval(x1, n1
     low, high = confint_proportions_2indep(x1, n1, x2, n2, method="newcomb", compare="diff")
     expected = (max(0.0, low, -high), max(abs(low), abs(high)))
     assert (row.loc["rate", "ci_low"], row.loc["rate", "ci_high"]) == pytest.approx(expected, abs=1e-9)
-    assert row.loc["rate", "ci_method"].startswith("Wilson (effective n), MOVER")
+    assert row.loc["rate", "ci_method"].startswith("Wilson (effective n, Korn–Graubard df), MOVER")
 
 
 def _table(groups: dict[str, np.ndarray], samples: int) -> pd.DataFrame:
@@ -143,7 +143,7 @@ def test_between_group_intervals_cover_in_small_clustered_groups():
                SmallGroups("age-like (whole years, tied)", 2, 30, planted=True))
     for i, design in enumerate(designs):
         result = run_small_groups(design, 150, seed=300 + i, n_boot=20)
-        for key, (coverage, count, _, method) in result["coverage"].items():
+        for key, (coverage, count, _, method, _) in result["coverage"].items():
             assert count >= 110 and coverage >= 0.90, (design.name, key, coverage, count, method)
 
 

@@ -6,8 +6,9 @@ stratified cluster design of :mod:`audit.stats.clustered`, so every sample is us
 as correlated); medians the sign-test interval at the effective number of inputs
 (:func:`audit.stats.intervals.median_interval`, same design). Between groups, differences (max − min) and ratios
 (min / max) get intervals simultaneous over all pairs of groups (:mod:`audit.stats.between`) from each group's own
-interval or standard error: Wilson at the effective size for rates (MOVER), cluster-robust t for means,
-Price–Bonett at the effective number of inputs for medians."""
+interval or standard error: cluster-robust t for means; by MOVER, Wilson at the effective size (adjusted for the
+degrees of freedom of few inputs) for rates and the interpolated sign-test interval at the effective number of inputs
+for medians."""
 
 from __future__ import annotations
 
@@ -23,8 +24,11 @@ from audit.stats.between import range_interval, ratio_interval
 from audit.stats.clustered import clustered_mean, indicator_floor
 from audit.stats.intervals import (
     Bootstrap,
+    df_adjusted_size,
     effective_size,
     effective_wilson_interval,
+    interpolated_median_bounds,
+    least_effective_size,
     median_interval,
     median_se,
     wilson_bounds,
@@ -210,13 +214,21 @@ class MetricFrame:
         """What :mod:`audit.stats.between` needs of a metric per group, on the scale of ``kind`` (as is for
         differences, logs for ratios): (estimates, standard errors, df, method, interval at a critical value or
         None for estimate ± c·se). Means: cluster-robust se (NaN with one input), ratios by the delta method se/θ.
-        Medians: Price–Bonett se at the effective number of inputs, for ratios from the logs of the values. Rates:
-        the Wilson interval at the effective sample size (as by group; MOVER for the pairs), its se floored at
-        :func:`audit.stats.clustered.indicator_floor` for the critical value. Estimates are NaN where a ratio's
-        scale has no log (a value, mean or rate ≤ 0)."""
+        Rates: the Wilson interval at the effective sample size, for the pairs (MOVER) at the critical value c and
+        at the size adjusted for the few inputs behind its design effect (Korn & Graubard's degrees of freedom at
+        c's tail probability, :func:`audit.stats.intervals.df_adjusted_size`), never below the size of the largest
+        variance the inputs' clustering allows (:func:`audit.stats.intervals.least_effective_size`); its se floored
+        at :func:`audit.stats.clustered.indicator_floor` for c. Medians: the sign-test interval at the effective
+        number of inputs interpolated to c's level (:func:`audit.stats.intervals.interpolated_median_bounds`; exact
+        sign-test bounds count ties on both sides, where the Price–Bonett standard error shrank with heavily tied
+        values), with c from equal standard errors (Tukey's studentized range, conservative for unequal ones by
+        Hayter 1984); for ratios from the logs of the values. Estimates are NaN where a ratio's scale has no log (a
+        value, mean or rate ≤ 0)."""
         metric, r = self.metrics[name], self._results[name]
         point, se, df, n, clusters = (r[k][:-1] for k in ("point", "se", "df", "n", "n_clusters"))
         has = n > 0
+        v = _as_float(self.data[metric.column])
+        rows = [(self.codes == g) & np.isfinite(v) for g in range(self.n_groups)]
         with np.errstate(invalid="ignore", divide="ignore"):
             log_point = np.log(np.where(point > 0, point, np.nan))
             if metric.statistic == "mean":
@@ -228,11 +240,13 @@ class MetricFrame:
             if metric.statistic == "rate":
                 p = np.clip(point, 0, 1)
                 n_eff = effective_size(p, se**2, n, clusters)
+                least = np.array([least_effective_size(np.bincount(self._cluster[m])) for m in rows])
                 se = np.sqrt(np.maximum(se**2, indicator_floor(p * n, n, clusters)))
-                method = "Wilson (effective n), MOVER, simultaneous over pairs of groups"
+                method = "Wilson (effective n, Korn–Graubard df), MOVER, simultaneous over pairs of groups"
 
                 def wilson(c: float) -> tuple[np.ndarray, np.ndarray]:
-                    return wilson_bounds(p * n_eff, n_eff, c)
+                    size = np.fmax(df_adjusted_size(n_eff, n, df, float(stats.norm.sf(c))), least)
+                    return wilson_bounds(p * size, size, c)
 
                 def log_wilson(c: float) -> tuple[np.ndarray, np.ndarray]:
                     low, high = wilson(c)
@@ -241,17 +255,22 @@ class MetricFrame:
 
                 return (point, se, math.inf, method, wilson) if kind == "difference" else \
                     (log_point, se / p, math.inf, method, log_wilson)
-        method = "Price–Bonett (effective n), simultaneous over pairs of groups"
-        if kind == "difference":
-            return point, se, math.inf, method, None
-        v = _as_float(self.data[metric.column])
-        log_point, log_se = np.full(len(point), np.nan), np.full(len(point), np.nan)
-        for g in np.flatnonzero(has):
-            rows = (self.codes == g) & np.isfinite(v)
-            if (v[rows] > 0).all():
-                log_point[g] = np.log(point[g])
-                log_se[g] = median_se(np.log(v[rows]), self._cluster[rows], None, self.confidence)
-        return log_point, log_se, math.inf, method, None
+            if kind == "difference":
+                estimate, values = point, v
+            else:
+                estimate = np.array([log_point[g] if has[g] and (v[m] > 0).all() else np.nan
+                                     for g, m in enumerate(rows)])
+                values = np.log(np.where(v > 0, v, np.nan))
+
+        def sign_bounds(c: float) -> tuple[np.ndarray, np.ndarray]:
+            level = 2 * float(stats.norm.cdf(c)) - 1
+            b = np.array([interpolated_median_bounds(values[m], self._cluster[m], level) if np.isfinite(estimate[g])
+                          else (np.nan, np.nan) for g, m in enumerate(rows)]).reshape(-1, 2)
+            return b[:, 0], b[:, 1]
+
+        equal = np.where(np.isfinite(estimate), 1.0, np.nan)
+        return estimate, equal, math.inf, "sign test (effective n, interpolated), MOVER, simultaneous over pairs of " \
+            "groups", sign_bounds
 
     def _between(self, kind: str) -> pd.DataFrame:
         rows = {}
@@ -284,8 +303,9 @@ class MetricFrame:
     def difference(self) -> pd.DataFrame:
         """Per metric: max − min over groups with an interval, the groups at the min and max, and ``ci_method``:
         simultaneous over all pairs of groups (:func:`audit.stats.between.range_interval`; the percentile bootstrap
-        of max − min almost never covers 0 when groups are equal). None below 6 effective inputs in a group
-        (medians) or with a single input (means)."""
+        of max − min almost never covers 0 when groups are equal). None when a group has too few effective inputs
+        for a sign-test interval at the simultaneous level (medians: 6 at 95 % with two groups, 8 with four) or a
+        single input (means)."""
         return self._between("difference")
 
     def ratio(self) -> pd.DataFrame:

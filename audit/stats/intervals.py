@@ -87,14 +87,35 @@ def order_statistic_rank(n: int, confidence: float = 0.95) -> int:
     return int(np.count_nonzero(stats.binom.cdf(np.arange(n + 1), n, 0.5) <= (1 - confidence) / 2))
 
 
+def df_adjusted_size(n_eff: ArrayLike, rows: ArrayLike, df: ArrayLike, tail: float) -> np.ndarray:
+    """Korn & Graubard's (1998, *Survey Methodology* 24:193) degrees-of-freedom adjustment of an effective sample
+    size whose design effect is estimated from few clusters: n_eff·(t_{rows−1}/t_df)², both t quantiles at upper
+    tail probability ``tail`` (α/2 for a 95 % interval; the per-comparison tail of a simultaneous critical value).
+    An interval at the adjusted size with the normal quantile is the one at n_eff with t_df's, relative to
+    independent rows. NaN where rows < 2 or df < 1."""
+    n, m, d = np.broadcast_arrays(*(np.asarray(a, float) for a in (n_eff, rows, df)))
+    with np.errstate(invalid="ignore"):
+        ratio = stats.t.isf(tail, np.where(m >= 2, m - 1, np.nan)) / stats.t.isf(tail, np.where(d >= 1, d, np.nan))
+    return n * ratio**2
+
+
+def least_effective_size(cluster_rows: ArrayLike) -> float:
+    """rows² / Σ m_i² for clusters of m_i rows: the effective size of a 0/1 mean at the largest variance any
+    dependence within clusters allows (a cluster's count lies in [0, m_i], so its variance is at most
+    m_i²·p(1 − p), Bhatia & Davis 2000); the number of clusters when they are of equal size. A score (Wilson)
+    interval at this size is conservative whatever the samples of an input share."""
+    m = np.asarray(cluster_rows, float)
+    return float(m.sum() ** 2 / np.sum(m * m)) if m.size and m.sum() > 0 else math.nan
+
+
 def effective_inputs(values: ArrayLike, clusters: ArrayLike | None = None, strata: ArrayLike | None = None,
                      confidence: float = 0.95) -> int:
     """⌊n_eff⌋, the effective number of independent rows behind the median of clustered rows: the Kish effective size
     (:func:`effective_size`, at most the rows) of the indicator 1{y ≤ median}, whose design effect comes from the
     stratified cluster-robust variance of :func:`audit.stats.clustered.clustered_mean` (Woodruff's 1952 route for
-    quantiles of complex samples), times (t_{rows−1}/t_df)² at α/2 with df = inputs − strata: Korn & Graubard's 1998
-    degrees-of-freedom adjustment, since the design effect is estimated from few inputs. With one row per input and
-    no strata it is the number of rows. 0 with fewer than two inputs per stratum (df < 1)."""
+    quantiles of complex samples), adjusted by :func:`df_adjusted_size` at α/2 with df = inputs − strata (Korn &
+    Graubard 1998), since the design effect is estimated from few inputs. With one row per input and no strata it
+    is the number of rows. 0 with fewer than two inputs per stratum (df < 1)."""
     v = np.asarray(values, float)
     n = len(v)
     if n == 0 or not np.isfinite(v).all():
@@ -104,10 +125,8 @@ def effective_inputs(values: ArrayLike, clusters: ArrayLike | None = None, strat
                             None if strata is None else np.asarray(strata))
     if design.df < 1:
         return 0
-    a = (1 - confidence) / 2
     n_eff = min(float(effective_size(design.estimate[0], design.cov[0, 0], n, design.n_clusters)), n)
-    n_eff *= (stats.t.ppf(a, n - 1) / stats.t.ppf(a, design.df)) ** 2
-    return math.floor(n_eff + 1e-9)
+    return math.floor(float(df_adjusted_size(n_eff, n, design.df, (1 - confidence) / 2)) + 1e-9)
 
 
 def rank_bounds(values: ArrayLike, m: int, k: int) -> tuple[float, float]:
@@ -144,10 +163,33 @@ def median_interval(values: ArrayLike, clusters: ArrayLike | None = None, strata
     return (math.nan, math.nan) if k == 0 else rank_bounds(values, m, k)
 
 
+def interpolated_median_bounds(values: ArrayLike, clusters: ArrayLike | None = None,
+                               confidence: float = 0.95) -> tuple[float, float]:
+    """The sign-test interval of the median of clustered rows at the effective number of inputs m
+    (:func:`effective_inputs` at ``confidence``), interpolated to the nominal level (Hettmansperger & Sheather 1986,
+    *Statistics & Probability Letters* 4:75): with k from :func:`order_statistic_rank`, γ_k = 1 − 2·P[Bin(m, ½) ≤
+    k − 1] ≥ ``confidence`` > γ_{k+1}, I = (γ_k − confidence)/(γ_k − γ_{k+1}) and λ = (m − k)·I / (k + (m − 2k)·I),
+    low = (1 − λ)·x_(k) + λ·x_(k+1) and high = (1 − λ)·x_(m−k+1) + λ·x_(m−k) (order statistics of m effective
+    values, :func:`rank_bounds`, ties counted on both sides). The exact interval's level jumps between the ranks k
+    and k + 1; the interpolated one is nearly exact for continuous values and keeps the tied values' bounds where
+    x_(k) = x_(k+1). NaN (no interval) when no rank reaches the level."""
+    m = effective_inputs(values, clusters, None, confidence)
+    k = order_statistic_rank(m, confidence)
+    if k == 0:
+        return math.nan, math.nan
+    low, high = rank_bounds(values, m, k)
+    if 2 * k + 1 > m:  # x_(k+1) would pass x_(m−k): nothing to interpolate towards
+        return low, high
+    covered = 1 - 2 * stats.binom.cdf([k - 1, k], m, 0.5)
+    share = (covered[0] - confidence) / (covered[0] - covered[1])
+    weight = (m - k) * share / (k + (m - 2 * k) * share)
+    inner_low, inner_high = rank_bounds(values, m, k + 1)
+    return (1 - weight) * low + weight * inner_low, (1 - weight) * high + weight * inner_high
+
+
 MIN_MEDIAN_SE_INPUTS = 6
 """Fewest effective inputs (:func:`effective_inputs`) for which :func:`median_se` gives a standard error: the
-smallest size at which a 95 % sign-test interval exists, and the size from which the between-group intervals built on
-it kept their coverage in ``benchmarks/validity.py`` (small clustered groups)."""
+smallest size at which a 95 % sign-test interval exists."""
 
 
 def median_se(values: ArrayLike, clusters: ArrayLike | None = None, strata: ArrayLike | None = None,
