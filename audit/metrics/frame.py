@@ -269,8 +269,8 @@ class MetricFrame:
             return b[:, 0], b[:, 1]
 
         equal = np.where(np.isfinite(estimate), 1.0, np.nan)
-        return estimate, equal, math.inf, "sign test (effective n, interpolated), MOVER, simultaneous over pairs of " \
-            "groups", sign_bounds
+        method = "sign test (effective n, interpolated), MOVER, simultaneous over pairs of groups"
+        return estimate, equal, math.inf, method, sign_bounds
 
     def _between(self, kind: str) -> pd.DataFrame:
         rows = {}

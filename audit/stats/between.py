@@ -9,10 +9,10 @@ pairs' covariance from the groups' independent standard errors) hold together wi
     R ∈ [max_ij max(0, L_ij, −U_ij), max_ij max(|L_ij|, |U_ij|)]
 
 with probability at least 1 − α. With two groups this is the interval of |θ_1 − θ_2| folded from the usual one of
-θ_1 − θ_2 (Bonett & Price 2002 for medians). Every estimate of the range is ≥ 0, so it is biased upwards where
-groups are equal and a percentile bootstrap of max − min then almost never covers R = 0; here R = 0 is covered
-exactly when no pair differs significantly (probability 1 − α), and with more than two groups the interval is
-conservative elsewhere (the extreme pair gets the simultaneous critical value). Groups are independent (disjoint
+θ_1 − θ_2 (Newcombe 1998 for two rates of independent rows). Every estimate of the range is ≥ 0, so it is biased
+upwards where groups are equal and a percentile bootstrap of max − min then almost never covers R = 0; here R = 0 is
+covered exactly when no pair differs significantly (probability 1 − α), and with more than two groups the interval
+is conservative elsewhere (the extreme pair gets the simultaneous critical value). Groups are independent (disjoint
 inputs), so the pairs' covariance is exact.
 """
 
@@ -37,7 +37,8 @@ def range_interval(estimates: np.ndarray, se: np.ndarray, confidence: float = 0.
     is built from the two groups' intervals at c, ``bounds(c)`` → (low, high) per group (default θ ± c·se), by MOVER
     (Zou & Donner 2008; Newcombe 1998 for two proportions): L = d − √((θ_i − l_i)² + (u_j − θ_j)²),
     U = d + √((u_i − θ_i)² + (θ_j − l_j)²) for d = θ_i − θ_j. With θ ± c·se bounds this is d ∓ c·√(se_i² + se_j²);
-    asymmetric bounds (Wilson's for rates near 0 or 1) carry their shape into the difference."""
+    asymmetric bounds (Wilson's for rates near 0 or 1, sign-test bounds of a skewed median) carry their shape into
+    the difference."""
     theta, s = np.asarray(estimates, float), np.asarray(se, float)
     keep = np.isfinite(theta)
     if keep.sum() < 2 or not np.isfinite(s[keep]).all():
