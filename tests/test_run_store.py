@@ -285,6 +285,17 @@ def _one_line_error(root: Path, match: str) -> None:
         assert "\n" not in str(caught.value)
 
 
+def _each_spoiled_part_is_refused(tmp_path: Path, cases: dict) -> None:
+    """For each case (name → (spoil the parts folder, expected message)): a fresh two-part run, spoiled, is refused
+    in one line on open and on read, and nothing in its parts folder was moved, deleted or merged."""
+    for name, (spoil, message) in cases.items():
+        root = tmp_path / name.replace(" ", "-")
+        _two_part_run(root)
+        spoil(root / "parts")
+        _one_line_error(root, message)
+        assert len(list((root / "parts").iterdir())) == 3
+
+
 def test_parts_are_checked_on_open_and_never_merged_silently(tmp_path):
     _two_part_run(tmp_path / "other")
     cases = {
@@ -302,12 +313,7 @@ def test_parts_are_checked_on_open_and_never_merged_silently(tmp_path):
         "not Parquet": (lambda parts: (parts / "part-000005.parquet").write_bytes(b"PAR1 garbage"),
                         r"part-000005.parquet: unreadable result part"),
     }
-    for name, (spoil, message) in cases.items():
-        root = tmp_path / name.replace(" ", "-")
-        _two_part_run(root)
-        spoil(root / "parts")
-        _one_line_error(root, message)
-        assert len(list((root / "parts").iterdir())) == 3  # nothing was moved, deleted or merged
+    _each_spoiled_part_is_refused(tmp_path, cases)
 
 
 def test_changed_inputs_are_refused_unless_a_new_run_is_asked_for(tmp_path):
@@ -384,12 +390,7 @@ def test_a_part_of_another_schema_is_one_line_on_open_and_never_merged(tmp_path)
                                        r"part-000007.parquet: column 'v' holds strings, but numbers in "
                                        r"part-000001.parquet; move it out"),
     }
-    for name, (spoil, message) in cases.items():
-        root = tmp_path / name.replace(" ", "-")
-        _two_part_run(root)
-        spoil(root / "parts")
-        _one_line_error(root, message)
-        assert len(list((root / "parts").iterdir())) == 3  # nothing was moved, deleted or merged
+    _each_spoiled_part_is_refused(tmp_path, cases)
     root = tmp_path / "compatible"
     _two_part_run(root)
     part(v=[3], note=[None], new_reading=[True])(root / "parts")  # an integer where numbers were: fine
