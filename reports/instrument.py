@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from audit.core.schema import DELTA_ITA, DELTA_ITA_ALIGNED, ITEM, PATH_OUT, PATH_TRUTH, face_column
 from audit.metrics.headline import headline_frame
 from audit.metrics.missing import detection_rates, missing_sensitivity
 from audit.metrics.study import SAME_PERSON
+from pulse_engine.errors import InputImageError
 from reports.run_data import Run, classifier_cards, model_info
 from reports.tables import clean, records
 
@@ -108,15 +108,20 @@ def missing_section(run: Run, settings: Any) -> dict[str, Any] | None:
                   "aligned_available": DELTA_ITA_ALIGNED in data and bool(data[DELTA_ITA_ALIGNED].notna().any())})
 
 
-def _run_images(run: Run, column: str, limit: int) -> list[tuple[str, np.ndarray]]:
+def _run_images(run: Run, column: str, limit: int) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
+    """(images, problems): the stored images in ``column`` of the first ``limit`` inputs, read by
+    :meth:`~reports.run_data.Run.read_image`, and a one-line reason for each that could not be read."""
     firsts = run.faces.drop_duplicates(ITEM).sort_values(ITEM).head(limit)
-    out = []
+    out, problems = [], []
     for item, relative in zip(firsts[ITEM], firsts[column]):
-        path = run.image(relative)
-        if path is not None and path.is_file():
-            with Image.open(path) as image:
-                out.append((str(item), np.asarray(image.convert("RGB"))))
-    return out
+        try:
+            image = run.read_image(relative)
+        except InputImageError as exc:
+            problems.append(str(exc))
+            continue
+        if image is not None:
+            out.append((str(item), np.asarray(image)))
+    return out, problems
 
 
 def validation_section(run: Run, settings: Any) -> dict[str, Any] | None:
@@ -132,15 +137,18 @@ def validation_section(run: Run, settings: Any) -> dict[str, Any] | None:
     )
 
     aligned = ALIGNED in names
-    faces = [ValidationFace(f"{kind}:{item}", image, aligned)
-             for kind, column in (("original", PATH_TRUTH), ("output", PATH_OUT))
-             if column in run.faces for item, image in _run_images(run, column, VALIDATION_FACES)]
+    faces, problems = [], []
+    for kind, column in (("original", PATH_TRUTH), ("output", PATH_OUT)):
+        if column in run.faces:
+            images, unread = _run_images(run, column, VALIDATION_FACES)
+            faces += [ValidationFace(f"{kind}:{item}", image, aligned) for item, image in images]
+            problems += unread
     if not faces:
         return None
     side = faces[0].image.shape[0]
     result = validate_skin_tone(faces, shifts=VALIDATION_SHIFTS, n_boot=min(settings.n_boot, 500),
                                 seed=settings.seed, confidence=settings.confidence, planted_sides=(side,))
-    return clean(result)
+    return clean({**result, "unreadable": problems})
 
 
 def baseline_section(run: Run, baseline: Run | None, settings: Any) -> dict[str, Any] | None:

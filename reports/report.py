@@ -17,7 +17,7 @@ from reports import plots
 from reports.analysis import Settings, build_report
 from reports.gallery import group_grids
 from reports.html import render
-from reports.run_data import load_run
+from reports.run_data import Run, load_run
 
 FILES = ("report.json", "report.html", "report.md")
 
@@ -46,7 +46,7 @@ def attribute_figures(section: Mapping[str, Any]) -> dict[str, Image.Image]:
                                        f"{title}: label preserved, by input group", "preserved")}
 
 
-def report_figures(report: Mapping[str, Any], root: Path) -> dict[str, Any]:
+def report_figures(report: Mapping[str, Any], run: Run) -> dict[str, Any]:
     """Every figure of a report, drawn from the report dict (and, for the sample grids, the run's PNGs)."""
     shifts = {s["key"]: plots.shift_distributions(s["histogram"], f"{s['name']} by group",
                                                   f"{s['name']} ({s['unit'].strip() or 'unitless'})")
@@ -55,7 +55,7 @@ def report_figures(report: Mapping[str, Any], root: Path) -> dict[str, Any]:
     return {"attributes": {a["key"]: attribute_figures(a) for a in report["attributes"]}, "shifts": shifts,
             "monk": plots.monk_strip(monk["categories"], monk["inputs"], monk["outputs"],
                                      monk_colours(monk["categories"])) if monk else None,
-            "grids": group_grids(root, report["samples"])}
+            "grids": group_grids(run, report["samples"])}
 
 
 def write_json(report: Mapping[str, Any], path: Path) -> None:
@@ -73,7 +73,7 @@ def write_report(run_dir: Path, out: Path | None = None, settings: Settings = Se
     out.mkdir(parents=True, exist_ok=True)
     paths = {name.split(".")[1]: out / name for name in FILES}
     write_json(report, paths["json"])
-    figures = report_figures(report, run.root)
+    figures = report_figures(report, run)
     paths["html"].write_text(render("report.html.j2", r=report, figures=figures))
     paths["md"].write_text(render("report.md.j2", r=report))
     return paths

@@ -11,12 +11,14 @@ and the specs below, never raw keys.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from PIL import Image
 
 from audit.core.schema import (
     DELTA_ITA,
@@ -51,8 +53,9 @@ from audit.core.schema import IDENTITY_DISTANCE as IDENTITY
 from audit.core.vocabulary import AGE_YEARS
 from audit.metrics.columns import split_inputs
 from audit.run.provenance import session_differences, short_commit
-from audit.run.run_store import read_results, read_run_record, session_entries
-from pulse_engine.errors import PulseAuditError
+from audit.run.run_store import IMAGE_PATH, read_results, read_run_record, session_entries
+from audit.vision.images import read_rgb
+from pulse_engine.errors import InputImageError, PulseAuditError, short_repr
 
 IMAGE_COLUMNS = {"lr": PATH_LR, "truth": PATH_TRUTH, "out": PATH_OUT}
 
@@ -111,12 +114,12 @@ class Run:
 
     @property
     def config(self) -> dict[str, Any]:
-        return dict(record_value(self.meta, RECORD_CONFIG))
+        return dict(record_part(self, RECORD_CONFIG))
 
     @property
     def grouped_by(self) -> list[str]:
         """The attributes the run was asked to group by (``--group-by``), labelled or not."""
-        return list(self.config.get("group_by", []))
+        return texts(self, self.config, "group_by", RECORD_CONFIG)
 
     @property
     def group_by(self) -> list[str]:
@@ -129,8 +132,29 @@ class Run:
         """The attributes behind :attr:`group_by`, for display."""
         return [a for a in self.grouped_by if label_column(a) in self.group_by]
 
-    def image(self, relative: str) -> Path | None:
-        return self.root / relative if isinstance(relative, str) and relative else None
+    def image(self, relative: Any) -> Path | None:
+        """The file of a stored image path (None when the row has none). A path that is not
+        ``images/<safe id>/<name>.png`` (:data:`~audit.run.run_store.IMAGE_PATH`: never absolute, never ``..``), or
+        that leads out of the run folder through a link, is an :class:`InputImageError` of one line."""
+        if not isinstance(relative, str) or not relative:
+            return None
+        if not IMAGE_PATH.fullmatch(relative):
+            raise InputImageError(f"stored image path {short_repr(relative)} is not images/<id>/<name>.png; not read")
+        path = self.root / relative
+        try:
+            inside = path.resolve().is_relative_to(self.root.resolve())
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a loop of links
+            raise InputImageError(f"{path}: cannot be resolved ({type(exc).__name__})") from exc
+        if not inside:
+            raise InputImageError(f"{path}: a link out of the run folder; not read")
+        return path
+
+    def read_image(self, relative: Any) -> Image.Image | None:
+        """The stored image ``relative`` as 8-bit RGB, read by :func:`~audit.vision.images.read_rgb` (regular files
+        within its size and pixel budgets, never a FIFO or device); None when the row has none. Anything else is
+        an :class:`InputImageError` of one line."""
+        path = self.image(relative)
+        return None if path is None else read_rgb(path)
 
 
 def load_run(root: Path) -> Run:
@@ -151,22 +175,90 @@ def load_run(root: Path) -> Run:
     return run
 
 
+_REQUIRED = object()
+_KIND_NAMES = {dict: "an object", list: "an array", str: "a string", int: "an integer"}
+
+
+def _json_kind(value: Any) -> str:
+    """The JSON type of a parsed value, as an error names it."""
+    for kind, name in ((bool, "a boolean"), ((int, float), "a number"), (str, "a string"), (list, "an array"),
+                       (dict, "an object")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
+def checked(run: Run, value: Any, kind: type, where: str, default: Any = _REQUIRED) -> Any:
+    """``value`` when it is of JSON type ``kind`` (``dict``, ``list``, ``str``, or ``int``: an integer, not a
+    boolean); ``default`` when it is null or missing and a default is given; anything else is a one-line
+    :class:`PulseAuditError` naming the field ``where`` of the run's ``run.json``."""
+    if value is None and default is not _REQUIRED:
+        return default
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    raise PulseAuditError(f"{run.root / RUN_JSON}: {where} is {_json_kind(value)}, expected {_KIND_NAMES[kind]}")
+
+
+def record_part(run: Run, key: str) -> dict[str, Any]:
+    """The object under ``key`` of the run's record (:func:`~audit.core.schema.record_value`), checked to be one."""
+    return checked(run, record_value(run.meta, key), dict, key)
+
+
+def member(where: str, key: str) -> str:
+    """The name of field ``key`` of the field ``where`` in errors (``where.key``; a key read from the file, when
+    not a short plain name, is shown bounded: ``where['…']``)."""
+    return f"{where}.{key}" if re.fullmatch(r"[\w-]{1,40}", key) else f"{where}[{short_repr(key, 40)}]"
+
+
+def field_of(run: Run, data: Mapping[str, Any], key: str, kind: type, where: str, default: Any = "") -> Any:
+    """``data[key]`` checked by :func:`checked` (``default`` when missing or null), named ``where.key``."""
+    return checked(run, data.get(key), kind, member(where, key), default)
+
+
+def texts(run: Run, data: Mapping[str, Any], key: str, where: str) -> list[str]:
+    """``data[key]`` as a list of strings (empty when missing or null); any other value is a one-line error."""
+    values = field_of(run, data, key, list, where, [])
+    return [checked(run, v, str, f"{member(where, key)}[{i}]") for i, v in enumerate(values)]
+
+
+def _weights(run: Run, card: Mapping[str, Any], where: str) -> list[dict[str, str]]:
+    entries = field_of(run, card, "weights", list, where, [])
+    entries = [checked(run, e, dict, f"{where}.weights[{i}]") for i, e in enumerate(entries)]
+    return [{**e, "path": field_of(run, e, "path", str, f"{where}.weights[{i}]"),
+             "sha256": field_of(run, e, "sha256", str, f"{where}.weights[{i}]")} for i, e in enumerate(entries)]
+
+
+def _card_texts(run: Run, card: Mapping[str, Any], keys: tuple[str, ...], where: str) -> dict[str, str]:
+    return {key: field_of(run, card, key, str, where) for key in keys}
+
+
+def generator_record(run: Run) -> dict[str, Any] | None:
+    """The generator's card recorded in run.json (None when the upsampler has none), its fields type-checked."""
+    gen = checked(run, record_value(run.meta, RECORD_GENERATOR), dict, RECORD_GENERATOR, None)
+    if gen is None:
+        return None
+    return {**gen, **_card_texts(run, gen, ("name", "family", "training_data", "licence"), RECORD_GENERATOR),
+            "notes": texts(run, gen, "notes", RECORD_GENERATOR), "weights": _weights(run, gen, RECORD_GENERATOR)}
+
+
 def model_info(run: Run) -> dict[str, Any]:
     """What produced the outputs: upsampler, resolution, factor and the generator card (None if none)."""
-    ups, gen = record_value(run.meta, RECORD_UPSAMPLER), record_value(run.meta, RECORD_GENERATOR)
-    name = ups.get("name", run.config.get("upsampler", "?"))
+    ups, gen, config = record_part(run, RECORD_UPSAMPLER), generator_record(run), run.config
+    name = field_of(run, ups, "name", str, RECORD_UPSAMPLER) or field_of(run, config, "upsampler", str,
+                                                                       RECORD_CONFIG, "?")
     label = f"{name} · {gen['name']}" if gen else name
-    return {"label": label, "upsampler": name, "resolution": ups.get("resolution"),
-            "factor": run.config.get("factor"), "samples": run.config.get("samples"), "generator": gen}
+    return {"label": label, "upsampler": name, "resolution": field_of(run, ups, "resolution", int, RECORD_UPSAMPLER,
+                                                                      None),
+            "factor": field_of(run, config, "factor", int, RECORD_CONFIG, None),
+            "samples": field_of(run, config, "samples", int, RECORD_CONFIG, None), "generator": gen}
 
 
 def dataset_info(run: Run) -> dict[str, Any]:
     """The face set's card fields and the sampling summary recorded in run.json."""
-    data = dict(record_value(run.meta, RECORD_DATASET))
-    data.pop("labels", None)
-    return {**data, "sampling": list(record_value(run.meta, RECORD_SAMPLING).get("summary", []))}
-
-
+    data = record_part(run, RECORD_DATASET)
+    shown = _card_texts(run, data, ("name", "licence", "citation", "card", "card_sha256"), RECORD_DATASET)
+    rest = {k: v for k, v in data.items() if k != "labels"}
+    return {**rest, **shown, "sampling": texts(run, record_part(run, RECORD_SAMPLING), "summary", RECORD_SAMPLING)}
 def session_summary(run: Run) -> dict[str, Any]:
     """``sessions``: per session of the run, its start, commit, engine, device type, search threads and torch
     version (what was not recorded is empty); ``mixed``: how later sessions differed from earlier ones in code,
@@ -190,8 +282,10 @@ def session_summary(run: Run) -> dict[str, Any]:
 def run_summary(run: Run) -> dict[str, Any]:
     """Identity, model, face set, configuration and row counts of a run (failed rows with example reasons)."""
     errors = run.table[ERROR].fillna("").astype(str) if ERROR in run.table else pd.Series(dtype=str)
-    return {"name": run.name, "root": str(run.root), "created": record_value(run.meta, RECORD_CREATED),
-            "git_commit": record_value(run.meta, RECORD_GIT_COMMIT), **session_summary(run), "model": model_info(run),
+    created, commit = (checked(run, record_value(run.meta, key), str, key) for key in (RECORD_CREATED,
+                                                                                       RECORD_GIT_COMMIT))
+    return {"name": run.name, "root": str(run.root), "created": created, "git_commit": commit,
+            **session_summary(run), "model": model_info(run),
             "dataset": dataset_info(run), "config": run.config, "rows": len(run.table), "face_rows": len(run.faces),
             "inputs": int(run.faces[ITEM].nunique()), "ucpr_rows": 0 if run.ucpr is None else len(run.ucpr),
             "failed_rows": int((errors != "").sum()), "failed_examples": sorted(set(errors[errors != ""]))[:5]}
@@ -199,14 +293,31 @@ def run_summary(run: Run) -> dict[str, Any]:
 
 def label_provenance(run: Run) -> list[dict[str, Any]]:
     """Per dataset attribute: vocabulary, source (annotated / predicted), model and notes."""
-    labels = record_value(run.meta, RECORD_DATASET).get("labels", {})
-    return [{"attribute": a, "values": list(s.get("values", [])), "source": s.get("source", "unknown"),
-             "model": s.get("model", ""), "notes": s.get("notes", "")} for a, s in labels.items()]
+    labels = field_of(run, record_part(run, RECORD_DATASET), "labels", dict, RECORD_DATASET, {})
+    out = []
+    for attribute, spec in labels.items():
+        where = member(f"{RECORD_DATASET}.labels", attribute)
+        spec = checked(run, spec, dict, where)
+        out.append({"attribute": attribute, "values": texts(run, spec, "values", where),
+                    "source": field_of(run, spec, "source", str, where, "unknown"),
+                    **_card_texts(run, spec, ("model", "notes"), where)})
+    return out
 
 
 def classifier_cards(run: Run) -> list[dict[str, Any]]:
-    """Each classifier's card: model, training data, licence, limits, attributes and weights."""
-    return [dict(card) for card in record_value(run.meta, RECORD_CLASSIFIERS)]
+    """Each classifier's card: model, training data, licence, limits, attributes and weights, its fields
+    type-checked."""
+    cards = checked(run, record_value(run.meta, RECORD_CLASSIFIERS), list, RECORD_CLASSIFIERS)
+    out = []
+    for i, card in enumerate(cards):
+        where = f"{RECORD_CLASSIFIERS}[{i}]"
+        card = checked(run, card, dict, where)
+        attributes = field_of(run, card, "attributes", dict, where, {})
+        out.append({**card, "name": field_of(run, card, "name", str, where, _REQUIRED),
+                    **_card_texts(run, card, ("model", "training_data", "licence", "limits"), where),
+                    "attributes": {a: texts(run, attributes, a, f"{where}.attributes") for a in attributes},
+                    "weights": _weights(run, card, where)})
+    return out
 
 
 def _vocabulary(values: list[str], classes: list[str]) -> tuple[str, ...]:

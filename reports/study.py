@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from audit.core.schema import ITEM, RECORD_GENERATOR, record_value
+from audit.core.schema import ITEM
 from audit.metrics.study import (
     PRIOR_INSTRUMENTS,
     Headline,
@@ -48,10 +48,11 @@ from audit.metrics.study_power import (
 )
 from audit.stats.multitest import report_tests
 from audit.stats.tests import TestResult
-from pulse_engine.errors import PulseAuditError
+from pulse_engine.errors import PulseAuditError, WeightsError
+from pulse_engine.generators.card_file import read_card
 from reports.analysis import Settings
 from reports.formatting import ci, num, pct, pval, signed
-from reports.run_data import Run, dataset_info, load_run, model_info
+from reports.run_data import Run, dataset_info, generator_record, load_run, model_info
 from reports.tables import clean
 
 SCHEMA = "pulse-audit-study/1"
@@ -69,33 +70,53 @@ DOSE_AXES = {"composition": (0.1, "per +10 pp of light faces in training", "shar
 def generator_card(run: Run) -> dict[str, Any] | None:
     """The generator's full card, from the files recorded in run.json: among the ``card.json`` files listed with its
     weights, a prior-shift member's own card (it lists its base's card too), else the first; without any, the
-    ``card.json`` beside its first weights file."""
-    recorded = record_value(run.meta, RECORD_GENERATOR) or {}
-    paths = [Path(str(entry.get("path", ""))) for entry in recorded.get("weights", [])]
+    ``card.json`` beside its first weights file. Each is read by :func:`~pulse_engine.generators.card_file.read_card`
+    (a regular file, bounded in size and nesting); one that cannot be read is left out."""
+    recorded = generator_record(run) or {}
+    paths = [Path(entry["path"]) for entry in recorded.get("weights", []) if entry["path"]]
     cards = []
     for card in [p for p in paths if p.name == "card.json"] or [p.parent / "card.json" for p in paths[:1]]:
         try:
-            cards.append(json.loads(card.read_text()))
-        except (OSError, ValueError):
+            cards.append(read_card(card, "generator card"))
+        except WeightsError:
             continue
     return next((c for c in cards if shift_dose(c) is not None), cards[0] if cards else None)
+
+
+def _number(value: Any) -> float | None:
+    """A finite JSON number as a float (None for anything else: strings, booleans, NaN)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float range
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _training_data(card: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """A card's ``training_data`` object ({} when it has none or holds another JSON type)."""
+    data = (card or {}).get("training_data")
+    return data if isinstance(data, Mapping) else {}
 
 
 def shift_dose(card: Mapping[str, Any] | None) -> float | None:
     """The prior shift of a shifted-family member's card (``alpha``, in prior SDs), None for other cards."""
     card = card or {}
-    value = card.get("alpha", ((card.get("training_data") or {}).get("prior_shift_sd")))
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return _number(card.get("alpha", _training_data(card).get("prior_shift_sd")))
 
 
 def composition_dose(card: Mapping[str, Any] | None, summary: str = "") -> tuple[float, str]:
     """Share of light faces in the generator's training data and a display string, from the card's
-    ``training_data`` (requested composition or counts), else from its one-line summary "light 2800 (50%), …"."""
-    data = (card or {}).get("training_data") or {}
+    ``training_data`` (requested composition or counts: non-negative numbers with a positive sum), else from its
+    one-line summary "light 2800 (50%), …"."""
+    data = _training_data(card)
     shares = data.get("composition_requested") or data.get("counts")
-    if isinstance(shares, Mapping) and shares:
-        total = sum(float(v) for v in shares.values())
-        parts = {str(k): float(v) / total for k, v in shares.items()}
+    counts = {str(k): _number(v) for k, v in shares.items()} if isinstance(shares, Mapping) else {}
+    usable = counts and all(v is not None and v >= 0 for v in counts.values()) and sum(counts.values()) > 0
+    if usable:
+        total = sum(counts.values())
+        parts = {k: v / total for k, v in counts.items()}
     else:
         parts = {k: float(v) / 100 for k, v in re.findall(r"(\w+) \d+ \((\d+(?:\.\d+)?)%\)", summary)}
     if not parts:
