@@ -58,6 +58,8 @@ from audit.vision.images import read_rgb
 from pulse_engine.errors import InputImageError, PulseAuditError, short_repr
 
 IMAGE_COLUMNS = {"lr": PATH_LR, "truth": PATH_TRUTH, "out": PATH_OUT}
+MAX_IMAGE_PATH = 256
+"""Longest stored image path read (the store's are under 150 characters: ``images/<id of ≤ 129>/<name>.png``)."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ class Run:
         that leads out of the run folder through a link, is an :class:`InputImageError` of one line."""
         if not isinstance(relative, str) or not relative:
             return None
-        if not IMAGE_PATH.fullmatch(relative):
+        if len(relative) > MAX_IMAGE_PATH or not IMAGE_PATH.fullmatch(relative):
             raise InputImageError(f"stored image path {short_repr(relative)} is not images/<id>/<name>.png; not read")
         path = self.root / relative
         try:
