@@ -381,6 +381,11 @@ def has_column(run: Run, column: str) -> bool:
     return column in run.faces and run.faces[column].notna().any()
 
 
+def _stored(path: Any) -> str:
+    """A stored image path cell as text ("" for a row without one: null or not a string)."""
+    return path if isinstance(path, str) else ""
+
+
 def sample_rows(run: Run, groups: list[str], per_group: int, max_samples: int = 3) -> list[dict[str, Any]]:
     """Up to ``per_group`` inputs per group (lowest item ids), each with its LR, truth and output image paths."""
     faces = run.faces
@@ -396,8 +401,8 @@ def sample_rows(run: Run, groups: list[str], per_group: int, max_samples: int = 
         for item in items:
             mine = rows[rows[ITEM] == item].sort_values(SAMPLE)
             first = mine.iloc[0]
-            entries.append({"item_id": str(item), "lr": first[IMAGE_COLUMNS["lr"]],
-                            "truth": first[IMAGE_COLUMNS["truth"]],
-                            "outs": [str(p) for p in mine[IMAGE_COLUMNS["out"]].head(max_samples)]})
+            entries.append({"item_id": str(item), "lr": _stored(first[IMAGE_COLUMNS["lr"]]),
+                            "truth": _stored(first[IMAGE_COLUMNS["truth"]]),
+                            "outs": [_stored(p) for p in mine[IMAGE_COLUMNS["out"]].head(max_samples)]})
         out.append({"group": " × ".join(map(str, key)), "items": entries})
     return out

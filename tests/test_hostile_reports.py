@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from synthetic_run import synthetic_run
 
-from audit.core.schema import ITEM, PATH_TRUTH
+from audit.core.schema import ITEM, PATH_OUT, PATH_TRUTH
 from pulse_engine.errors import PulseAuditError
 from reports.analysis import Settings
 from reports.gallery import load_tile
@@ -33,6 +33,7 @@ from reports.run_data import (
     label_provenance,
     load_run,
     run_summary,
+    sample_rows,
     shift_specs,
 )
 from reports.study import composition_dose, generator_card, shift_dose, study_run
@@ -131,6 +132,11 @@ def test_stored_images_and_empty_cells(run_copy: Path) -> None:
     assert torch.allclose(tile[:, 0, 0] * 255, stored[0, 0].float())
     for empty in ("", None, float("nan"), 3):
         assert load_tile(run, empty, SIDE) == (None, "")
+    faces = run.faces.copy()
+    faces[PATH_OUT] = faces[PATH_OUT].where(faces[ITEM] != faces[ITEM].min(), None)  # an output not stored
+    run.faces = faces
+    samples = sample_rows(run, [], per_group=2)
+    assert samples[0]["items"][0]["outs"] == [""] and samples[0]["items"][1]["outs"][0].endswith(".png")
 
 
 def _readers(run: Run) -> None:
