@@ -252,3 +252,31 @@ def test_generator_cards_named_in_run_json_are_read_bounded(base_run: Path, tmp_
     assert composition_dose({"training_data": {"counts": {"light": "3", "dark": 1}}})[1] == ""
     assert composition_dose({"training_data": {"counts": {"light": 0, "dark": 0}}})[1] == ""
     assert composition_dose({"training_data": {"counts": {"light": 3, "dark": 1}}}) == (0.75, "light 75% · dark 25%")
+
+
+def test_a_generator_cards_prior_fields_of_other_types_are_no_prior():
+    from audit.metrics.study import card_prior_ita
+
+    for card in ({"samples_skin_tone": [1]}, {"samples_skin_tone": {"ita_mean_deg": 10**400}},
+                 {"samples_skin_tone": {"ita_mean_deg": True}}, {"samples_skin_tone": {"ita_mean_deg": "1"}},
+                 {"samples_skin_tone": {"ita_mean_deg": float("nan")}}, ["x"], None):
+        assert set(card_prior_ita(card).values()) == {None}, card
+    assert card_prior_ita({"samples_skin_tone": {"ita_mean_deg": -12}})["detector"] == -12.0
+
+
+def test_a_run_record_too_deep_or_too_large_is_one_line(tmp_path):
+    from audit.run.run_store import RUN_RECORD_MAX_BYTES, read_run_record
+
+    for name, text in {"deep": "[" * 200_000, "large": '{"x": "' + "y" * RUN_RECORD_MAX_BYTES + '"}',
+                       "not an object": "[1]", "not JSON": "{"}.items():
+        root = tmp_path / name.replace(" ", "-")
+        root.mkdir()
+        (root / "run.json").write_text(text)
+        with pytest.raises(PulseAuditError) as caught:
+            read_run_record(root)
+        message = str(caught.value)
+        assert "run.json is not a usable run record" in message and "\n" not in message and len(message) < 300
+    (tmp_path / "fifo").mkdir()
+    os.mkfifo(tmp_path / "fifo" / "run.json")
+    with pytest.raises(PulseAuditError, match="not a regular file"):
+        read_run_record(tmp_path / "fifo")

@@ -344,12 +344,24 @@ PRIOR_INSTRUMENTS = {"aligned": "aligned face frame: every sample measured, as t
 
 def card_prior_ita(card: Mapping[str, Any] | None) -> dict[str, float | None]:
     """Mean ITA° of a generator's own samples per instrument of :data:`PRIOR_FIELDS` (None where its card has
-    none)."""
+    none, or a field of another JSON type: a card is a user's file)."""
     values = {}
     for instrument, key in PRIOR_FIELDS.items():
-        value = ((card or {}).get(key) or {}).get("ita_mean_deg")
-        values[instrument] = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        field = card.get(key) if isinstance(card, Mapping) else None
+        value = field.get("ita_mean_deg") if isinstance(field, Mapping) else None
+        values[instrument] = _finite_number(value)
     return values
+
+
+def _finite_number(value: Any) -> float | None:
+    """``value`` as a float when it is a finite JSON number (not a flag, not an integer beyond float range)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _prior_values(runs: Sequence[StudyRun], names: Sequence[str], instrument: str) -> np.ndarray:

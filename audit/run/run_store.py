@@ -58,7 +58,8 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from pulse_engine.errors import PulseAuditError, short_repr
+from pulse_engine.errors import PulseAuditError, WeightsError, short_repr
+from pulse_engine.generators.card_file import read_card
 
 from ..core.schema import (
     BOOL,
@@ -90,6 +91,8 @@ from ..vision.images import to_image
 from .provenance import git_commit, package_versions, session_differences, utc_now
 
 RESULTS = "results.parquet"
+RUN_RECORD_MAX_BYTES = 16 << 20
+"""Largest ``run.json`` read (a run's record is a few kB plus about 1 kB per session)."""
 Key = tuple[str, int]
 HOLD_VARIABLE = "PULSE_AUDIT_TEST_HOLD"
 """Test hook, ``<point>:<n>:<fifo>``: the process stops the n-th time it reaches ``point`` (``write``: a
@@ -521,13 +524,13 @@ def session_entries(record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 def read_run_record(root: Path) -> dict[str, Any]:
-    """The ``run.json`` of ``root`` (a one-line error when missing or unreadable)."""
+    """The ``run.json`` of ``root``, read bounded (:data:`RUN_RECORD_MAX_BYTES`, the card reader's nesting limit)
+    and type-checked (:func:`audit.core.schema.record_problem`); a one-line error when missing, unreadable,
+    oversized, too deep, not a JSON object or damaged."""
     try:
-        record = json.loads((Path(root) / RUN_JSON).read_text())
-    except (OSError, ValueError) as exc:
-        raise PulseAuditError(f"{Path(root) / RUN_JSON}: unreadable ({exc}); use a new --out") from exc
-    if not isinstance(record, dict):
-        raise PulseAuditError(f"{Path(root) / RUN_JSON}: not a run record; use a new --out")
+        record = read_card(Path(root) / RUN_JSON, "run record", RUN_RECORD_MAX_BYTES)
+    except WeightsError as exc:
+        raise PulseAuditError(f"{exc}; use a new --out") from None
     problem = record_problem(record)
     if problem:
         raise PulseAuditError(f"{Path(root) / RUN_JSON}: a damaged run record ({problem}); use a new --out")

@@ -26,12 +26,13 @@ CARD_MAX_DEPTH = 32
 """Deepest nesting of JSON objects and lists accepted in a card (the committed cards nest 3 levels)."""
 
 
-def read_card(path: Path, what: str) -> dict[str, Any]:
+def read_card(path: Path, what: str, max_bytes: int = CARD_MAX_BYTES) -> dict[str, Any]:
     """The JSON object in the card file ``path``; anything else is a WeightsError of one line naming ``what``
-    (e.g. "DCGAN generator card"): not a regular file, unreadable, larger than :data:`CARD_MAX_BYTES`, not
-    UTF-8 JSON, nested deeper than :data:`CARD_MAX_DEPTH`, or not an object at the top."""
+    (e.g. "DCGAN generator card"): not a regular file, unreadable, larger than ``max_bytes``, not UTF-8 JSON,
+    nested deeper than :data:`CARD_MAX_DEPTH`, or not an object at the top. Other JSON records written by this
+    package (a run's ``run.json``) are read with it too, with their own ``max_bytes``."""
     try:
-        card = json.loads(_read_bounded(Path(path)))
+        card = json.loads(_read_bounded(Path(path), max_bytes))
     except OSError as exc:
         problem = f"cannot be read ({type(exc).__name__}: {exc.strerror or 'error'})"
     except _Unreadable as exc:
@@ -54,23 +55,23 @@ class _Unreadable(Exception):
     """The card file is not read at all; the message says why (bounded)."""
 
 
-def _read_bytes(fd: int) -> bytes:
+def _read_bytes(fd: int, max_bytes: int) -> bytes:
     chunks, total = [], 0
-    while chunk := os.read(fd, min(1 << 16, CARD_MAX_BYTES + 1 - total)):
+    while chunk := os.read(fd, min(1 << 16, max_bytes + 1 - total)):
         chunks.append(chunk)
         total += len(chunk)
-        if total > CARD_MAX_BYTES:
-            raise _Unreadable(f"is larger than {CARD_MAX_BYTES:,} bytes")
+        if total > max_bytes:
+            raise _Unreadable(f"is larger than {max_bytes:,} bytes")
     return b"".join(chunks)
 
 
-def _read_bounded(path: Path) -> bytes:
+def _read_bounded(path: Path, max_bytes: int) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise _Unreadable(f"is not a regular file but {'a directory' if stat.S_ISDIR(mode) else 'a special file'}")
-        return _read_bytes(fd)
+        return _read_bytes(fd, max_bytes)
     finally:
         os.close(fd)
 
