@@ -34,6 +34,7 @@ from audit.metrics.study import (
     condition_trend,
     conditions,
     contrast,
+    finite_number,
     headlines,
     prior_instrument,
     prior_slope,
@@ -83,17 +84,6 @@ def generator_card(run: Run) -> dict[str, Any] | None:
     return next((c for c in cards if shift_dose(c) is not None), cards[0] if cards else None)
 
 
-def _number(value: Any) -> float | None:
-    """A finite JSON number as a float (None for anything else: strings, booleans, NaN)."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # an integer beyond float range
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _training_data(card: Mapping[str, Any] | None) -> Mapping[str, Any]:
     """A card's ``training_data`` object ({} when it has none or holds another JSON type)."""
     data = (card or {}).get("training_data")
@@ -103,7 +93,7 @@ def _training_data(card: Mapping[str, Any] | None) -> Mapping[str, Any]:
 def shift_dose(card: Mapping[str, Any] | None) -> float | None:
     """The prior shift of a shifted-family member's card (``alpha``, in prior SDs), None for other cards."""
     card = card or {}
-    return _number(card.get("alpha", _training_data(card).get("prior_shift_sd")))
+    return finite_number(card.get("alpha", _training_data(card).get("prior_shift_sd")))
 
 
 def composition_dose(card: Mapping[str, Any] | None, summary: str = "") -> tuple[float, str]:
@@ -112,7 +102,7 @@ def composition_dose(card: Mapping[str, Any] | None, summary: str = "") -> tuple
     one-line summary "light 2800 (50%), …"."""
     data = _training_data(card)
     shares = data.get("composition_requested") or data.get("counts")
-    counts = {str(k): _number(v) for k, v in shares.items()} if isinstance(shares, Mapping) else {}
+    counts = {str(k): finite_number(v) for k, v in shares.items()} if isinstance(shares, Mapping) else {}
     usable = counts and all(v is not None and v >= 0 for v in counts.values()) and sum(counts.values()) > 0
     if usable:
         total = sum(counts.values())

@@ -145,3 +145,12 @@ def test_coverage_median_difference_of_heavily_tied_values():
     coverage, given = _coverage(SmallGroups("age-like (whole years, tied)", 6, 30), Metric("y", "median"),
                                 "median difference", 150, 12)
     assert given == 150 and coverage >= 0.93, coverage
+
+
+def test_tied_values_give_bounds_equal_to_the_tie():
+    """The interpolation between two tied order statistics is exact (it once missed 3.0 by one rounding step, so a
+    group's bound excluded its own median and "no variation" depended on the value)."""
+    from audit.stats.intervals import interpolated_median_bounds
+
+    for value in (3.0, 0.3, 0.7, -12.25, 1e-9):
+        assert interpolated_median_bounds(np.full(30, value)) == (value, value)

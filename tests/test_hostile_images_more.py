@@ -328,3 +328,17 @@ def test_a_classifier_failure_is_a_one_line_error_in_its_row():
     assert first.face_found and not second.face_found
     assert second.error.startswith("fragile: RuntimeError: bad pixel\\n\\x1b[2J") and "\n" not in second.error
     assert len(second.error) == MAX_MESSAGE_CHARS
+
+
+def test_a_file_system_without_inode_numbers_keys_files_by_path(tmp_path, monkeypatch):
+    """Python promises only that a non-zero st_ino identifies a file: with 0 every file would look like one."""
+    import os
+    from types import SimpleNamespace
+
+    from audit.facesets import file_key
+
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).write_bytes(b"x")
+    monkeypatch.setattr(os, "stat", lambda *args, **kwargs: SimpleNamespace(st_dev=7, st_ino=0))
+    assert file_key(tmp_path / "a.png") != file_key(tmp_path / "b.png")
+    assert file_key(tmp_path / "a.png") == file_key(tmp_path / "b.png" / ".." / "a.png")

@@ -355,6 +355,8 @@ def test_weights_files_that_share_a_name_are_each_an_input(tmp_path, fakes, monk
     interrupted(monkeypatch, settings)
     original = (base / "weights.pt").read_bytes()
     _dcgan_folder(base, seed=1)  # other weights of the same architecture behind the base
-    assert f"weights file {base / 'weights.pt'} changed since this run began" in refusal(settings)
+    assert "weights file weights.pt (1 of 2 so named) changed since this run began" in refusal(settings)
     (base / "weights.pt").write_bytes(original)
-    assert len(rows_by_key(run_audit(settings))) == 9
+    root = run_audit(settings)
+    assert len(rows_by_key(root)) == 9
+    assert not any(str(tmp_path) in key for key in json.loads((root / "run.json").read_text())["inputs"])  # movable

@@ -132,15 +132,18 @@ def normal_id(path: str) -> str:
 
 def file_key(path: Path | str) -> tuple[int, int] | str:
     """What identifies the file at ``path``: its (device, inode), so that a hard link, a symbolic link or another
-    spelling of a listed file is the same key; its resolved path when it cannot be examined (e.g. missing)."""
+    spelling of a listed file is the same key; its resolved path when it cannot be examined (e.g. missing) or the
+    file system gives no inode number (0: Python promises only that a non-zero one identifies a file)."""
     try:
         info = os.stat(path)
     except (OSError, ValueError):
-        try:
-            return os.path.realpath(path)
-        except (OSError, ValueError):
-            return os.path.abspath(path)
-    return info.st_dev, info.st_ino
+        info = None
+    if info is not None and info.st_ino:
+        return info.st_dev, info.st_ino
+    try:
+        return os.path.realpath(path)
+    except (OSError, ValueError):
+        return os.path.abspath(path)
 
 
 def label_error(where: str, attribute: str, value: str, valid: Sequence[str]) -> PulseAuditError:

@@ -349,11 +349,11 @@ def card_prior_ita(card: Mapping[str, Any] | None) -> dict[str, float | None]:
     for instrument, key in PRIOR_FIELDS.items():
         field = card.get(key) if isinstance(card, Mapping) else None
         value = field.get("ita_mean_deg") if isinstance(field, Mapping) else None
-        values[instrument] = _finite_number(value)
+        values[instrument] = finite_number(value)
     return values
 
 
-def _finite_number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
     """``value`` as a float when it is a finite JSON number (not a flag, not an integer beyond float range)."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return None

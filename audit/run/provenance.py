@@ -158,8 +158,9 @@ def run_inputs(faceset: FaceSet, items: Sequence[FaceItem], upsampler: Upsampler
     check: every weights file of the generator, its search-space state (``search_space_state()``, digested by
     :func:`tensors_digest`: the Gaussian fit of W, which a cache file, PULSE's own fit file or
     ``$PULSE_AUDIT_FIT_SAMPLES`` decide), every weights file of each classifier and of the aligner (its
-    ``weights``, e.g. the landmark model of ``--align``; a file is named by its file name, or by its path where
-    two files of one role share a name), the data set's card, and the sampled items
+    ``weights``, e.g. the landmark model of ``--align``; a file is named by its file name, and by its place among
+    the role's files of that name where several share it, so that the keys do not depend on where the files are),
+    the data set's card, and the sampled items
     (ids, paths relative to the set's root, labels; skipped files with their reasons) together with
     the label vocabularies and their sources.
 
@@ -171,9 +172,12 @@ def run_inputs(faceset: FaceSet, items: Sequence[FaceItem], upsampler: Upsampler
     cards += [(f"classifier {c.name}", c.card) for c in classifiers]
     files = [(role, Path(entry["path"]), entry["sha256"])
              for role, card in cards for entry in weights_record(card.weights, card.weights_sha256)]
-    names = Counter((role, path.name) for role, path, _ in files)
-    found = {f"{role} weights file {path.name if names[role, path.name] == 1 else path}": digest
-             for role, path, digest in files}  # a name two files share (a shifted member's and its base's) is a path
+    names, seen, found = Counter((role, path.name) for role, path, _ in files), Counter(), {}
+    for role, path, digest in files:  # files that share a name (a shifted member's and its base's) by their order
+        key = role, path.name
+        seen[key] += 1
+        found[f"{role} weights file {path.name}" + (f" ({seen[key]} of {names[key]} so named)" if names[key] > 1
+                                                    else "")] = digest
     state = generator.search_space_state() if hasattr(generator, "search_space_state") else {}
     if state:
         found[f"generator {generator.card.name} search space (its Gaussian fit of W)"] = tensors_digest(state)

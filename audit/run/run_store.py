@@ -439,7 +439,8 @@ def _read_part(part: Path, columns: Sequence[str] | None = None) -> tuple[pa.Tab
                                       f"{part.parent}") from None
             table = handle.read(columns=list(columns) if columns else None, use_threads=False)
     except (OSError, pa.ArrowException) as exc:
-        raise PulseAuditError(f"{part}: unreadable result part ({exc}); move it away to redo its rows") from exc
+        remedy = "; it is made again from the parts" if part.name == RESULTS else " to redo its rows"
+        raise PulseAuditError(f"{part}: unreadable result part ({exc}); move it away{remedy}") from exc
     if any(table.column(name).null_count for name in KEY_COLUMNS):
         raise PulseAuditError(f"{part}: rows without an item_id, sample or run_id; move it out of {part.parent}")
     return table, kinds
@@ -530,10 +531,11 @@ def read_run_record(root: Path) -> dict[str, Any]:
     try:
         record = read_card(Path(root) / RUN_JSON, "run record", RUN_RECORD_MAX_BYTES)
     except WeightsError as exc:
-        raise PulseAuditError(f"{exc}; use a new --out") from None
+        raise PulseAuditError(f"{exc}; the run cannot be resumed or reported (run it again in a new folder)") from None
     problem = record_problem(record)
     if problem:
-        raise PulseAuditError(f"{Path(root) / RUN_JSON}: a damaged run record ({problem}); use a new --out")
+        raise PulseAuditError(f"{Path(root) / RUN_JSON}: a damaged run record ({problem}); the run cannot be resumed "
+                              "or reported (run it again in a new folder)")
     return record
 
 

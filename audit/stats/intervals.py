@@ -184,7 +184,7 @@ def interpolated_median_bounds(values: ArrayLike, clusters: ArrayLike | None = N
     share = (covered[0] - confidence) / (covered[0] - covered[1])
     weight = (m - k) * share / (k + (m - 2 * k) * share)
     inner_low, inner_high = rank_bounds(values, m, k + 1)
-    return (1 - weight) * low + weight * inner_low, (1 - weight) * high + weight * inner_high
+    return low + weight * (inner_low - low), high + weight * (inner_high - high)  # exact when the two are tied
 
 
 MIN_MEDIAN_SE_INPUTS = 6
