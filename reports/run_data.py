@@ -328,7 +328,8 @@ def _vocabulary(values: list[str], classes: list[str]) -> tuple[str, ...]:
 
 def audit_specs(run: Run) -> list[AuditSpec]:
     """Every (attribute, classifier) pair with output labels: against the dataset label when the classifier's
-    vocabulary fits inside the dataset's, else against the classifier's reading of the original image."""
+    vocabulary fits inside the dataset's, else against the classifier's reading of the original image (when it
+    read at least one original)."""
     labels = {p["attribute"]: p for p in label_provenance(run)}
     specs = []
     for card in classifier_cards(run):
@@ -345,8 +346,8 @@ def audit_specs(run: Run) -> list[AuditSpec]:
                                        _vocabulary(label["values"], classes), prov))
                 continue
             truth = classifier_column("in", card["name"], attribute)
-            if truth not in run.table:
-                continue
+            if truth not in run.faces or not run.faces[truth].fillna("").astype(str).str.len().gt(0).any():
+                continue  # no original has a reading (no face found on any): nothing to compare outputs with
             note = (f"the dataset's {attribute} vocabulary differs from {card['name']}'s, so outputs are compared "
                     "with the classifier's reading of the original" if has_label else "")
             prov = {"source": "predicted", "model": f"{card['name']} on the original image: {card.get('model', '')}",

@@ -280,3 +280,22 @@ def test_a_run_record_too_deep_or_too_large_is_one_line(tmp_path):
     os.mkfifo(tmp_path / "fifo" / "run.json")
     with pytest.raises(PulseAuditError, match="not a regular file"):
         read_run_record(tmp_path / "fifo")
+
+
+def test_a_report_of_a_run_whose_classifier_found_no_face_is_written(tmp_path, monkeypatch):
+    """A classifier that read no original (no face found on any: tiny or odd faces) left nothing to compare its
+    outputs with; the report raised "no rows to summarise" as a traceback. Now that attribute is not compared."""
+    from test_harness import FakeTone, config
+
+    import audit.run.harness as harness
+    from audit.core.records import Prediction
+    from audit.run.harness import run_audit
+
+    class Blind(FakeTone):
+        def predict(self, images):
+            return [Prediction(False) for _ in images]
+
+    monkeypatch.setattr(harness, "build_classifier", lambda spec, device: Blind())
+    root = run_audit(config(tmp_path, upsampler="bicubic", classifiers="skin-tone", batch_size=4))
+    written = write_report(root, settings=Settings(n_boot=20))
+    assert written and all(Path(path).is_file() for path in written.values())
