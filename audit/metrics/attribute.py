@@ -18,7 +18,13 @@ from audit.stats.clustered import (
     null_floored_variance,
 )
 from audit.stats.divergences import DIVERGENCES
-from audit.stats.intervals import Bootstrap, effective_wilson_interval, percentile_interval
+from audit.stats.intervals import (
+    Bootstrap,
+    cluster_rows,
+    effective_wilson_interval,
+    least_effective_size,
+    percentile_interval,
+)
 from audit.stats.multitest import report_tests
 from audit.stats.tests import TestResult, not_testable, wald_max_test
 
@@ -115,9 +121,11 @@ class AttributeAudit:
     def transition_rates(self) -> pd.DataFrame:
         """Tidy transition table: input, output, count, rate = count / row total (P[output | input]) with a Wilson
         interval at the effective sample size (clustered by input: every sample counts, correlated samples count
-        less; never zero width), row_total, small (the input class has < min_n inputs). A cell's design effect is
-        at least its row's pooled one (≥ 1, see :func:`deff_floored_variance`): a rare transition's own, from a
-        few events, is too noisy and mostly too small."""
+        less; Korn–Graubard degrees of freedom, floored at the size of the largest variance the clustering allows:
+        :func:`audit.stats.intervals.effective_wilson_interval`; never zero width), row_total, small (the input
+        class has < min_n inputs). A cell's design effect is at least its row's pooled one (≥ 1, see
+        :func:`deff_floored_variance`): a rare transition's own, from a few events, is too noisy and mostly too
+        small."""
         k = len(self.categories)
         counts = self.transition().to_numpy()
         totals = counts.sum(axis=1, keepdims=True)
@@ -128,10 +136,12 @@ class AttributeAudit:
         for i in range(k):
             rows = found & (self._truth_hot[:, i] > 0)
             if rows.any():
-                cm = clustered_mean(self._out_hot[rows], None if self._clusters is None else self._clusters[rows])
+                clusters = None if self._clusters is None else self._clusters[rows]
+                cm = clustered_mean(self._out_hot[rows], clusters)
                 var = deff_floored_variance(rates[i], cm.se**2, totals[i])
+                least = least_effective_size(cluster_rows(clusters, int(rows.sum())))
                 low[i], high[i] = effective_wilson_interval(rates[i], var, totals[i, 0], cm.n_clusters,
-                                                            self.confidence)
+                                                            self.confidence, cm.df, least)
         inputs = self._truth_hot[self._test_rows].sum(axis=0)
         idx = pd.MultiIndex.from_product([self.categories, self.categories], names=["input", "output"])
         return pd.DataFrame({"count": counts.ravel(), "rate": rates.ravel(), "ci_low": low.ravel(),

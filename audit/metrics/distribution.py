@@ -11,7 +11,13 @@ import pandas as pd
 
 from audit.stats.clustered import clustered_mean
 from audit.stats.divergences import DIVERGENCES
-from audit.stats.intervals import Bootstrap, effective_wilson_interval, percentile_interval
+from audit.stats.intervals import (
+    Bootstrap,
+    cluster_rows,
+    effective_wilson_interval,
+    least_effective_size,
+    percentile_interval,
+)
 from audit.stats.tests import TestResult, score_max_test
 
 
@@ -68,7 +74,9 @@ class DistributionFit:
         reference: shares (mapping or vector aligned to categories), or None for a purely descriptive table.
         bootstrap: the design giving the divergences' percentile intervals (rows as in ``labels``).
         clusters, strata: the design of the share intervals (Wilson at the effective sample size, from the
-            stratified cluster-robust variance of :mod:`audit.stats.clustered`).
+            stratified cluster-robust variance of :mod:`audit.stats.clustered`, at Korn & Graubard's degrees of
+            freedom inputs − strata and, without strata, never below the size of the largest variance the clustering
+            allows: :func:`audit.stats.intervals.effective_wilson_interval`).
         test: run the max-|T| score test of the shares against ``reference`` over every row (see
             :func:`audit.stats.tests.score_max_test`). Rows are then taken as independent draws, which holds under
             the null that every input's outputs follow the reference (uninformative inputs: UCPR). Categories with
@@ -94,9 +102,11 @@ class DistributionFit:
         found = onehot.sum(axis=1) > 0
         self.low, self.high = np.full(len(self.categories), np.nan), np.full(len(self.categories), np.nan)
         if self.n:
-            cm = clustered_mean(onehot[found], None if clusters is None else np.asarray(clusters)[found],
-                                None if strata is None else np.asarray(strata)[found])
-            self.low, self.high = effective_wilson_interval(self.shares, cm.se**2, self.n, cm.n_clusters, confidence)
+            in_clusters = None if clusters is None else np.asarray(clusters)[found]
+            cm = clustered_mean(onehot[found], in_clusters, None if strata is None else np.asarray(strata)[found])
+            least = least_effective_size(cluster_rows(in_clusters, self.n)) if cm.n_strata == 1 else None
+            self.low, self.high = effective_wilson_interval(self.shares, cm.se**2, self.n, cm.n_clusters, confidence,
+                                                            cm.df, least)
         self.test = None
         if test and self.reference is not None:
             self.test = score_max_test(self.counts, self.reference, self.categories, name=f"{name}: shares vs "

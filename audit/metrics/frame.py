@@ -1,14 +1,13 @@
 """A MetricFrame in the spirit of Fairlearn's: metrics overall and by group (intersections: several group columns),
 max − min differences and min/max ratios, every number with an interval.
 
-Rates get a Wilson interval at their effective sample size and means a cluster-robust t interval (both from the
-stratified cluster design of :mod:`audit.stats.clustered`, so every sample is used and samples of one input count
-as correlated); medians the sign-test interval at the effective number of inputs
-(:func:`audit.stats.intervals.median_interval`, same design). Between groups, differences (max − min) and ratios
-(min / max) get intervals simultaneous over all pairs of groups (:mod:`audit.stats.between`) from each group's own
-interval or standard error: cluster-robust t for means; by MOVER, Wilson at the effective size (adjusted for the
-degrees of freedom of few inputs) for rates and the interpolated sign-test interval at the effective number of inputs
-for medians."""
+Rates get a Wilson interval at their effective sample size (adjusted for the degrees of freedom of few inputs) and means
+a cluster-robust t interval (both from the stratified cluster design of :mod:`audit.stats.clustered`, so every sample is
+used and samples of one input count as correlated); medians the sign-test interval at the effective number of inputs
+(:func:`audit.stats.intervals.median_interval`, same design). Between groups, differences (max − min) and ratios (min /
+max) get intervals simultaneous over all pairs of groups (:mod:`audit.stats.between`) from each group's own interval or
+standard error: cluster-robust t for means; by MOVER, Wilson at the effective size (adjusted for the degrees of freedom
+of few inputs) for rates and the interpolated sign-test interval at the effective number of inputs for medians."""
 
 from __future__ import annotations
 
@@ -78,7 +77,9 @@ class MetricFrame:
 
     Rows whose group value is missing (NaN or "") are dropped (counted in ``n_dropped``). Designs are stratified by
     group and clustered by ``cluster`` (several samples of one input belong together). A rate's interval is Wilson's
-    at the effective sample size (rows / design effect; the number of inputs when the rate is 0 or 1), a mean's is
+    at the effective sample size (rows / design effect; the number of inputs when the rate is 0 or 1) adjusted by
+    Korn & Graubard's degrees of freedom, df = inputs − strata, and in a group never below the size of the largest
+    variance its inputs' clustering allows (:func:`audit.stats.intervals.effective_wilson_interval`), a mean's is
     mean ± t·se with the cluster-robust se and df = inputs − strata (the overall row is stratified by group), a
     median's is the sign-test interval at the effective number of inputs (see
     :func:`audit.stats.intervals.median_interval`; none, marked "none (too few inputs)", below 6 effective inputs at
@@ -143,8 +144,10 @@ class MetricFrame:
                 reps = sums[:, :k] / sums[:, k:]
             se, df = self._design(np.where(valid, v, 0.0), masks)
             if metric.statistic == "rate":
-                low, high = effective_wilson_interval(point, se**2, n, n_clusters, self.confidence)
-                method = "wilson (effective n)"
+                least = [least_effective_size(np.bincount(self._cluster[m])) for m in masks.T[:-1]]
+                low, high = effective_wilson_interval(point, se**2, n, n_clusters, self.confidence, df,
+                                                      least + [math.nan])  # overall: stratified, no floor
+                method = "wilson (effective n, Korn–Graubard df)"
             else:
                 with np.errstate(invalid="ignore"):
                     half = stats.t.ppf(0.5 + self.confidence / 2, np.where(df >= 1, df, np.nan)) * se

@@ -67,15 +67,32 @@ def effective_size(share: ArrayLike, variance: ArrayLike, rows: ArrayLike, clust
 
 
 def effective_wilson_interval(share: ArrayLike, variance: ArrayLike, rows: ArrayLike, clusters: ArrayLike,
-                              confidence: float = 0.95) -> Interval:
-    """Wilson interval of a share from clustered rows at its effective sample size (see :func:`effective_size`;
-    the design-effect Wilson interval of Korn & Graubard 1998 / Kott & Carr 1997). Never zero width; equals the
-    plain Wilson interval with one row per cluster. NaN without rows."""
+                              confidence: float = 0.95, df: ArrayLike | None = None,
+                              least: ArrayLike | None = None) -> Interval:
+    """Wilson interval of a share from clustered rows at its effective sample size (:func:`effective_size`; the
+    design-effect Wilson interval of Kott & Carr 1997), adjusted for the few clusters behind the estimated design
+    effect: Korn & Graubard's (1998) degrees-of-freedom adjusted size at α/2 (:func:`df_adjusted_size`; ``df`` of
+    the variance, by default clusters − 1 as for one stratum), never below ``least`` where given (a size known to
+    be conservative, e.g. :func:`least_effective_size` of the cluster sizes for an unstratified share; NaN or None:
+    no floor). Equals the plain Wilson interval with one row per cluster and df = rows − 1 (the adjustment is then
+    1); never zero width. NaN without rows, and where df < 1 with no floor."""
     p = np.asarray(share, float)
-    n_eff = effective_size(p, variance, rows, clusters)
-    low, high = wilson_bounds(np.clip(p, 0, 1) * n_eff, n_eff, _z(confidence))
-    empty = np.asarray(rows, float) <= 0
+    n = np.asarray(rows, float)
+    d = np.asarray(clusters, float) - 1 if df is None else np.asarray(df, float)
+    size = df_adjusted_size(effective_size(p, variance, n, clusters), n, d, (1 - confidence) / 2)
+    if least is not None:
+        size = np.fmax(size, np.asarray(least, float))
+    low, high = wilson_bounds(np.clip(p, 0, 1) * size, size, _z(confidence))
+    empty = (n <= 0) | ~(size > 0)
     return np.where(empty, np.nan, low), np.where(empty, np.nan, high)
+
+
+def cluster_rows(clusters: ArrayLike | None, rows: int) -> np.ndarray:
+    """The number of rows of each cluster of ``rows`` rows labelled ``clusters`` (every row its own cluster when
+    None), e.g. for :func:`least_effective_size`."""
+    if clusters is None:
+        return np.ones(rows, int)
+    return np.bincount(pd.factorize(np.asarray(clusters, dtype=object))[0])
 
 
 def order_statistic_rank(n: int, confidence: float = 0.95) -> int:
