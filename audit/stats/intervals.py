@@ -69,13 +69,15 @@ def effective_size(share: ArrayLike, variance: ArrayLike, rows: ArrayLike, clust
 def effective_wilson_interval(share: ArrayLike, variance: ArrayLike, rows: ArrayLike, clusters: ArrayLike,
                               confidence: float = 0.95, df: ArrayLike | None = None,
                               least: ArrayLike | None = None) -> Interval:
-    """Wilson interval of a share from clustered rows at its effective sample size (:func:`effective_size`; the
-    design-effect Wilson interval of Kott & Carr 1997), adjusted for the few clusters behind the estimated design
-    effect: Korn & Graubard's (1998) degrees-of-freedom adjusted size at α/2 (:func:`df_adjusted_size`; ``df`` of
-    the variance, by default clusters − 1 as for one stratum), never below ``least`` where given (a size known to
-    be conservative, e.g. :func:`least_effective_size` of the cluster sizes for an unstratified share; NaN or None:
-    no floor). Equals the plain Wilson interval with one row per cluster and df = rows − 1 (the adjustment is then
-    1); never zero width. NaN without rows, and where df < 1 with no floor."""
+    """Wilson interval of a share from clustered rows at size max(n_eff·(t_{rows−1}/t_df)², least): n_eff the Kish
+    effective sample size (:func:`effective_size`; the design-effect Wilson interval of Kott & Carr 1997), times
+    Korn & Graubard's (1998) degrees-of-freedom factor at α/2 (:func:`df_adjusted_size`), since the design effect is
+    estimated from few clusters; ``df`` of the variance, by default clusters − 1 (one stratum; inputs − strata for a
+    stratified share). ``least`` (optional; NaN: none) is a size known to be conservative, e.g. for an unstratified
+    share :func:`least_effective_size` of the cluster sizes, rows²/Σm_i², the size at the largest variance any
+    dependence within clusters allows (Bhatia & Davis 2000). Equals the plain Wilson interval with one row per
+    cluster and df = rows − 1 (the factor is then 1); never zero width. NaN without rows, and where df < 1 or
+    rows < 2 without a floor."""
     p = np.asarray(share, float)
     n = np.asarray(rows, float)
     d = np.asarray(clusters, float) - 1 if df is None else np.asarray(df, float)
