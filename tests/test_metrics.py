@@ -91,7 +91,8 @@ def test_metric_frame_matches_pandas_and_wilson(table):
     low, high = proportion_confint(ref["sum"], ref["count"], method="wilson")
     np.testing.assert_allclose(by.loc["success", "ci_low"], low)
     np.testing.assert_allclose(by.loc["success", "ci_high"], high)
-    assert (by.loc["success", "ci_method"] == "wilson (effective n, Korn–Graubard df)").all()  # one row per input: plain Wilson
+    # one row per input: plain Wilson
+    assert (by.loc["success", "ci_method"] == "wilson (effective n, Korn–Graubard df)").all()
     np.testing.assert_allclose(by.loc["lr", "value"], one.groupby("label_race")["ups_lr_l2"].median())
     for race, values in one.groupby("label_race")["ups_lr_l2"]:  # one row per input: the exact sign-test interval
         exact = stats.quantile_test(values.to_numpy(), q=0.0).confidence_interval(0.95)
@@ -114,7 +115,8 @@ def test_metric_frame_intersections_clusters_and_missing_groups(table):
     kept = data.iloc[3:]
     ref = kept.groupby(["label_race", "label_gender"])["ups_success"].mean()
     np.testing.assert_allclose(by.loc[ref.index, "value"], ref)
-    assert (by["ci_method"] == "wilson (effective n, Korn–Graubard df)").all()  # 3 samples per input: Wilson at the effective size
+    # 3 samples per input: Wilson at the effective size
+    assert (by["ci_method"] == "wilson (effective n, Korn–Graubard df)").all()
     np.testing.assert_array_equal(by.loc[ref.index, "n_clusters"],
                                   kept.groupby(["label_race", "label_gender"])["item_id"].nunique())
     small = MetricFrame(data.iloc[:30], {"success": Metric("ups_success", "rate")}, "label_race", "item_id",
