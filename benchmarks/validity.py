@@ -20,11 +20,25 @@ the report: rates and shares (Wilson at the effective size), means (cluster-robu
 effective size; the true median of a group's ΔITA is its mean shift, the distribution being symmetric), and each
 test's intervals (simultaneous over its components, and at the Holm-adjusted level). Usage:
 
-    python -m benchmarks.validity [--reports 200] [--designs all|null|planted|0,3] [--n-boot 100]
+    python -m benchmarks.validity [--reports 200] [--designs all|null|planted|small|0,3] [--n-boot 100]
                                   [--append benchmarks/RESULTS.md]
     python -m benchmarks.validity --designs 0,1,2 --save part1.json   # parts in parallel, then:
     python -m benchmarks.validity --merge part1.json part2.json --append benchmarks/RESULTS.md
     python -m benchmarks.validity --part between [--reports 400] [--n-boot 2000] [--designs 0,1]  # see SMALL
+
+Small-group designs (numbers 9–14, after the nine 100-input designs 0–8, whose numbers are unchanged): the
+fixes for few inputs per group (Korn–Graubard df-adjusted effective sizes, the clustering floor, sign-test medians)
+matter most where a real audit of a small face set sits, 2–15 faces per group with 2–4 samples each, which designs
+0–8 never reach. Chosen to span it: 7 groups × 10 inputs × 2 samples (a small audit of the seven-class race
+vocabulary); 7 × 5 × 3 (half as many faces, more samples each); 4 × 3 × 4 (the floor: 3 inputs per group, so
+every per-group rate sits at its clustering floor and medians have no interval); unbalanced 7 groups of 15 down to
+3 inputs × 3 samples (small and tiny groups in one Holm family); and, for power, the planted flip and ΔITA shift of
+designs 7–8 at 7 × 10 × 2. Power there is low by construction (about 20 outputs per group): the planted rows
+show what such an audit can detect, not a goal. With few inputs many intervals are legitimately absent ("none (too
+few inputs)") and tests are not testable; the coverage table counts the intervals absent from the report in its
+own column ("no interval") beside coverage over those present, and a per-test table lists, for every design, the
+reports in which each test stated a finding or was not testable. ``--designs all|null|planted`` keep naming
+designs 0–8; ``--designs small`` names 9–14.
 
 The between-group part scores ``MetricFrame.difference()`` and ``.ratio()`` (max − min and min / max of group means
 and medians) on small clustered groups (3, 5, 10 or 30 inputs per group, 3 samples each; normal, skewed and tied
@@ -94,6 +108,15 @@ PLANTED = (
     Design("planted: 20 % of c1 flipped to c0", flip=(1, 0, 0.2), null=False),
     Design("planted: ΔITA +0.5 SD in c2", ita_shift=(2, 0.5), null=False),
 )
+SMALL_AUDITS = (
+    Design("small: 7 groups × 10 inputs × 2 samples", sizes=(10,) * 7),
+    Design("small: 7 groups × 5 inputs × 3 samples", sizes=(5,) * 7, samples=3),
+    Design("small: 4 groups × 3 inputs × 4 samples", sizes=(3,) * 4, samples=4),
+    Design("small: unbalanced, 15 to 3 inputs × 3 samples", sizes=(15, 12, 9, 7, 5, 4, 3), samples=3),
+    Design("small planted: 20 % of c1 flipped to c0, 7 × 10 × 2", sizes=(10,) * 7, flip=(1, 0, 0.2), null=False),
+    Design("small planted: ΔITA +0.5 SD in c2, 7 × 10 × 2", sizes=(10,) * 7, ita_shift=(2, 0.5), null=False),
+)
+DESIGNS = NULLS + PLANTED + SMALL_AUDITS  # the numbers of --designs
 
 
 def symmetric_flows(pi: np.ndarray, keep: float, iterations: int = 5000) -> np.ndarray:
@@ -227,19 +250,32 @@ def component_truth(test: dict[str, Any], truths: dict[str, Truth], shifts: dict
 
 
 class Tally:
-    """Covered / total per interval kind (with a separate line for true rates below 1 %)."""
+    """Covered / with an interval / without one (the report's row gives none), per interval kind (with a separate
+    line for true rates below 1 %)."""
 
     def __init__(self) -> None:
-        self.hits: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        self.hits: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
         self.zero_width = 0
 
     def add(self, kind: str, low: Any, high: Any, truth: float) -> None:
-        if low is None or high is None or isinstance(low, str) or isinstance(high, str):
+        key = f"{kind} (true rate < 1 %)" if kind.startswith(("rate", "share")) and truth < 0.01 else kind
+        if not (_bound(low) and _bound(high)):
+            self.hits[key][2] += 1
             return
         self.zero_width += low == high
-        key = f"{kind} (true rate < 1 %)" if kind.startswith(("rate", "share")) and truth < 0.01 else kind
         self.hits[key][0] += low - 1e-12 <= truth <= high + 1e-12
         self.hits[key][1] += 1
+
+
+def _bound(value: Any) -> bool:
+    """Whether a report's interval end is a number (absent ends are None or a reason)."""
+    return value is not None and not isinstance(value, str)
+
+
+def verdict_label(test: dict[str, Any]) -> str:
+    """A report test's name in the per-test table: kind (source, group)."""
+    group = f", {test['group']}" if test["group"] else ""
+    return f"{test['kind']} ({test['source']}{group})"
 
 
 def score_report(report: dict[str, Any], truths: dict[str, Truth], shifts: dict[str, float], design: Design,
@@ -291,14 +327,14 @@ def score_report(report: dict[str, Any], truths: dict[str, Truth], shifts: dict[
         truth = component_truth(test, truths, shifts)
         level = {"within": "test interval, simultaneous within the test", "adjusted": "test interval, at the "
                  "Holm-adjusted level"}
-        ok = all(c["ci_low"] - 1e-9 <= truth[c["label"]] <= c["ci_high"] + 1e-9 for c in test["components"]
-                 if c["ci_low"] is not None and not isinstance(c["ci_low"], str))
-        tally.hits[level["within"]][0] += ok
-        tally.hits[level["within"]][1] += 1
-        ok = all(c["ci_low"] - 1e-9 <= truth[c["label"]] <= c["ci_high"] + 1e-9 for c in test["adjusted_components"]
-                 if c["ci_low"] is not None and not isinstance(c["ci_low"], str))
-        tally.hits[level["adjusted"]][0] += ok
-        tally.hits[level["adjusted"]][1] += 1
+        for key, components in ((level["within"], test["components"]),
+                                (level["adjusted"], test["adjusted_components"])):
+            given = [c for c in components if _bound(c["ci_low"]) and _bound(c["ci_high"])]
+            tally.hits[key][2] += len(given) < len(components)  # a test with a component without an interval
+            if given:
+                tally.hits[key][0] += all(c["ci_low"] - 1e-9 <= truth[c["label"]] <= c["ci_high"] + 1e-9
+                                          for c in given)
+                tally.hits[key][1] += 1
         if not design.null and test["verdict"] == "finding":
             expected = _planted_component(design, test)
             if expected:
@@ -307,7 +343,7 @@ def score_report(report: dict[str, Any], truths: dict[str, Truth], shifts: dict[
                 planted["direction"] = bool(planted["direction"]) or named in expected
     verdicts = [t["verdict"] for t in report["tests"]]
     return {"any_finding": bool(report["findings"]["found"]), "not_testable": verdicts.count("not testable"),
-            "tests": len(verdicts), **planted}
+            "tests": len(verdicts), "verdicts": [(verdict_label(t), t["verdict"]) for t in report["tests"]], **planted}
 
 
 def _planted_component(design: Design, test: dict[str, Any]) -> set[tuple[str, int]] | None:
@@ -334,13 +370,19 @@ def run_design(design: Design, reports: int, seed: int = 0, n_boot: int = 100) -
         rows.append(score_report(report, truths, shifts, design, tally))
     found = np.array([x["any_finding"] for x in rows])
     detected = [x for x in rows if x["detected"]]
+    per_test: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # reports: with the test, finding, untestable
+    for x in rows:
+        for label, verdict in x["verdicts"]:
+            per_test[label][0] += 1
+            per_test[label][1] += verdict == "finding"
+            per_test[label][2] += verdict == "not testable"
     return {"design": design, "reports": reports, "n_boot": n_boot, "finding_rate": float(found.mean()),
             "not_testable": float(np.mean([x["not_testable"] for x in rows])),
             "tests": float(np.mean([x["tests"] for x in rows])),
             "detection": float(np.mean([x["detected"] for x in rows])),
             "direction": float(np.mean([x["direction"] for x in detected])) if detected else math.nan,
-            "coverage": {k: (v[0] / v[1], v[1]) for k, v in tally.hits.items() if v[1]},
-            "zero_width": tally.zero_width}
+            "coverage": {k: (v[0] / v[1] if v[1] else math.nan, v[1], v[2]) for k, v in tally.hits.items()},
+            "per_test": dict(per_test), "zero_width": tally.zero_width}
 
 
 def coverage_goal(kind: str) -> tuple[float, float, str]:
@@ -380,13 +422,24 @@ def markdown(results: list[dict[str, Any]], seconds: float) -> str:
                      f"{r['finding_rate']:.3f}{met} | {goal} | {planted[0]} | {planted[1]} | {r['zero_width']} |")
     lines += ["", "Coverage of every interval kind (95 % intervals; goal 95 ± 2 %, ≥ 90 % where the true rate is "
               "below 1 %; a test counts as covered when every component's interval covers its true value, so "
-              "these are simultaneous over the test's components):", "",
-              "| design | interval kind | intervals | coverage | goal |", "|---|---|---:|---:|---|"]
+              "these are simultaneous over the test's components). Coverage is over the intervals the reports "
+              "give; \"no interval\" counts the rows (tests: testable tests with a component) that gave none, "
+              "\"–\" where a saved part predates that count:", "",
+              "| design | interval kind | intervals | no interval | coverage | goal |", "|---|---|---:|---:|---:|---|"]
     for r in results:
-        for kind, (cov, count) in sorted(r["coverage"].items()):
+        for kind, (cov, count, *missing) in sorted(r["coverage"].items()):
             low, high, target = coverage_goal(kind)
-            ok = low <= cov <= high
-            lines.append(f"| {r['design'].name} | {kind} | {count} | {cov:.3f}{' ✓' if ok else ' ✗'} | {target} |")
+            shown = "–" if not count else f"{cov:.3f}{' ✓' if low <= cov <= high else ' ✗'}"
+            lines.append(f"| {r['design'].name} | {kind} | {count} | {missing[0] if missing else '–'} | {shown} | "
+                         f"{target} |")
+    lines += ["", "Verdicts per test (only tests that stated a finding or were not testable in some report; under a "
+              "null design every finding is false):", "",
+              "| design | test (kind, source, group) | reports with the test | finding | not testable |",
+              "|---|---|---:|---:|---:|"]
+    for r in results:
+        for label, (with_test, found, untestable) in sorted(r.get("per_test", {}).items()):
+            if found or untestable:
+                lines.append(f"| {r['design'].name} | {label} | {with_test} | {found} | {untestable} |")
     return "\n".join(lines) + "\n"
 
 
@@ -509,15 +562,15 @@ def main() -> None:
     parser.add_argument("--part", choices=("reports", "between"), default="reports",
                         help="reports: the report-level battery; between: between-group intervals in small groups")
     parser.add_argument("--reports", type=int, default=200, help="reports (tables, for --part between) per design")
-    parser.add_argument("--designs", default="all", help="all, null, planted, or comma-separated design numbers "
-                        "(0-based over nulls then planted; over SMALL for --part between)")
+    parser.add_argument("--designs", default="all", help="all, null, planted (designs 0-8), small (9-14), or "
+                        "comma-separated design numbers (0-based over DESIGNS; over SMALL for --part between)")
     parser.add_argument("--n-boot", type=int, default=100, help="bootstrap replicates per report (reports: 2000)")
     parser.add_argument("--label", default="this code", help="--part between: what the section measures")
     parser.add_argument("--save", type=Path, default=None, help="write this part's results (JSON) for --merge")
     parser.add_argument("--merge", type=Path, nargs="*", default=(), help="merge saved parts instead of running")
     parser.add_argument("--append", type=Path, default=None, help="append the section to this RESULTS.md")
     args = parser.parse_args()
-    every = SMALL if args.part == "between" else NULLS + PLANTED
+    every = SMALL if args.part == "between" else DESIGNS
     by_name = {d.name: d for d in every}
     if args.merge:
         parts = [json.loads(p.read_text()) for p in args.merge]
@@ -525,8 +578,10 @@ def main() -> None:
         results.sort(key=lambda r: every.index(r["design"]))
         seconds = max(part["seconds"] for part in parts)
     else:
-        named = {"all": every, "null": tuple(d for d in every if d.null),
-                 "planted": tuple(d for d in every if not d.null)}
+        first = every if args.part == "between" else NULLS + PLANTED
+        named = {"all": first, "null": tuple(d for d in first if d.null),
+                 "planted": tuple(d for d in first if not d.null)} | ({"small": SMALL_AUDITS}
+                                                                       if args.part == "reports" else {})
         designs = named.get(args.designs) or tuple(every[int(i)] for i in args.designs.split(","))
         run = run_small_groups if args.part == "between" else run_design
         start, results = time.perf_counter(), []

@@ -330,3 +330,34 @@ def test_validity_battery_fast_subset():
     flip, shift = (run_design(d, reports, seed=2000) for d in PLANTED)
     assert shift["detection"] >= 0.75 and shift["direction"] == 1.0
     assert flip["detection"] >= 0.25 and flip["direction"] >= 0.75
+
+
+def test_validity_battery_small_design():
+    """The battery's small-group designs (benchmarks/validity.py, designs 9–14): truths by hand and a quick run.
+    Four equal groups with keep 0.8 give P(out | in) = 0.8 on the diagonal and 0.2/3 elsewhere, output shares ¼;
+    flipping 20 % of c1's outputs to c0 among 7 equal groups (off-diagonal 0.2/6) moves c0's output share by
+    100·(1/7)·0.2·(1 − 0.2/6) = 2.762 points and c1's by −100·(1/7)·0.2·0.8 = −2.286. With 3 inputs per group
+    no median interval can exist (the smallest two-sided sign-test p-value is 2·(½)³ = 0.25), so every median row
+    counts as "no interval", not as covered or missed, while every group and age bin gets a preservation-rate
+    interval; every test still runs (13: five on race, three on age, ΔITA overall and per group)."""
+    from benchmarks.validity import DESIGNS, SMALL_AUDITS, component_truth, run_design, simulate
+
+    assert DESIGNS[9:] == SMALL_AUDITS and len(DESIGNS) == 15  # designs 0-8 keep their numbers
+    tiny = SMALL_AUDITS[2]
+    run, truths, shifts = simulate(tiny, 0)
+    expected = np.full((4, 4), 0.2 / 3) + np.eye(4) * (0.8 - 0.2 / 3)
+    assert np.allclose(truths["race"].cond, expected) and np.allclose(truths["race"].out_share, 0.25)
+    assert len(run.table) == 12 * 4 + 4 * tiny.ucpr and set(shifts.values()) == {0.0}
+    flip = next(d for d in SMALL_AUDITS if d.flip)
+    _, truths, shifts = simulate(flip, 0)
+    margins = {"kind": "margins", "source": "race/clf", "components": [{"label": "c0"}, {"label": "c1"}]}
+    assert component_truth(margins, truths, shifts) == pytest.approx({"c0": 100 / 7 * 0.2 * (1 - 0.2 / 6),
+                                                                      "c1": -100 / 7 * 0.2 * 0.8})
+    reports = 3
+    result = run_design(tiny, reports, seed=3000)
+    assert result["tests"] == 13 and result["not_testable"] == 0 and result["zero_width"] == 0
+    cov, given, missing = result["coverage"]["median: ΔITA by group (sign test, effective n)"]
+    assert given == 0 and missing == 4 * reports and math.isnan(cov)
+    assert all(count == reports for count, _, _ in result["per_test"].values()) and len(result["per_test"]) == 13
+    rates = result["coverage"]["rate: preservation by group (Wilson, effective n)"]
+    assert rates[1:] == (reports * (4 + 9), 0)  # 4 race groups and 9 age bins, each with inputs
