@@ -319,7 +319,9 @@ def test_validity_battery_fast_subset():
     assert found <= 0.07 + 3 * math.sqrt(0.07 * 0.93 / (reports * len(NULLS))), found
     pooled: dict[str, list[float]] = {}
     for r in nulls:
-        for kind, (cov, count) in r["coverage"].items():
+        for kind, (cov, count, _) in r["coverage"].items():
+            if not count:  # a kind the reports gave no interval of (counted apart; see the small-design test)
+                continue
             hits = pooled.setdefault(kind.split(" (true rate")[0], [0.0, 0.0])
             hits[0] += cov * count
             hits[1] += count
