@@ -45,7 +45,9 @@ from audit.core.schema import (
     RUN_JSON,
     SAMPLE,
     classifier_column,
+    json_type,
     label_column,
+    record_problem,
     record_value,
     value_column,
 )
@@ -96,7 +98,8 @@ class ShiftSpec:
 
 @dataclass
 class Run:
-    """A loaded run folder."""
+    """A loaded run folder; ``meta`` is its ``run.json`` record, whose keys must have their JSON types
+    (:func:`~audit.core.schema.record_problem`, checked here too: a one-line error otherwise)."""
 
     root: Path
     meta: dict[str, Any]
@@ -105,6 +108,9 @@ class Run:
     ucpr: pd.DataFrame | None = field(init=False)
 
     def __post_init__(self) -> None:
+        problem = record_problem(self.meta)
+        if problem:
+            raise PulseAuditError(f"{self.root / RUN_JSON}: a damaged run record ({problem})")
         done = self.table
         if ERROR in done:
             done = done[done[ERROR].fillna("").astype(str) == ""]
@@ -178,16 +184,6 @@ def load_run(root: Path) -> Run:
 
 
 _REQUIRED = object()
-_KIND_NAMES = {dict: "an object", list: "an array", str: "a string", int: "an integer"}
-
-
-def _json_kind(value: Any) -> str:
-    """The JSON type of a parsed value, as an error names it."""
-    for kind, name in ((bool, "a boolean"), ((int, float), "a number"), (str, "a string"), (list, "an array"),
-                       (dict, "an object")):
-        if isinstance(value, kind):
-            return name
-    return "null" if value is None else type(value).__name__
 
 
 def checked(run: Run, value: Any, kind: type, where: str, default: Any = _REQUIRED) -> Any:
@@ -198,12 +194,13 @@ def checked(run: Run, value: Any, kind: type, where: str, default: Any = _REQUIR
         return default
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
-    raise PulseAuditError(f"{run.root / RUN_JSON}: {where} is {_json_kind(value)}, expected {_KIND_NAMES[kind]}")
+    raise PulseAuditError(f"{run.root / RUN_JSON}: {where} is {json_type(value)}, expected {json_type(kind())}")
 
 
 def record_part(run: Run, key: str) -> dict[str, Any]:
-    """The object under ``key`` of the run's record (:func:`~audit.core.schema.record_value`), checked to be one."""
-    return checked(run, record_value(run.meta, key), dict, key)
+    """The object under ``key`` of the run's record (:func:`~audit.core.schema.record_value`; an object, since
+    :func:`~audit.run.run_store.read_run_record` checked every key's type)."""
+    return record_value(run.meta, key)
 
 
 def member(where: str, key: str) -> str:
@@ -236,7 +233,7 @@ def _card_texts(run: Run, card: Mapping[str, Any], keys: tuple[str, ...], where:
 
 def generator_record(run: Run) -> dict[str, Any] | None:
     """The generator's card recorded in run.json (None when the upsampler has none), its fields type-checked."""
-    gen = checked(run, record_value(run.meta, RECORD_GENERATOR), dict, RECORD_GENERATOR, None)
+    gen = record_value(run.meta, RECORD_GENERATOR)  # an object or None (read_run_record checked it)
     if gen is None:
         return None
     return {**gen, **_card_texts(run, gen, ("name", "family", "training_data", "licence"), RECORD_GENERATOR),
@@ -284,8 +281,7 @@ def session_summary(run: Run) -> dict[str, Any]:
 def run_summary(run: Run) -> dict[str, Any]:
     """Identity, model, face set, configuration and row counts of a run (failed rows with example reasons)."""
     errors = run.table[ERROR].fillna("").astype(str) if ERROR in run.table else pd.Series(dtype=str)
-    created, commit = (checked(run, record_value(run.meta, key), str, key) for key in (RECORD_CREATED,
-                                                                                       RECORD_GIT_COMMIT))
+    created, commit = (record_value(run.meta, key) for key in (RECORD_CREATED, RECORD_GIT_COMMIT))
     return {"name": run.name, "root": str(run.root), "created": created, "git_commit": commit,
             **session_summary(run), "model": model_info(run),
             "dataset": dataset_info(run), "config": run.config, "rows": len(run.table), "face_rows": len(run.faces),
@@ -309,7 +305,7 @@ def label_provenance(run: Run) -> list[dict[str, Any]]:
 def classifier_cards(run: Run) -> list[dict[str, Any]]:
     """Each classifier's card: model, training data, licence, limits, attributes and weights, its fields
     type-checked."""
-    cards = checked(run, record_value(run.meta, RECORD_CLASSIFIERS), list, RECORD_CLASSIFIERS)
+    cards = record_value(run.meta, RECORD_CLASSIFIERS)  # a list (read_run_record checked it)
     out = []
     for i, card in enumerate(cards):
         where = f"{RECORD_CLASSIFIERS}[{i}]"

@@ -200,7 +200,10 @@ _JSON_TYPES = ((dict, "an object"), (list, "an array"), (str, "a string"), (bool
                (int, "an integer"), (float, "a number"))
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """The JSON type of a parsed value as messages name it ("an object", "true or false", "null", …)."""
+    if value is None:
+        return "null"
     return next((name for kind, name in _JSON_TYPES if isinstance(value, kind)), type(value).__name__)
 
 
@@ -212,10 +215,10 @@ def record_problem(record: Mapping[str, Any]) -> str | None:
         value = record.get(key)
         expected = dict if default is None else type(default)
         if value is not None and (not isinstance(value, expected) or isinstance(value, bool) != (expected is bool)):
-            return f"{key!r} is {_json_type(value)}, not {_json_type(expected())}"
+            return f"{key!r} is {json_type(value)}, not {json_type(expected())}"
     inputs = record.get(RECORD_INPUTS) or {}
     odd = next((name for name, digest in inputs.items() if not isinstance(digest, str)), None)
-    return None if odd is None else f"input {odd[:80]!r} has {_json_type(inputs[odd])}, not a SHA-256 string"
+    return None if odd is None else f"input {odd[:80]!r} has {json_type(inputs[odd])}, not a SHA-256 string"
 
 
 def record_value(record: Mapping[str, Any], key: str) -> Any:

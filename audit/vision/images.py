@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pulse_engine.bounded_read import NotRegularFile, OverBudget, budget_chunks, open_checked
 from pulse_engine.errors import InputImageError, one_line
 
 from ..core.schema import STAMP_FIELDS
@@ -192,25 +193,22 @@ def open_regular(path: Path) -> int:
         raise StampedImageError(f"{path}: file of {info.st_size} bytes is over the {MAX_FILE_BYTES} byte budget",
                                 FileStamp.of(info))
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd, _ = open_checked(path, MAX_FILE_BYTES)
     except OSError as exc:
         raise StampedImageError(f"{path}: cannot be opened ({_detail(exc)})", FileStamp.of(info)) from exc
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_BYTES:
-        os.close(fd)
+    except (NotRegularFile, OverBudget) as exc:
         raise StampedImageError(f"{path}: changed while being opened; no longer a regular file within budget",
-                                FileStamp.of(info))
+                                FileStamp.of(exc.info or info)) from None
     return fd
 
 
-def _chunks(handle, limit: int, path: Path) -> Iterator[bytes]:
-    """The bytes of an open file in 1 MiB chunks, a StampedImageError (without stamp) past ``limit`` bytes."""
-    total = 0
-    while block := handle.read(1 << 20):
-        total += len(block)
-        if total > limit:
-            raise StampedImageError(f"{path}: grew over the {limit} byte budget while being read")
-        yield block
+def _chunks(handle, path: Path) -> Iterator[bytes]:
+    """The bytes of an open file (:func:`.bounded_read.budget_chunks`), a StampedImageError (without stamp) past
+    :data:`MAX_FILE_BYTES`."""
+    try:
+        yield from budget_chunks(handle.read, MAX_FILE_BYTES)
+    except OverBudget:
+        raise StampedImageError(f"{path}: grew over the {MAX_FILE_BYTES} byte budget while being read") from None
 
 
 def file_sha256(path: Path) -> str:
@@ -219,7 +217,7 @@ def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     try:
         with os.fdopen(open_regular(path), "rb") as handle:
-            for block in _chunks(handle, MAX_FILE_BYTES, path):
+            for block in _chunks(handle, path):
                 digest.update(block)
     except OSError as exc:
         raise StampedImageError(f"{path}: cannot be read ({_detail(exc)})") from exc
@@ -295,7 +293,7 @@ def _read_stamped(path: Path) -> tuple[bytes, FileStamp]:
     with os.fdopen(open_regular(path), "rb") as handle:
         met = FileStamp.of(os.fstat(handle.fileno()))
         try:
-            data = b"".join(_chunks(handle, MAX_FILE_BYTES, path))
+            data = b"".join(_chunks(handle, path))
         except OSError as exc:
             raise StampedImageError(f"{path}: cannot be read ({_detail(exc)})", met) from exc
         except MemoryError as exc:

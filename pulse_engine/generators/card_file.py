@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..bounded_read import NotRegularFile, OverBudget, budget_chunks, open_checked
 from ..errors import WeightsError
 
 __all__ = ["CARD_MAX_BYTES", "CARD_MAX_DEPTH", "card_provenance", "read_card"]
@@ -35,8 +35,10 @@ def read_card(path: Path, what: str, max_bytes: int = CARD_MAX_BYTES) -> dict[st
         card = json.loads(_read_bounded(Path(path), max_bytes))
     except OSError as exc:
         problem = f"cannot be read ({type(exc).__name__}: {exc.strerror or 'error'})"
-    except _Unreadable as exc:
+    except NotRegularFile as exc:
         problem = str(exc)
+    except OverBudget:
+        problem = f"is larger than {max_bytes:,} bytes"
     except RecursionError:  # the C JSON parser's recursion guard: nested far beyond CARD_MAX_DEPTH
         problem = f"nests lists or objects more than {CARD_MAX_DEPTH} levels deep"
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an over-long integer
@@ -51,29 +53,10 @@ def read_card(path: Path, what: str, max_bytes: int = CARD_MAX_BYTES) -> dict[st
     raise WeightsError(f"{path} is not a usable {what}: it {problem}")
 
 
-class _Unreadable(Exception):
-    """The card file is not read at all; the message says why (bounded)."""
-
-
-def _read_bytes(fd: int, max_bytes: int) -> bytes:
-    chunks, total = [], 0
-    while chunk := os.read(fd, min(1 << 16, max_bytes + 1 - total)):
-        chunks.append(chunk)
-        total += len(chunk)
-        if total > max_bytes:
-            raise _Unreadable(f"is larger than {max_bytes:,} bytes")
-    return b"".join(chunks)
-
-
 def _read_bounded(path: Path, max_bytes: int) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise _Unreadable(f"is not a regular file but {'a directory' if stat.S_ISDIR(mode) else 'a special file'}")
-        return _read_bytes(fd, max_bytes)
-    finally:
-        os.close(fd)
+    fd, _ = open_checked(path, max_bytes)
+    with os.fdopen(fd, "rb") as handle:
+        return b"".join(budget_chunks(handle.read, max_bytes))
 
 
 def _depth_exceeds(value: Any, limit: int) -> bool:

@@ -9,10 +9,8 @@ same architecture built on the ``meta`` device (no memory) has exactly those sha
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
-import stat
 import struct
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..bounded_read import NotRegularFile, OverBudget, open_checked, sha256_hex
 from ..errors import WeightsError, short_repr
 from .pickle_scan import DEFAULT_BUDGET, LoadBudget, MalformedPickle
 from .torch_file import read_torch_file
@@ -49,26 +48,21 @@ def sha256_file(path: Path, max_bytes: int = WEIGHTS_MAX_BYTES, what: str = "wei
     budget while being read, or one that cannot be read.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd, _ = open_checked(path, max_bytes)
     except OSError as exc:
         raise WeightsError(f"{path}: the {what} cannot be opened ({exc.strerror or type(exc).__name__})") from None
+    except NotRegularFile:
+        raise WeightsError(f"{path}: the {what} is not a regular file; refusing to read it") from None
+    except OverBudget as exc:
+        raise WeightsError(f"{path}: the {what} has {exc.info.st_size:,} bytes, over the {max_bytes:,}-byte budget; "
+                           "refusing to read it") from None
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise WeightsError(f"{path}: the {what} is not a regular file; refusing to read it")
-        if info.st_size > max_bytes:
-            raise WeightsError(f"{path}: the {what} has {info.st_size:,} bytes, over the {max_bytes:,}-byte budget; "
-                               "refusing to read it")
-        digest, total = hashlib.sha256(), 0
         try:
-            while block := handle.read(min(1 << 20, max_bytes + 1 - total)):
-                total += len(block)
-                if total > max_bytes:
-                    raise WeightsError(f"{path}: the {what} grew over the {max_bytes:,}-byte budget while being read")
-                digest.update(block)
+            return sha256_hex(handle.read, max_bytes)
+        except OverBudget:
+            raise WeightsError(f"{path}: the {what} grew over the {max_bytes:,}-byte budget while being read") from None
         except OSError as exc:
             raise WeightsError(f"{path}: the {what} cannot be read ({exc.strerror or type(exc).__name__})") from None
-    return digest.hexdigest()
 
 
 def load_torch_file(path: Path, what: str, budget: LoadBudget = DEFAULT_BUDGET) -> Any:
