@@ -14,6 +14,7 @@ from audit.stats.divergences import DIVERGENCES
 from audit.stats.intervals import (
     Bootstrap,
     cluster_rows,
+    cluster_strata,
     effective_wilson_interval,
     least_effective_size,
     percentile_interval,
@@ -75,8 +76,9 @@ class DistributionFit:
         bootstrap: the design giving the divergences' percentile intervals (rows as in ``labels``).
         clusters, strata: the design of the share intervals (Wilson at the effective sample size, from the
             stratified cluster-robust variance of :mod:`audit.stats.clustered`, at Korn & Graubard's degrees of
-            freedom inputs − strata and, without strata, never below the size of the largest variance the clustering
-            allows: :func:`audit.stats.intervals.effective_wilson_interval`).
+            freedom inputs − strata and never below the size of the largest variance the clustering allows in the
+            stratified share, :func:`audit.stats.intervals.least_effective_size`, so a share has an interval even
+            with one input per stratum: :func:`audit.stats.intervals.effective_wilson_interval`).
         test: run the max-|T| score test of the shares against ``reference`` over every row (see
             :func:`audit.stats.tests.score_max_test`). Rows are then taken as independent draws, which holds under
             the null that every input's outputs follow the reference (uninformative inputs: UCPR). Categories with
@@ -104,7 +106,8 @@ class DistributionFit:
         if self.n:
             in_clusters = None if clusters is None else np.asarray(clusters)[found]
             cm = clustered_mean(onehot[found], in_clusters, None if strata is None else np.asarray(strata)[found])
-            least = least_effective_size(cluster_rows(in_clusters, self.n)) if cm.n_strata == 1 else None
+            in_strata = None if strata is None else cluster_strata(in_clusters, np.asarray(strata)[found])
+            least = least_effective_size(cluster_rows(in_clusters, self.n), in_strata)
             self.low, self.high = effective_wilson_interval(self.shares, cm.se**2, self.n, cm.n_clusters, confidence,
                                                             cm.df, least)
         self.test = None

@@ -23,6 +23,8 @@ from audit.stats.between import range_interval, ratio_interval
 from audit.stats.clustered import clustered_mean, indicator_floor
 from audit.stats.intervals import (
     Bootstrap,
+    cluster_rows,
+    cluster_strata,
     df_adjusted_size,
     effective_size,
     effective_wilson_interval,
@@ -78,8 +80,10 @@ class MetricFrame:
     Rows whose group value is missing (NaN or "") are dropped (counted in ``n_dropped``). Designs are stratified by
     group and clustered by ``cluster`` (several samples of one input belong together). A rate's interval is Wilson's
     at the effective sample size (rows / design effect; the number of inputs when the rate is 0 or 1) adjusted by
-    Korn & Graubard's degrees of freedom, df = inputs − strata, and in a group never below the size of the largest
-    variance its inputs' clustering allows (:func:`audit.stats.intervals.effective_wilson_interval`), a mean's is
+    Korn & Graubard's degrees of freedom, df = inputs − strata, and never below the size of the largest variance the
+    inputs' clustering allows (in a group; overall, stratified by group:
+    :func:`audit.stats.intervals.least_effective_size`; :func:`audit.stats.intervals.effective_wilson_interval`), so
+    every rate with rows has one, even with one input per group (df = 0); a mean's is
     mean ± t·se with the cluster-robust se and df = inputs − strata (the overall row is stratified by group), a
     median's is the sign-test interval at the effective number of inputs (see
     :func:`audit.stats.intervals.median_interval`; none, marked "none (too few inputs)", below 6 effective inputs at
@@ -145,8 +149,10 @@ class MetricFrame:
             se, df = self._design(np.where(valid, v, 0.0), masks)
             if metric.statistic == "rate":
                 least = [least_effective_size(np.bincount(self._cluster[m])) for m in masks.T[:-1]]
-                low, high = effective_wilson_interval(point, se**2, n, n_clusters, self.confidence, df,
-                                                      least + [math.nan])  # overall: stratified, no floor
+                overall = self._cluster[valid]  # stratified by group: the floor of the stratified mean
+                least.append(least_effective_size(cluster_rows(overall, len(overall)),
+                                                  cluster_strata(overall, self.codes[valid])))
+                low, high = effective_wilson_interval(point, se**2, n, n_clusters, self.confidence, df, least)
                 method = "wilson (effective n, Korn–Graubard df)"
             else:
                 with np.errstate(invalid="ignore"):

@@ -73,11 +73,11 @@ def effective_wilson_interval(share: ArrayLike, variance: ArrayLike, rows: Array
     effective sample size (:func:`effective_size`; the design-effect Wilson interval of Kott & Carr 1997), times
     Korn & Graubard's (1998) degrees-of-freedom factor at α/2 (:func:`df_adjusted_size`), since the design effect is
     estimated from few clusters; ``df`` of the variance, by default clusters − 1 (one stratum; inputs − strata for a
-    stratified share). ``least`` (optional; NaN: none) is a size known to be conservative, e.g. for an unstratified
-    share :func:`least_effective_size` of the cluster sizes, rows²/Σm_i², the size at the largest variance any
-    dependence within clusters allows (Bhatia & Davis 2000). Equals the plain Wilson interval with one row per
-    cluster and df = rows − 1 (the factor is then 1); never zero width. NaN without rows, and where df < 1 or
-    rows < 2 without a floor."""
+    stratified share). ``least`` (optional; NaN: none) is a size known to be conservative, e.g.
+    :func:`least_effective_size` of the cluster sizes (and strata), rows²/Σm_i² without strata, the size at the
+    largest variance any dependence within clusters allows (Bhatia & Davis 2000). Equals the plain Wilson interval
+    with one row per cluster and df = rows − 1 (the factor is then 1); never zero width. NaN without rows, and where
+    df < 1 or rows < 2 without a floor."""
     p = np.asarray(share, float)
     n = np.asarray(rows, float)
     d = np.asarray(clusters, float) - 1 if df is None else np.asarray(df, float)
@@ -95,6 +95,19 @@ def cluster_rows(clusters: ArrayLike | None, rows: int) -> np.ndarray:
     if clusters is None:
         return np.ones(rows, int)
     return np.bincount(pd.factorize(np.asarray(clusters, dtype=object))[0])
+
+
+def cluster_strata(clusters: ArrayLike | None, strata: ArrayLike) -> np.ndarray:
+    """The stratum of each cluster, in the order of :func:`cluster_rows` (first appearance), from the stratum of each
+    row (clusters nested in strata; every row its own cluster when ``clusters`` is None), e.g. for
+    :func:`least_effective_size`."""
+    s = np.asarray(strata, dtype=object)
+    if clusters is None:
+        return s
+    codes = pd.factorize(np.asarray(clusters, dtype=object))[0]
+    out = np.empty(codes.max() + 1 if len(codes) else 0, dtype=object)
+    out[codes] = s
+    return out
 
 
 def order_statistic_rank(n: int, confidence: float = 0.95) -> int:
@@ -118,13 +131,30 @@ def df_adjusted_size(n_eff: ArrayLike, rows: ArrayLike, df: ArrayLike, tail: flo
     return n * ratio**2
 
 
-def least_effective_size(cluster_rows: ArrayLike) -> float:
-    """rows² / Σ m_i² for clusters of m_i rows: the effective size of a 0/1 mean at the largest variance any
-    dependence within clusters allows (a cluster's count lies in [0, m_i], so its variance is at most
-    m_i²·p(1 − p), Bhatia & Davis 2000); the number of clusters when they are of equal size. A score (Wilson)
-    interval at this size is conservative whatever the samples of an input share."""
+def least_effective_size(cluster_rows: ArrayLike, strata: ArrayLike | None = None) -> float:
+    """M / max_h c_h with c_h = Σ_{i∈h} m_i² / M_h, for clusters of m_i rows in strata h of M_h rows (``strata``: the
+    stratum of each cluster, e.g. :func:`cluster_strata`; None: one stratum, where it is M²/Σ m_i², the number of
+    clusters when they are of equal size): the effective size of a 0/1 row mean at the largest variance any
+    dependence within clusters allows. A score (Wilson) interval at this size is conservative whatever the samples of
+    an input share. NaN without rows.
+
+    Why: the row mean θ̂ = Σ_i S_i / M = Σ_h (M_h/M)·θ̂_h (S_i the count of cluster i; the stratum row counts fixed,
+    clusters independent, those of stratum h with mean rate p_h). S_i lies in [0, m_i] with mean m_i·p_h, so
+    Var(S_i) ≤ m_i²·p_h(1 − p_h) (Bhatia & Davis 2000), and
+    Var(θ̂) ≤ Σ_h Σ_{i∈h} m_i²·p_h(1 − p_h) / M² = Σ_h (M_h/M)·c_h·p_h(1 − p_h) / M
+           ≤ (max_h c_h / M) · Σ_h (M_h/M)·p_h(1 − p_h) ≤ (max_h c_h / M) · p(1 − p),
+    the last step by concavity of p(1 − p) at p = Σ_h (M_h/M)·p_h = E θ̂ (Jensen). So θ̂ varies at most as a share of
+    M / max_h c_h independent rows, in terms of the p a score interval tests; equal when every cluster's rows agree,
+    the strata share one rate and c_h is the same in each."""
     m = np.asarray(cluster_rows, float)
-    return float(m.sum() ** 2 / np.sum(m * m)) if m.size and m.sum() > 0 else math.nan
+    if not m.size or m.sum() <= 0:
+        return math.nan
+    codes = np.zeros(m.size, int) if strata is None else pd.factorize(np.asarray(strata, dtype=object))[0]
+    if len(codes) != m.size or (codes < 0).any():
+        raise ValueError("strata must give the stratum (not missing) of each cluster")
+    rows_h, squares_h = np.bincount(codes, weights=m), np.bincount(codes, weights=m * m)
+    held = rows_h > 0
+    return float(np.min(m.sum() * rows_h[held] / squares_h[held]))
 
 
 def effective_inputs(values: ArrayLike, clusters: ArrayLike | None = None, strata: ArrayLike | None = None,
