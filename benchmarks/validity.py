@@ -37,7 +37,10 @@ designs 7–8 at 7 × 10 × 2. Power there is low by construction (about 20 outp
 show what such an audit can detect, not a goal. With few inputs many intervals are legitimately absent ("none (too
 few inputs)") and tests are not testable; the coverage table counts the intervals absent from the report in its
 own column ("no interval") beside coverage over those present, and a per-test table lists, for every design, the
-reports in which each test stated a finding or was not testable. ``--designs all|null|planted`` keep naming
+reports in which each test stated a finding or was not testable. Interval kinds of an attribute are scored per
+attribute (race, the grouping attribute with its small groups; age, 9 bins of 1–2 inputs in design 11) and test
+intervals per test kind and source, so a shortfall in one is not averaged away by another; the stratified overall
+preservation rate is scored too (its truth Σ_g π_g·P[keep | g]). ``--designs all|null|planted`` keep naming
 designs 0–8; ``--designs small`` names 9–14.
 
 The between-group part scores ``MetricFrame.difference()`` and ``.ratio()`` (max − min and min / max of group means
@@ -284,17 +287,22 @@ def score_report(report: dict[str, Any], truths: dict[str, Truth], shifts: dict[
     for a in report["attributes"]:
         t = truths[a["attribute"]]
         idx = {c: i for i, c in enumerate(t.classes)}
+        on = f" — {a['attribute']}"
         for r in a["by_group"]:
             if r["metric"] == "preservation" and r["group"] in idx and t.pi[idx[r["group"]]] > 0:
-                tally.add("rate: preservation by group (Wilson, effective n)", r["ci_low"], r["ci_high"],
+                tally.add(f"rate: preservation by group (Wilson, effective n){on}", r["ci_low"], r["ci_high"],
                           t.cond[idx[r["group"]], idx[r["group"]]])
+        for r in a["overall"]:
+            if r["metric"] == "preservation" and a["n_rows"]:
+                tally.add(f"rate: preservation overall, stratified (Wilson, effective n){on}", r["ci_low"],
+                          r["ci_high"], float(t.pi @ np.diag(t.cond)))
         for r in a["transition_rates"]:
             if t.pi[idx[r["input"]]] > 0 and r["row_total"]:
-                tally.add("rate: transition P(out | in) (Wilson, effective n)", r["ci_low"], r["ci_high"],
+                tally.add(f"rate: transition P(out | in) (Wilson, effective n){on}", r["ci_low"], r["ci_high"],
                           t.cond[idx[r["input"]], idx[r["output"]]])
         for r in a["shares"]:
             if r["count"] is not None and a["n_rows"]:
-                tally.add("share: output shares (Wilson, effective n)", r["ci_low"], r["ci_high"],
+                tally.add(f"share: output shares, stratified (Wilson, effective n){on}", r["ci_low"], r["ci_high"],
                           t.out_share[idx[r["category"]]])
         if a["ucpr_shares"] and a["attribute"] == "race":
             for r in a["ucpr_shares"]:
@@ -319,14 +327,15 @@ def score_report(report: dict[str, Any], truths: dict[str, Truth], shifts: dict[
                 if (r["metric"], between) in true:
                     tally.add(f"{between} of rates: {r['metric']} "
                               f"{'max − min' if between == 'difference' else 'min / max'} over groups "
-                              f"({r['ci_method']})", r["ci_low"], r["ci_high"], true[r["metric"], between])
+                              f"({r['ci_method']}) — {a['attribute']}", r["ci_low"], r["ci_high"],
+                              true[r["metric"], between])
     planted = {"detected": False, "direction": None}
     for test in report["tests"]:
         if test["verdict"] == "not testable":
             continue
         truth = component_truth(test, truths, shifts)
-        level = {"within": "test interval, simultaneous within the test", "adjusted": "test interval, at the "
-                 "Holm-adjusted level"}
+        level = {"within": f"test interval, simultaneous within the test — {test['kind']} {test['source']}",
+                 "adjusted": "test interval, at the Holm-adjusted level"}
         for key, components in ((level["within"], test["components"]),
                                 (level["adjusted"], test["adjusted_components"])):
             given = [c for c in components if _bound(c["ci_low"]) and _bound(c["ci_high"])]
@@ -410,15 +419,15 @@ def markdown(results: list[dict[str, Any]], seconds: float) -> str:
              f"generator (see its docstring); α = {ALPHA}, Holm over each report's testable tests, {n_boot} "
              f"bootstrap replicates. Wall time {seconds / 60:.1f} min; load average (1, 5, 15 min) at the end "
              f"{load} on {os.cpu_count()} cores.", "",
-             "| design | reports | tests per report | not testable | share of reports with any finding | goal | "
-             "planted: detected | right direction | zero-width intervals |",
+             "| design | reports | tests per report | not testable per report | share of reports with any finding | "
+             "goal | planted: detected | right direction | zero-width intervals |",
              "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
     for r in results:
         d = r["design"]
         goal = f"≤ {ALPHA + 0.02:.2f}" if d.null else "(power)"
         met = "" if not d.null else (" ✓" if r["finding_rate"] <= ALPHA + 0.02 else " ✗")
         planted = ("–", "–") if d.null else (f"{r['detection']:.3f}", f"{r['direction']:.3f}")
-        lines.append(f"| {d.name} | {r['reports']} | {r['tests']:.1f} | {r['not_testable']:.1f} | "
+        lines.append(f"| {d.name} | {r['reports']} | {r['tests']:.1f} | {r['not_testable']:.3f} | "
                      f"{r['finding_rate']:.3f}{met} | {goal} | {planted[0]} | {planted[1]} | {r['zero_width']} |")
     lines += ["", "Coverage of every interval kind (95 % intervals; goal 95 ± 2 %, ≥ 90 % where the true rate is "
               "below 1 %; a test counts as covered when every component's interval covers its true value, so "

@@ -361,5 +361,6 @@ def test_validity_battery_small_design():
     cov, given, missing = result["coverage"]["median: ΔITA by group (sign test, effective n)"]
     assert given == 0 and missing == 4 * reports and math.isnan(cov)
     assert all(count == reports for count, _, _ in result["per_test"].values()) and len(result["per_test"]) == 13
-    rates = result["coverage"]["rate: preservation by group (Wilson, effective n)"]
-    assert rates[1:] == (reports * (4 + 9), 0)  # 4 race groups and 9 age bins, each with inputs
+    for attribute, groups in (("race", 4), ("age", 9)):  # every group and age bin has inputs
+        rates = result["coverage"][f"rate: preservation by group (Wilson, effective n) — {attribute}"]
+        assert rates[1:] == (reports * groups, 0), attribute
