@@ -32,7 +32,7 @@ import os
 import stat
 import struct
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pulse_engine.bounded_read import NotRegularFile, OverBudget, budget_chunks, open_checked
+from pulse_engine.bounded_read import NotRegularFile, OverBudget, budget_chunks, open_checked, sha256_hex
 from pulse_engine.errors import InputImageError, one_line
 
 from ..core.schema import STAMP_FIELDS
@@ -202,26 +202,20 @@ def open_regular(path: Path) -> int:
     return fd
 
 
-def _chunks(handle, path: Path) -> Iterator[bytes]:
-    """The bytes of an open file (:func:`.bounded_read.budget_chunks`), a StampedImageError (without stamp) past
-    :data:`MAX_FILE_BYTES`."""
-    try:
-        yield from budget_chunks(handle.read, MAX_FILE_BYTES)
-    except OverBudget:
-        raise StampedImageError(f"{path}: grew over the {MAX_FILE_BYTES} byte budget while being read") from None
+def _over_budget(path: Path) -> StampedImageError:
+    return StampedImageError(f"{path}: grew over the {MAX_FILE_BYTES} byte budget while being read")
 
 
 def file_sha256(path: Path) -> str:
     """SHA-256 of a regular file within :data:`MAX_FILE_BYTES` (opened as :func:`open_regular` does:
     never a FIFO or device); InputImageError otherwise."""
-    digest = hashlib.sha256()
     try:
         with os.fdopen(open_regular(path), "rb") as handle:
-            for block in _chunks(handle, path):
-                digest.update(block)
+            return sha256_hex(handle.read, MAX_FILE_BYTES)
+    except OverBudget:
+        raise _over_budget(path) from None
     except OSError as exc:
         raise StampedImageError(f"{path}: cannot be read ({_detail(exc)})") from exc
-    return digest.hexdigest()
 
 
 def _by_strips(image: Image.Image, convert: Callable[[Image.Image], Image.Image]) -> Image.Image:
@@ -293,7 +287,9 @@ def _read_stamped(path: Path) -> tuple[bytes, FileStamp]:
     with os.fdopen(open_regular(path), "rb") as handle:
         met = FileStamp.of(os.fstat(handle.fileno()))
         try:
-            data = b"".join(_chunks(handle, path))
+            data = b"".join(budget_chunks(handle.read, MAX_FILE_BYTES))
+        except OverBudget:
+            raise _over_budget(path) from None
         except OSError as exc:
             raise StampedImageError(f"{path}: cannot be read ({_detail(exc)})", met) from exc
         except MemoryError as exc:
