@@ -12,9 +12,9 @@ For the search, each BatchNorm (eval mode) is folded into the preceding conv onc
 this is an exact re-parametrisation that saves four passes over the activations per step. The
 folded weights and the activations are kept channels-last, which oneDNN's CPU kernels run about a
 quarter faster than NCHW (see ``benchmarks/RESULTS.md``). On a CPU the layers run as oneDNN
-operators with the ReLU fused and the weights packed once (:class:`_InputLayer`,
-:class:`_HiddenLayer`), and the output layer (to 3 channels), which oneDNN's transposed
-convolution runs at a fifth of its usual speed, as one GEMM and an overlap-add
+operators with the ReLU fused (:class:`_InputLayer`, :class:`_HiddenLayer`; the hidden layers' weights
+packed once, for the forward and for the backward pass), and the output layer (to 3 channels), which
+oneDNN's transposed convolution runs at a fifth of its usual speed, as one GEMM and an overlap-add
 (:class:`_OutputLayer`). Each has its backward written out as the exact adjoint; the tests hold the
 values and the gradients to the plain layers' (``self.main``, the layout as loaded).
 """
@@ -68,7 +68,7 @@ class DCGANGenerator(SearchableGenerator):
         layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.main = nn.Sequential(*layers)
         self._fused_layers = 0
-        self._packed: list[torch.Tensor] | None = None
+        self._packed: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def extra_repr(self) -> str:
         return f"nz={self.nz}, ngf={self.ngf}, resolution={self.resolution}, channels={self.channels}"
@@ -108,8 +108,9 @@ class DCGANGenerator(SearchableGenerator):
         self._packed = None
         return self
 
-    def _packed_weights(self) -> list[torch.Tensor]:
-        """The hidden transposed convs' weights in oneDNN's own layout, packed once (see :class:`_HiddenLayer`)."""
+    def _packed_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The hidden transposed convs' weights in oneDNN's own layouts for the forward and the backward pass,
+        packed once (see :class:`_HiddenLayer`)."""
         if self._packed is None:
             self._packed = [_HiddenLayer.pack(getattr(self, f"fused_w{i}")) for i in range(1, self._fused_layers - 1)]
         return self._packed
@@ -132,11 +133,11 @@ class DCGANGenerator(SearchableGenerator):
         last = self._fused_layers - 1
         packed = self._packed_weights() if onednn else None
         for i in range(1, last):
-            weight, bias = getattr(self, f"fused_w{i}"), getattr(self, f"fused_b{i}")
+            bias = getattr(self, f"fused_b{i}")
             if packed is None:
-                x = torch.relu_(F.conv_transpose2d(x, weight, bias, 2, 1))
+                x = torch.relu_(F.conv_transpose2d(x, getattr(self, f"fused_w{i}"), bias, 2, 1))
             else:
-                x = _HiddenLayer.apply(x, packed[i - 1], weight, bias)
+                x = _HiddenLayer.apply(x, *packed[i - 1], bias)
         return _OutputLayer.apply(x, self.fused_columns, getattr(self, f"fused_w{last}"))
 
 
@@ -144,7 +145,8 @@ class DCGANGenerator(SearchableGenerator):
 #: compiler on CPU): present in this torch build?
 _ONEDNN_OPS = torch.backends.mkldnn.is_available() and all(
     hasattr(torch.ops.mkldnn, name)
-    for name in ("_linear_pointwise", "_convolution_transpose_pointwise", "_reorder_convolution_transpose_weight"))
+    for name in ("_linear_pointwise", "_convolution_transpose_pointwise", "_reorder_convolution_transpose_weight",
+                 "_convolution_pointwise", "_reorder_convolution_weight"))
 
 
 def _onednn_runs(x: torch.Tensor) -> bool:
@@ -184,28 +186,34 @@ class _HiddenLayer(torch.autograd.Function):
     transposed convolution with a fused ReLU on weights packed once does neither. These are the
     oneDNN operators torch's own compiler emits on CPU (``torch.ops.mkldnn``); they have no
     autograd formula, so the backward is written out: ReLU's mask, then the stride-2 convolution
-    with the same weight (what autograd computes for ``F.conv_transpose2d``). Same results bit
-    for bit in the forward pass (where :func:`_onednn_runs`).
+    with the same weight (what autograd computes for ``F.conv_transpose2d``), also on weights packed
+    once, where ``F.conv2d`` would reorder them on every call. Same results bit for bit in both
+    passes (where :func:`_onednn_runs`) as ``F.conv_transpose2d`` and ``F.conv2d``.
     """
 
     @staticmethod
-    def pack(weight: torch.Tensor) -> torch.Tensor:
-        """A (C_in, C_out, 4, 4) stride-2 transposed-conv weight in oneDNN's layout (an opaque tensor)."""
-        return torch.ops.mkldnn._reorder_convolution_transpose_weight(weight, [1, 1], [0, 0], [2, 2], [1, 1], 1)
+    def pack(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A (C_in, C_out, 4, 4) stride-2 transposed-conv weight in oneDNN's layouts (opaque tensors): for the
+        transposed convolution of the forward pass and for the convolution of the backward pass."""
+        return (torch.ops.mkldnn._reorder_convolution_transpose_weight(weight, [1, 1], [0, 0], [2, 2], [1, 1], 1),
+                torch.ops.mkldnn._reorder_convolution_weight(weight, [1, 1], [2, 2], [1, 1], 1))
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, packed: torch.Tensor, weight: torch.Tensor,
+    def forward(ctx, x: torch.Tensor, packed: torch.Tensor, packed_backward: torch.Tensor,
                 bias: torch.Tensor) -> torch.Tensor:
         y = torch.ops.mkldnn._convolution_transpose_pointwise(x, packed, bias, [1, 1], [0, 0], [2, 2], [1, 1], 1,
                                                                "relu", [], "")
-        ctx.save_for_backward(y, weight)
+        ctx.save_for_backward(y)
+        ctx.packed_backward = packed_backward
         return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
-        y, weight = ctx.saved_tensors
-        grad = torch.ops.aten.threshold_backward(grad, y, 0)
-        return F.conv2d(grad, weight, None, 2, 1), None, None, None
+        (y,) = ctx.saved_tensors
+        # channels-last, as F.conv2d makes its input when the weight is (and as the grad arrives here)
+        grad = torch.ops.aten.threshold_backward(grad, y, 0).contiguous(memory_format=torch.channels_last)
+        return torch.ops.mkldnn._convolution_pointwise(grad, ctx.packed_backward, None, [1, 1], [2, 2], [1, 1], 1,
+                                                       "none", [], ""), None, None, None
 
 
 class _OutputLayer(torch.autograd.Function):
