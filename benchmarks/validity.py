@@ -439,7 +439,8 @@ def markdown(results: list[dict[str, Any]], seconds: float) -> str:
         for kind, (cov, count, *missing) in sorted(r["coverage"].items()):
             low, high, target = coverage_goal(kind)
             shown = "–" if not count else f"{cov:.3f}{' ✓' if low <= cov <= high else ' ✗'}"
-            lines.append(f"| {r['design'].name} | {kind} | {count} | {missing[0] if missing else '–'} | {shown} | "
+            cell = kind.replace("|", "\\|")  # "P(out | in)" inside a table cell
+            lines.append(f"| {r['design'].name} | {cell} | {count} | {missing[0] if missing else '–'} | {shown} | "
                          f"{target} |")
     lines += ["", "Verdicts per test (only tests that stated a finding or were not testable in some report; under a "
               "null design every finding is false):", "",
