@@ -339,8 +339,10 @@ def score_report(report: dict[str, Any], truths: dict[str, Truth], shifts: dict[
         for key, components in ((level["within"], test["components"]),
                                 (level["adjusted"], test["adjusted_components"])):
             given = [c for c in components if _bound(c["ci_low"]) and _bound(c["ci_high"])]
-            tally.hits[key][2] += len(given) < len(components)  # a test with a component without an interval
-            if given:
+            # a test is scored only when every component has an interval (simultaneous over all of them); one with
+            # a component without an interval counts as "no interval" only, not as covered over the rest
+            tally.hits[key][2] += len(given) < len(components)
+            if given and len(given) == len(components):
                 tally.hits[key][0] += all(c["ci_low"] - 1e-9 <= truth[c["label"]] <= c["ci_high"] + 1e-9
                                           for c in given)
                 tally.hits[key][1] += 1
@@ -592,6 +594,10 @@ def main() -> None:
         named = {"all": first, "null": tuple(d for d in first if d.null),
                  "planted": tuple(d for d in first if not d.null)} | ({"small": SMALL_AUDITS}
                                                                        if args.part == "reports" else {})
+        if args.designs not in named and not all(i.strip().isdigit() and int(i) < len(every)
+                                                   for i in args.designs.split(",")):
+            parser.error(f"--designs {args.designs!r} for --part {args.part}: one of {', '.join(named)} or "
+                         f"comma-separated numbers below {len(every)}")
         designs = named.get(args.designs) or tuple(every[int(i)] for i in args.designs.split(","))
         run = run_small_groups if args.part == "between" else run_design
         start, results = time.perf_counter(), []

@@ -364,3 +364,23 @@ def test_validity_battery_small_design():
     for attribute, groups in (("race", 4), ("age", 9)):  # every group and age bin has inputs
         rates = result["coverage"][f"rate: preservation by group (Wilson, effective n) — {attribute}"]
         assert rates[1:] == (reports * groups, 0), attribute
+
+
+def test_validity_battery_scores_a_test_with_a_missing_component_interval_as_no_interval_only():
+    """A test's coverage is simultaneous over its components, so a test with a component that gave no interval is
+    not scored as covered over the others (it counts under "no interval" only); one with every interval is scored."""
+    from benchmarks.validity import NULLS, Tally, score_report
+
+    def shift_test(c1: dict) -> dict:
+        components = [{"label": "c0", "ci_low": -1.0, "ci_high": 1.0}, {"label": "c1", **c1}]
+        return {"kind": "shift", "source": "delta_ita", "group": "", "verdict": "no finding",
+                "components": components, "adjusted_components": components}
+
+    for c1, expected in (({"ci_low": "none (too few inputs)", "ci_high": None}, [0, 0, 1]),
+                         ({"ci_low": 4.0, "ci_high": 6.0}, [1, 1, 0]), ({"ci_low": 6.0, "ci_high": 7.0}, [0, 1, 0])):
+        tally = Tally()
+        report = {"attributes": [], "shifts": [], "tests": [shift_test(c1)], "findings": {"found": []}}
+        score_report(report, {}, {"c0": 0.0, "c1": 5.0}, NULLS[0], tally)
+        assert {key: hits for key, hits in tally.hits.items() if key.startswith("test interval")} == {
+            "test interval, simultaneous within the test — shift delta_ita": expected,
+            "test interval, at the Holm-adjusted level": expected}, c1
