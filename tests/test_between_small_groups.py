@@ -11,7 +11,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import optimize, stats
+from beta_reference import beta_interval
+from scipy import stats
 
 from audit.metrics.frame import Metric, MetricFrame
 
@@ -75,21 +76,11 @@ def test_median_difference_of_two_groups_is_mover_of_interpolated_sign_intervals
         assert row["ci_method"].startswith("sign test (effective n, interpolated), MOVER")
 
 
-def _score_interval(p_hat: float, n_eff: float, z: float) -> tuple[float, float]:
-    """{p : |p̂ − p| ≤ z·√(p(1 − p)/n_eff)} by root finding (the score interval, without Wilson's closed form)."""
-    def f(p: float) -> float:
-        return abs(p_hat - p) - z * math.sqrt(p * (1 - p) / n_eff)
-
-    low = 0.0 if p_hat == 0 else optimize.brentq(f, 1e-15, p_hat)
-    high = 1.0 if p_hat == 1 else optimize.brentq(f, p_hat, 1 - 1e-15)
-    return low, high
-
-
 def test_rate_difference_of_few_clustered_inputs_matches_a_hand_computed_korn_graubard_interval():
     """Two groups of 4 inputs × 3 samples: each group's rate gets the CR1 cluster variance and Kish effective size
-    written out here, adjusted by (t_{rows−1}/t_{inputs−1})² at α/2 and floored at the number of inputs (the size
-    at the largest variance equal clusters allow); the score interval at that size is found by root finding and
-    the pair's interval is Newcombe's MOVER, folded."""
+    written out here, adjusted by (t_{rows−1}/t_{inputs−1})² at α/2 and floored at the number of inputs (the size at the
+    largest variance equal clusters allow); the Clopper–Pearson interval at that size is found by root finding and the
+    pair's interval is Newcombe's MOVER, folded."""
     y = {"a": np.array([1, 1, 0, 1, 0, 0, 1, 1, 1, 0, 1, 0], float),
          "b": np.array([0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1], float)}
     row = MetricFrame(_table(y, 3), {"rate": Metric("y", "rate")}, "group", "item", n_boot=20).difference().loc["rate"]
@@ -101,13 +92,14 @@ def test_rate_difference_of_few_clustered_inputs_matches_a_hand_computed_korn_gr
         var = inputs / (inputs - 1) * np.sum((totals - 3 * p) ** 2) / rows**2
         n_eff = p * (1 - p) / var * rows / (rows - 1)
         adjusted = n_eff * (stats.t.ppf(0.975, rows - 1) / stats.t.ppf(0.975, inputs - 1)) ** 2
-        bounds.append(_score_interval(p, max(adjusted, inputs), z))
+        bounds.append(beta_interval(p, max(adjusted, inputs), float(stats.norm.sf(z))))
         points.append(p)
     (l1, u1), (l2, u2) = bounds
     d = points[0] - points[1]
     expected = _fold(d - math.hypot(points[0] - l1, u2 - points[1]), d + math.hypot(u1 - points[0], points[1] - l2))
     assert (row["ci_low"], row["ci_high"]) == pytest.approx(expected, rel=1e-9)
-    assert row["ci_method"] == "Wilson (effective n, Korn–Graubard df), MOVER, simultaneous over pairs of groups"
+    assert row["ci_method"] == ("Clopper–Pearson (effective n, Korn–Graubard df), MOVER, simultaneous over pairs of "
+                                "groups")
 
 
 def _coverage(design, metric: Metric, key: str, tables: int, seed: int) -> tuple[float, int]:

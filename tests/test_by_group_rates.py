@@ -1,8 +1,9 @@
-"""The by-group rate interval (:func:`audit.stats.intervals.effective_wilson_interval`, used by the by-group tables
-of ``MetricFrame``, ``DistributionFit`` and the transition rates): Wilson at the Kish effective size adjusted by Korn &
-Graubard's (1998) degrees of freedom and, for an unstratified share, floored at rows²/Σm_i² (the size at the largest
-variance within-input dependence allows). Checked against a float64 reference written here (CR1 variance, Kish size,
-t-quantile ratio, score interval by root finding), against statsmodels' plain Wilson interval with one row per input,
+"""The by-group rate interval (:func:`audit.stats.intervals.effective_size_interval`, used by the by-group tables
+of ``MetricFrame``, ``DistributionFit`` and the transition rates): Korn & Graubard's (1998) Clopper–Pearson interval at
+the Kish effective size adjusted by their degrees of freedom and, for an unstratified share, floored at rows²/Σm_i² (the
+size at the largest variance within-input dependence allows). Checked against a float64 reference written here (CR1
+variance, Kish size, t-quantile ratio, Clopper–Pearson bounds by root finding on the incomplete beta function), against
+statsmodels' plain Clopper–Pearson interval (``method="beta"``) with one row per input,
 and by a known-answer coverage simulation with 3 inputs per group on which the unadjusted interval fell short (0.83 in
 benchmarks/RESULTS.md). The simulation imports only the frame and the battery's generator, so it runs on older code
 too."""
@@ -14,22 +15,11 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import optimize, stats
+from beta_reference import beta_interval
+from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
 from audit.metrics.frame import Metric, MetricFrame
-
-Z = float(stats.norm.ppf(0.975))
-
-
-def _score_interval(p_hat: float, size: float, z: float = Z) -> tuple[float, float]:
-    """{p : |p̂ − p| ≤ z·√(p(1 − p)/size)} by root finding (the score interval, without Wilson's closed form)."""
-    def f(p: float) -> float:
-        return abs(p_hat - p) - z * math.sqrt(p * (1 - p) / size)
-
-    low = 0.0 if p_hat == 0 else optimize.brentq(f, 1e-15, min(p_hat, 1 - 1e-15), xtol=1e-15)
-    high = 1.0 if p_hat == 1 else optimize.brentq(f, max(p_hat, 1e-15), 1 - 1e-15, xtol=1e-15)
-    return low, high
 
 
 def _reference_size(inputs: list[list[float]], strata: list[int] | None = None) -> tuple[float, float, float, float]:
@@ -62,9 +52,9 @@ GROUPS = {"a": [[1, 1, 1], [0, 0, 0], [1, 1], [1, 0, 1, 1]],  # few inputs, stro
 
 
 def test_by_group_rate_matches_a_hand_computed_korn_graubard_interval():
-    """Each group: the score interval at max(Korn–Graubard adjusted Kish size, rows²/Σm²); the overall row (stratified
-    by group, df = inputs − groups) at the adjusted size without a floor. Both regimes occur: group a at its floor,
-    group b above it."""
+    """Each group: the Clopper–Pearson interval at max(Korn–Graubard adjusted Kish size, rows²/Σm²); the overall row
+    (stratified by group, df = inputs − groups) at the adjusted size without a floor. Both regimes occur: group a at its
+    floor, group b above it."""
     frame = MetricFrame(_frame_table(GROUPS), {"r": Metric("y", "rate")}, "group", "item", n_boot=20)
     by = frame.by_group.set_index("group")
     sizes = {}
@@ -73,21 +63,21 @@ def test_by_group_rate_matches_a_hand_computed_korn_graubard_interval():
         sizes[g] = adjusted, least
         row = by.loc[g]
         assert row["value"] == pytest.approx(p, rel=1e-14)
-        assert (row["ci_low"], row["ci_high"]) == pytest.approx(_score_interval(p, max(adjusted, least)), rel=1e-9)
-        assert row["ci_method"] == "wilson (effective n, Korn–Graubard df)"
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx(beta_interval(p, max(adjusted, least)), rel=1e-9)
+        assert row["ci_method"] == "Clopper–Pearson (effective n, Korn–Graubard df)"
     assert sizes["a"][0] < sizes["a"][1] and sizes["b"][0] > sizes["b"][1], sizes
     everything = GROUPS["a"] + GROUPS["b"]
     p, adjusted, _, df = _reference_size(everything, [0] * len(GROUPS["a"]) + [1] * len(GROUPS["b"]))
     assert df == len(everything) - 2
     overall = frame.overall.loc["r"]
-    assert (overall["ci_low"], overall["ci_high"]) == pytest.approx(_score_interval(p, adjusted), rel=1e-9)
+    assert (overall["ci_low"], overall["ci_high"]) == pytest.approx(beta_interval(p, adjusted), rel=1e-9)
 
 
-def test_effective_wilson_interval_df_and_floor_arguments_against_the_reference():
+def test_effective_size_interval_df_and_floor_arguments_against_the_reference():
     """The function itself: the default df is clusters − 1; a floor only raises the size; no floor and df < 1 (one
-    input) gives no interval, a floor of one input Wilson at n = 1."""
+    input) gives no interval, a floor of one input Clopper–Pearson at n = 1."""
     from audit.stats.clustered import clustered_mean
-    from audit.stats.intervals import cluster_rows, effective_wilson_interval, least_effective_size
+    from audit.stats.intervals import cluster_rows, effective_size_interval, least_effective_size
 
     inputs = GROUPS["a"]
     y = np.concatenate([np.asarray(v, float) for v in inputs])
@@ -97,20 +87,21 @@ def test_effective_wilson_interval_df_and_floor_arguments_against_the_reference(
     assert least_effective_size(cluster_rows(labels, len(y))) == pytest.approx(least, rel=1e-14)
 
     def interval(*args: object) -> list[float]:
-        return [float(b) for b in effective_wilson_interval(*args)]
+        return [float(b) for b in effective_size_interval(*args)]
 
     plain = interval(p, cm.se[0] ** 2, len(y), cm.n_clusters)
     assert plain == pytest.approx(interval(p, cm.se[0] ** 2, len(y), cm.n_clusters, 0.95, df), rel=1e-14)
-    assert plain == pytest.approx(_score_interval(p, adjusted), rel=1e-9)
+    assert plain == pytest.approx(beta_interval(p, adjusted), rel=1e-9)
     floored = interval(p, cm.se[0] ** 2, len(y), cm.n_clusters, 0.95, df, least)
-    assert floored == pytest.approx(_score_interval(p, least), rel=1e-9)
+    assert floored == pytest.approx(beta_interval(p, least), rel=1e-9)
     assert all(math.isnan(b) for b in interval(1.0, 0.0, 3, 1))
-    assert interval(1.0, 0.0, 3, 1, 0.95, None, 1.0) == pytest.approx(_score_interval(1.0, 1.0), rel=1e-9)
+    assert interval(1.0, 0.0, 3, 1, 0.95, None, 1.0) == pytest.approx(beta_interval(1.0, 1.0), rel=1e-9)
 
 
-def test_one_row_per_input_gives_the_plain_wilson_interval():
+def test_one_row_per_input_gives_the_plain_clopper_pearson_interval():
     """One row per input: the adjustment is (t_{rows−1}/t_{rows−1})² = 1 and the floor is the rows, so every group
-    of the frame, every share of a distribution and every transition rate is statsmodels' Wilson interval."""
+    of the frame, every share of a distribution and every transition rate is statsmodels' Clopper–Pearson interval
+    (method "beta")."""
     from audit.metrics.attribute import AttributeAudit
     from audit.metrics.distribution import DistributionFit
     from audit.stats.intervals import Bootstrap
@@ -120,18 +111,18 @@ def test_one_row_per_input_gives_the_plain_wilson_interval():
     table["item"] = np.arange(len(table))
     by = MetricFrame(table, {"r": Metric("y", "rate")}, "group", "item", n_boot=20).by_group.set_index("group")
     for g, rows in table.groupby("group"):
-        expected = proportion_confint(int(rows["y"].sum()), len(rows), method="wilson")
+        expected = proportion_confint(int(rows["y"].sum()), len(rows), method="beta")
         assert (by.loc[g, "ci_low"], by.loc[g, "ci_high"]) == pytest.approx(expected, rel=1e-12, abs=1e-15)
     labels = pd.Series(rng.choice(["x", "y", "z"], 50, p=[0.6, 0.3, 0.1]))
     fit = DistributionFit(labels, ["x", "y", "z"], None, Bootstrap(50, None, np.arange(50), 20, 0), np.arange(50))
     counts = labels.value_counts().reindex(["x", "y", "z"]).to_numpy()
-    for k, (low, high) in enumerate(zip(*proportion_confint(counts, 50, method="wilson"))):
+    for k, (low, high) in enumerate(zip(*proportion_confint(counts, 50, method="beta"))):
         assert (fit.low[k], fit.high[k]) == pytest.approx((low, high), rel=1e-12, abs=1e-15)
     data = pd.DataFrame({"item_id": [f"i{k}" for k in range(60)], "sample": 0, "label": np.repeat(["A", "B"], 30),
                          "out": rng.choice(["A", "B"], 60, p=[0.7, 0.3])})
     rates = AttributeAudit(data, "label", "out", n_boot=20).transition_rates()
     for row in rates.itertuples():
-        expected = proportion_confint(row.count, row.row_total, method="wilson")
+        expected = proportion_confint(row.count, row.row_total, method="beta")
         assert (row.ci_low, row.ci_high) == pytest.approx(expected, rel=1e-12, abs=1e-15)
 
 

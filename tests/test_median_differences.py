@@ -87,17 +87,21 @@ def test_range_interval_of_equal_standard_errors_is_the_studentized_range(groups
 
 
 @pytest.mark.parametrize("x1,n1,x2,n2", [(18, 30, 9, 31), (29, 30, 30, 30), (0, 25, 3, 25), (40, 100, 47, 100)])
-def test_rate_difference_of_two_groups_is_newcombes_hybrid_score_interval(x1, n1, x2, n2):
-    """Independent reference: statsmodels' Newcombe (1998, method 10) interval of p1 − p2 from two Wilson intervals,
-    folded to |p1 − p2|; one row per input, so the effective sizes are the counts."""
-    from statsmodels.stats.proportion import confint_proportions_2indep
+def test_rate_difference_of_two_groups_is_mover_of_two_clopper_pearson_intervals(x1, n1, x2, n2):
+    """Independent reference: the MOVER interval of p1 − p2 (Newcombe 1998's recipe, Zou & Donner 2008) built by hand
+    from statsmodels' two Clopper–Pearson intervals (``method="beta"``), folded to |p1 − p2|; one row per input, so
+    the effective sizes are the counts, and two groups, so the critical value is z at 97.5 %."""
+    from statsmodels.stats.proportion import proportion_confint
 
     values = {"a": np.r_[np.ones(x1), np.zeros(n1 - x1)], "b": np.r_[np.ones(x2), np.zeros(n2 - x2)]}
     row = MetricFrame(_table(values, 1), {"rate": Metric("y", "rate")}, "group", "item", n_boot=20).difference()
-    low, high = confint_proportions_2indep(x1, n1, x2, n2, method="newcomb", compare="diff")
+    (l1, u1), (l2, u2) = (proportion_confint(x, n, method="beta") for x, n in ((x1, n1), (x2, n2)))
+    p1, p2 = x1 / n1, x2 / n2
+    low = p1 - p2 - math.hypot(p1 - l1, u2 - p2)
+    high = p1 - p2 + math.hypot(u1 - p1, p2 - l2)
     expected = (max(0.0, low, -high), max(abs(low), abs(high)))
     assert (row.loc["rate", "ci_low"], row.loc["rate", "ci_high"]) == pytest.approx(expected, abs=1e-9)
-    assert row.loc["rate", "ci_method"].startswith("Wilson (effective n, Korn–Graubard df), MOVER")
+    assert row.loc["rate", "ci_method"].startswith("Clopper–Pearson (effective n, Korn–Graubard df), MOVER")
 
 
 def _table(groups: dict[str, np.ndarray], samples: int) -> pd.DataFrame:

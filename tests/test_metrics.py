@@ -80,7 +80,7 @@ def test_psnr_and_ssim_match_skimage():
 
 
 # ---------------------------------------------------------------- MetricFrame -----------------------------------------
-def test_metric_frame_matches_pandas_and_wilson(table):
+def test_metric_frame_matches_pandas_and_clopper_pearson(table):
     one = table[table["sample"] == 0]
     frame = MetricFrame(one, {"success": Metric("ups_success", "rate"), "lr": Metric("ups_lr_l2", "median")},
                         "label_race",
@@ -88,11 +88,11 @@ def test_metric_frame_matches_pandas_and_wilson(table):
     by = frame.by_group.set_index(["metric", "label_race"])
     ref = one.groupby("label_race")["ups_success"].agg(["mean", "sum", "count"])
     np.testing.assert_allclose(by.loc["success", "value"], ref["mean"])
-    low, high = proportion_confint(ref["sum"], ref["count"], method="wilson")
+    low, high = proportion_confint(ref["sum"], ref["count"], method="beta")
     np.testing.assert_allclose(by.loc["success", "ci_low"], low)
     np.testing.assert_allclose(by.loc["success", "ci_high"], high)
-    # one row per input: plain Wilson
-    assert (by.loc["success", "ci_method"] == "wilson (effective n, Korn–Graubard df)").all()
+    # one row per input: plain Clopper–Pearson
+    assert (by.loc["success", "ci_method"] == "Clopper–Pearson (effective n, Korn–Graubard df)").all()
     np.testing.assert_allclose(by.loc["lr", "value"], one.groupby("label_race")["ups_lr_l2"].median())
     for race, values in one.groupby("label_race")["ups_lr_l2"]:  # one row per input: the exact sign-test interval
         exact = stats.quantile_test(values.to_numpy(), q=0.0).confidence_interval(0.95)
@@ -115,8 +115,8 @@ def test_metric_frame_intersections_clusters_and_missing_groups(table):
     kept = data.iloc[3:]
     ref = kept.groupby(["label_race", "label_gender"])["ups_success"].mean()
     np.testing.assert_allclose(by.loc[ref.index, "value"], ref)
-    # 3 samples per input: Wilson at the effective size
-    assert (by["ci_method"] == "wilson (effective n, Korn–Graubard df)").all()
+    # 3 samples per input: Clopper–Pearson at the effective size
+    assert (by["ci_method"] == "Clopper–Pearson (effective n, Korn–Graubard df)").all()
     np.testing.assert_array_equal(by.loc[ref.index, "n_clusters"],
                                   kept.groupby(["label_race", "label_gender"])["item_id"].nunique())
     small = MetricFrame(data.iloc[:30], {"success": Metric("ups_success", "rate")}, "label_race", "item_id",
@@ -338,11 +338,12 @@ def test_a_continuous_column_of_zeros_is_a_mean_not_a_rate():
 
 
 def test_a_constant_rate_with_several_samples_per_input_keeps_a_real_interval():
-    """0 of 12 inputs (2 samples each): the bootstrap collapses to [0, 0]; Wilson at n = 12 inputs does not."""
+    """0 of 12 inputs (2 samples each): the bootstrap collapses to [0, 0]; Clopper–Pearson at n = 12 inputs does
+    not."""
     from statsmodels.stats.proportion import proportion_confint
 
     data = pd.DataFrame({"ok": np.zeros(24), "g": "a", "item_id": np.repeat(np.arange(12), 2)})
     row = MetricFrame(data, {"ok": Metric("ok", "rate")}, "g", "item_id", n_boot=200).by_group.iloc[0]
-    low, high = proportion_confint(0, 12, method="wilson")
+    low, high = proportion_confint(0, 12, method="beta")
     assert row["value"] == 0 and row["ci_low"] == pytest.approx(low, abs=1e-12)
     assert row["ci_high"] == pytest.approx(high, rel=1e-9) and row["ci_high"] > 0.2

@@ -362,7 +362,7 @@ def test_validity_battery_small_design():
     assert given == 0 and missing == 4 * reports and math.isnan(cov)
     assert all(count == reports for count, _, _ in result["per_test"].values()) and len(result["per_test"]) == 13
     for attribute, groups in (("race", 4), ("age", 9)):  # every group and age bin has inputs
-        rates = result["coverage"][f"rate: preservation by group (Wilson, effective n) — {attribute}"]
+        rates = result["coverage"][f"rate: preservation by group (Clopper–Pearson, effective n) — {attribute}"]
         assert rates[1:] == (reports * groups, 0), attribute
 
 

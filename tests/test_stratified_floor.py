@@ -1,12 +1,12 @@
 """The floor of a stratified share's interval (:func:`audit.stats.intervals.least_effective_size` with strata): the
-overall rate row of ``MetricFrame`` (stratified by group) and the stratified shares of ``DistributionFit`` get Wilson at
-no less than M / max_h c_h, c_h = Σ_{i∈h} m_i² / M_h (the size at the largest variance within-input dependence
-allows), so they have an interval even with one input per group (df = inputs − groups = 0; before: none) and are
-never wider than the clustering can justify. Checked against float64 references written here (hand sums, CR1
-variance, Kish size, Korn–Graubard factor, score interval by root finding), against the exact variance of the
-stratified mean (the bound the floor rests on), and by a known-answer coverage simulation with 1, 2, 3 and 5 inputs
-per group. The simulation imports only the frame and the distribution fit, so it runs on older code too (the
-measurement behind benchmarks/RESULTS.md)."""
+overall rate row of ``MetricFrame`` (stratified by group) and the stratified shares of ``DistributionFit`` get
+Clopper–Pearson (Korn & Graubard) at no less than M / max_h c_h, c_h = Σ_{i∈h} m_i² / M_h (the size at the largest
+variance within-input dependence allows), so they have an interval even with one input per group (df = inputs − groups =
+0; before: none) and are never wider than the clustering can justify. Checked against float64 references written here
+(hand sums, CR1 variance, Kish size, Korn–Graubard factor, Clopper–Pearson bounds by root finding:
+tests/beta_reference.py), against the exact variance of the stratified mean (the bound the floor rests on), and by a
+known-answer coverage simulation with 1, 2, 3 and 5 inputs per group. The simulation imports only the frame and the
+distribution fit, so it runs on older code too (the measurement behind benchmarks/RESULTS.md)."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import optimize, stats
+from beta_reference import beta_interval
+from scipy import stats
 
 from audit.metrics.distribution import DistributionFit
 from audit.metrics.frame import Metric, MetricFrame
 from audit.stats.intervals import Bootstrap
 
 ArrayLike = np.ndarray | pd.Series
-Z = float(stats.norm.ppf(0.975))
 SIZES = [3, 1, 2, 2, 2, 5, 1, 1, 1, 4]  # rows of each input
 STRATA = ["A", "A", "A", "B", "B", "C", "D", "D", "D", "D"]  # the group of each input
 
@@ -36,16 +36,6 @@ def _floor_by_hand(sizes: list[int], strata: list[str]) -> float:
         squares = sum(m * m for m, s in zip(sizes, strata) if s == h)
         worst = max(worst, squares / rows)
     return total / worst
-
-
-def _score_interval(p_hat: float, size: float) -> tuple[float, float]:
-    """{p : |p̂ − p| ≤ z·√(p(1 − p)/size)} by root finding."""
-    def f(p: float) -> float:
-        return abs(p_hat - p) - Z * math.sqrt(p * (1 - p) / size)
-
-    low = 0.0 if p_hat == 0 else optimize.brentq(f, 1e-15, min(p_hat, 1 - 1e-15), xtol=1e-15)
-    high = 1.0 if p_hat == 1 else optimize.brentq(f, max(p_hat, 1e-15), 1 - 1e-15, xtol=1e-15)
-    return low, high
 
 
 def _unfloored_size(values: list[list[float]], strata: list[str]) -> tuple[float, float]:
@@ -141,7 +131,7 @@ def test_the_bound_the_floor_rests_on():
 
 
 def test_overall_rate_and_stratified_share_match_the_hand_computed_interval():
-    """The overall row of a rate (stratified by group) and a stratified share: the score interval at max(Korn–Graubard
+    """The overall row of a rate (stratified by group) and a stratified share: Clopper–Pearson at max(Korn–Graubard
     adjusted Kish size, M / max_h c_h). One input per group (df = 0): at the floor; several: both regimes occur."""
     rng = np.random.default_rng(4)
     one_each = [[1, 1, 0], [0], [1, 1], [0, 0, 1, 0, 0]]
@@ -154,7 +144,7 @@ def test_overall_rate_and_stratified_share_match_the_hand_computed_interval():
         p, adjusted = _unfloored_size(values, strata)
         least = _floor_by_hand([len(v) for v in values], strata)
         regimes.add("floor" if not adjusted >= least else "estimated")
-        expected = _score_interval(p, np.fmax(adjusted, least))
+        expected = beta_interval(p, np.fmax(adjusted, least))
         table = _table(values, strata)
         overall = MetricFrame(table, {"r": Metric("y", "rate")}, "group", "item", n_boot=5).overall.loc["r"]
         assert overall["value"] == pytest.approx(p, rel=1e-14)
@@ -163,16 +153,16 @@ def test_overall_rate_and_stratified_share_match_the_hand_computed_interval():
         design = Bootstrap(len(table), table["group"], table["item"], 5, 0)
         fit = DistributionFit(labels, ["yes", "no"], None, design, table["item"].to_numpy(), table["group"].to_numpy())
         assert (fit.low[0], fit.high[0]) == pytest.approx(expected, rel=1e-9, abs=1e-12)
-        assert (fit.low[1], fit.high[1]) == pytest.approx(_score_interval(1 - p, np.fmax(adjusted, least)),
+        assert (fit.low[1], fit.high[1]) == pytest.approx(beta_interval(1 - p, np.fmax(adjusted, least)),
                                                           rel=1e-9, abs=1e-12)
     assert regimes == {"floor", "estimated"}
 
 
 def test_the_floor_only_caps_the_width():
     """The property the floor guarantees, on random tables (2–6 groups of 1–4 inputs of 1–4 rows): the overall
-    interval is never wider than Wilson at the floor (the largest variance within-input dependence allows); where
-    the unfloored interval exists at a size at or above the floor (a variance within what clustering allows) it is
-    unchanged, and otherwise it is Wilson at the floor, inside the unfloored one."""
+    interval is never wider than Clopper–Pearson at the floor (the largest variance within-input dependence allows);
+    where the unfloored interval exists at a size at or above the floor (a variance within what clustering allows) it is
+    unchanged, and otherwise it is Clopper–Pearson at the floor, inside the unfloored one."""
     rng = np.random.default_rng(5)
     capped = unchanged = 0
     for _ in range(120):
@@ -186,16 +176,16 @@ def test_the_floor_only_caps_the_width():
         overall = MetricFrame(_table(values, strata), {"r": Metric("y", "rate")}, "group", "item",
                               n_boot=2).overall.loc["r"]
         low, high = float(overall["ci_low"]), float(overall["ci_high"])
-        widest = _score_interval(p, least)
+        widest = beta_interval(p, least)
         assert widest[0] - 1e-9 <= low <= high <= widest[1] + 1e-9
         if adjusted >= least:
             unchanged += 1
-            assert (low, high) == pytest.approx(_score_interval(p, adjusted), rel=1e-9, abs=1e-12)
+            assert (low, high) == pytest.approx(beta_interval(p, adjusted), rel=1e-9, abs=1e-12)
         else:
             capped += 1
             assert (low, high) == pytest.approx(widest, rel=1e-9, abs=1e-12)
             if not math.isnan(adjusted):
-                unfloored = _score_interval(p, adjusted)
+                unfloored = beta_interval(p, adjusted)
                 assert unfloored[0] - 1e-12 <= low <= high <= unfloored[1] + 1e-12
     assert capped >= 20 and unchanged >= 20, (capped, unchanged)
 

@@ -21,7 +21,7 @@ from audit.stats.divergences import DIVERGENCES
 from audit.stats.intervals import (
     Bootstrap,
     cluster_rows,
-    effective_wilson_interval,
+    effective_size_interval,
     least_effective_size,
     percentile_interval,
 )
@@ -119,10 +119,10 @@ class AttributeAudit:
                             columns=pd.Index(self.categories, name="output"))
 
     def transition_rates(self) -> pd.DataFrame:
-        """Tidy transition table: input, output, count, rate = count / row total (P[output | input]) with a Wilson
-        interval at the effective sample size (clustered by input: every sample counts, correlated samples count
-        less; Korn–Graubard degrees of freedom, floored at the size of the largest variance the clustering allows:
-        :func:`audit.stats.intervals.effective_wilson_interval`; never zero width), row_total, small (the input
+        """Tidy transition table: input, output, count, rate = count / row total (P[output | input]) with a
+        Clopper–Pearson interval at the effective sample size (clustered by input: every sample counts, correlated
+        samples count less; Korn–Graubard degrees of freedom, floored at the size of the largest variance the clustering
+        allows: :func:`audit.stats.intervals.effective_size_interval`; never zero width), row_total, small (the input
         class has < min_n inputs). A cell's design effect is at least its row's pooled one (≥ 1, see
         :func:`deff_floored_variance`): a rare transition's own, from a few events, is too noisy and mostly too
         small."""
@@ -140,8 +140,8 @@ class AttributeAudit:
                 cm = clustered_mean(self._out_hot[rows], clusters)
                 var = deff_floored_variance(rates[i], cm.se**2, totals[i])
                 least = least_effective_size(cluster_rows(clusters, int(rows.sum())))
-                low[i], high[i] = effective_wilson_interval(rates[i], var, totals[i, 0], cm.n_clusters,
-                                                            self.confidence, cm.df, least)
+                low[i], high[i] = effective_size_interval(rates[i], var, totals[i, 0], cm.n_clusters,
+                                                          self.confidence, cm.df, least)
         inputs = self._truth_hot[self._test_rows].sum(axis=0)
         idx = pd.MultiIndex.from_product([self.categories, self.categories], names=["input", "output"])
         return pd.DataFrame({"count": counts.ravel(), "rate": rates.ravel(), "ci_low": low.ravel(),

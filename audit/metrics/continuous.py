@@ -83,10 +83,10 @@ def upsampler_metrics(data: pd.DataFrame, groups: str | Sequence[str] | None = N
                       success: str | None = SUCCESS, lr_error: str | None = LR_ERROR,
                       extra: Mapping[str, Metric | str] | None = None, **kwargs: object) -> MetricFrame:
     """MetricFrame of the upsampler's diagnostics per group: ``success_rate`` (mean of the bool ``success`` column;
-    Wilson interval with one sample per input), ``lr_error_mean`` / ``lr_error_median`` (LR-consistency error, in
-    the unit of the column, e.g. mean squared error of the downscaled output against the LR input), plus ``extra``
-    metrics, e.g. ``{"psnr": Metric("psnr"), "ssim": Metric("ssim")}`` (see :mod:`audit.vision.image_quality`).
-    Keyword arguments go to ``MetricFrame`` (n_boot, seed, confidence, min_n)."""
+    Clopper–Pearson interval with one sample per input), ``lr_error_mean`` / ``lr_error_median`` (LR-consistency error,
+    in the unit of the column, e.g. mean squared error of the downscaled output against the LR input), plus ``extra``
+    metrics, e.g. ``{"psnr": Metric("psnr"), "ssim": Metric("ssim")}`` (see :mod:`audit.vision.image_quality`). Keyword
+    arguments go to ``MetricFrame`` (n_boot, seed, confidence, min_n)."""
     metrics: dict[str, Metric | str] = {}
     if success is not None:
         metrics["success_rate"] = Metric(success, "rate")

@@ -15,7 +15,7 @@ from audit.stats.intervals import (
     Bootstrap,
     cluster_rows,
     cluster_strata,
-    effective_wilson_interval,
+    effective_size_interval,
     least_effective_size,
     percentile_interval,
 )
@@ -74,11 +74,11 @@ class DistributionFit:
         categories: the vocabulary, in display order.
         reference: shares (mapping or vector aligned to categories), or None for a purely descriptive table.
         bootstrap: the design giving the divergences' percentile intervals (rows as in ``labels``).
-        clusters, strata: the design of the share intervals (Wilson at the effective sample size, from the
+        clusters, strata: the design of the share intervals (Clopper–Pearson at the effective sample size, from the
             stratified cluster-robust variance of :mod:`audit.stats.clustered`, at Korn & Graubard's degrees of
             freedom inputs − strata and never below the size of the largest variance the clustering allows in the
             stratified share, :func:`audit.stats.intervals.least_effective_size`, so a share has an interval even
-            with one input per stratum: :func:`audit.stats.intervals.effective_wilson_interval`).
+            with one input per stratum: :func:`audit.stats.intervals.effective_size_interval`, Korn & Graubard 1998).
         test: run the max-|T| score test of the shares against ``reference`` over every row (see
             :func:`audit.stats.tests.score_max_test`). Rows are then taken as independent draws, which holds under
             the null that every input's outputs follow the reference (uninformative inputs: UCPR). Categories with
@@ -108,8 +108,8 @@ class DistributionFit:
             cm = clustered_mean(onehot[found], in_clusters, None if strata is None else np.asarray(strata)[found])
             in_strata = None if strata is None else cluster_strata(in_clusters, np.asarray(strata)[found])
             least = least_effective_size(cluster_rows(in_clusters, self.n), in_strata)
-            self.low, self.high = effective_wilson_interval(self.shares, cm.se**2, self.n, cm.n_clusters, confidence,
-                                                            cm.df, least)
+            self.low, self.high = effective_size_interval(self.shares, cm.se**2, self.n, cm.n_clusters, confidence,
+                                                          cm.df, least)
         self.test = None
         if test and self.reference is not None:
             self.test = score_max_test(self.counts, self.reference, self.categories, name=f"{name}: shares vs "
@@ -118,8 +118,8 @@ class DistributionFit:
 
     @property
     def table(self) -> pd.DataFrame:
-        """Per category: count, share with its interval (Wilson at the effective sample size) and reference share
-        (NaN without a reference)."""
+        """Per category: count, share with its interval (Clopper–Pearson at the effective sample size) and reference
+        share (NaN without a reference)."""
         reference = np.full(len(self.categories), np.nan) if self.reference is None else self.reference
         return pd.DataFrame({"count": self.counts, "share": self.shares, "ci_low": self.low, "ci_high": self.high,
                              "reference": reference}, index=pd.Index(self.categories, name="category"))

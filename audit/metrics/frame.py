@@ -1,13 +1,14 @@
 """A MetricFrame in the spirit of Fairlearn's: metrics overall and by group (intersections: several group columns),
 max − min differences and min/max ratios, every number with an interval.
 
-Rates get a Wilson interval at their effective sample size (adjusted for the degrees of freedom of few inputs) and means
-a cluster-robust t interval (both from the stratified cluster design of :mod:`audit.stats.clustered`, so every sample is
-used and samples of one input count as correlated); medians the sign-test interval at the effective number of inputs
-(:func:`audit.stats.intervals.median_interval`, same design). Between groups, differences (max − min) and ratios (min /
-max) get intervals simultaneous over all pairs of groups (:mod:`audit.stats.between`) from each group's own interval or
-standard error: cluster-robust t for means; by MOVER, Wilson at the effective size (adjusted for the degrees of freedom
-of few inputs) for rates and the interpolated sign-test interval at the effective number of inputs for medians."""
+Rates get a Clopper–Pearson interval at their effective sample size (adjusted for the degrees of freedom of few inputs:
+Korn & Graubard 1998) and means a cluster-robust t interval (both from the stratified cluster design of
+:mod:`audit.stats.clustered`, so every sample is used and samples of one input count as correlated); medians the
+sign-test interval at the effective number of inputs (:func:`audit.stats.intervals.median_interval`, same design).
+Between groups, differences (max − min) and ratios (min / max) get intervals simultaneous over all pairs of groups
+(:mod:`audit.stats.between`) from each group's own interval or standard error: cluster-robust t for means; by MOVER,
+Clopper–Pearson at the effective size (adjusted for the degrees of freedom of few inputs) for rates and the interpolated
+sign-test interval at the effective number of inputs for medians."""
 
 from __future__ import annotations
 
@@ -25,24 +26,24 @@ from audit.stats.intervals import (
     Bootstrap,
     cluster_rows,
     cluster_strata,
-    df_adjusted_size,
     effective_size,
-    effective_wilson_interval,
+    effective_size_bounds,
+    effective_size_interval,
     interpolated_median_bounds,
     least_effective_size,
     median_interval,
     median_se,
-    wilson_bounds,
 )
 
 MIN_N = 30  # groups with fewer independent units (inputs) are flagged "small"
+RATE_METHOD = "Clopper–Pearson (effective n, Korn–Graubard df)"  # ci_method of a rate (and the shares of distributions)
 Bounds = Callable[[float], tuple[np.ndarray, np.ndarray]]  # per-group interval at a critical value
 
 
 @dataclass(frozen=True)
 class Metric:
-    """A per-row column summarised by ``statistic``: "rate" (mean of a 0/1 or bool column: Wilson interval at the
-    effective sample size), "mean" (cluster-robust t interval) or "median" (sign-test interval, effective n).
+    """A per-row column summarised by ``statistic``: "rate" (mean of a 0/1 or bool column: Clopper–Pearson interval
+    at the effective sample size), "mean" (cluster-robust t interval) or "median" (sign-test interval, effective n).
     NaN values are missing for this metric only. A rate is declared, never inferred from the
     values: a continuous column that happens to hold only 0s and 1s is still a mean. ``bounds`` is the range the
     values can take (e.g. ±180° for a change of ITA°): intervals are clipped to it (a t interval of a few inputs can
@@ -78,23 +79,20 @@ class MetricFrame:
     """Metrics of a run table overall and per group, with intervals.
 
     Rows whose group value is missing (NaN or "") are dropped (counted in ``n_dropped``). Designs are stratified by
-    group and clustered by ``cluster`` (several samples of one input belong together). A rate's interval is Wilson's
-    at the effective sample size (rows / design effect; the number of inputs when the rate is 0 or 1) adjusted by
-    Korn & Graubard's degrees of freedom, df = inputs − strata, and never below the size of the largest variance the
-    inputs' clustering allows (in a group; overall, stratified by group:
-    :func:`audit.stats.intervals.least_effective_size`; :func:`audit.stats.intervals.effective_wilson_interval`), so
-    every rate with rows has one, even with one input per group (df = 0); a mean's is
-    mean ± t·se with the cluster-robust se and df = inputs − strata (the overall row is stratified by group), a
-    median's is the sign-test interval at the effective number of inputs (see
-    :func:`audit.stats.intervals.median_interval`; none, marked "none (too few inputs)", below 6 effective inputs at
-    95 %). A mean without variation (every value equal, or one input) keeps its point as the interval, marked
-    ``ci_method`` "none (no variation)" (printed as not estimable). Rates and means keep bootstrap replicates (for
-    callers such as the RDP distribution); medians have none.
-    ``n`` counts the rows with a value, ``n_clusters`` the independent units (inputs); ``small`` flags n_clusters <
-    ``min_n``. ``se`` and ``df`` of means and rates are kept (see :meth:`design`) so that tests can use the same
-    estimator; a median's ``se`` per group is Price–Bonett's at the effective number of inputs
-    (:func:`audit.stats.intervals.median_se`).
-    """
+    group and clustered by ``cluster`` (several samples of one input belong together). A rate's interval is Korn &
+    Graubard's (1998): Clopper–Pearson at the effective sample size (rows / design effect; the number of inputs when the
+    rate is 0 or 1) adjusted by their degrees of freedom, df = inputs − strata, and never below the size of the largest
+    variance the inputs' clustering allows (in a group; overall, stratified by group:
+    :func:`audit.stats.intervals.least_effective_size`; :func:`audit.stats.intervals.effective_size_interval`), so every
+    rate with rows has one, even with one input per group (df = 0); a mean's is mean ± t·se with the cluster-robust se
+    and df = inputs − strata (the overall row is stratified by group), a median's is the sign-test interval at the
+    effective number of inputs (see :func:`audit.stats.intervals.median_interval`; none, marked "none (too few inputs)",
+    below 6 effective inputs at 95 %). A mean without variation (every value equal, or one input) keeps its point as the
+    interval, marked ``ci_method`` "none (no variation)" (printed as not estimable). Rates and means keep bootstrap
+    replicates (for callers such as the RDP distribution); medians have none. ``n`` counts the rows with a value,
+    ``n_clusters`` the independent units (inputs); ``small`` flags n_clusters < ``min_n``. ``se`` and ``df`` of means
+    and rates are kept (see :meth:`design`) so that tests can use the same estimator; a median's ``se`` per group is
+    Price–Bonett's at the effective number of inputs (:func:`audit.stats.intervals.median_se`)."""
 
     def __init__(self, data: pd.DataFrame, metrics: Mapping[str, Metric | str],
                  groups: str | Sequence[str] | None = None, cluster: str | None = None, n_boot: int = 2000,
@@ -152,8 +150,8 @@ class MetricFrame:
                 overall = self._cluster[valid]  # stratified by group: the floor of the stratified mean
                 least.append(least_effective_size(cluster_rows(overall, len(overall)),
                                                   cluster_strata(overall, self.codes[valid])))
-                low, high = effective_wilson_interval(point, se**2, n, n_clusters, self.confidence, df, least)
-                method = "wilson (effective n, Korn–Graubard df)"
+                low, high = effective_size_interval(point, se**2, n, n_clusters, self.confidence, df, least)
+                method = RATE_METHOD
             else:
                 with np.errstate(invalid="ignore"):
                     half = stats.t.ppf(0.5 + self.confidence / 2, np.where(df >= 1, df, np.nan)) * se
@@ -223,7 +221,9 @@ class MetricFrame:
         """What :mod:`audit.stats.between` needs of a metric per group, on the scale of ``kind`` (as is for
         differences, logs for ratios): (estimates, standard errors, df, method, interval at a critical value or
         None for estimate ± c·se). Means: cluster-robust se (NaN with one input), ratios by the delta method se/θ.
-        Rates: the Wilson interval at the effective sample size, for the pairs (MOVER) at the critical value c and
+        Rates: the Clopper–Pearson interval at the effective sample size, each group's bounds at c's tail probability
+        from :func:`audit.stats.intervals.effective_size_bounds` (the function behind every rate interval), so MOVER
+        combines two Clopper–Pearson intervals at the critical value c,
         at the size adjusted for the few inputs behind its design effect (Korn & Graubard's degrees of freedom at
         c's tail probability, :func:`audit.stats.intervals.df_adjusted_size`), never below the size of the largest
         variance the inputs' clustering allows (:func:`audit.stats.intervals.least_effective_size`); its se floored
@@ -251,19 +251,18 @@ class MetricFrame:
                 n_eff = effective_size(p, se**2, n, clusters)
                 least = np.array([least_effective_size(np.bincount(self._cluster[m])) for m in rows])
                 se = np.sqrt(np.maximum(se**2, indicator_floor(p * n, n, clusters)))
-                method = "Wilson (effective n, Korn–Graubard df), MOVER, simultaneous over pairs of groups"
+                method = f"{RATE_METHOD}, MOVER, simultaneous over pairs of groups"
 
-                def wilson(c: float) -> tuple[np.ndarray, np.ndarray]:
-                    size = np.fmax(df_adjusted_size(n_eff, n, df, float(stats.norm.sf(c))), least)
-                    return wilson_bounds(p * size, size, c)
+                def beta(c: float) -> tuple[np.ndarray, np.ndarray]:
+                    return effective_size_bounds(p, n_eff, n, df, float(stats.norm.sf(c)), least)
 
-                def log_wilson(c: float) -> tuple[np.ndarray, np.ndarray]:
-                    low, high = wilson(c)
+                def log_beta(c: float) -> tuple[np.ndarray, np.ndarray]:
+                    low, high = beta(c)
                     with np.errstate(divide="ignore"):
                         return np.log(low), np.log(high)
 
-                return (point, se, math.inf, method, wilson) if kind == "difference" else \
-                    (log_point, se / p, math.inf, method, log_wilson)
+                return (point, se, math.inf, method, beta) if kind == "difference" else \
+                    (log_point, se / p, math.inf, method, log_beta)
             if kind == "difference":
                 estimate, values = point, v
             else:

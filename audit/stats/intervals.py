@@ -1,4 +1,5 @@
-"""Confidence intervals: Wilson and Clopper–Pearson for binomial rates, a sign-test interval for the median of
+"""Confidence intervals: Wilson and Clopper–Pearson for binomial rates, Korn & Graubard's Clopper–Pearson interval at
+the effective size for rates of clustered rows, a sign-test interval for the median of
 clustered rows, and a stratified cluster bootstrap.
 
 All rates are proportions in [0, 1]; intervals are two-sided at level ``confidence`` (default 0.95).
@@ -53,6 +54,18 @@ def wilson_interval(successes: ArrayLike, n: ArrayLike, confidence: float = 0.95
     return wilson_bounds(successes, n, _z(confidence))
 
 
+def beta_bounds(successes: ArrayLike, n: ArrayLike, tail: float) -> Interval:
+    """Clopper–Pearson bounds with probability ``tail`` on each side (vectorised; x and n need not be whole):
+    low = Beta⁻¹(tail; x, n − x + 1), high = Beta⁻¹(1 − tail; x + 1, n − x), with low = 0 at x = 0 and high = 1 at
+    x = n; n = 0 gives NaN. Returns (low, high) in [0, 1]."""
+    x, m = _counts(successes, n)
+    with np.errstate(invalid="ignore"):
+        low = np.where(x > 0, stats.beta.ppf(tail, np.where(x > 0, x, 1), m - x + 1), 0.0)
+        high = np.where(x < m, stats.beta.ppf(1 - tail, x + 1, np.where(x < m, m - x, 1)), 1.0)
+    empty = ~(m > 0)
+    return np.where(empty, np.nan, low), np.where(empty, np.nan, high)
+
+
 def effective_size(share: ArrayLike, variance: ArrayLike, rows: ArrayLike, clusters: ArrayLike) -> np.ndarray:
     """Kish effective sample size of a share estimated from clustered rows: the rows divided by the design effect
     V̂ / V̂_srs, where V̂_srs = p̂(1 − p̂)/(rows − 1) is the same (unbiased) variance estimator's value for independent
@@ -66,27 +79,49 @@ def effective_size(share: ArrayLike, variance: ArrayLike, rows: ArrayLike, clust
     return np.where((p <= 0) | (p >= 1) | ~np.isfinite(n_eff), np.maximum(c, 0.0), n_eff)
 
 
-def effective_wilson_interval(share: ArrayLike, variance: ArrayLike, rows: ArrayLike, clusters: ArrayLike,
-                              confidence: float = 0.95, df: ArrayLike | None = None,
-                              least: ArrayLike | None = None) -> Interval:
-    """Wilson interval of a share from clustered rows at size max(n_eff·(t_{rows−1}/t_df)², least): n_eff the Kish
-    effective sample size (:func:`effective_size`; the design-effect Wilson interval of Kott & Carr 1997), times
-    Korn & Graubard's (1998) degrees-of-freedom factor at α/2 (:func:`df_adjusted_size`), since the design effect is
-    estimated from few clusters; ``df`` of the variance, by default clusters − 1 (one stratum; inputs − strata for a
-    stratified share). ``least`` (optional; NaN: none) is a size known to be conservative, e.g.
-    :func:`least_effective_size` of the cluster sizes (and strata), rows²/Σm_i² without strata, the size at the
-    largest variance any dependence within clusters allows (Bhatia & Davis 2000). Equals the plain Wilson interval
-    with one row per cluster and df = rows − 1 (the factor is then 1); never zero width. NaN without rows, and where
-    df < 1 or rows < 2 without a floor."""
+def effective_size_bounds(share: ArrayLike, n_eff: ArrayLike, rows: ArrayLike, df: ArrayLike, tail: float,
+                          least: ArrayLike | None = None) -> Interval:
+    """Clopper–Pearson bounds (:func:`beta_bounds`, ``tail`` on each side) of a share from clustered rows at size
+    n* = max(n_eff·(t_{rows−1}/t_df)², least) with x* = p̂·n* (Korn & Graubard 1998): ``n_eff`` the Kish effective
+    size (:func:`effective_size`), the factor :func:`df_adjusted_size` at ``tail``, ``least`` an optional floor (NaN:
+    none). NaN without rows, and where df < 1 or rows < 2 without a floor."""
+    p = np.clip(np.asarray(share, float), 0, 1)
+    n = np.asarray(rows, float)
+    size = df_adjusted_size(n_eff, n, df, tail)
+    if least is not None:
+        size = np.fmax(size, np.asarray(least, float))
+    empty = (n <= 0) | ~(size > 0)
+    size = np.where(empty, np.nan, size)
+    low, high = beta_bounds(p * size, size, tail)
+    return np.where(empty, np.nan, low), np.where(empty, np.nan, high)
+
+
+def effective_size_interval(share: ArrayLike, variance: ArrayLike, rows: ArrayLike, clusters: ArrayLike,
+                            confidence: float = 0.95, df: ArrayLike | None = None,
+                            least: ArrayLike | None = None) -> Interval:
+    """Korn & Graubard's (1998, *Survey Methodology* 24:193) interval of a share from clustered rows: Clopper–Pearson
+    at the df-adjusted effective size n* = max(n_eff·(t_{rows−1}/t_df)², least) with x* = p̂·n*, i.e. low =
+    Beta⁻¹(α/2; x*, n* − x* + 1) (0 at x* = 0), high = Beta⁻¹(1 − α/2; x* + 1, n* − x*) (1 at x* = n*)
+    (:func:`effective_size_bounds`; NCHS's standard for proportions, R survey's ``svyciprop(method = "beta")``).
+    n_eff is the Kish effective sample size (:func:`effective_size`), the factor is Korn & Graubard's degrees-of-freedom
+    adjustment at α/2 (:func:`df_adjusted_size`, as in ``svyciprop``), since the design effect is estimated from few
+    clusters; ``df`` of the variance, by default clusters − 1 (one stratum; inputs − strata for a stratified share).
+    ``least`` (optional; NaN: none) is a size known to be conservative, e.g. :func:`least_effective_size` of the
+    cluster sizes (and strata), rows²/Σm_i² without strata, the size at the largest variance any dependence within
+    clusters allows (Bhatia & Davis 2000). One difference from ``svyciprop``: its n_eff is p̂(1 − p̂)/V̂, ours takes
+    the design effect against p̂(1 − p̂)/(rows − 1) (:func:`effective_size`), so that with one row per cluster and
+    df = rows − 1 (factor 1) this is exactly the Clopper–Pearson interval of x of n (``svyciprop``'s is at n − 1);
+    neither caps n* at the rows. Never zero width. NaN without rows, and where df < 1 or rows < 2 without a floor.
+
+    Why not Wilson at n*: the variance side is the same, but at a handful of effective rows the score interval
+    under-covers near 0 and 1 (``benchmarks/RESULTS.md``: transition rates at 1/30 from 5 inputs covered 0.912,
+    a one-input age bin at 0.8 covered 0.896); Clopper–Pearson covers at least the level at every p for independent
+    rows, at the price of being conservative (wider) at large n."""
     p = np.asarray(share, float)
     n = np.asarray(rows, float)
     d = np.asarray(clusters, float) - 1 if df is None else np.asarray(df, float)
-    size = df_adjusted_size(effective_size(p, variance, n, clusters), n, d, (1 - confidence) / 2)
-    if least is not None:
-        size = np.fmax(size, np.asarray(least, float))
-    low, high = wilson_bounds(np.clip(p, 0, 1) * size, size, _z(confidence))
-    empty = (n <= 0) | ~(size > 0)
-    return np.where(empty, np.nan, low), np.where(empty, np.nan, high)
+    n_eff = effective_size(p, variance, n, clusters)
+    return effective_size_bounds(p, n_eff, n, d, (1 - confidence) / 2, least)
 
 
 def cluster_rows(clusters: ArrayLike | None, rows: int) -> np.ndarray:
@@ -134,14 +169,14 @@ def df_adjusted_size(n_eff: ArrayLike, rows: ArrayLike, df: ArrayLike, tail: flo
 def least_effective_size(cluster_rows: ArrayLike, strata: ArrayLike | None = None) -> float:
     """M / max_h c_h with c_h = Σ_{i∈h} m_i² / M_h, for clusters of m_i rows in strata h of M_h rows (``strata``: the
     stratum of each cluster, e.g. :func:`cluster_strata`; None: one stratum, where it is M²/Σ m_i², the number of
-    clusters when they are of equal size): the effective size of a 0/1 row mean at the largest variance any
-    dependence within clusters allows. What it bounds is the variance: a score (Wilson) interval at this size is as
-    good as Wilson's own at that many independent rows, whatever the samples of an input share, and no better: with
-    few rows it keeps Wilson's small-n shortfall near 0 and 1 (e.g. 7 groups × 1 input whose 3 samples always agree,
-    floor 7: coverage 0.87 at a true rate of 0.02 or 0.98, 0.98 at 0.5). It assumes, like the variance it floors,
-    that inputs' rates are unrelated to their row counts within a stratum (not so when rows go missing in step with
-    the outcome, e.g. outputs without a face where the rate is low; then the bound can fail with unequal counts).
-    NaN without rows.
+    clusters when they are of equal size): the effective size of a 0/1 row mean at the largest variance any dependence
+    within clusters allows. What it bounds is the variance: an interval at this size is as good as the same interval at
+    that many independent rows, whatever the samples of an input share, and no better: Wilson's score interval kept its
+    small-n shortfall near 0 and 1 (7 groups × 1 input whose 3 samples always agree, floor 7: coverage 0.87 at a true
+    rate of 0.02 or 0.98), which is why :func:`effective_size_interval` is Clopper–Pearson's. It assumes, like the
+    variance it floors, that inputs' rates are unrelated to their row counts within a stratum (not so when rows go
+    missing in step with the outcome, e.g. outputs without a face where the rate is low; then the bound can fail with
+    unequal counts). NaN without rows.
 
     Why: the row mean θ̂ = Σ_i S_i / M = Σ_h (M_h/M)·θ̂_h (S_i the count of cluster i; the stratum row counts fixed,
     clusters independent, those of stratum h with mean rate p_h). S_i lies in [0, m_i] with mean m_i·p_h, so
@@ -264,15 +299,11 @@ def median_se(values: ArrayLike, clusters: ArrayLike | None = None, strata: Arra
 
 
 def clopper_pearson_interval(successes: ArrayLike, n: ArrayLike, confidence: float = 0.95) -> Interval:
-    """Clopper–Pearson ("exact") interval: low = Beta⁻¹(α/2; x, n − x + 1), high = Beta⁻¹(1 − α/2; x + 1, n − x),
-    with low = 0 at x = 0 and high = 1 at x = n. Coverage is at least ``confidence`` for every p (conservative)."""
-    x, m = _counts(successes, n)
-    a = 1 - confidence
-    with np.errstate(invalid="ignore"):
-        low = np.where(x > 0, stats.beta.ppf(a / 2, x, m - x + 1), 0.0)
-        high = np.where(x < m, stats.beta.ppf(1 - a / 2, x + 1, m - x), 1.0)
-    empty = m <= 0
-    return np.where(empty, np.nan, low), np.where(empty, np.nan, high)
+    """Clopper–Pearson ("exact") interval at level ``confidence`` (see :func:`beta_bounds`; tail α/2). Coverage is at
+    least ``confidence`` for every p (conservative)."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    return beta_bounds(successes, n, (1 - confidence) / 2)
 
 
 def percentile_interval(replicates: np.ndarray, confidence: float = 0.95, axis: int = 0) -> Interval:
