@@ -15,10 +15,10 @@ is b_i + e_is (input effect sd 4°, sample noise sd 3°), mean 0 under the null.
 face per group, 20 samples each) give outputs from the stated reference (the groups, uniform). Planted designs:
 20 % of one group's outputs flipped to another class; a ΔITA shift of 0.5 SD (of a sample's ΔITA) in one group.
 
-Truths are computed from the generator's conditional matrices (no simulation), and compared with every interval of
-the report: rates and shares (Clopper–Pearson at the effective size, Korn & Graubard 1998), means (cluster-robust t), medians (sign test at the
-effective size; the true median of a group's ΔITA is its mean shift, the distribution being symmetric), and each
-test's intervals (simultaneous over its components, and at the Holm-adjusted level). Usage:
+Truths are computed from the generator's conditional matrices (no simulation), and compared with every interval of the
+report: rates and shares (Clopper–Pearson at the effective size, Korn & Graubard 1998), means (cluster-robust t),
+medians (sign test at the effective size; the true median of a group's ΔITA is its mean shift, the distribution being
+symmetric), and each test's intervals (simultaneous over its components, and at the Holm-adjusted level). Usage:
 
     python -m benchmarks.validity [--reports 200] [--designs all|null|planted|small|0,3] [--n-boot 100]
                                   [--append benchmarks/RESULTS.md]
@@ -302,8 +302,8 @@ def score_report(report: dict[str, Any], truths: dict[str, Truth], shifts: dict[
                           t.cond[idx[r["input"]], idx[r["output"]]])
         for r in a["shares"]:
             if r["count"] is not None and a["n_rows"]:
-                tally.add(f"share: output shares, stratified (Clopper–Pearson, effective n){on}", r["ci_low"], r["ci_high"],
-                          t.out_share[idx[r["category"]]])
+                tally.add(f"share: output shares, stratified (Clopper–Pearson, effective n){on}", r["ci_low"],
+                          r["ci_high"], t.out_share[idx[r["category"]]])
         if a["ucpr_shares"] and a["attribute"] == "race":
             for r in a["ucpr_shares"]:
                 tally.add("share: UCPR shares (Clopper–Pearson, effective n)", r["ci_low"], r["ci_high"],
