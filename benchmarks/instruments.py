@@ -181,6 +181,12 @@ def _transposed_conv_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) ->
     return 2 * math.prod(x_shape) * out_shape[1] * math.prod(w_shape[2:])
 
 
+def _conv_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    """2 × multiply-adds of a convolution: every output value from a C_in/groups × kh × kw slice of the weight
+    (the packed weight keeps its logical (C_out, C_in/groups, kh, kw) shape)."""
+    return 2 * math.prod(out_shape) * math.prod(w_shape[1:])
+
+
 def _linear_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
     """2 × multiply-adds of ``x @ wᵀ``."""
     return 2 * math.prod(x_shape) * out_shape[-1]
@@ -188,6 +194,7 @@ def _linear_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
 
 # FlopCounterMode knows torch's own operators only; the DCGAN's CPU path also calls these oneDNN ones.
 for _op, _formula in ((torch.ops.mkldnn._convolution_transpose_pointwise, _transposed_conv_flops),
+                      (torch.ops.mkldnn._convolution_pointwise, _conv_flops),
                       (torch.ops.mkldnn._linear_pointwise, _linear_flops)):
     if _op not in flop_registry:
         register_flop_formula(_op)(_formula)
@@ -197,7 +204,7 @@ def search_step_flops(generator: SearchableGenerator, low: torch.Tensor) -> floa
     """FLOPs of one search step on the batch ``low``, counted by torch's FlopCounterMode.
 
     Counts convolutions and matrix products, forward and backward (the generator is frozen, so
-    no weight gradients), oneDNN's transposed convolution and linear operators included;
+    no weight gradients), oneDNN's convolution, transposed convolution and linear operators included;
     elementwise work is not counted. A one-step search also renders its best
     iterate once more at the end and downsamples it, so those forward passes are counted
     separately and subtracted.
