@@ -41,10 +41,11 @@ def _floor_by_hand(sizes: list[int], strata: list[str]) -> float:
 def _unfloored_size(values: list[list[float]], strata: list[str]) -> tuple[float, float]:
     """(share, Korn–Graubard adjusted Kish size or NaN where df < 1) of the 0/1 ``values`` of each input: the CR1
     variance per stratum of (t_i − p̂_h·m_i)/M, n_eff = p̂(1 − p̂)/V·M/(M − 1) (the inputs where p̂ ∈ {0, 1} or V = 0),
-    at least 1, times (t_{M−1}/t_df)², df = inputs − strata."""
+    at least 1, times (t_{M−1}/t_df)², df Cochran's ν = (Σ_h v_h)² / Σ_h v_h²/(n_h − 1) over the strata's variance terms
+    v_h (inputs − strata with one stratum or no variance; tests/test_stratified_df.py)."""
     total = sum(len(v) for v in values)
     p = sum(sum(v) for v in values) / total
-    var = 0.0
+    var = weighed = 0.0
     for h in set(strata):
         members = [v for v, s in zip(values, strata) if s == h]
         if len(members) < 2:
@@ -52,9 +53,12 @@ def _unfloored_size(values: list[list[float]], strata: list[str]) -> tuple[float
         p_h = sum(sum(v) for v in members) / sum(len(v) for v in members)
         spread = sum(((sum(v) - p_h * len(v)) / total) ** 2 for v in members)
         var += len(members) / (len(members) - 1) * spread
+        weighed += (len(members) / (len(members) - 1) * spread) ** 2 / (len(members) - 1)
     boundary = p in (0.0, 1.0) or var == 0
     n_eff = len(values) if boundary else max(p * (1 - p) / var * total / (total - 1), 1.0)
     df = len(values) - len(set(strata))
+    if len(set(strata)) > 1 and weighed > 0:
+        df = min(var * var / weighed, df)
     if df < 1:
         return p, math.nan
     return p, n_eff * (stats.t.ppf(0.975, total - 1) / stats.t.ppf(0.975, df)) ** 2

@@ -76,8 +76,9 @@ class DistributionFit:
         bootstrap: the design giving the divergences' percentile intervals (rows as in ``labels``).
         clusters, strata: the design of the share intervals (Clopper–Pearson at the effective sample size, from the
             stratified cluster-robust variance of :mod:`audit.stats.clustered`, at Korn & Graubard's degrees of
-            freedom inputs − strata and never below the size of the largest variance the clustering allows in the
-            stratified share, :func:`audit.stats.intervals.least_effective_size`, so a share has an interval even
+            freedom: Cochran's effective df of the stratified variance (Satterthwaite; Cochran 1977, eq. 5.16,
+            :attr:`audit.stats.clustered.ClusteredMean.effective_df`; inputs − 1 without strata), and never
+            below the size of the largest variance the clustering allows in the stratified share, :func:`audit.stats.intervals.least_effective_size`, so a share has an interval even
             with one input per stratum: :func:`audit.stats.intervals.effective_size_interval`, Korn & Graubard 1998).
         test: run the max-|T| score test of the shares against ``reference`` over every row (see
             :func:`audit.stats.tests.score_max_test`). Rows are then taken as independent draws, which holds under
@@ -109,7 +110,7 @@ class DistributionFit:
             in_strata = None if strata is None else cluster_strata(in_clusters, np.asarray(strata)[found])
             least = least_effective_size(cluster_rows(in_clusters, self.n), in_strata)
             self.low, self.high = effective_size_interval(self.shares, cm.se**2, self.n, cm.n_clusters, confidence,
-                                                          cm.df, least)
+                                                          cm.effective_df, least)
         self.test = None
         if test and self.reference is not None:
             self.test = score_max_test(self.counts, self.reference, self.categories, name=f"{name}: shares vs "

@@ -81,8 +81,10 @@ class MetricFrame:
     Rows whose group value is missing (NaN or "") are dropped (counted in ``n_dropped``). Designs are stratified by
     group and clustered by ``cluster`` (several samples of one input belong together). A rate's interval is Korn &
     Graubard's (1998): Clopper–Pearson at the effective sample size (rows / design effect; the number of inputs when the
-    rate is 0 or 1) adjusted by their degrees of freedom, df = inputs − strata, and never below the size of the largest
-    variance the inputs' clustering allows (in a group; overall, stratified by group:
+    rate is 0 or 1) adjusted by their degrees of freedom, df = inputs − 1 in a group and, overall (stratified by group),
+    Cochran's effective df of the stratified variance (Satterthwaite; Cochran 1977, eq. 5.16:
+    :attr:`audit.stats.clustered.ClusteredMean.effective_df`, at most inputs − strata), and never below the size of the
+    largest variance the inputs' clustering allows (in a group; overall, stratified by group:
     :func:`audit.stats.intervals.least_effective_size`; :func:`audit.stats.intervals.effective_size_interval`), so every
     rate with rows has one, even with one input per group (df = 0); a mean's is mean ± t·se with the cluster-robust se
     and df = inputs − strata (the overall row is stratified by group), a median's is the sign-test interval at the
@@ -116,17 +118,18 @@ class MetricFrame:
     def n_groups(self) -> int:
         return len(self.group_index)
 
-    def _design(self, v: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(se, df) of the row mean of ``v`` per column of ``masks``: groups one by one, the overall (last) column
-        stratified by group."""
-        se, df = np.full(masks.shape[1], np.nan), np.full(masks.shape[1], np.nan)
+    def _design(self, v: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(se, df, effective df) of the row mean of ``v`` per column of ``masks``: groups one by one, the overall
+        (last) column stratified by group. df = inputs − strata; the effective df is Cochran's
+        (:attr:`audit.stats.clustered.ClusteredMean.effective_df`), df itself for a group (one stratum)."""
+        se, df, nu = (np.full(masks.shape[1], np.nan) for _ in range(3))
         for j, m in enumerate(masks.T):
             if not m.any():
                 continue
             strata = self.codes[m] if j == masks.shape[1] - 1 else None
             cm = clustered_mean(v[m], self._cluster[m], strata)
-            se[j], df[j] = cm.se[0], cm.df
-        return se, df
+            se[j], df[j], nu[j] = cm.se[0], cm.df, cm.effective_df[0]
+        return se, df, nu
 
     def _estimate(self, metric: Metric) -> dict[str, np.ndarray]:
         v = _as_float(self.data[metric.column])
@@ -144,8 +147,9 @@ class MetricFrame:
             with np.errstate(invalid="ignore", divide="ignore"):
                 point = np.where(n > 0, both[:, :k].sum(axis=0) / n, np.nan)
                 reps = sums[:, :k] / sums[:, k:]
-            se, df = self._design(np.where(valid, v, 0.0), masks)
+            se, df, effective_df = self._design(np.where(valid, v, 0.0), masks)
             if metric.statistic == "rate":
+                df = effective_df
                 least = [least_effective_size(np.bincount(self._cluster[m])) for m in masks.T[:-1]]
                 overall = self._cluster[valid]  # stratified by group: the floor of the stratified mean
                 least.append(least_effective_size(cluster_rows(overall, len(overall)),

@@ -7,7 +7,9 @@ Estimation*, ch. 6) for the stratified mean θ̂ = Σ_h (M_h/M)·θ̂_h with the
 (strata are groups of inputs fixed by the sampling): with u_i = (t_i − θ̂_h·m_i)/M (m_i = rows of cluster i,
 θ̂_h its stratum's mean), V = Σ_h n_h/(n_h − 1) · Σ_{i∈h} u_i u_iᵀ over strata h with n_h ≥ 2 clusters; within a
 stratum this is the CR1 cluster-robust covariance of its mean (statsmodels' ``cov_type="cluster"``). It uses every
-sample and respects their clustering; degrees of freedom n_clusters − n_strata.
+sample and respects their clustering; degrees of freedom n_clusters − n_strata, or Cochran's effective degrees of
+freedom (Satterthwaite) of the strata's terms (``ClusteredMean.effective_df``), fewer when few strata carry the
+variance.
 
 ``floor`` guards the variance where the data cannot show it (every sample of a stratum equal, e.g. 0 flips in 40
 outputs, or a stratum of one input): per stratum and component, the diagonal is raised to at least
@@ -77,7 +79,9 @@ class ClusteredMean:
     """Row mean of ``values`` (n_rows × k) and its stratified cluster-robust covariance (see the module docstring).
 
     Attributes: estimate (k,), cov (k, k), n_rows, n_clusters, n_strata, df = n_clusters − n_strata,
-    stratum_keys (sorted stratum labels), stratum_rows and stratum_clusters (per stratum).
+    stratum_keys (sorted stratum labels), stratum_rows and stratum_clusters (per stratum), stratum_variance
+    (n_strata, k): each stratum's term n_h/(n_h − 1)·Σ_{i∈h} u_i² of the variances (the diagonal of cov before any
+    floor; 0 in a stratum of one cluster).
     """
 
     estimate: np.ndarray
@@ -89,10 +93,30 @@ class ClusteredMean:
     stratum_keys: np.ndarray
     stratum_rows: np.ndarray
     stratum_clusters: np.ndarray
+    stratum_variance: np.ndarray
 
     @property
     def se(self) -> np.ndarray:
         return np.sqrt(np.clip(np.diag(self.cov), 0, None))
+
+    @property
+    def effective_df(self) -> np.ndarray:
+        """Cochran's effective degrees of freedom of each variance, (k,) (Satterthwaite 1946; Cochran 1977, *Sampling
+        Techniques*, 3rd ed., eq. 5.16): with v̂ = Σ_h v_h, v_h = g_h·s_h² the term of stratum h (g_h = n_h, s_h² =
+        Σ_{i∈h} u_i²/(n_h − 1) the variance of its n_h clusters' u_i, whose mean is 0),
+        ν = (Σ_h v_h)² / Σ_h v_h²/(n_h − 1) over strata of n_h ≥ 2 clusters. ν ≤ Σ_h (n_h − 1) = df, with equality
+        when the strata contribute equally per degree of freedom; few strata carrying the variance give fewer.
+        ``df`` itself with one stratum and where no stratum varies (v̂ = 0, nothing to weigh)."""
+        df = np.full(self.stratum_variance.shape[1], float(self.df))
+        if self.n_strata < 2:
+            return df
+        v = self.stratum_variance
+        freedom = (self.stratum_clusters - 1.0)[:, None]
+        spread = np.sum(np.where(freedom > 0, v * v / np.where(freedom > 0, freedom, 1.0), 0.0), axis=0)
+        total = v.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            nu = np.minimum(total * total / spread, df)
+        return np.where(spread > 0, nu, df)
 
 
 def stratum_codes(strata: np.ndarray | None, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,14 +160,16 @@ def clustered_mean(values: np.ndarray, clusters: np.ndarray | None = None, strat
     theta_h = sums_h / np.maximum(rows_h, 1)[:, None]
     u = (totals - m[:, None] * theta_h[stratum_of]) / max(n_rows, 1)
     cov = np.zeros((k, k))
+    own = np.zeros((n_strata, k))
     for h in range(n_strata):
         uh = u[stratum_of == h]
         nh = len(uh)
         s = np.zeros((k, k))
         if nh >= 2:
             s = nh / (nh - 1) * uh.T @ uh
+        own[h] = np.diag(s)
         if floor is not None:
             least = (rows_h[h] / max(n_rows, 1)) ** 2 * np.asarray(floor, float)[h]
             s = s + np.diag(np.clip(least - np.diag(s), 0, None))
         cov += s
-    return ClusteredMean(theta, cov, n_rows, n_c, n_strata, n_c - n_strata, keys, rows_h, clusters_h)
+    return ClusteredMean(theta, cov, n_rows, n_c, n_strata, n_c - n_strata, keys, rows_h, clusters_h, own)

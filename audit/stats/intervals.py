@@ -105,7 +105,8 @@ def effective_size_interval(share: ArrayLike, variance: ArrayLike, rows: ArrayLi
     (:func:`effective_size_bounds`; NCHS's standard for proportions, R survey's ``svyciprop(method = "beta")``).
     n_eff is the Kish effective sample size (:func:`effective_size`), the factor is Korn & Graubard's degrees-of-freedom
     adjustment at α/2 (:func:`df_adjusted_size`, as in ``svyciprop``), since the design effect is estimated from few
-    clusters; ``df`` of the variance, by default clusters − 1 (one stratum; inputs − strata for a stratified share).
+    clusters; ``df`` of the variance, by default clusters − 1 (one stratum; for a stratified share Cochran's effective
+    df of its stratified variance, :attr:`audit.stats.clustered.ClusteredMean.effective_df`, at most inputs − strata).
     ``least`` (optional; NaN: none) is a size known to be conservative, e.g. :func:`least_effective_size` of the
     cluster sizes (and strata), rows²/Σm_i² without strata, the size at the largest variance any dependence within
     clusters allows (Bhatia & Davis 2000). One difference from ``svyciprop``: its n_eff is p̂(1 − p̂)/V̂, ours takes
