@@ -78,8 +78,9 @@ class DistributionFit:
             stratified cluster-robust variance of :mod:`audit.stats.clustered`, at Korn & Graubard's degrees of
             freedom: Cochran's effective df of the stratified variance (Satterthwaite; Cochran 1977, eq. 5.16,
             :attr:`audit.stats.clustered.ClusteredMean.effective_df`; inputs − 1 without strata), and never
-            below the size of the largest variance the clustering allows in the stratified share, :func:`audit.stats.intervals.least_effective_size`, so a share has an interval even
-            with one input per stratum: :func:`audit.stats.intervals.effective_size_interval`, Korn & Graubard 1998).
+            below the size of the largest variance the clustering allows in the stratified share,
+            :func:`audit.stats.intervals.least_effective_size`, so a share has an interval even with one input per
+            stratum: :func:`audit.stats.intervals.effective_size_interval`, Korn & Graubard 1998).
         test: run the max-|T| score test of the shares against ``reference`` over every row (see
             :func:`audit.stats.tests.score_max_test`). Rows are then taken as independent draws, which holds under
             the null that every input's outputs follow the reference (uninformative inputs: UCPR). Categories with
