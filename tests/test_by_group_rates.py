@@ -25,19 +25,25 @@ from audit.metrics.frame import Metric, MetricFrame
 def _reference_size(inputs: list[list[float]], strata: list[int] | None = None) -> tuple[float, float, float, float]:
     """(share, Korn–Graubard adjusted Kish size, floor rows²/Σm², df) of the 0/1 values of ``inputs`` (one list per
     input), by hand: the CR1 variance per stratum weighted by (rows_h/rows)², n_eff = p̂(1 − p̂)/V·rows/(rows − 1)
-    (the number of inputs when p̂ is 0 or 1), times (t_{rows−1}/t_df)² at α/2 with df = inputs − strata."""
+    (the number of inputs when p̂ is 0 or 1), times (t_{rows−1}/t_df)² at α/2 with df = inputs − 1 for one stratum,
+    else Cochran's ν = (Σ_h v_h)² / Σ_h v_h²/(n_h − 1) over the strata's variance terms v_h (at most inputs − strata;
+    tests/test_stratified_df.py)."""
     strata = [0] * len(inputs) if strata is None else strata
     rows = sum(len(v) for v in inputs)
     p = sum(sum(v) for v in inputs) / rows
-    var = 0.0
+    var = weighed = 0.0
     for h in set(strata):
         members = [v for v, s in zip(inputs, strata) if s == h]
         rows_h = sum(len(v) for v in members)
         p_h = sum(sum(v) for v in members) / rows_h
         spread = sum((sum(v) - p_h * len(v)) ** 2 for v in members) / rows_h**2
-        var += (rows_h / rows) ** 2 * len(members) / (len(members) - 1) * spread
+        term = (rows_h / rows) ** 2 * len(members) / (len(members) - 1) * spread
+        var += term
+        weighed += term * term / (len(members) - 1)
     n_eff = len(inputs) if p in (0.0, 1.0) else p * (1 - p) / var * rows / (rows - 1)
     df = len(inputs) - len(set(strata))
+    if len(set(strata)) > 1 and weighed > 0:
+        df = min(var * var / weighed, df)
     adjusted = n_eff * (stats.t.ppf(0.975, rows - 1) / stats.t.ppf(0.975, df)) ** 2
     return p, adjusted, rows**2 / sum(len(v) ** 2 for v in inputs), df
 
@@ -53,8 +59,8 @@ GROUPS = {"a": [[1, 1, 1], [0, 0, 0], [1, 1], [1, 0, 1, 1]],  # few inputs, stro
 
 def test_by_group_rate_matches_a_hand_computed_korn_graubard_interval():
     """Each group: the Clopper–Pearson interval at max(Korn–Graubard adjusted Kish size, rows²/Σm²); the overall row
-    (stratified by group, df = inputs − groups) at the adjusted size without a floor. Both regimes occur: group a at its
-    floor, group b above it."""
+    (stratified by group, Cochran's df, at most inputs − groups) at the adjusted size without a floor. Both regimes
+    occur: group a at its floor, group b above it."""
     frame = MetricFrame(_frame_table(GROUPS), {"r": Metric("y", "rate")}, "group", "item", n_boot=20)
     by = frame.by_group.set_index("group")
     sizes = {}
@@ -68,7 +74,7 @@ def test_by_group_rate_matches_a_hand_computed_korn_graubard_interval():
     assert sizes["a"][0] < sizes["a"][1] and sizes["b"][0] > sizes["b"][1], sizes
     everything = GROUPS["a"] + GROUPS["b"]
     p, adjusted, _, df = _reference_size(everything, [0] * len(GROUPS["a"]) + [1] * len(GROUPS["b"]))
-    assert df == len(everything) - 2
+    assert 1 < df < len(everything) - 2
     overall = frame.overall.loc["r"]
     assert (overall["ci_low"], overall["ci_high"]) == pytest.approx(beta_interval(p, adjusted), rel=1e-9)
 
