@@ -90,10 +90,8 @@ def effective_size_bounds(share: ArrayLike, n_eff: ArrayLike, rows: ArrayLike, d
     size = df_adjusted_size(n_eff, n, df, tail)
     if least is not None:
         size = np.fmax(size, np.asarray(least, float))
-    empty = (n <= 0) | ~(size > 0)
-    size = np.where(empty, np.nan, size)
-    low, high = beta_bounds(p * size, size, tail)
-    return np.where(empty, np.nan, low), np.where(empty, np.nan, high)
+    size = np.where((n <= 0) | ~(size > 0), np.nan, size)
+    return beta_bounds(p * size, size, tail)  # NaN where the size is
 
 
 def effective_size_interval(share: ArrayLike, variance: ArrayLike, rows: ArrayLike, clusters: ArrayLike,
